@@ -1,0 +1,129 @@
+//! The crate's one error type.
+//!
+//! Python's `multiprocessing.connection` raises two exceptions of its own, `AuthenticationError`
+//! and `BufferTooShort`, and otherwise `EOFError` / `OSError`. [`Error`] keeps that shape: the two
+//! named exceptions are their own types ([`AuthenticationError`], [`BufferTooShort`]) so callers can
+//! match on them, end of file is distinct from end of file inside a message, and every I/O failure
+//! keeps its [`std::io::Error`] as the source.
+
+use std::fmt;
+use std::io;
+
+use crate::wire::frame::FrameError;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on a connection, a listener or a client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error, kept as the source.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// The mutual challenge-response failed (Python's `AuthenticationError`).
+    #[error(transparent)]
+    Authentication(#[from] AuthenticationError),
+
+    /// The buffer given to `recv_bytes_into` was too small; carries the complete message
+    /// (Python's `BufferTooShort`). The connection stays usable.
+    #[error(transparent)]
+    BufferTooShort(#[from] BufferTooShort),
+
+    /// The peer closed the connection cleanly between messages (Python's `EOFError`).
+    #[error("end of file: the peer closed the connection")]
+    Eof,
+
+    /// The peer closed the connection in the middle of a message.
+    #[error("got end of file during message")]
+    EofInMessage,
+
+    /// The peer broke the framing rules (a negative length, a length above the limit).
+    #[error("protocol error: {0}")]
+    Protocol(#[from] FrameError),
+
+    /// A deadline passed: accept timeout, handshake deadline, or a blocking call's timeout.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+
+    /// The address could not be parsed or does not fit the requested family.
+    #[error("bad address: {0}")]
+    Address(String),
+
+    /// A setting is invalid (a malformed key in the environment, an option out of range).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The address family is not available on this platform (for example `AF_PIPE` off Windows).
+    #[error("address family {0} is not supported on this platform")]
+    UnsupportedFamily(&'static str),
+
+    /// The connection was closed locally, or an earlier error left it unusable.
+    #[error("the connection is closed{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
+    Closed(&'static str),
+}
+
+impl Error {
+    /// True for errors that mean the peer went away: [`Error::Eof`], [`Error::EofInMessage`], and
+    /// the I/O errors for a reset or broken pipe.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            Error::Eof | Error::EofInMessage => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The handshake failed. Python raises `multiprocessing.AuthenticationError` in the same cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthenticationError {
+    /// The peer's answer to our challenge did not match (wrong key, or a mangled reply).
+    #[error("authentication failed: digest received was wrong")]
+    DigestMismatch,
+    /// The peer rejected our answer to its challenge (it has another key).
+    #[error("authentication failed: digest sent was rejected")]
+    Rejected,
+    /// The peer's reply uses a digest that our policy refuses (for example MD5 under the strict policy).
+    #[error("authentication failed: digest {0} refused by the digest policy")]
+    DigestRefused(String),
+    /// The peer's reply or challenge is not a handshake message at all.
+    #[error("authentication failed: protocol error: {0}")]
+    Protocol(String),
+    /// The listener demands authentication but this side has no key (cpython#123736).
+    #[error(
+        "authentication failed: the listener sent a challenge but this client has no authentication key"
+    )]
+    KeyRequired,
+    /// The connection ended during the handshake.
+    #[error("authentication failed: the peer closed the connection during the handshake")]
+    Disconnected,
+}
+
+/// `recv_bytes_into` was given a buffer too small for the message. Holds the complete message, as
+/// Python's `BufferTooShort.args[0]` does; the connection stays usable.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("buffer too short: the message has {} bytes, the buffer {buffer_len}", message.len())]
+pub struct BufferTooShort {
+    /// The complete message that did not fit.
+    pub message: Vec<u8>,
+    /// The size of the buffer that was offered.
+    pub buffer_len: usize,
+}
+
+impl fmt::Debug for BufferTooShort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferTooShort")
+            .field("message_len", &self.message.len())
+            .field("buffer_len", &self.buffer_len)
+            .finish()
+    }
+}

@@ -1,0 +1,530 @@
+//! Message framing: the length prefix Python's `Connection.send_bytes` writes, and an incremental
+//! decoder for it.
+//!
+//! A message is a header then the body. The header is the body length as a big-endian *signed*
+//! 32-bit integer; a body longer than `0x7fffffff` bytes gets the header `-1` followed by the length
+//! as a big-endian unsigned 64-bit integer (Python 3.8+). Other negative lengths are a protocol
+//! error here (Python silently reads them as an empty message).
+//!
+//! [`FrameDecoder`] is sans-IO: the caller reads from whatever transport it has into
+//! [`FrameDecoder::read_buf`], reports how much arrived with [`FrameDecoder::advance`], and pulls
+//! whole messages out with [`FrameDecoder::next_frame`] (a borrowed, zero-copy view) or
+//! [`FrameDecoder::take_frame`] (an owned `Vec`, without copying a large body). Two bounds hold
+//! whatever the peer declares:
+//!
+//! * a declared length above the limit is refused as soon as the header is complete, before any of
+//!   the body is read;
+//! * the buffer for a partial message grows with the bytes that actually arrived (at most doubling
+//!   what is held, plus one read block), never with the declared length, so a peer that announces
+//!   2^63 bytes and sends ten holds about one read block of our memory.
+
+/// Largest body that fits the short (4-byte) header.
+pub const SHORT_HEADER_MAX: usize = 0x7fff_ffff;
+
+/// The longest header: `-1` plus an unsigned 64-bit length.
+pub const MAX_HEADER_LEN: usize = 12;
+
+/// Default limit on the size of one message: 128 MiB. Python has no limit; a bounded default
+/// protects a server from a peer that declares huge lengths. Raise it per connection where
+/// needed.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// The size of one read block: the decoder keeps at least this much free space for a read.
+pub const DEFAULT_READ_BLOCK: usize = 64 * 1024;
+
+/// The peer broke the framing rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A negative length other than the `-1` escape.
+    #[error("bad message length: negative length {0}")]
+    NegativeLength(i32),
+    /// A declared length above the limit in force.
+    #[error("bad message length: {len} bytes declared, the limit is {limit}")]
+    TooLarge {
+        /// The length the peer declared.
+        len: u64,
+        /// The limit in force.
+        limit: usize,
+    },
+}
+
+/// An encoded header: 4 or 12 bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+}
+
+impl Header {
+    /// The header for a body of `body_len` bytes.
+    #[inline]
+    pub fn for_len(body_len: usize) -> Header {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        if body_len <= SHORT_HEADER_MAX {
+            bytes[..4].copy_from_slice(&(body_len as u32).to_be_bytes());
+            Header { bytes, len: 4 }
+        } else {
+            bytes[..4].copy_from_slice(&(-1i32).to_be_bytes());
+            bytes[4..].copy_from_slice(&(body_len as u64).to_be_bytes());
+            Header { bytes, len: 12 }
+        }
+    }
+
+    /// The header's bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Appends one framed message (header and body) to `out`.
+pub fn encode_frame(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(Header::for_len(body.len()).as_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Parses a header at the start of `bytes`.
+///
+/// Returns `Ok(None)` when more bytes are needed, otherwise the header length and the declared
+/// body length. The limit is not applied here.
+pub fn parse_header(bytes: &[u8]) -> Result<Option<(usize, u64)>, FrameError> {
+    let Some(short) = bytes.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let n = i32::from_be_bytes(*short);
+    if n >= 0 {
+        return Ok(Some((4, n as u64)));
+    }
+    if n != -1 {
+        return Err(FrameError::NegativeLength(n));
+    }
+    match bytes.get(4..MAX_HEADER_LEN) {
+        Some(long) => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(long);
+            Ok(Some((MAX_HEADER_LEN, u64::from_be_bytes(b))))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Incremental, bounded decoder of length-prefixed messages. See the module docs.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// Storage; `buf[start..end]` holds received bytes not yet handed out. Bytes past `end` are
+    /// initialised (zeroed once) free space.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Body length of the message whose header has been consumed but whose body is incomplete.
+    body: Option<usize>,
+    max_message_size: usize,
+    read_block: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses messages longer than `max_message_size`.
+    pub fn new(max_message_size: usize) -> FrameDecoder {
+        FrameDecoder::with_read_block(max_message_size, DEFAULT_READ_BLOCK)
+    }
+
+    /// Like [`FrameDecoder::new`] with the size of one read block (at least 16 bytes).
+    pub fn with_read_block(max_message_size: usize, read_block: usize) -> FrameDecoder {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            body: None,
+            max_message_size,
+            read_block: read_block.max(16),
+        }
+    }
+
+    /// The limit on one message.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Changes the limit on one message; applies from the next header.
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.max_message_size = max;
+    }
+
+    /// Bytes received and not yet handed out as messages (including a consumed header's body part).
+    pub fn buffered_len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// True when a whole message is already buffered, so a read would not block.
+    pub fn has_frame(&self) -> bool {
+        let avail = &self.buf[self.start..self.end];
+        match self.body {
+            Some(len) => avail.len() >= len,
+            None => match parse_header(avail) {
+                Ok(Some((h, len))) => (avail.len() - h) as u64 >= len,
+                // A framing error is "ready" too: the next read reports it without blocking.
+                Err(_) => true,
+                Ok(None) => false,
+            },
+        }
+    }
+
+    /// True when a message has begun (header bytes or a partial body) but is not complete.
+    pub fn in_message(&self) -> bool {
+        self.body.is_some() || self.start != self.end
+    }
+
+    /// Memory the decoder holds (its buffer's capacity), for accounting.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Releases the buffer if nothing is held in it (for idle connections).
+    pub fn shrink_if_idle(&mut self) {
+        if self.start == self.end && self.body.is_none() {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free space to read into. Reports what was written with [`FrameDecoder::advance`].
+    ///
+    /// While a large message is incomplete the slice ends where that message ends, so the body
+    /// can later be handed out without a copy.
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        let filled = self.end - self.start;
+        if filled == 0 {
+            self.start = 0;
+            self.end = 0;
+        }
+        // How much of the current message is still missing, when known.
+        let missing = self.body.map(|len| len.saturating_sub(filled));
+        let want = match missing {
+            // Large message: grow with what arrived (at most doubling), never with what was declared.
+            Some(missing) if missing > self.read_block => missing.min(filled.max(self.read_block)),
+            _ => self.read_block,
+        };
+        if self.buf.len() - self.end < want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = filled;
+            }
+            if self.buf.len() - self.end < want {
+                self.buf.resize(self.end + want, 0);
+            }
+        }
+        let limit = match missing {
+            Some(missing) if missing > self.read_block => self.end + want.min(missing),
+            _ => self.buf.len(),
+        };
+        &mut self.buf[self.end..limit]
+    }
+
+    /// Records that `n` bytes were written at the front of the last [`FrameDecoder::read_buf`].
+    ///
+    /// # Panics
+    /// If `n` is larger than that slice (a caller bug, never peer input).
+    pub fn advance(&mut self, n: usize) {
+        assert!(
+            self.end + n <= self.buf.len(),
+            "advance past the read buffer"
+        );
+        self.end += n;
+    }
+
+    /// Copies `data` into the decoder (for callers that already hold the bytes, and tests).
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let space = self.read_buf();
+            let n = space.len().min(data.len());
+            space[..n].copy_from_slice(&data[..n]);
+            self.advance(n);
+            data = &data[n..];
+        }
+    }
+
+    /// The next complete message as a view into the buffer, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        self.next_frame_limited(usize::MAX)
+    }
+
+    /// Like [`FrameDecoder::next_frame`], refusing a message longer than `limit` (or the decoder's
+    /// own limit, whichever is lower). The refused message's header is consumed.
+    pub fn next_frame_limited(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError> {
+        match self.complete_body(limit)? {
+            Some(len) => {
+                let at = self.start;
+                self.start += len;
+                self.body = None;
+                Ok(Some(&self.buf[at..at + len]))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next complete message as an owned buffer. A large message that fills the buffer is
+    /// handed over without copying.
+    pub fn take_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        self.take_frame_limited(usize::MAX)
+    }
+
+    /// Like [`FrameDecoder::take_frame`] with a limit, as [`FrameDecoder::next_frame_limited`].
+    pub fn take_frame_limited(&mut self, limit: usize) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(len) = self.complete_body(limit)? else {
+            return Ok(None);
+        };
+        self.body = None;
+        if self.start == 0 && self.end == len && len > self.read_block {
+            let mut whole = std::mem::take(&mut self.buf);
+            whole.truncate(len);
+            self.end = 0;
+            return Ok(Some(whole));
+        }
+        let at = self.start;
+        self.start += len;
+        Ok(Some(self.buf[at..at + len].to_vec()))
+    }
+
+    /// Consumes the next header if needed and returns the body length when the whole body is
+    /// buffered.
+    fn complete_body(&mut self, limit: usize) -> Result<Option<usize>, FrameError> {
+        let len = match self.body {
+            Some(len) => len,
+            None => {
+                let Some((header_len, len)) = parse_header(&self.buf[self.start..self.end])? else {
+                    return Ok(None);
+                };
+                let limit = limit.min(self.max_message_size);
+                if len > limit as u64 {
+                    self.start += header_len;
+                    return Err(FrameError::TooLarge { len, limit });
+                }
+                self.start += header_len;
+                let len = len as usize;
+                self.body = Some(len);
+                len
+            }
+        };
+        Ok((self.end - self.start >= len).then_some(len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames(bodies: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in bodies {
+            encode_frame(b, &mut out);
+        }
+        out
+    }
+
+    fn drain(d: &mut FrameDecoder) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while let Some(m) = d.next_frame().unwrap() {
+            got.push(m.to_vec());
+        }
+        got
+    }
+
+    #[test]
+    fn short_header_is_big_endian_signed() {
+        assert_eq!(Header::for_len(0).as_bytes(), [0, 0, 0, 0]);
+        assert_eq!(Header::for_len(0x1f).as_bytes(), [0, 0, 0, 0x1f]);
+        assert_eq!(
+            Header::for_len(SHORT_HEADER_MAX).as_bytes(),
+            [0x7f, 0xff, 0xff, 0xff]
+        );
+    }
+
+    #[test]
+    fn long_header_is_minus_one_then_u64() {
+        let h = Header::for_len(SHORT_HEADER_MAX + 1);
+        assert_eq!(
+            h.as_bytes(),
+            [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
+        );
+        assert_eq!(parse_header(h.as_bytes()).unwrap(), Some((12, 0x8000_0000)));
+    }
+
+    #[test]
+    fn truncated_header_waits_for_more_bytes() {
+        let mut d = FrameDecoder::default();
+        d.feed(&[0, 0]);
+        assert_eq!(d.next_frame().unwrap(), None);
+        d.feed(&[0, 3, b'a']);
+        assert_eq!(d.next_frame().unwrap(), None);
+        d.feed(b"bc");
+        assert_eq!(d.next_frame().unwrap(), Some(&b"abc"[..]));
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert!(!d.in_message());
+    }
+
+    #[test]
+    fn truncated_long_header_waits_for_more_bytes() {
+        assert_eq!(parse_header(&[0xff, 0xff, 0xff, 0xff, 0, 0]).unwrap(), None);
+    }
+
+    #[test]
+    fn negative_lengths_other_than_minus_one_are_refused() {
+        let mut d = FrameDecoder::default();
+        d.feed(&(-2i32).to_be_bytes());
+        assert_eq!(d.next_frame(), Err(FrameError::NegativeLength(-2)));
+        assert_eq!(
+            parse_header(&i32::MIN.to_be_bytes()),
+            Err(FrameError::NegativeLength(i32::MIN))
+        );
+    }
+
+    #[test]
+    fn declared_length_above_limit_is_refused_before_the_body() {
+        let mut d = FrameDecoder::new(10);
+        d.feed(&[0, 0, 0, 11]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge { len: 11, limit: 10 })
+        );
+        let mut d = FrameDecoder::new(1 << 20);
+        d.feed(&[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: 1 << 63,
+                limit: 1 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn per_call_limit_applies_below_the_decoder_limit() {
+        let mut d = FrameDecoder::default();
+        d.feed(&frames(&[vec![7; 300]]));
+        assert_eq!(
+            d.next_frame_limited(256),
+            Err(FrameError::TooLarge {
+                len: 300,
+                limit: 256
+            })
+        );
+    }
+
+    #[test]
+    fn memory_grows_with_bytes_received_not_declared_length() {
+        let mut d = FrameDecoder::new(usize::MAX);
+        // Declare 2^62 bytes, send 100.
+        d.feed(&[0xff, 0xff, 0xff, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0]);
+        d.feed(&[1; 100]);
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert!(
+            d.capacity() <= 2 * DEFAULT_READ_BLOCK,
+            "capacity {}",
+            d.capacity()
+        );
+        // Send 1 MiB more: the buffer stays within about twice what arrived.
+        for _ in 0..16 {
+            d.feed(&[2; 65536]);
+        }
+        let received = 100 + 16 * 65536;
+        assert!(
+            d.capacity() <= 2 * received + DEFAULT_READ_BLOCK,
+            "capacity {}",
+            d.capacity()
+        );
+    }
+
+    #[test]
+    fn large_message_is_taken_without_a_copy_into_a_second_buffer() {
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let mut d = FrameDecoder::default();
+        let wire = frames(std::slice::from_ref(&body));
+        // Arrive in uneven reads, as from a socket.
+        for chunk in wire.chunks(70_001) {
+            d.feed(chunk);
+        }
+        let got = d.take_frame().unwrap().unwrap();
+        assert_eq!(got, body);
+        assert_eq!(d.buffered_len(), 0);
+    }
+
+    #[test]
+    fn read_buf_stops_at_the_end_of_a_large_message() {
+        let mut d = FrameDecoder::with_read_block(usize::MAX, 16);
+        d.feed(&[0, 0, 1, 0]); // 256-byte body
+        let space = d.read_buf().len();
+        assert!(space <= 256, "offered {space}");
+    }
+
+    #[test]
+    fn has_frame_sees_buffered_messages_and_errors() {
+        let mut d = FrameDecoder::default();
+        assert!(!d.has_frame());
+        d.feed(&frames(&[b"x".to_vec(), b"y".to_vec()]));
+        assert!(d.has_frame());
+        d.next_frame().unwrap();
+        assert!(d.has_frame());
+        d.next_frame().unwrap();
+        assert!(!d.has_frame());
+        d.feed(&(-5i32).to_be_bytes());
+        assert!(d.has_frame());
+    }
+
+    #[test]
+    fn empty_messages_decode() {
+        let mut d = FrameDecoder::default();
+        d.feed(&frames(&[vec![], b"a".to_vec(), vec![]]));
+        assert_eq!(drain(&mut d), vec![vec![], b"a".to_vec(), vec![]]);
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_any_frame_sequence_decodes_to_the_same_messages(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+            cuts in proptest::collection::vec(1usize..400, 0..50),
+            block in 16usize..200,
+            take in any::<bool>(),
+        ) {
+            let wire = frames(&bodies);
+            let mut d = FrameDecoder::with_read_block(1 << 20, block);
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            let mut cuts = cuts.into_iter();
+            while !rest.is_empty() {
+                let n = cuts.next().unwrap_or(rest.len()).min(rest.len());
+                // Read as a socket would: at most what read_buf offers.
+                let mut chunk = &rest[..n];
+                while !chunk.is_empty() {
+                    let space = d.read_buf();
+                    let k = space.len().min(chunk.len());
+                    space[..k].copy_from_slice(&chunk[..k]);
+                    d.advance(k);
+                    chunk = &chunk[k..];
+                    loop {
+                        let m = if take { d.take_frame().unwrap() } else { d.next_frame().unwrap().map(<[u8]>::to_vec) };
+                        match m { Some(m) => got.push(m), None => break }
+                    }
+                }
+                rest = &rest[n..];
+            }
+            prop_assert_eq!(got, bodies);
+            prop_assert!(!d.in_message());
+        }
+
+        #[test]
+        fn header_round_trips(len in 0usize..=(u64::MAX as usize)) {
+            let h = Header::for_len(len);
+            prop_assert_eq!(parse_header(h.as_bytes()).unwrap(), Some((h.as_bytes().len(), len as u64)));
+        }
+    }
+}

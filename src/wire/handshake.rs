@@ -1,0 +1,772 @@
+//! The mutual HMAC challenge-response, as sans-IO state machines for both roles.
+//!
+//! A listener *delivers* a challenge then *answers* the peer's; a client answers then delivers.
+//! [`Handshake`] works on whole messages (bodies): feed it each received message with
+//! [`Handshake::handle_message`], send every body [`Handshake::poll_transmit`] yields (framed with
+//! [`crate::wire::frame`]), until [`Handshake::is_complete`]. It reads no clock and no socket; the
+//! random challenge comes in as a [`Nonce`], so tests are deterministic.
+//!
+//! Dialects (see `PROTOCOL.md`):
+//! * [`Dialect::Cpython`]: `#CHALLENGE#{sha256}` + 40 random bytes; replies `{name}mac` or, from
+//!   Python up to 3.11, a raw 16-byte HMAC-MD5 of the whole message.
+//! * [`Dialect::CpythonLegacy`]: `#CHALLENGE#` + 20 random bytes, raw HMAC-MD5 (what 2.7-3.11
+//!   listeners send).
+//! * [`Dialect::Processing`]: the original package: `#CHALLENGE:` + 20 bytes, raw HMAC-SHA1,
+//!   `#WELCOME` / `#AUTHENTICATION_FAILED`.
+//!
+//! The answering side detects the dialect from the challenge. On a failure the state machine
+//! still yields the `#FAILURE#` message to send before the connection is closed, as Python does.
+
+use std::collections::VecDeque;
+
+use crate::authkey::{AuthKey, fill_random};
+use crate::error::{AuthenticationError, Result};
+use crate::wire::digest::{Digest, DigestPolicy};
+
+/// Every handshake message is refused above this many bytes, as Python's `recv_bytes(256)`.
+pub const HANDSHAKE_MAX_MESSAGE: usize = 256;
+
+/// CPython's challenge prefix.
+pub const CHALLENGE: &[u8] = b"#CHALLENGE#";
+/// CPython's success answer.
+pub const WELCOME: &[u8] = b"#WELCOME#";
+/// CPython's failure answer.
+pub const FAILURE: &[u8] = b"#FAILURE#";
+/// The `processing` package's challenge prefix.
+pub const PROCESSING_CHALLENGE: &[u8] = b"#CHALLENGE:";
+/// The `processing` package's success answer.
+pub const PROCESSING_WELCOME: &[u8] = b"#WELCOME";
+/// The `processing` package's failure answer.
+pub const PROCESSING_FAILURE: &[u8] = b"#AUTHENTICATION_FAILED";
+
+/// Random bytes of a modern challenge (CPython's `MESSAGE_LENGTH`).
+pub const MODERN_NONCE_LEN: usize = 40;
+/// Random bytes of a legacy or `processing` challenge.
+pub const LEGACY_NONCE_LEN: usize = 20;
+
+/// The longest digest name CPython allows inside braces (`sha3_256`).
+const MAX_DIGEST_NAME: usize = 8;
+
+/// Which handshake a listener speaks. A client detects it from the challenge it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// CPython 3.12+ (`{sha256}` challenge); interoperates with every CPython since 2.7.
+    #[default]
+    Cpython,
+    /// CPython 2.7-3.11: 20-byte challenge, raw HMAC-MD5 reply.
+    CpythonLegacy,
+    /// The original `processing` package (0.40/0.52): HMAC-SHA1.
+    Processing,
+}
+
+impl Dialect {
+    /// The pickle protocol a peer of this dialect reads: 2 for `processing` (Python 2), 3 otherwise.
+    pub fn pickle_protocol(self) -> u8 {
+        match self {
+            Dialect::Processing => 2,
+            _ => 3,
+        }
+    }
+
+    fn welcome(self) -> &'static [u8] {
+        match self {
+            Dialect::Processing => PROCESSING_WELCOME,
+            _ => WELCOME,
+        }
+    }
+
+    fn failure(self) -> &'static [u8] {
+        match self {
+            Dialect::Processing => PROCESSING_FAILURE,
+            _ => FAILURE,
+        }
+    }
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Dialect> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpython" | "modern" | "python" => Ok(Dialect::Cpython),
+            "legacy" | "cpython-legacy" => Ok(Dialect::CpythonLegacy),
+            "processing" => Ok(Dialect::Processing),
+            _ => Err(crate::Error::Config(format!(
+                "unknown dialect {s:?} (expected cpython, legacy or processing)"
+            ))),
+        }
+    }
+}
+
+/// Random bytes for one challenge. Never reuse one: take a fresh one from [`Nonce::random`].
+#[derive(Clone)]
+pub struct Nonce([u8; MODERN_NONCE_LEN]);
+
+impl Nonce {
+    /// A fresh nonce from the OS random source.
+    pub fn random() -> Result<Nonce> {
+        let mut b = [0u8; MODERN_NONCE_LEN];
+        fill_random(&mut b)?;
+        Ok(Nonce(b))
+    }
+
+    /// A nonce from given bytes, for deterministic tests.
+    pub fn from_bytes(b: [u8; MODERN_NONCE_LEN]) -> Nonce {
+        Nonce(b)
+    }
+}
+
+/// The settings of one handshake.
+#[derive(Debug, Clone)]
+pub struct HandshakeConfig {
+    /// The shared secret.
+    pub key: AuthKey,
+    /// The dialect a listener offers (ignored by a client, which follows the challenge).
+    pub dialect: Dialect,
+    /// Which digests are acceptable.
+    pub policy: DigestPolicy,
+    /// The digest a modern challenge names (CPython's `digest_name`, default sha256).
+    pub challenge_digest: Digest,
+}
+
+impl HandshakeConfig {
+    /// Defaults: CPython dialect, CPython-compatible policy, sha256 challenges.
+    pub fn new(key: AuthKey) -> HandshakeConfig {
+        HandshakeConfig {
+            key,
+            dialect: Dialect::Cpython,
+            policy: DigestPolicy::CpythonCompatible,
+            challenge_digest: Digest::Sha256,
+        }
+    }
+}
+
+/// Which side of the handshake this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepted the connection: delivers first, then answers.
+    Listener,
+    /// Opened the connection: answers first, then delivers.
+    Client,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the peer's reply to our challenge; `message` is what the MAC covers.
+    AwaitReply {
+        message: Vec<u8>,
+    },
+    /// Waiting for the peer's challenge.
+    AwaitChallenge,
+    /// Waiting for the verdict on our reply.
+    AwaitWelcome,
+    Done,
+    Failed(AuthenticationError),
+}
+
+/// One handshake in progress. See the module docs.
+#[derive(Debug)]
+pub struct Handshake {
+    role: Role,
+    key: AuthKey,
+    policy: DigestPolicy,
+    challenge_digest: Digest,
+    /// The dialect in use: the listener's choice, or what the client detected.
+    dialect: Dialect,
+    nonce: Nonce,
+    state: State,
+    transmit: VecDeque<Vec<u8>>,
+    peer_digest: Option<Digest>,
+}
+
+impl std::fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nonce(..)")
+    }
+}
+
+impl Handshake {
+    /// The listener side: queues the challenge at once.
+    pub fn listener(config: &HandshakeConfig, nonce: Nonce) -> Handshake {
+        let mut h = Handshake::with(Role::Listener, config, nonce, config.dialect);
+        h.deliver_challenge();
+        h
+    }
+
+    /// The client side: waits for the listener's challenge.
+    pub fn client(config: &HandshakeConfig, nonce: Nonce) -> Handshake {
+        let mut h = Handshake::with(Role::Client, config, nonce, Dialect::Cpython);
+        h.state = State::AwaitChallenge;
+        h
+    }
+
+    fn with(role: Role, config: &HandshakeConfig, nonce: Nonce, dialect: Dialect) -> Handshake {
+        Handshake {
+            role,
+            key: config.key.clone(),
+            policy: config.policy,
+            challenge_digest: config.challenge_digest,
+            dialect,
+            nonce,
+            state: State::Done,
+            transmit: VecDeque::with_capacity(2),
+            peer_digest: None,
+        }
+    }
+
+    /// Which side this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The dialect in use (for a client: known once the challenge arrived).
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The digest the peer used to answer our challenge, once verified.
+    pub fn peer_digest(&self) -> Option<Digest> {
+        self.peer_digest
+    }
+
+    /// The next message body to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// True once both directions succeeded and nothing is left to send.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, State::Done) && self.transmit.is_empty()
+    }
+
+    /// True once both directions succeeded (the last message may still wait in
+    /// [`Handshake::poll_transmit`]).
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// The failure, if the handshake failed.
+    pub fn failure(&self) -> Option<&AuthenticationError> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Feeds one received message body. After an error, the failure message (if any) is still
+    /// available from [`Handshake::poll_transmit`] and should be sent before closing.
+    pub fn handle_message(&mut self, body: &[u8]) -> Result<(), AuthenticationError> {
+        if body.len() > HANDSHAKE_MAX_MESSAGE {
+            return self.fail(AuthenticationError::Protocol(format!(
+                "handshake message of {} bytes, the limit is {HANDSHAKE_MAX_MESSAGE}",
+                body.len()
+            )));
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitReply { message } => self.on_reply(&message, body),
+            State::AwaitChallenge => self.on_challenge(body),
+            State::AwaitWelcome => self.on_welcome(body),
+            State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            State::Failed(e) => {
+                self.state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that the connection ended before the handshake finished.
+    pub fn handle_eof(&mut self) -> AuthenticationError {
+        match &self.state {
+            State::Failed(e) => e.clone(),
+            _ => {
+                let e = AuthenticationError::Disconnected;
+                self.state = State::Failed(e.clone());
+                e
+            }
+        }
+    }
+
+    fn fail(&mut self, e: AuthenticationError) -> Result<(), AuthenticationError> {
+        self.state = State::Failed(e.clone());
+        Err(e)
+    }
+
+    fn deliver_challenge(&mut self) {
+        let (prefix, message) = match self.dialect {
+            Dialect::Cpython => {
+                let mut m = Vec::with_capacity(2 + MAX_DIGEST_NAME + MODERN_NONCE_LEN);
+                m.push(b'{');
+                m.extend_from_slice(self.challenge_digest.name().as_bytes());
+                m.push(b'}');
+                m.extend_from_slice(&self.nonce.0);
+                (CHALLENGE, m)
+            }
+            Dialect::CpythonLegacy => (CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
+            Dialect::Processing => (
+                PROCESSING_CHALLENGE,
+                self.nonce.0[..LEGACY_NONCE_LEN].to_vec(),
+            ),
+        };
+        let mut out = Vec::with_capacity(prefix.len() + message.len());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&message);
+        self.transmit.push_back(out);
+        self.state = State::AwaitReply { message };
+    }
+
+    fn on_reply(&mut self, message: &[u8], reply: &[u8]) -> Result<(), AuthenticationError> {
+        match self.verify_reply(message, reply) {
+            Ok(digest) => {
+                self.peer_digest = Some(digest);
+                self.transmit.push_back(self.dialect.welcome().to_vec());
+                self.state = match self.role {
+                    Role::Listener => State::AwaitChallenge,
+                    Role::Client => State::Done,
+                };
+                Ok(())
+            }
+            Err(e) => {
+                self.transmit.push_back(self.dialect.failure().to_vec());
+                self.fail(e)
+            }
+        }
+    }
+
+    /// Checks the peer's reply to our challenge; returns the digest it used.
+    fn verify_reply(&self, message: &[u8], reply: &[u8]) -> Result<Digest, AuthenticationError> {
+        let (digest, mac) = match self.dialect {
+            Dialect::Processing => (Digest::Sha1, reply),
+            Dialect::Cpython | Dialect::CpythonLegacy => split_cpython_mac(reply)?,
+        };
+        if !self.policy.allows(digest) {
+            return Err(AuthenticationError::DigestRefused(digest.name().into()));
+        }
+        if mac.len() != digest.mac_len() {
+            return Err(AuthenticationError::Protocol(format!(
+                "expected a {}-byte {} MAC, got {} bytes",
+                digest.mac_len(),
+                digest.name(),
+                mac.len()
+            )));
+        }
+        if digest.verify(self.key.as_bytes(), message, mac) {
+            Ok(digest)
+        } else {
+            Err(AuthenticationError::DigestMismatch)
+        }
+    }
+
+    fn on_challenge(&mut self, challenge: &[u8]) -> Result<(), AuthenticationError> {
+        let reply = match self.answer(challenge) {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
+        self.transmit.push_back(reply);
+        self.state = State::AwaitWelcome;
+        Ok(())
+    }
+
+    /// Computes the reply to a challenge, detecting (client) or checking (listener) the dialect.
+    fn answer(&mut self, challenge: &[u8]) -> Result<Vec<u8>, AuthenticationError> {
+        let (dialect, message) = if let Some(m) = challenge.strip_prefix(PROCESSING_CHALLENGE) {
+            (Dialect::Processing, m)
+        } else if let Some(m) = challenge.strip_prefix(CHALLENGE) {
+            (Dialect::Cpython, m)
+        } else {
+            return Err(AuthenticationError::Protocol(
+                "expected a challenge, got something else (wrong protocol, or no handshake on the other side)"
+                    .into(),
+            ));
+        };
+        match (self.role, self.dialect, dialect) {
+            (Role::Client, _, d) => self.dialect = d,
+            (Role::Listener, Dialect::Processing, Dialect::Processing) => {}
+            (Role::Listener, Dialect::Processing, _) | (Role::Listener, _, Dialect::Processing) => {
+                return Err(AuthenticationError::Protocol(
+                    "the peer speaks another handshake dialect".into(),
+                ));
+            }
+            _ => {}
+        }
+        if message.len() < LEGACY_NONCE_LEN {
+            return Err(AuthenticationError::Protocol(format!(
+                "challenge too short: {} bytes",
+                message.len()
+            )));
+        }
+        let key = self.key.as_bytes();
+        if dialect == Dialect::Processing {
+            if !self.policy.allows(Digest::Sha1) {
+                return Err(AuthenticationError::DigestRefused("sha1".into()));
+            }
+            return Ok(Digest::Sha1.mac(key, message).as_bytes().to_vec());
+        }
+        match named_digest(message)? {
+            None => {
+                // A legacy (≤ 3.11) listener: raw HMAC-MD5, no prefix.
+                if !self.policy.allows(Digest::Md5) {
+                    return Err(AuthenticationError::DigestRefused("md5".into()));
+                }
+                Ok(Digest::Md5.mac(key, message).as_bytes().to_vec())
+            }
+            Some(digest) => {
+                if !self.policy.allows(digest) {
+                    return Err(AuthenticationError::DigestRefused(digest.name().into()));
+                }
+                let mac = digest.mac(key, message);
+                let name = digest.name().as_bytes();
+                let mut out = Vec::with_capacity(name.len() + 2 + mac.as_bytes().len());
+                out.push(b'{');
+                out.extend_from_slice(name);
+                out.push(b'}');
+                out.extend_from_slice(mac.as_bytes());
+                Ok(out)
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, verdict: &[u8]) -> Result<(), AuthenticationError> {
+        if verdict != self.dialect.welcome() {
+            return self.fail(AuthenticationError::Rejected);
+        }
+        match self.role {
+            Role::Listener => {
+                self.state = State::Done;
+            }
+            Role::Client => {
+                // Our turn to deliver: a modern challenge works with every CPython since 2.7.
+                self.deliver_challenge();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a CPython reply into its digest and MAC: 16 or 20 bytes are a legacy raw HMAC-MD5,
+/// otherwise `{name}mac` with a name CPython allows.
+fn split_cpython_mac(reply: &[u8]) -> Result<(Digest, &[u8]), AuthenticationError> {
+    match named_digest(reply)? {
+        None => Ok((Digest::Md5, reply)),
+        Some(d) => Ok((d, &reply[d.name().len() + 2..])),
+    }
+}
+
+/// CPython's `_get_digest_name_and_payload`: `None` for the legacy lengths (16 or 20 bytes),
+/// the named digest for a `{name}` prefix, an error otherwise.
+fn named_digest(message: &[u8]) -> Result<Option<Digest>, AuthenticationError> {
+    if message.len() == 16 || message.len() == 20 {
+        return Ok(None);
+    }
+    if message.first() == Some(&b'{') {
+        let end = message.len().min(MAX_DIGEST_NAME + 2);
+        if let Some(close) = message[1..end].iter().position(|&b| b == b'}') {
+            if let Some(d) = Digest::from_cpython_name(&message[1..1 + close]) {
+                return Ok(Some(d));
+            }
+        }
+    }
+    Err(AuthenticationError::Protocol(
+        "unsupported message length, missing digest prefix, or unsupported digest".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(key: &str) -> HandshakeConfig {
+        HandshakeConfig::new(AuthKey::from(key))
+    }
+
+    fn nonce(b: u8) -> Nonce {
+        Nonce::from_bytes([b; MODERN_NONCE_LEN])
+    }
+
+    /// Runs two handshakes against each other in memory; returns both outcomes.
+    fn run_pair(
+        listener: &mut Handshake,
+        client: &mut Handshake,
+    ) -> (
+        Result<(), AuthenticationError>,
+        Result<(), AuthenticationError>,
+    ) {
+        let (mut lr, mut cr) = (Ok(()), Ok(()));
+        for _ in 0..10 {
+            let mut progressed = false;
+            while let Some(m) = listener.poll_transmit() {
+                progressed = true;
+                if cr.is_ok() {
+                    cr = client.handle_message(&m);
+                }
+            }
+            while let Some(m) = client.poll_transmit() {
+                progressed = true;
+                if lr.is_ok() {
+                    lr = listener.handle_message(&m);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        (lr, cr)
+    }
+
+    #[test]
+    fn matching_keys_complete_both_sides_in_every_dialect() {
+        for dialect in [
+            Dialect::Cpython,
+            Dialect::CpythonLegacy,
+            Dialect::Processing,
+        ] {
+            let mut lc = config("k");
+            lc.dialect = dialect;
+            let mut l = Handshake::listener(&lc, nonce(1));
+            let mut c = Handshake::client(&config("k"), nonce(2));
+            let (lr, cr) = run_pair(&mut l, &mut c);
+            assert_eq!((lr, cr), (Ok(()), Ok(())), "{dialect:?}");
+            assert!(l.is_complete() && c.is_complete(), "{dialect:?}");
+            assert_eq!(
+                c.dialect(),
+                if dialect == Dialect::Processing {
+                    Dialect::Processing
+                } else {
+                    Dialect::Cpython
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn modern_challenge_bytes_match_cpython_3_13() {
+        let mut l = Handshake::listener(&config("k"), nonce(7));
+        let m = l.poll_transmit().unwrap();
+        assert_eq!(m.len(), 59);
+        assert!(m.starts_with(b"#CHALLENGE#{sha256}"));
+        assert_eq!(&m[19..], &[7u8; 40]);
+    }
+
+    #[test]
+    fn legacy_and_processing_challenges_have_20_random_bytes() {
+        let mut c = config("k");
+        c.dialect = Dialect::CpythonLegacy;
+        let m = Handshake::listener(&c, nonce(3)).poll_transmit().unwrap();
+        assert_eq!(m.len(), 31);
+        assert!(m.starts_with(b"#CHALLENGE#"));
+        c.dialect = Dialect::Processing;
+        let m = Handshake::listener(&c, nonce(3)).poll_transmit().unwrap();
+        assert_eq!(m.len(), 31);
+        assert!(m.starts_with(b"#CHALLENGE:"));
+    }
+
+    #[test]
+    fn wrong_key_gets_failure_and_authentication_error() {
+        let mut l = Handshake::listener(&config("right"), nonce(1));
+        let mut c = Handshake::client(&config("wrong"), nonce(2));
+        let challenge = l.poll_transmit().unwrap();
+        c.handle_message(&challenge).unwrap();
+        let reply = c.poll_transmit().unwrap();
+        assert_eq!(
+            l.handle_message(&reply),
+            Err(AuthenticationError::DigestMismatch)
+        );
+        assert_eq!(l.poll_transmit().unwrap(), FAILURE);
+        assert_eq!(
+            c.handle_message(FAILURE),
+            Err(AuthenticationError::Rejected)
+        );
+        assert!(!l.is_complete() && !c.is_complete());
+        // Once failed, it stays failed.
+        assert!(l.handle_message(b"anything").is_err());
+    }
+
+    #[test]
+    fn wrong_key_in_processing_dialect_gets_authentication_failed() {
+        let mut lc = config("right");
+        lc.dialect = Dialect::Processing;
+        let mut l = Handshake::listener(&lc, nonce(1));
+        let mut c = Handshake::client(&config("wrong"), nonce(2));
+        let (lr, cr) = run_pair(&mut l, &mut c);
+        assert_eq!(lr, Err(AuthenticationError::DigestMismatch));
+        assert_eq!(cr, Err(AuthenticationError::Rejected));
+    }
+
+    #[test]
+    fn legacy_md5_reply_to_a_modern_challenge_is_accepted_by_default() {
+        // What Python <= 3.11 does: raw HMAC-MD5 over everything after #CHALLENGE#.
+        let mut l = Handshake::listener(&config("k"), nonce(9));
+        let challenge = l.poll_transmit().unwrap();
+        let reply = Digest::Md5.mac(b"k", &challenge[CHALLENGE.len()..]);
+        l.handle_message(reply.as_bytes()).unwrap();
+        assert_eq!(l.poll_transmit().unwrap(), WELCOME);
+        assert_eq!(l.peer_digest(), Some(Digest::Md5));
+    }
+
+    #[test]
+    fn strict_policy_refuses_legacy_md5_both_ways() {
+        let mut strict = config("k");
+        strict.policy = DigestPolicy::RequireSha256;
+        let mut l = Handshake::listener(&strict, nonce(9));
+        let challenge = l.poll_transmit().unwrap();
+        let reply = Digest::Md5.mac(b"k", &challenge[CHALLENGE.len()..]);
+        assert_eq!(
+            l.handle_message(reply.as_bytes()),
+            Err(AuthenticationError::DigestRefused("md5".into()))
+        );
+        assert_eq!(l.poll_transmit().unwrap(), FAILURE);
+
+        let mut legacy = config("k");
+        legacy.dialect = Dialect::CpythonLegacy;
+        let challenge = Handshake::listener(&legacy, nonce(1))
+            .poll_transmit()
+            .unwrap();
+        let mut c = Handshake::client(&strict, nonce(2));
+        assert_eq!(
+            c.handle_message(&challenge),
+            Err(AuthenticationError::DigestRefused("md5".into()))
+        );
+    }
+
+    #[test]
+    fn every_cpython_digest_name_is_answered_with_that_digest() {
+        for d in [
+            Digest::Md5,
+            Digest::Sha256,
+            Digest::Sha384,
+            Digest::Sha3_256,
+            Digest::Sha3_384,
+        ] {
+            let mut lc = config("k");
+            lc.challenge_digest = d;
+            let mut l = Handshake::listener(&lc, nonce(1));
+            let mut c = Handshake::client(&config("k"), nonce(2));
+            let challenge = l.poll_transmit().unwrap();
+            c.handle_message(&challenge).unwrap();
+            let reply = c.poll_transmit().unwrap();
+            assert!(reply.starts_with(format!("{{{}}}", d.name()).as_bytes()));
+            l.handle_message(&reply).unwrap();
+            assert_eq!(l.peer_digest(), Some(d));
+        }
+    }
+
+    #[test]
+    fn garbage_instead_of_a_challenge_is_a_protocol_error() {
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        assert!(matches!(
+            c.handle_message(b"hello there"),
+            Err(AuthenticationError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn short_challenge_is_refused() {
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        let mut m = CHALLENGE.to_vec();
+        m.extend_from_slice(&[0; 19]);
+        assert!(matches!(
+            c.handle_message(&m),
+            Err(AuthenticationError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_digest_name_is_refused() {
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        let mut m = CHALLENGE.to_vec();
+        m.extend_from_slice(b"{sha999}");
+        m.extend_from_slice(&[0; 40]);
+        assert!(matches!(
+            c.handle_message(&m),
+            Err(AuthenticationError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_or_oversized_replies_fail_with_failure_sent() {
+        for reply in [
+            vec![],
+            vec![1; 15],
+            vec![1; 17],
+            b"{sha256}short".to_vec(),
+            vec![b'x'; 257],
+        ] {
+            let mut l = Handshake::listener(&config("k"), nonce(1));
+            l.poll_transmit().unwrap();
+            assert!(l.handle_message(&reply).is_err(), "{} bytes", reply.len());
+            if reply.len() <= HANDSHAKE_MAX_MESSAGE {
+                assert_eq!(l.poll_transmit().unwrap(), FAILURE);
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_dialect_fails_cleanly() {
+        // A processing listener receives a CPython client's challenge (after the client answered ours).
+        let mut lc = config("k");
+        lc.dialect = Dialect::Processing;
+        let mut l = Handshake::listener(&lc, nonce(1));
+        let challenge = l.poll_transmit().unwrap();
+        l.handle_message(
+            Digest::Sha1
+                .mac(b"k", &challenge[PROCESSING_CHALLENGE.len()..])
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(l.poll_transmit().unwrap(), PROCESSING_WELCOME);
+        let cpy = Handshake::listener(&config("k"), nonce(2))
+            .poll_transmit()
+            .unwrap();
+        assert!(matches!(
+            l.handle_message(&cpy),
+            Err(AuthenticationError::Protocol(_))
+        ));
+        // A CPython client receiving the processing welcome is rejected, not confused.
+        let mut c = Handshake::client(&config("k"), nonce(3));
+        c.handle_message(&cpy).unwrap();
+        c.poll_transmit().unwrap();
+        assert_eq!(
+            c.handle_message(PROCESSING_WELCOME),
+            Err(AuthenticationError::Rejected)
+        );
+    }
+
+    #[test]
+    fn eof_during_handshake_is_an_authentication_error() {
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        assert_eq!(c.handle_eof(), AuthenticationError::Disconnected);
+        assert!(c.failure().is_some());
+    }
+
+    #[test]
+    fn client_sends_a_modern_challenge_after_a_legacy_listener_welcomes_it() {
+        let mut lc = config("k");
+        lc.dialect = Dialect::CpythonLegacy;
+        let mut l = Handshake::listener(&lc, nonce(1));
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        c.handle_message(&l.poll_transmit().unwrap()).unwrap();
+        let reply = c.poll_transmit().unwrap();
+        assert_eq!(reply.len(), 16, "legacy listeners get a raw MD5 reply");
+        l.handle_message(&reply).unwrap();
+        c.handle_message(&l.poll_transmit().unwrap()).unwrap();
+        let challenge = c.poll_transmit().unwrap();
+        assert!(challenge.starts_with(b"#CHALLENGE#{sha256}"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_messages_never_panic_either_role(msgs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..6)) {
+            let mut l = Handshake::listener(&config("k"), nonce(1));
+            let mut c = Handshake::client(&config("k"), nonce(2));
+            for m in &msgs {
+                let _ = l.handle_message(m);
+                let _ = c.handle_message(m);
+                while l.poll_transmit().is_some() {}
+                while c.poll_transmit().is_some() {}
+            }
+            proptest::prop_assert!(!l.is_authenticated());
+        }
+    }
+}
