@@ -295,7 +295,12 @@ impl FrameDecoder {
     }
 
     /// Consumes the next header if needed and returns the body length when the whole body is
-    /// buffered.
+    /// buffered; refuses a declared length above `limit` (or the decoder's limit) as soon as the
+    /// header is complete. The message itself is then taken with `next_frame` or `take_frame`.
+    pub fn ready_len(&mut self, limit: usize) -> Result<Option<usize>, FrameError> {
+        self.complete_body(limit)
+    }
+
     fn complete_body(&mut self, limit: usize) -> Result<Option<usize>, FrameError> {
         let len = match self.body {
             Some(len) => len,

@@ -1,0 +1,120 @@
+//! The blocking client: Python's `Client(address, family=None, authkey=None)`.
+
+use std::time::{Duration, Instant};
+
+use crate::address::{Address, Family};
+use crate::authkey::{AuthKey, default_authkey};
+use crate::blocking::listener::DEFAULT_HANDSHAKE_TIMEOUT;
+use crate::blocking::{Connection, IntoAddress};
+use crate::error::{Error, Result};
+use crate::transport::Stream;
+use crate::wire::digest::DigestPolicy;
+use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::wire::handshake::{Handshake, HandshakeConfig, Nonce};
+
+/// Connects to a listener (Python's `Client`), as a builder:
+///
+/// ```no_run
+/// let mut conn = mpconn::Client::new("localhost:6000").authkey("secret password").connect()?;
+/// conn.send_bytes(b"hello")?;
+/// # Ok::<(), mpconn::Error>(())
+/// ```
+///
+/// The handshake dialect is detected from the listener's challenge. A client with no key that
+/// meets a listener demanding one gets [`crate::AuthenticationError::KeyRequired`] from its first
+/// receive instead of hanging (cpython#123736).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Client {
+    address: Result<Address, String>,
+    family: Option<Family>,
+    authkey: Option<AuthKey>,
+    authenticate: bool,
+    policy: DigestPolicy,
+    max_message_size: usize,
+    connect_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
+}
+
+impl Client {
+    /// A client for `address` (no authentication unless a key is set).
+    pub fn new(address: impl IntoAddress) -> Client {
+        Client {
+            address: address.into_address().map_err(|e| e.to_string()),
+            family: None,
+            authkey: None,
+            authenticate: false,
+            policy: DigestPolicy::CpythonCompatible,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            connect_timeout: None,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+
+    /// Checks the address against this family.
+    pub fn family(mut self, family: Family) -> Self {
+        self.family = Some(family);
+        self
+    }
+
+    /// Answer and deliver the challenge-response with this key.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// Use the process-wide default key if no key is given (Python's `authenticate=True`).
+    pub fn authenticate(mut self, on: bool) -> Self {
+        self.authenticate = on;
+        self
+    }
+
+    /// Which digests to accept and answer with (default: what CPython accepts).
+    pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Limit on one received message (default [`DEFAULT_MAX_MESSAGE_SIZE`]).
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max;
+        self
+    }
+
+    /// Limit on establishing the connection (default: the OS's).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Limit on the handshake (default 10 s; `None`: no limit).
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Connects and, with a key, authenticates.
+    pub fn connect(self) -> Result<Connection> {
+        let address = self.address.map_err(Error::Address)?;
+        if let Some(f) = self.family {
+            address.check_family(f)?;
+        }
+        let stream = Stream::connect(&address, self.connect_timeout)?;
+        let mut conn = Connection::new(stream, self.max_message_size);
+        let key = match (self.authkey, self.authenticate) {
+            (Some(k), _) => Some(k),
+            (None, true) => Some(default_authkey()?),
+            (None, false) => None,
+        };
+        match key {
+            Some(key) => {
+                let mut config = HandshakeConfig::new(key);
+                config.policy = self.policy;
+                let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+                conn.authenticate(Handshake::client(&config, Nonce::random()?), deadline)?;
+            }
+            None => conn.expect_no_challenge(),
+        }
+        Ok(conn)
+    }
+}

@@ -1,0 +1,360 @@
+//! TCP and Unix-domain sockets behind one [`Stream`] and one [`SocketListener`].
+
+use std::fs;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::address::{Address, Family};
+use crate::error::{Error, Result};
+
+/// A connected byte stream.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP (TCP_NODELAY is set: messages are written whole, Nagle would only add latency).
+    Tcp(TcpStream),
+    /// A Unix-domain stream socket.
+    Unix(UnixStream),
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+        }
+    };
+}
+
+fn sockaddr(address: &Address) -> Result<Vec<SockAddr>> {
+    match address {
+        Address::Inet { .. } => Ok(address.resolve()?.into_iter().map(SockAddr::from).collect()),
+        Address::Unix(path) => Ok(vec![SockAddr::unix(path)?]),
+        Address::Abstract(name) => {
+            let mut bytes = Vec::with_capacity(name.len() + 1);
+            bytes.push(0);
+            bytes.extend_from_slice(name);
+            Ok(vec![SockAddr::unix(std::ffi::OsStr::from_bytes(&bytes))?])
+        }
+        Address::Pipe(_) => Err(super::unsupported(Family::Pipe)),
+    }
+}
+
+fn domain_of(a: &SockAddr) -> Domain {
+    if a.is_ipv4() {
+        Domain::IPV4
+    } else if a.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::UNIX
+    }
+}
+
+impl Stream {
+    /// Connects to `address`; TCP tries each resolved address, IPv4 first. Connection refused is
+    /// reported at once, as Python 3 does.
+    pub fn connect(address: &Address, timeout: Option<Duration>) -> Result<Stream> {
+        let mut last = None;
+        for sa in sockaddr(address)? {
+            let socket = Socket::new(domain_of(&sa), Type::STREAM, None)?;
+            let connected = match timeout {
+                Some(t) => socket.connect_timeout(&sa, t),
+                None => socket.connect(&sa),
+            };
+            match connected {
+                Ok(()) => return Ok(Stream::from_socket(socket, address.family())?),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .map(Error::Io)
+            .unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+    }
+
+    fn from_socket(socket: Socket, family: Family) -> io::Result<Stream> {
+        Ok(match family {
+            Family::Inet => {
+                socket.set_tcp_nodelay(true)?;
+                Stream::Tcp(socket.into())
+            }
+            _ => Stream::Unix(UnixStream::from(OwnedFd::from(socket))),
+        })
+    }
+
+    /// A connected pair of Unix sockets (Python's `Pipe(duplex=True)`).
+    pub fn pair() -> io::Result<(Stream, Stream)> {
+        let (a, b) = UnixStream::pair()?;
+        Ok((Stream::Unix(a), Stream::Unix(b)))
+    }
+
+    /// The family of the stream.
+    pub fn family(&self) -> Family {
+        match self {
+            Stream::Tcp(_) => Family::Inet,
+            Stream::Unix(_) => Family::Unix,
+        }
+    }
+
+    /// Sets a timeout on blocking reads (`None`: block).
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        each!(self, s => s.set_read_timeout(t))
+    }
+
+    /// Sets a timeout on blocking writes (`None`: block).
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        each!(self, s => s.set_write_timeout(t))
+    }
+
+    /// Switches non-blocking mode.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        each!(self, s => s.set_nonblocking(on))
+    }
+
+    /// Shuts down one or both directions.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        each!(self, s => s.shutdown(how))
+    }
+
+    /// The peer's address: `ip:port` for TCP, the peer's path (usually empty) for Unix.
+    pub fn peer_address(&self) -> io::Result<Address> {
+        match self {
+            Stream::Tcp(s) => Ok(s.peer_addr()?.into()),
+            Stream::Unix(s) => Ok(unix_address(&s.peer_addr()?)),
+        }
+    }
+
+    /// Reads into `buf`, retrying on `EINTR`.
+    pub fn read_retry(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes all of `bufs` with as few vectored writes as the kernel allows.
+    pub fn write_all_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !bufs.is_empty() {
+            match self.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        if let Some(name) = a.as_abstract_name() {
+            return Address::Abstract(name.to_vec());
+        }
+    }
+    Address::Unix(a.as_pathname().map(Path::to_path_buf).unwrap_or_default())
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, s => s.read(buf))
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, s => s.write(buf))
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, s => s.write_vectored(bufs))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        each!(self, s => s.as_raw_fd())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        each!(self, s => s.as_fd())
+    }
+}
+
+/// A bound, listening socket. A Unix socket file it created is removed when it is dropped (if the
+/// file is still the one it created), and so is the private directory of an arbitrary address.
+#[derive(Debug)]
+pub struct SocketListener {
+    inner: ListenerInner,
+    address: Address,
+    /// The socket file we created, with its device and inode, to remove on drop.
+    socket_file: Option<(PathBuf, u64, u64)>,
+    /// A directory we created for the socket (arbitrary addresses), removed on drop.
+    owned_dir: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+enum ListenerInner {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl SocketListener {
+    /// Binds and listens. TCP sets `SO_REUSEADDR` as Python does on POSIX. A Unix socket file is
+    /// made mode 0600 before `listen`, so no other user can connect even briefly; an existing
+    /// file is replaced only if it is a stale socket (nobody accepting on it).
+    pub fn bind(address: &Address, backlog: i32) -> Result<SocketListener> {
+        let sa = sockaddr(address)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Address(format!("{address}: no address")))?;
+        let socket = Socket::new(domain_of(&sa), Type::STREAM, None)?;
+        match address {
+            Address::Inet { .. } => {
+                socket.set_reuse_address(true)?;
+                socket.bind(&sa)?;
+                socket.listen(backlog)?;
+                let l: TcpListener = socket.into();
+                let address = l.local_addr()?.into();
+                Ok(SocketListener {
+                    inner: ListenerInner::Tcp(l),
+                    address,
+                    socket_file: None,
+                    owned_dir: None,
+                })
+            }
+            Address::Unix(path) => {
+                remove_stale_socket(path)?;
+                socket.bind(&sa)?;
+                let meta = fs::metadata(path)?;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+                socket.listen(backlog)?;
+                Ok(SocketListener {
+                    inner: ListenerInner::Unix(UnixListener::from(OwnedFd::from(socket))),
+                    address: address.clone(),
+                    socket_file: Some((path.clone(), meta.dev(), meta.ino())),
+                    owned_dir: None,
+                })
+            }
+            Address::Abstract(_) => {
+                socket.bind(&sa)?;
+                socket.listen(backlog)?;
+                Ok(SocketListener {
+                    inner: ListenerInner::Unix(UnixListener::from(OwnedFd::from(socket))),
+                    address: address.clone(),
+                    socket_file: None,
+                    owned_dir: None,
+                })
+            }
+            Address::Pipe(_) => Err(super::unsupported(Family::Pipe)),
+        }
+    }
+
+    /// Marks `dir` as created for this listener: removed (if empty) when the listener is dropped.
+    pub(crate) fn own_dir(&mut self, dir: PathBuf) {
+        self.owned_dir = Some(dir);
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Accepts one connection; returns it with the peer's address.
+    pub fn accept(&self) -> io::Result<(Stream, Address)> {
+        loop {
+            let r = match &self.inner {
+                ListenerInner::Tcp(l) => l.accept().and_then(|(s, a)| {
+                    s.set_nodelay(true)?;
+                    Ok((Stream::Tcp(s), Address::from(a)))
+                }),
+                ListenerInner::Unix(l) => {
+                    l.accept().map(|(s, a)| (Stream::Unix(s), unix_address(&a)))
+                }
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Switches non-blocking mode.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => l.set_nonblocking(on),
+            ListenerInner::Unix(l) => l.set_nonblocking(on),
+        }
+    }
+}
+
+impl AsRawFd for SocketListener {
+    fn as_raw_fd(&self) -> RawFd {
+        match &self.inner {
+            ListenerInner::Tcp(l) => l.as_raw_fd(),
+            ListenerInner::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl Drop for SocketListener {
+    fn drop(&mut self) {
+        if let Some((path, dev, ino)) = self.socket_file.take() {
+            // Remove the file only if it is still the socket we bound (not a newer listener's).
+            if let Ok(meta) = fs::symlink_metadata(&path) {
+                if meta.dev() == dev && meta.ino() == ino {
+                    if let Err(e) = fs::remove_file(&path) {
+                        log::warn!("could not remove socket file {}: {e}", path.display());
+                    }
+                }
+            }
+        }
+        if let Some(dir) = self.owned_dir.take() {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// Removes `path` if it is a socket nobody listens on; refuses to touch anything else.
+fn remove_stale_socket(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        )));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(Error::Io(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a listening socket", path.display()),
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::debug!("removing stale socket file {}", path.display());
+            fs::remove_file(path)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
