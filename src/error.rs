@@ -62,6 +62,11 @@ pub enum Error {
     /// The connection was closed locally, or an earlier error left it unusable.
     #[error("the connection is closed{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
     Closed(&'static str),
+
+    /// A pickle could not be encoded or decoded. The connection stays usable.
+    #[cfg(feature = "pickle")]
+    #[error(transparent)]
+    Pickle(#[from] crate::pickle::PickleError),
 }
 
 impl Error {

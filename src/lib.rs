@@ -6,6 +6,8 @@ pub mod address;
 pub mod authkey;
 pub mod blocking;
 pub mod error;
+#[cfg(feature = "pickle")]
+pub mod pickle;
 pub mod transport;
 pub mod wire;
 

@@ -1,0 +1,412 @@
+//! Python objects over a connection: `send` / `recv` through pickle (serde + serde-pickle).
+//!
+//! Rust values that implement `serde::Serialize` are written as pickles Python reads (protocol 3,
+//! or 2 for Python 2 and the `processing` package); pickles of protocols 0-5 are read into any
+//! `serde::Deserialize` type or into [`Value`], the dynamic "whatever Python sent" type.
+//!
+//! Decoding runs no code (unlike Python's `pickle.loads`). A pickle that refers to a Python object
+//! with no Rust value (a class instance, `datetime`, a type such as `float`) is a
+//! [`PickleError::UnsupportedGlobal`] naming that object, never a silent `None`; the connection
+//! stays usable after any decode error because the whole message was already read.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_pickle::{DeOptions, SerOptions};
+pub use serde_pickle::{HashableValue, Value};
+
+use crate::blocking::Connection;
+use crate::error::Result;
+
+/// A pickle could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PickleError {
+    /// The pickle names a Python object that has no Rust value.
+    #[error("the pickle refers to the Python object {0}, which has no Rust value")]
+    UnsupportedGlobal(String),
+    /// The bytes are not a pickle this decoder understands, or do not fit the requested type.
+    #[error("cannot decode the pickle: {0}")]
+    Decode(#[source] serde_pickle::Error),
+    /// The value cannot be pickled.
+    #[error("cannot encode the value as a pickle: {0}")]
+    Encode(#[source] serde_pickle::Error),
+    /// Writing supports protocols 2 and 3.
+    #[error("pickle protocol {0} cannot be written (use 2 or 3)")]
+    UnsupportedProtocol(u8),
+}
+
+fn ser_options(protocol: u8) -> Result<SerOptions, PickleError> {
+    match protocol {
+        2 => Ok(SerOptions::new().proto_v2()),
+        3 => Ok(SerOptions::new()),
+        p => Err(PickleError::UnsupportedProtocol(p)),
+    }
+}
+
+/// Pickles `value` with `protocol` (2 or 3).
+pub fn dumps<T: Serialize>(value: &T, protocol: u8) -> Result<Vec<u8>, PickleError> {
+    serde_pickle::to_vec(value, ser_options(protocol)?).map_err(PickleError::Encode)
+}
+
+/// Unpickles `bytes` into `T`.
+pub fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PickleError> {
+    serde_pickle::from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
+}
+
+/// Unpickles `bytes` into a dynamic [`Value`].
+pub fn loads_value(bytes: &[u8]) -> Result<Value, PickleError> {
+    serde_pickle::value_from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
+}
+
+fn explain(e: serde_pickle::Error, bytes: &[u8]) -> PickleError {
+    if let serde_pickle::Error::Syntax(serde_pickle::ErrorCode::UnresolvedGlobal) = e {
+        let name = first_unsupported_global(bytes).unwrap_or_else(|| "(unknown)".into());
+        return PickleError::UnsupportedGlobal(name);
+    }
+    PickleError::Decode(e)
+}
+
+impl Connection {
+    /// Sends a Rust value as a pickle (Python's `send(obj)`), with this connection's protocol.
+    pub fn send<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        let bytes = dumps(value, self.pickle_protocol())?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Receives a pickle into a Rust type (Python's `recv()`).
+    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
+        let bytes = self.recv_bytes()?;
+        Ok(loads(&bytes)?)
+    }
+
+    /// Receives a pickle as a dynamic [`Value`].
+    pub fn recv_value(&mut self) -> Result<Value> {
+        let bytes = self.recv_bytes()?;
+        Ok(loads_value(&bytes)?)
+    }
+}
+
+/// The globals serde-pickle resolves itself.
+fn is_supported_global(module: &str, name: &str) -> bool {
+    matches!(
+        (module, name),
+        ("_codecs", "encode")
+            | ("copy_reg" | "copyreg", "_reconstructor")
+            | (
+                "__builtin__" | "builtins",
+                "set" | "frozenset" | "list" | "bytearray" | "int"
+            )
+    )
+}
+
+/// Walks the opcodes of a pickle to name the first global (class, function, type) that
+/// serde-pickle cannot resolve. Best effort, for error messages only.
+fn first_unsupported_global(p: &[u8]) -> Option<String> {
+    let mut i = 0usize;
+    // Strings recently pushed, and the memo, to resolve STACK_GLOBAL's two arguments.
+    let mut recent: Vec<Option<String>> = Vec::new();
+    let mut memo: std::collections::HashMap<u64, Option<String>> = std::collections::HashMap::new();
+    let line = |i: &mut usize| -> Option<String> {
+        let end = p.get(*i..)?.iter().position(|&b| b == b'\n')?;
+        let s = String::from_utf8_lossy(&p[*i..*i + end]).into_owned();
+        *i += end + 1;
+        Some(s)
+    };
+    let take = |i: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = p.get(*i..i.checked_add(n)?)?;
+        *i += n;
+        Some(s)
+    };
+    let uint = |b: &[u8]| b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64);
+    while i < p.len() {
+        let op = p[i];
+        i += 1;
+        let mut pushed: Option<Option<String>> = Some(None);
+        match op {
+            b'c' | b'i' => {
+                let module = line(&mut i)?;
+                let name = line(&mut i)?;
+                if !is_supported_global(&module, &name) {
+                    return Some(format!("{module}.{name}"));
+                }
+            }
+            0x93 => {
+                let name = recent.pop().flatten();
+                let module = recent.pop().flatten();
+                if let (Some(m), Some(n)) = (module, name) {
+                    if !is_supported_global(&m, &n) {
+                        return Some(format!("{m}.{n}"));
+                    }
+                } else {
+                    return Some("(a global whose name is computed)".into());
+                }
+            }
+            0x8c | b'U' | b'C' => {
+                let n = *take(&mut i, 1)?.first()? as usize;
+                let s = take(&mut i, n)?;
+                pushed = Some(Some(String::from_utf8_lossy(s).into_owned()));
+            }
+            b'X' | b'T' | b'B' | 0x8d | 0x8e | 0x96 => {
+                let w = if matches!(op, 0x8d | 0x8e | 0x96) {
+                    8
+                } else {
+                    4
+                };
+                let n = usize::try_from(uint(take(&mut i, w)?)).ok()?;
+                let s = take(&mut i, n)?;
+                pushed = Some(Some(String::from_utf8_lossy(s).into_owned()));
+            }
+            b'V' | b'S' => pushed = Some(Some(line(&mut i)?)),
+            0x94 => {
+                memo.insert(memo.len() as u64, recent.last().cloned().flatten());
+                pushed = None;
+            }
+            b'q' | b'r' | b'p' => {
+                let idx = match op {
+                    b'q' => uint(take(&mut i, 1)?),
+                    b'r' => uint(take(&mut i, 4)?),
+                    _ => line(&mut i)?.trim().parse().ok()?,
+                };
+                memo.insert(idx, recent.last().cloned().flatten());
+                pushed = None;
+            }
+            b'h' | b'j' | b'g' => {
+                let idx = match op {
+                    b'h' => uint(take(&mut i, 1)?),
+                    b'j' => uint(take(&mut i, 4)?),
+                    _ => line(&mut i)?.trim().parse().ok()?,
+                };
+                pushed = Some(memo.get(&idx).cloned().flatten());
+            }
+            b'F' | b'I' | b'L' | b'P' => {
+                line(&mut i)?;
+            }
+            b'J' => i += 4,
+            b'K' | 0x80 | 0x82 => i += 1,
+            b'M' | 0x83 => i += 2,
+            0x84 => i += 4,
+            b'G' | 0x95 => i += 8,
+            0x8a => {
+                let n = *take(&mut i, 1)?.first()? as usize;
+                i += n;
+            }
+            0x8b => {
+                let n = usize::try_from(uint(take(&mut i, 4)?)).ok()?;
+                i += n;
+            }
+            b'.' => return None,
+            _ => {}
+        }
+        if let Some(v) = pushed {
+            recent.push(v);
+        }
+    }
+    None
+}
+
+/// A Python-like `repr` of a value, as Python's `print` would show it:
+/// `[2.25, None, 'junk']`, `b'hello'`, `{'a': 1}`.
+pub fn repr(value: &Value) -> String {
+    let mut out = String::new();
+    write_repr(&mut out, value);
+    out
+}
+
+fn write_repr(out: &mut String, v: &Value) {
+    match v {
+        Value::None => out.push_str("None"),
+        Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+        Value::I64(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::F64(f) => out.push_str(&float_repr(*f)),
+        Value::Bytes(b) => bytes_repr(out, b),
+        Value::String(s) => str_repr(out, s),
+        Value::List(items) => seq(out, "[", items.iter(), "]"),
+        Value::Tuple(items) if items.len() == 1 => {
+            out.push('(');
+            write_repr(out, &items[0]);
+            out.push_str(",)");
+        }
+        Value::Tuple(items) => seq(out, "(", items.iter(), ")"),
+        Value::Set(items) if items.is_empty() => out.push_str("set()"),
+        Value::Set(items) => seq_h(out, "{", items.iter(), "}"),
+        Value::FrozenSet(items) if items.is_empty() => out.push_str("frozenset()"),
+        Value::FrozenSet(items) => seq_h(out, "frozenset({", items.iter(), "})"),
+        Value::Dict(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_repr(out, &k.clone().into_value());
+                out.push_str(": ");
+                write_repr(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn seq<'a>(out: &mut String, open: &str, items: impl Iterator<Item = &'a Value>, close: &str) {
+    out.push_str(open);
+    for (i, v) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_repr(out, v);
+    }
+    out.push_str(close);
+}
+
+fn seq_h<'a>(
+    out: &mut String,
+    open: &str,
+    items: impl Iterator<Item = &'a HashableValue>,
+    close: &str,
+) {
+    let values: Vec<Value> = items.map(|h| h.clone().into_value()).collect();
+    seq(out, open, values.iter(), close);
+}
+
+/// Python's float repr: shortest round-trip digits, positional between 1e-4 and 1e16.
+fn float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let a = f.abs();
+    if a == 0.0 || (1e-4..1e16).contains(&a) {
+        let s = format!("{f}");
+        if s.contains('.') { s } else { s + ".0" }
+    } else {
+        let s = format!("{f:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
+    }
+}
+
+fn quote_for(has_single: bool, has_double: bool) -> char {
+    if has_single && !has_double { '"' } else { '\'' }
+}
+
+fn bytes_repr(out: &mut String, b: &[u8]) {
+    let q = quote_for(b.contains(&b'\''), b.contains(&b'"'));
+    out.push('b');
+    out.push(q);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c if c as char == q => {
+                out.push('\\');
+                out.push(q);
+            }
+            0x20..=0x7e => out.push(c as char),
+            c => {
+                let _ = write!(out, "\\x{c:02x}");
+            }
+        }
+    }
+    out.push(q);
+}
+
+fn str_repr(out: &mut String, s: &str) {
+    let q = quote_for(s.contains('\''), s.contains('"'));
+    out.push(q);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == q => {
+                out.push('\\');
+                out.push(q);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(q);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repr_matches_python() {
+        let v = Value::List(vec![
+            Value::F64(2.25),
+            Value::None,
+            Value::String("junk".into()),
+        ]);
+        assert_eq!(repr(&v), "[2.25, None, 'junk']");
+        assert_eq!(repr(&Value::Bytes(b"hello".to_vec())), "b'hello'");
+        assert_eq!(repr(&Value::Bytes(b"a'b\x00".to_vec())), "b\"a'b\\x00\"");
+        assert_eq!(repr(&Value::Tuple(vec![Value::I64(1)])), "(1,)");
+        assert_eq!(repr(&Value::F64(1.0)), "1.0");
+        assert_eq!(repr(&Value::F64(1e16)), "1e+16");
+        assert_eq!(repr(&Value::F64(1.5e-5)), "1.5e-05");
+        assert_eq!(repr(&Value::F64(0.0001)), "0.0001");
+        assert_eq!(repr(&Value::Set(Default::default())), "set()");
+    }
+
+    #[test]
+    fn round_trip_in_both_protocols() {
+        for proto in [2, 3] {
+            let v = vec![(1i64, "x".to_string()), (2, "y".to_string())];
+            let b = dumps(&v, proto).unwrap();
+            assert_eq!(loads::<Vec<(i64, String)>>(&b).unwrap(), v);
+        }
+        assert!(matches!(
+            dumps(&1, 4),
+            Err(PickleError::UnsupportedProtocol(4))
+        ));
+    }
+
+    #[test]
+    fn a_type_object_is_named_in_the_error() {
+        // pickle.dumps([2.25, None, 'junk', float], protocol=4) from CPython 3.11
+        let p = b"\x80\x04\x95+\x00\x00\x00\x00\x00\x00\x00]\x94(G@\x02\x00\x00\x00\x00\x00\x00N\x8c\x04junk\x94\x8c\x08builtins\x94\x8c\x05float\x94\x93\x94e.";
+        match loads_value(p) {
+            Err(PickleError::UnsupportedGlobal(name)) => assert_eq!(name, "builtins.float"),
+            other => panic!("{other:?}"),
+        }
+        // pickle.dumps(datetime.date(2026, 11, 25), protocol=2): the GLOBAL opcode.
+        let p = b"\x80\x02cdatetime\ndate\nq\x00c_codecs\nencode\nq\x01X\x05\x00\x00\x00\x07\xc3\xaa\x0b\x19q\x02X\x06\x00\x00\x00latin1q\x03\x86q\x04Rq\x05\x85q\x06Rq\x07.";
+        match loads_value(p) {
+            Err(PickleError::UnsupportedGlobal(name)) => assert_eq!(name, "datetime.date"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        for p in [
+            &b""[..],
+            b"\x80",
+            b"\x80\x04\x95",
+            b"garbage",
+            b"\x80\x03X\xff\xff\xff\xff",
+        ] {
+            assert!(loads_value(p).is_err());
+        }
+    }
+}
