@@ -50,6 +50,11 @@ pub fn dumps<T: Serialize>(value: &T, protocol: u8) -> Result<Vec<u8>, PickleErr
     serde_pickle::to_vec(value, ser_options(protocol)?).map_err(PickleError::Encode)
 }
 
+/// Pickles a dynamic [`Value`] with `protocol` (2 or 3).
+pub fn dumps_value(value: &Value, protocol: u8) -> Result<Vec<u8>, PickleError> {
+    serde_pickle::value_to_vec(value, ser_options(protocol)?).map_err(PickleError::Encode)
+}
+
 /// Unpickles `bytes` into `T`.
 pub fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PickleError> {
     serde_pickle::from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
@@ -72,6 +77,12 @@ impl Connection {
     /// Sends a Rust value as a pickle (Python's `send(obj)`), with this connection's protocol.
     pub fn send<T: Serialize>(&mut self, value: &T) -> Result<()> {
         let bytes = dumps(value, self.pickle_protocol())?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Sends a dynamic [`Value`] as a pickle.
+    pub fn send_value(&mut self, value: &Value) -> Result<()> {
+        let bytes = dumps_value(value, self.pickle_protocol())?;
         self.send_bytes(&bytes)
     }
 
