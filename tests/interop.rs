@@ -1,0 +1,556 @@
+//! Interop with real Python interpreters, in both directions, over loopback TCP and Unix sockets.
+//!
+//! Peers: CPython 3.11 (`python3`, required), CPython 3.12 and 3.13 (through pyenv, wherever
+//! installed), and the original `processing` 0.52 package on CPython 2.7 (required: `.ci/run`
+//! installs it). Every interpreter that ran is named in the output (`--show-output`). Every wait
+//! on a peer is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use mpconn::pickle::{Value, repr};
+use mpconn::{Address, AuthKey, AuthenticationError, Client, Connection, Dialect, Error, Listener};
+
+const KEY: &str = "interop key";
+const STEP: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+struct Python {
+    label: String,
+    exe: PathBuf,
+    processing: bool,
+}
+
+fn version_of(exe: &Path) -> Option<String> {
+    let out = Command::new(exe)
+        .args(["-c", "import sys; print(sys.version.split()[0])"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn pyenv_python(prefix: &str) -> Option<PathBuf> {
+    let out = Command::new("pyenv")
+        .args(["versions", "--bare"])
+        .output()
+        .ok()?;
+    let versions = String::from_utf8_lossy(&out.stdout);
+    let version = versions
+        .lines()
+        .map(str::trim)
+        .filter(|v| v.starts_with(prefix))
+        .last()?
+        .to_string();
+    let out = Command::new("pyenv")
+        .args(["prefix", &version])
+        .output()
+        .ok()?;
+    let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python");
+    exe.exists().then_some(exe)
+}
+
+/// The interpreters to test against. Fails when a required one is missing.
+fn pythons() -> Vec<Python> {
+    let mut found = Vec::new();
+    let py3 = PathBuf::from("python3");
+    let v = version_of(&py3).expect("python3 is required for the interop tests");
+    found.push(Python {
+        label: format!("CPython {v} (python3)"),
+        exe: py3,
+        processing: false,
+    });
+    for minor in ["3.12.", "3.13."] {
+        match pyenv_python(minor).and_then(|exe| version_of(&exe).map(|v| (exe, v))) {
+            Some((exe, v)) => found.push(Python {
+                label: format!("CPython {v}"),
+                exe,
+                processing: false,
+            }),
+            None => println!("interop: CPython {minor}x not installed here; not run"),
+        }
+    }
+    let py2 = pyenv_python("2.7.")
+        .expect("CPython 2.7 (pyenv) is required for the processing interop tests");
+    let ok = Command::new(&py2)
+        .args(["-c", "import processing"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "processing 0.52 is missing: run {} -m pip install processing==0.52",
+        py2.display()
+    );
+    found.push(Python {
+        label: format!("processing 0.52 on CPython {}", version_of(&py2).unwrap()),
+        exe: py2,
+        processing: true,
+    });
+    found
+}
+
+/// A running Python peer whose stdout lines arrive on a channel; killed on drop.
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    label: String,
+}
+
+impl Peer {
+    fn start(py: &Python, mode: &str, address: &str, key: Option<&str>, extra: &[&str]) -> Peer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/peer.py");
+        let key_hex = key
+            .map(|k| AuthKey::from(k).to_hex())
+            .unwrap_or_else(|| "none".into());
+        let mut cmd = Command::new(&py.exe);
+        cmd.arg(script).args([mode, address, &key_hex]).args(extra);
+        if py.processing {
+            cmd.arg("--processing");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer {
+            child,
+            lines,
+            label: py.label.clone(),
+        }
+    }
+
+    fn expect_line(&self, prefix: &str) -> String {
+        let line = self.lines.recv_timeout(STEP).unwrap_or_else(|_| {
+            panic!(
+                "{}: no line starting with {prefix:?} within {STEP:?}",
+                self.label
+            )
+        });
+        assert!(
+            line.starts_with(prefix),
+            "{}: expected {prefix:?}, got {line:?}",
+            self.label
+        );
+        line[prefix.len()..].trim().to_string()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ask(conn: &mut Connection, command: &[u8]) -> Vec<u8> {
+    conn.send_bytes(command).unwrap();
+    conn.recv_bytes().unwrap()
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+fn dialect_for(py: &Python) -> Dialect {
+    if py.processing {
+        Dialect::Processing
+    } else {
+        Dialect::Cpython
+    }
+}
+
+/// The conversation every peer goes through: bytes, objects both ways, recv_bytes_into.
+fn converse(conn: &mut Connection, py: &Python) {
+    conn.set_read_timeout(Some(STEP)).unwrap();
+    assert_eq!(ask(conn, b"echo:hello"), b"hello", "{}", py.label);
+    assert_eq!(ask(conn, b"echo:"), b"", "{}", py.label);
+    let version = String::from_utf8(ask(conn, b"version")).unwrap();
+    assert!(
+        py.label.contains(&version),
+        "{} reports {version}",
+        py.label
+    );
+
+    // A Rust value to Python and back; Python also reports what it saw.
+    conn.send_bytes(b"obj").unwrap();
+    let sent = Value::List(vec![
+        Value::I64(1),
+        Value::F64(2.5),
+        Value::None,
+        Value::Bool(true),
+        Value::Bytes(b"b\x00".to_vec()),
+    ]);
+    conn.send_value(&sent).unwrap();
+    let back = conn.recv_value().unwrap();
+    let python_repr = String::from_utf8(conn.recv_bytes().unwrap()).unwrap();
+    if py.processing {
+        assert_eq!(
+            python_repr, "[1, 2.5, None, True, 'b\\x00']",
+            "{}",
+            py.label
+        );
+    } else {
+        assert_eq!(
+            python_repr, "[1, 2.5, None, True, b'b\\x00']",
+            "{}",
+            py.label
+        );
+    }
+    assert_eq!(back, sent, "{}", py.label);
+
+    // A Python object to Rust.
+    conn.send_bytes(b"send_obj").unwrap();
+    let v = conn.recv_value().unwrap();
+    let shown = repr(&v);
+    if py.processing {
+        // Python 2's str is bytes.
+        assert_eq!(
+            shown,
+            "{b'hello': b'world', b'list': [1, 2.5, None, True], b'n': 1, b'tuple': (1, b'a')}",
+            "{}",
+            py.label
+        );
+    } else {
+        assert_eq!(
+            shown, "{'hello': 'world', 'list': [1, 2.5, None, True], 'n': 1, 'tuple': (1, 'a')}",
+            "{}",
+            py.label
+        );
+    }
+
+    // A Python type object has no Rust value: a clear error, and the connection goes on.
+    conn.send_bytes(b"send_class").unwrap();
+    let e = conn.recv_value().unwrap_err();
+    assert!(e.to_string().contains("float"), "{}: {e}", py.label);
+    assert_eq!(ask(conn, b"echo:after"), b"after", "{}", py.label);
+
+    // recv_bytes_into on the Python side: fits, and BufferTooShort.
+    conn.send_bytes(b"into:8").unwrap();
+    conn.send_bytes(b"12345").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"ok:5:12345", "{}", py.label);
+    conn.send_bytes(b"into:4").unwrap();
+    conn.send_bytes(b"123456789").unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"short:9", "{}", py.label);
+
+    // BufferTooShort on the Rust side, then the connection is still usable.
+    conn.send_bytes(b"big:1000").unwrap();
+    let mut small = [0u8; 10];
+    match conn.recv_bytes_into(&mut small) {
+        Err(Error::BufferTooShort(e)) => assert_eq!(e.message, pattern(1000), "{}", py.label),
+        other => panic!("{}: {other:?}", py.label),
+    }
+    assert_eq!(
+        ask(conn, b"echo:still usable"),
+        b"still usable",
+        "{}",
+        py.label
+    );
+}
+
+fn addresses(dir: &Path, tag: &str) -> Vec<Address> {
+    vec![
+        Address::inet("127.0.0.1", 0),
+        Address::unix(dir.join(format!("{tag}.sock"))),
+    ]
+}
+
+#[test]
+fn rust_listener_serves_python_clients_over_tcp_and_unix() {
+    let dir = tempfile::tempdir().unwrap();
+    for py in pythons() {
+        for address in addresses(dir.path(), "l") {
+            let mut listener = Listener::builder()
+                .address(address)
+                .authkey(KEY)
+                .dialect(dialect_for(&py))
+                .bind()
+                .unwrap();
+            let peer = Peer::start(
+                &py,
+                "connect",
+                &listener.address().to_string(),
+                Some(KEY),
+                &[],
+            );
+            let mut conn = listener.accept_within(Some(STEP)).unwrap();
+            peer.expect_line("CONNECTED");
+            converse(&mut conn, &py);
+            conn.send_bytes(b"quit").unwrap();
+            peer.expect_line("DONE");
+            println!(
+                "interop: Rust listener <- {} client over {}: ok",
+                py.label,
+                listener.address().family()
+            );
+        }
+    }
+}
+
+#[test]
+fn rust_client_talks_to_python_listeners_over_tcp_and_unix() {
+    let dir = tempfile::tempdir().unwrap();
+    for py in pythons() {
+        for (i, address) in addresses(dir.path(), "c").into_iter().enumerate() {
+            let address = match address {
+                Address::Unix(p) => {
+                    Address::Unix(p.with_file_name(format!("c{i}-{}.sock", py.label.len())))
+                }
+                a => a,
+            };
+            let peer = Peer::start(&py, "listen", &address.to_string(), Some(KEY), &[]);
+            let bound = peer.expect_line("READY");
+            let mut conn = Client::new(bound.as_str()).authkey(KEY).connect().unwrap();
+            assert_eq!(conn.dialect(), dialect_for(&py), "{}", py.label);
+            peer.expect_line("CONNECTED");
+            converse(&mut conn, &py);
+            conn.send_bytes(b"quit").unwrap();
+            peer.expect_line("DONE");
+            println!(
+                "interop: Rust client -> {} listener at {bound}: ok",
+                py.label
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_key_fails_on_both_sides_and_listeners_keep_serving() {
+    for py in pythons() {
+        // Python client with the wrong key against a Rust listener.
+        let mut listener = Listener::builder()
+            .address("127.0.0.1:0")
+            .authkey(KEY)
+            .dialect(dialect_for(&py))
+            .bind()
+            .unwrap();
+        let peer = Peer::start(
+            &py,
+            "connect",
+            &listener.address().to_string(),
+            Some("wrong"),
+            &[],
+        );
+        let r = listener.accept_within(Some(STEP));
+        assert!(
+            matches!(
+                r,
+                Err(Error::Authentication(AuthenticationError::DigestMismatch))
+            ),
+            "{}: {r:?}",
+            py.label
+        );
+        peer.expect_line("AUTHFAIL");
+        let peer = Peer::start(
+            &py,
+            "connect",
+            &listener.address().to_string(),
+            Some(KEY),
+            &[],
+        );
+        let mut conn = listener.accept_within(Some(STEP)).unwrap();
+        peer.expect_line("CONNECTED");
+        conn.set_read_timeout(Some(STEP)).unwrap();
+        assert_eq!(ask(&mut conn, b"echo:served"), b"served", "{}", py.label);
+
+        // Rust client with the wrong key against a Python listener that accepts twice.
+        let peer = Peer::start(&py, "listen", "127.0.0.1:0", Some(KEY), &["--accepts", "2"]);
+        let bound = peer.expect_line("READY");
+        let r = Client::new(bound.as_str()).authkey("wrong").connect();
+        assert!(
+            matches!(r, Err(Error::Authentication(AuthenticationError::Rejected))),
+            "{}: {r:?}",
+            py.label
+        );
+        peer.expect_line("AUTHFAIL");
+        let mut conn = Client::new(bound.as_str()).authkey(KEY).connect().unwrap();
+        peer.expect_line("CONNECTED");
+        conn.set_read_timeout(Some(STEP)).unwrap();
+        assert_eq!(ask(&mut conn, b"echo:served"), b"served", "{}", py.label);
+        println!(
+            "interop: wrong key against/from {}: both sides fail, listeners keep serving",
+            py.label
+        );
+    }
+}
+
+#[test]
+fn client_without_key_against_python_listener_with_key_fails_clearly() {
+    let py = pythons().remove(0);
+    let peer = Peer::start(&py, "listen", "127.0.0.1:0", Some(KEY), &[]);
+    let bound = peer.expect_line("READY");
+    let mut conn = Client::new(bound.as_str()).connect().unwrap();
+    conn.set_read_timeout(Some(STEP)).unwrap();
+    let r = conn.recv_bytes();
+    assert!(
+        matches!(
+            r,
+            Err(Error::Authentication(AuthenticationError::KeyRequired))
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_64_mib_message_crosses_both_ways() {
+    const BIG: usize = 64 * 1024 * 1024;
+    let py = pythons().remove(0);
+    let mut listener = Listener::builder()
+        .address("127.0.0.1:0")
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let _peer = Peer::start(
+        &py,
+        "connect",
+        &listener.address().to_string(),
+        Some(KEY),
+        &[],
+    );
+    let mut conn = listener.accept_within(Some(STEP)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    conn.send_bytes(format!("big:{BIG}").as_bytes()).unwrap();
+    let got = conn.recv_bytes().unwrap();
+    assert_eq!(got.len(), BIG);
+    assert!(
+        got == pattern(BIG),
+        "the 64 MiB message from Python arrived intact"
+    );
+    conn.send_bytes(b"recvbig").unwrap();
+    conn.send_bytes(&got).unwrap();
+    assert_eq!(
+        conn.recv_bytes().unwrap(),
+        format!("match:{BIG}").as_bytes()
+    );
+    println!("interop: 64 MiB both ways with {}: ok", py.label);
+}
+
+#[test]
+fn python_client_sees_the_abstract_unix_name() {
+    let py = pythons().remove(0);
+    let name = format!("mpconn-interop-{}", std::process::id());
+    let mut listener = Listener::builder()
+        .address(Address::abstract_name(name.clone()))
+        .authkey(KEY)
+        .bind()
+        .unwrap();
+    let _peer = Peer::start(
+        &py,
+        "connect",
+        &listener.address().to_string(),
+        Some(KEY),
+        &[],
+    );
+    let mut conn = listener.accept_within(Some(STEP)).unwrap();
+    conn.set_read_timeout(Some(STEP)).unwrap();
+    assert_eq!(ask(&mut conn, b"echo:abstract"), b"abstract");
+}
+
+#[path = "../examples/seed_listener.rs"]
+mod seed_listener;
+
+#[path = "../examples/seed_client.rs"]
+mod seed_client;
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn seed_example_against_python_both_ways() {
+    let seed_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
+    for py in pythons() {
+        // The Rust seed listener and the seed's Python client.
+        let address = format!("127.0.0.1:{}", free_tcp_port());
+        let mut args = vec![address.clone()];
+        if py.processing {
+            args.extend(["--dialect".to_string(), "processing".to_string()]);
+        }
+        let server = thread::spawn(move || {
+            let mut out = Vec::new();
+            seed_listener::run(&args, &mut out).map(|()| String::from_utf8(out).unwrap())
+        });
+        let mut client = Command::new(&py.exe);
+        client.arg(seed_dir.join("seed_client.py")).arg(&address);
+        if py.processing {
+            client.arg("--processing");
+        }
+        let out = retry_until_listening(&mut client);
+        assert_eq!(
+            out, "[2.25, None, 'junk']\nhello\n8\narray('i', [42, 1729, 0, 0, 0])\n",
+            "{}",
+            py.label
+        );
+        server.join().unwrap().unwrap();
+
+        // The seed's Python listener and the Rust seed client.
+        let address = format!("127.0.0.1:{}", free_tcp_port());
+        let mut extra = vec![];
+        if py.processing {
+            extra.push("--processing");
+        }
+        let mut cmd = Command::new(&py.exe);
+        cmd.arg(seed_dir.join("seed_listener.py"))
+            .arg(&address)
+            .args(&extra)
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next().unwrap().unwrap().starts_with("listening on"));
+        let mut out = Vec::new();
+        seed_client::run(&[address], &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let float = if py.processing {
+            "__builtin__.float"
+        } else {
+            "builtins.float"
+        };
+        assert_eq!(
+            out,
+            format!(
+                "could not decode the object: the pickle refers to the Python object {float}, which has no Rust value\nb'hello'\n8\narray('i', [42, 1729, 0, 0, 0])\n"
+            ),
+            "{}",
+            py.label
+        );
+        let _ = child.wait();
+        println!("interop: seed example both ways with {}: ok", py.label);
+    }
+}
+
+/// Runs the seed's Python client until the Rust listener thread is up (bounded: 50 tries).
+fn retry_until_listening(cmd: &mut Command) -> String {
+    for _ in 0..50 {
+        let out = cmd.output().unwrap();
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        if !String::from_utf8_lossy(&out.stderr).contains("Connection refused") {
+            panic!(
+                "seed client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the seed listener never listened");
+}
