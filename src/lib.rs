@@ -1,4 +1,50 @@
-//! mpconn: Python's `multiprocessing.connection` for Rust.
+//! # mpconn
+//!
+//! Python's `multiprocessing.connection` for Rust: [`Listener`], [`Client`], [`Connection`] and
+//! the HMAC challenge-response ("digest authentication"), wire-compatible with CPython 2.7 to
+//! 3.13 and with the original `processing` package.
+//!
+//! A Rust [`Listener`] accepts Python `multiprocessing.connection.Client`s, and a Rust
+//! [`Client`] talks to Python `Listener`s: same framing (a 4-byte big-endian signed length, or
+//! `-1` and an 8-byte length for huge messages), same mutual challenge-response (`#CHALLENGE#`,
+//! `#WELCOME#`, `#FAILURE#`; the `{sha256}` digests of Python 3.12+, the raw HMAC-MD5 of Python
+//! up to 3.11, and the HMAC-SHA1 of `processing`), and Python objects through pickle.
+//!
+//! ```
+//! use mpconn::{Client, Listener};
+//! # fn main() -> mpconn::Result<()> {
+//! // A listener on a fresh Unix socket (the fastest family here), demanding a key.
+//! let mut listener = Listener::builder().authkey("secret password").bind()?;
+//! let address = listener.address().clone();
+//!
+//! let client = std::thread::spawn(move || -> mpconn::Result<()> {
+//!     let mut conn = Client::new(address).authkey("secret password").connect()?;
+//!     conn.send(&vec![2.25, 1.5])?;                // pickled, as Python's conn.send
+//!     assert_eq!(conn.recv_bytes()?, b"hello");
+//!     Ok(())
+//! });
+//!
+//! let mut conn = listener.accept()?;               // runs the challenge-response
+//! let numbers: Vec<f64> = conn.recv()?;
+//! assert_eq!(numbers, [2.25, 1.5]);
+//! conn.send_bytes(b"hello")?;
+//! client.join().unwrap()?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//! * [`wire`]: the sans-IO core: the frame codec ([`wire::frame`]) and the handshake state
+//!   machines ([`wire::handshake`]). Bytes in, messages and bytes out; no sockets, no clock.
+//! * [`transport`]: TCP and Unix sockets behind one stream and one listener type.
+//! * [`blocking`]: the API that mirrors Python's.
+//!
+//! What it does not do: encrypt. The key authenticates both ends at connect time; everything after
+//! the handshake travels in the clear, as in Python. Use Unix sockets (mode 0600) or loopback, or
+//! tunnel through TLS/SSH across machines.
+//!
+//! ## Cargo features
+//! * `pickle` (default): `send` / `recv` of serde values and [`pickle::Value`] through
+//!   serde-pickle.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

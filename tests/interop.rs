@@ -44,8 +44,7 @@ fn pyenv_python(prefix: &str) -> Option<PathBuf> {
     let version = versions
         .lines()
         .map(str::trim)
-        .filter(|v| v.starts_with(prefix))
-        .last()?
+        .rfind(|v| v.starts_with(prefix))?
         .to_string();
     let out = Command::new("pyenv")
         .args(["prefix", &version])
@@ -55,8 +54,14 @@ fn pyenv_python(prefix: &str) -> Option<PathBuf> {
     exe.exists().then_some(exe)
 }
 
-/// The interpreters to test against. Fails when a required one is missing.
+/// The interpreters to test against, found (and `processing` installed) once per run. Fails
+/// when a required one is missing.
 fn pythons() -> Vec<Python> {
+    static FOUND: std::sync::OnceLock<Vec<Python>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_pythons).clone()
+}
+
+fn find_pythons() -> Vec<Python> {
     let mut found = Vec::new();
     let py3 = PathBuf::from("python3");
     let v = version_of(&py3).expect("python3 is required for the interop tests");
@@ -77,14 +82,23 @@ fn pythons() -> Vec<Python> {
     }
     let py2 = pyenv_python("2.7.")
         .expect("CPython 2.7 (pyenv) is required for the processing interop tests");
-    let ok = Command::new(&py2)
-        .args(["-c", "import processing"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let has_processing = || {
+        Command::new(&py2)
+            .args(["-c", "import processing"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_processing() {
+        // The test set-up installs the original package from PyPI, once.
+        let status = Command::new(&py2)
+            .args(["-m", "pip", "install", "-q", "processing==0.52"])
+            .status();
+        println!("interop: installed processing 0.52 with pip: {status:?}");
+    }
     assert!(
-        ok,
-        "processing 0.52 is missing: run {} -m pip install processing==0.52",
+        has_processing(),
+        "processing 0.52 is missing and could not be installed: {} -m pip install processing==0.52",
         py2.display()
     );
     found.push(Python {

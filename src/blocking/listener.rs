@@ -141,6 +141,7 @@ impl ListenerBuilder {
         });
         log::debug!("listening on {}", socket.address());
         Ok(Listener {
+            address: socket.address().clone(),
             socket: Some(socket),
             handshake,
             max_message_size: self.max_message_size,
@@ -175,6 +176,7 @@ fn remove_private_dir(address: &Address) {
 /// ```
 #[derive(Debug)]
 pub struct Listener {
+    address: Address,
     socket: Option<SocketListener>,
     handshake: Option<HandshakeConfig>,
     max_message_size: usize,
@@ -253,10 +255,7 @@ impl Listener {
 
     /// The bound address (with the real port if 0 was asked for).
     pub fn address(&self) -> &Address {
-        match &self.socket {
-            Some(s) => s.address(),
-            None => &CLOSED_ADDRESS,
-        }
+        &self.address
     }
 
     /// The peer address of the last accepted connection (Python's `last_accepted`): `ip:port` for
@@ -275,5 +274,3 @@ impl Listener {
         self.socket = None;
     }
 }
-
-static CLOSED_ADDRESS: Address = Address::Unix(std::path::PathBuf::new());
