@@ -351,3 +351,58 @@ fn ipv6_loopback_works() {
     accepted.unwrap().send_bytes(b"v6").unwrap();
     assert_eq!(client.join().unwrap().unwrap(), b"v6");
 }
+
+#[test]
+fn authenticate_uses_the_process_default_key_on_both_sides() {
+    let mut listener = Listener::builder()
+        .address("127.0.0.1:0")
+        .authenticate(true)
+        .bind()
+        .unwrap();
+    let (accepted, client) = with_client(&mut listener, |a| {
+        Client::new(a).authenticate(true).connect()?.recv_bytes()
+    });
+    accepted.unwrap().send_bytes(b"default key").unwrap();
+    assert_eq!(client.join().unwrap().unwrap(), b"default key");
+}
+
+#[test]
+fn strict_policy_listener_refuses_a_legacy_md5_client_but_serves_a_modern_one() {
+    use mpconn::wire::handshake::{CHALLENGE, FAILURE};
+    use mpconn::{Digest, DigestPolicy};
+    use std::io::Read;
+    let mut listener = Listener::builder()
+        .address("127.0.0.1:0")
+        .authkey(KEY)
+        .digest_policy(DigestPolicy::RequireSha256)
+        .bind()
+        .unwrap();
+    let addr = listener.address().resolve().unwrap()[0];
+    // A hand-written legacy client: raw HMAC-MD5 over the challenge, as Python <= 3.11 sends.
+    let t = thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut challenge = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut challenge).unwrap();
+        let mac = Digest::Md5.mac(KEY.as_bytes(), &challenge[CHALLENGE.len()..]);
+        s.write_all(&16u32.to_be_bytes()).unwrap();
+        s.write_all(mac.as_bytes()).unwrap();
+        s.read_exact(&mut len).unwrap();
+        let mut verdict = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut verdict).unwrap();
+        verdict
+    });
+    let r = listener.accept();
+    assert!(
+        matches!(r, Err(Error::Authentication(AuthenticationError::DigestRefused(ref d))) if d == "md5"),
+        "{r:?}"
+    );
+    assert_eq!(t.join().unwrap(), FAILURE);
+    let (accepted, client) = with_client(&mut listener, |a| {
+        Client::new(a).authkey(KEY).connect().map(|_| ())
+    });
+    accepted.unwrap();
+    client.join().unwrap().unwrap();
+}

@@ -568,3 +568,51 @@ fn retry_until_listening(cmd: &mut Command) -> String {
     }
     panic!("the seed listener never listened");
 }
+
+#[test]
+fn pickles_of_every_protocol_python_writes_are_read() {
+    let script = "import pickle,sys\nv={'a':[1,2.5,None,True,b'x','\\u00e9'],'big':2**70,'t':(1,),'ba':bytearray(b'ab')}\nfor p in range(pickle.HIGHEST_PROTOCOL+1): print(pickle.dumps(v,protocol=p).hex())";
+    for py in pythons().into_iter().filter(|p| !p.processing) {
+        let out = Command::new(&py.exe).args(["-c", script]).output().unwrap();
+        assert!(out.status.success(), "{}", py.label);
+        let lines = String::from_utf8(out.stdout).unwrap();
+        let mut protocols = 0;
+        for (proto, hex) in lines.lines().enumerate() {
+            let bytes = AuthKey::from_hex(hex).unwrap();
+            let v = mpconn::pickle::loads_value(bytes.as_bytes())
+                .unwrap_or_else(|e| panic!("{} protocol {proto}: {e}", py.label));
+            assert_eq!(
+                repr(&v),
+                "{'a': [1, 2.5, None, True, b'x', 'é'], 'ba': b'ab', 'big': 1180591620717411303424, 't': (1,)}",
+                "{} protocol {proto}",
+                py.label
+            );
+            protocols += 1;
+        }
+        assert!(protocols >= 6, "{}", py.label);
+        println!(
+            "interop: pickle protocols 0-{} from {} read",
+            protocols - 1,
+            py.label
+        );
+    }
+}
+
+#[test]
+fn a_python_child_inherits_the_default_key() {
+    // The child takes its key from the environment, as the docs tell Python children to.
+    let mut listener = Listener::builder()
+        .address("127.0.0.1:0")
+        .authenticate(true)
+        .bind()
+        .unwrap();
+    let script = "import os,sys\nfrom multiprocessing import current_process\nfrom multiprocessing.connection import Client\ncurrent_process().authkey = bytes.fromhex(os.environ['MPCONN_AUTHKEY'])\nhost, port = sys.argv[1].rsplit(':', 1)\nc = Client((host, int(port)), authkey=current_process().authkey)\nc.send_bytes(b'inherited')";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, &listener.address().to_string()]);
+    mpconn::default_authkey().unwrap().export_to(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut conn = listener.accept_within(Some(STEP)).unwrap();
+    conn.set_read_timeout(Some(STEP)).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"inherited");
+    assert!(child.wait().unwrap().success());
+}
