@@ -54,6 +54,7 @@ pub mod blocking;
 pub mod error;
 #[cfg(feature = "pickle")]
 pub mod pickle;
+pub mod reactor;
 pub mod transport;
 pub mod wire;
 

@@ -78,6 +78,32 @@ impl Stream {
             .unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
     }
 
+    /// Starts a non-blocking connect (for the reactor). Returns the stream, in non-blocking mode,
+    /// and whether it is already connected; if not, it becomes writable when the connect
+    /// finished, and [`Stream::take_error`] then says whether it failed.
+    pub fn connect_nonblocking(address: &Address) -> Result<(Stream, bool)> {
+        let mut last = None;
+        for sa in sockaddr(address)? {
+            let socket = Socket::new(domain_of(&sa), Type::STREAM, None)?;
+            socket.set_nonblocking(true)?;
+            match socket.connect(&sa) {
+                Ok(()) => return Ok((Stream::from_socket(socket, address.family())?, true)),
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                    return Ok((Stream::from_socket(socket, address.family())?, false));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .map(Error::Io)
+            .unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+    }
+
+    /// The pending socket error (`SO_ERROR`), used to learn how a non-blocking connect ended.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        each!(self, s => s.take_error())
+    }
+
     fn from_socket(socket: Socket, family: Family) -> io::Result<Stream> {
         Ok(match family {
             Family::Inet => {

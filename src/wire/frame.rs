@@ -176,6 +176,11 @@ impl FrameDecoder {
         }
     }
 
+    /// True when nothing is buffered and no message has begun.
+    pub fn is_idle(&self) -> bool {
+        self.start == self.end && self.body.is_none()
+    }
+
     /// True when a message has begun (header bytes or a partial body) but is not complete.
     pub fn in_message(&self) -> bool {
         self.body.is_some() || self.start != self.end
@@ -320,6 +325,45 @@ impl FrameDecoder {
             }
         };
         Ok((self.end - self.start >= len).then_some(len))
+    }
+}
+
+/// Whole messages found in one borrowed slice, without copying: the reactor parses a fresh read
+/// this way and keeps only an incomplete tail (see [`SliceFrames::rest`]).
+#[derive(Debug)]
+pub struct SliceFrames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> SliceFrames<'a> {
+    /// Frames in `buf`.
+    pub fn new(buf: &'a [u8]) -> SliceFrames<'a> {
+        SliceFrames { buf, pos: 0 }
+    }
+
+    /// The next complete message, refusing a declared length above `limit`. `Ok(None)` when the
+    /// rest is an incomplete message (or nothing).
+    pub fn next_frame_limited(&mut self, limit: usize) -> Result<Option<&'a [u8]>, FrameError> {
+        let avail = &self.buf[self.pos..];
+        let Some((header_len, len)) = parse_header(avail)? else {
+            return Ok(None);
+        };
+        if len > limit as u64 {
+            return Err(FrameError::TooLarge { len, limit });
+        }
+        let end = header_len as u64 + len;
+        if (avail.len() as u64) < end {
+            return Ok(None);
+        }
+        let body = &avail[header_len..end as usize];
+        self.pos += end as usize;
+        Ok(Some(body))
+    }
+
+    /// The bytes after the last complete message.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
     }
 }
 
@@ -524,6 +568,26 @@ mod tests {
             }
             prop_assert_eq!(got, bodies);
             prop_assert!(!d.in_message());
+        }
+
+        #[test]
+        fn slice_frames_then_decoder_for_the_tail_decode_the_same_messages(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+            cut in 0usize..5000,
+        ) {
+            let wire = frames(&bodies);
+            let cut = cut.min(wire.len());
+            // First read: parsed in place; its tail and the rest go through a decoder.
+            let mut s = SliceFrames::new(&wire[..cut]);
+            let mut got = Vec::new();
+            while let Some(m) = s.next_frame_limited(usize::MAX).unwrap() {
+                got.push(m.to_vec());
+            }
+            let mut d = FrameDecoder::default();
+            d.feed(s.rest());
+            d.feed(&wire[cut..]);
+            got.extend(drain(&mut d));
+            prop_assert_eq!(got, bodies);
         }
 
         #[test]

@@ -1,0 +1,77 @@
+//! The cross-thread handle: other threads queue commands and wake the reactor through a
+//! `mio::Waker`. One queue keeps the order: two sends from one thread arrive in that order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::reactor::{ConnId, Context};
+
+/// A closure run on the reactor thread with a [`Context`].
+pub type Call = Box<dyn FnOnce(&mut Context<'_>) + Send>;
+
+pub(crate) enum Command {
+    Send(ConnId, Vec<u8>),
+    Close(ConnId),
+    Stop,
+    Call(Call),
+}
+
+pub(crate) struct Shared {
+    pub(crate) queue: Mutex<VecDeque<Command>>,
+    pub(crate) waker: mio::Waker,
+    pub(crate) closed: AtomicBool,
+}
+
+/// A `Send + Clone` handle to a reactor, for other threads: send, close, stop, or run a closure
+/// on the reactor thread. Commands from one thread are carried out in the order given.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    fn push(&self, c: Command) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("the reactor is gone"));
+        }
+        let was_empty = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let was_empty = q.is_empty();
+            q.push_back(c);
+            was_empty
+        };
+        if was_empty {
+            self.shared.waker.wake()?;
+        }
+        Ok(())
+    }
+
+    /// Queues `message` for `conn`. If the connection is over its high-water mark when the
+    /// reactor gets to it, the message goes to [`crate::reactor::Handler::on_send_refused`].
+    pub fn send(&self, conn: ConnId, message: Vec<u8>) -> Result<()> {
+        self.push(Command::Send(conn, message))
+    }
+
+    /// Closes `conn` (after its queued messages are written).
+    pub fn close(&self, conn: ConnId) -> Result<()> {
+        self.push(Command::Close(conn))
+    }
+
+    /// Stops the reactor gracefully.
+    pub fn stop(&self) -> Result<()> {
+        self.push(Command::Stop)
+    }
+
+    /// Runs `f` on the reactor thread.
+    pub fn call(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<()> {
+        self.push(Command::Call(Box::new(f)))
+    }
+}

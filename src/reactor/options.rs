@@ -1,0 +1,252 @@
+//! Settings of the reactor, of its listeners and of its outgoing connections, and the reasons a
+//! connection closes.
+
+use std::time::Duration;
+
+use crate::authkey::AuthKey;
+use crate::error::{AuthenticationError, Error};
+use crate::wire::digest::DigestPolicy;
+use crate::wire::frame::{DEFAULT_MAX_MESSAGE_SIZE, FrameError};
+use crate::wire::handshake::{Dialect, HandshakeConfig};
+
+/// Settings of the reactor itself.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReactorConfig {
+    /// Events taken from the OS per turn.
+    pub events_capacity: usize,
+    /// Size of the shared read buffer: one read per connection brings at most this much.
+    pub read_buffer_size: usize,
+    /// Bytes read from one connection in one turn before others get their turn (fairness).
+    pub read_budget: usize,
+    /// How long a graceful stop waits for queues to drain before closing regardless.
+    pub stop_timeout: Duration,
+    /// Pause before accepting again after the process ran out of file descriptors.
+    pub accept_backoff: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            events_capacity: 1024,
+            read_buffer_size: 256 * 1024,
+            read_budget: 4 * 1024 * 1024,
+            stop_timeout: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Per-connection settings, shared by listeners (for the connections they accept) and by
+/// outgoing connections.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectionOptions {
+    /// Run the challenge-response with this key (none: no handshake).
+    pub authkey: Option<AuthKey>,
+    /// The dialect a listener offers (a connecting side detects it).
+    pub dialect: Dialect,
+    /// Which digests are acceptable.
+    pub digest_policy: DigestPolicy,
+    /// Limit on one received message.
+    pub max_message_size: usize,
+    /// Time allowed to connect and complete the handshake.
+    pub handshake_timeout: Duration,
+    /// Close a connection with no traffic for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose current message stays incomplete this long (a peer dribbling a
+    /// frame forever).
+    pub partial_message_timeout: Duration,
+    /// Queued outgoing bytes above which `send` refuses more and hands the message back.
+    pub high_water_mark: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            authkey: None,
+            dialect: Dialect::Cpython,
+            digest_policy: DigestPolicy::CpythonCompatible,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            partial_message_timeout: Duration::from_secs(60),
+            high_water_mark: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl ConnectionOptions {
+    /// Defaults: no key, CPython dialect, 128 MiB messages, 10 s handshake, 60 s per partial
+    /// message, 16 MiB write high-water mark.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Authenticate with `key`.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// The dialect to offer when listening.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// Which digests to accept.
+    pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
+        self.digest_policy = policy;
+        self
+    }
+
+    /// Limit on one received message.
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max;
+        self
+    }
+
+    /// Time allowed for connecting and the handshake.
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Close after this long without traffic.
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+
+    /// Close when one message stays incomplete this long.
+    pub fn partial_message_timeout(mut self, t: Duration) -> Self {
+        self.partial_message_timeout = t;
+        self
+    }
+
+    /// Queued outgoing bytes above which `send` refuses more.
+    pub fn high_water_mark(mut self, bytes: usize) -> Self {
+        self.high_water_mark = bytes;
+        self
+    }
+
+    pub(crate) fn handshake_config(&self) -> Option<HandshakeConfig> {
+        self.authkey.as_ref().map(|key| {
+            let mut c = HandshakeConfig::new(key.clone());
+            c.dialect = self.dialect;
+            c.policy = self.digest_policy;
+            c
+        })
+    }
+}
+
+/// Settings of one listener.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ListenOptions {
+    /// Settings of every accepted connection.
+    pub connection: ConnectionOptions,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Most connections of this listener open at once; further clients wait in the backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            connection: ConnectionOptions::default(),
+            backlog: 1024,
+            max_connections: usize::MAX,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// Defaults: backlog 1024, no connection limit, default connection settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Demand the challenge-response with `key`.
+    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
+        self.connection.authkey = Some(key.into());
+        self
+    }
+
+    /// Settings of the accepted connections.
+    pub fn connection(mut self, options: ConnectionOptions) -> Self {
+        self.connection = options;
+        self
+    }
+
+    /// Listen backlog.
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Most connections open at once.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+}
+
+/// Why a connection closed; given to [`crate::reactor::Handler::on_close`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed the connection between messages.
+    PeerClosed,
+    /// The peer closed the connection in the middle of a message.
+    PeerClosedMidMessage,
+    /// The connection was closed locally (`close`).
+    Local,
+    /// The reactor stopped.
+    ReactorStopped,
+    /// The handshake failed.
+    AuthenticationFailed(AuthenticationError),
+    /// The peer broke the framing rules (for example a length above the limit).
+    Protocol(FrameError),
+    /// Connecting or the handshake took longer than the handshake timeout.
+    HandshakeTimeout,
+    /// No traffic for the idle timeout.
+    IdleTimeout,
+    /// One message stayed incomplete for the partial-message timeout.
+    PartialMessageTimeout,
+    /// An I/O error (connect refused, reset, ...).
+    Error(Error),
+}
+
+impl CloseReason {
+    /// True for the reasons that are not failures (peer or local close, stop).
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::PeerClosed | CloseReason::Local | CloseReason::ReactorStopped
+        )
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
+            CloseReason::PeerClosedMidMessage => {
+                f.write_str("the peer closed the connection during a message")
+            }
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::ReactorStopped => f.write_str("the reactor stopped"),
+            CloseReason::AuthenticationFailed(e) => write!(f, "{e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::HandshakeTimeout => f.write_str("the handshake timed out"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::PartialMessageTimeout => {
+                f.write_str("a message stayed incomplete too long")
+            }
+            CloseReason::Error(e) => write!(f, "{e}"),
+        }
+    }
+}

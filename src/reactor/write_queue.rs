@@ -1,0 +1,224 @@
+//! A connection's outgoing bytes: small messages are copied and coalesced into shared chunks so a
+//! burst leaves in one system call; large owned messages are queued as they are and written with
+//! vectored writes, never copied.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use crate::wire::frame::Header;
+
+/// Messages up to this size are copied into a coalescing chunk.
+const COALESCE_MAX: usize = 64 * 1024;
+/// Most slices handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+#[derive(Debug)]
+enum Chunk {
+    /// Framed small messages, back to back.
+    Small(Vec<u8>),
+    /// One large message: its header and the caller's buffer.
+    Large { header: Header, body: Vec<u8> },
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Small(b) => b.len(),
+            Chunk::Large { header, body } => header.as_bytes().len() + body.len(),
+        }
+    }
+}
+
+/// Outgoing bytes of one connection, in order.
+#[derive(Debug, Default)]
+pub(crate) struct WriteQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the first chunk already written.
+    written: usize,
+    /// Bytes queued and not yet written.
+    queued: usize,
+}
+
+impl WriteQueue {
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Queues a message by copying it (coalesced with the small messages before it).
+    pub(crate) fn push_copy(&mut self, body: &[u8]) {
+        let header = Header::for_len(body.len());
+        let n = header.as_bytes().len() + body.len();
+        let tail_fits =
+            matches!(self.chunks.back(), Some(Chunk::Small(b)) if b.len() + n <= COALESCE_MAX);
+        if !tail_fits {
+            self.chunks
+                .push_back(Chunk::Small(Vec::with_capacity(n.max(512))));
+        }
+        if let Some(Chunk::Small(b)) = self.chunks.back_mut() {
+            b.extend_from_slice(header.as_bytes());
+            b.extend_from_slice(body);
+        }
+        self.queued += n;
+    }
+
+    /// Queues a message the caller gives away; large ones are not copied.
+    pub(crate) fn push_owned(&mut self, body: Vec<u8>) {
+        if body.len() <= COALESCE_MAX {
+            self.push_copy(&body);
+            return;
+        }
+        let header = Header::for_len(body.len());
+        self.queued += header.as_bytes().len() + body.len();
+        self.chunks.push_back(Chunk::Large { header, body });
+    }
+
+    /// Writes as much as the writer takes. `Ok(true)` when everything was written, `Ok(false)`
+    /// when the writer would block with bytes left.
+    pub(crate) fn flush(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        while self.queued > 0 {
+            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            let mut skip = self.written;
+            'fill: for chunk in &self.chunks {
+                let parts: [&[u8]; 2] = match chunk {
+                    Chunk::Small(b) => [b, &[]],
+                    Chunk::Large { header, body } => [header.as_bytes(), body],
+                };
+                for part in parts {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    slices[count] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    count += 1;
+                    if count == MAX_IOVECS {
+                        break 'fill;
+                    }
+                }
+            }
+            let n = match w.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.advance(n);
+        }
+        // Give memory back once idle: an idle connection holds no buffers.
+        self.chunks = VecDeque::new();
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(first) = self.chunks.front() else {
+                break;
+            };
+            let left = first.len() - self.written;
+            if n >= left {
+                n -= left;
+                self.written = 0;
+                self.chunks.pop_front();
+            } else {
+                self.written += n;
+                n = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::FrameDecoder;
+
+    /// A writer that takes at most `step` bytes per call and blocks every other call.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut left = self.step;
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(left);
+                self.out.extend_from_slice(&b[..k]);
+                left -= k;
+                n += k;
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn mixed_small_and_large_messages_arrive_in_order_through_partial_writes() {
+        let msgs: Vec<Vec<u8>> = (0..50)
+            .map(|i| vec![i as u8; if i % 7 == 0 { 200_000 } else { i * 13 }])
+            .collect();
+        let mut q = WriteQueue::default();
+        for (i, m) in msgs.iter().enumerate() {
+            if i % 2 == 0 {
+                q.push_owned(m.clone())
+            } else {
+                q.push_copy(m)
+            }
+        }
+        let mut w = Trickle {
+            out: Vec::new(),
+            step: 7_777,
+            calls: 0,
+        };
+        let mut rounds = 0;
+        while !q.flush(&mut w).unwrap() {
+            rounds += 1;
+            assert!(rounds < 100_000);
+        }
+        assert!(q.is_empty());
+        let mut d = FrameDecoder::default();
+        d.feed(&w.out);
+        let mut got = Vec::new();
+        while let Some(m) = d.take_frame().unwrap() {
+            got.push(m);
+        }
+        assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn small_messages_coalesce_into_one_write() {
+        let mut q = WriteQueue::default();
+        for _ in 0..100 {
+            q.push_copy(&[1; 64]);
+        }
+        let mut w = Trickle {
+            out: Vec::new(),
+            step: usize::MAX,
+            calls: 0,
+        };
+        assert!(q.flush(&mut w).unwrap());
+        assert_eq!(w.calls, 1);
+        assert_eq!(w.out.len(), 100 * 68);
+    }
+}
