@@ -1,0 +1,564 @@
+//! The reactor over real loopback sockets: Python and Rust clients at once, reactor clients
+//! against a Python listener, backpressure, deadlines, reconnect storms, id reuse, embedding
+//! and cross-thread sends. Every wait is bounded.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor, SendError, Turn};
+use mpconn::{Address, AuthKey, Client};
+
+const KEY: &str = "reactor key";
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+enum Ev {
+    Open(ConnId),
+    Msg(ConnId, Vec<u8>),
+    Close(ConnId, String),
+    Drained(ConnId),
+}
+
+/// Records every event on a channel; echoes messages when asked to.
+struct Recorder {
+    tx: mpsc::Sender<Ev>,
+    echo: bool,
+}
+
+impl Handler for Recorder {
+    fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &Address) {
+        let _ = self.tx.send(Ev::Open(conn));
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        if self.echo {
+            ctx.send(conn, message).expect("echo");
+        } else {
+            let _ = self.tx.send(Ev::Msg(conn, message.to_vec()));
+        }
+    }
+    fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
+        let _ = self.tx.send(Ev::Close(conn, format!("{reason:?}")));
+    }
+    fn on_drained(&mut self, _: &mut Context<'_>, conn: ConnId) {
+        let _ = self.tx.send(Ev::Drained(conn));
+    }
+}
+
+/// A reactor on its own thread with one listener; returns its address, handle and events.
+fn spawn_reactor(
+    address: &str,
+    options: ListenOptions,
+    echo: bool,
+) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let address = address.to_string();
+    let t = thread::spawn(move || {
+        let mut reactor = Reactor::new(Recorder { tx, echo }).unwrap();
+        let l = reactor.listen(address.as_str(), options).unwrap();
+        let bound = reactor.listener_address(l).unwrap().clone();
+        ready_tx.send((bound, reactor.handle())).unwrap();
+        reactor.run().unwrap();
+    });
+    let (bound, handle) = ready_rx.recv_timeout(WAIT).unwrap();
+    (bound, handle, rx, t)
+}
+
+fn next_event(rx: &mpsc::Receiver<Ev>) -> Ev {
+    rx.recv_timeout(WAIT)
+        .expect("an event within the time limit")
+}
+
+fn stop(handle: Handle, t: thread::JoinHandle<()>) {
+    handle.stop().unwrap();
+    t.join().unwrap();
+}
+
+fn python_at(prefix: &str) -> Option<std::path::PathBuf> {
+    if prefix == "3.11" {
+        return Some("python3".into());
+    }
+    let out = Command::new("pyenv")
+        .args(["versions", "--bare"])
+        .output()
+        .ok()?;
+    let versions = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = versions
+        .lines()
+        .map(str::trim)
+        .rfind(|v| v.starts_with(prefix))?
+        .to_string();
+    let out = Command::new("pyenv").args(["prefix", &v]).output().ok()?;
+    Some(Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python"))
+}
+
+#[test]
+fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
+    let dir = tempfile::tempdir().unwrap();
+    for address in [
+        "127.0.0.1:0".to_string(),
+        dir.path().join("r.sock").to_string_lossy().into_owned(),
+    ] {
+        let (bound, handle, _rx, t) =
+            spawn_reactor(&address, ListenOptions::new().authkey(KEY), true);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/many_clients.py");
+        let key_hex = AuthKey::from(KEY).to_hex();
+        let mut pythons = Vec::new();
+        for prefix in ["3.11", "3.13"] {
+            match python_at(prefix) {
+                Some(py) => pythons.push((
+                    prefix,
+                    Command::new(py)
+                        .arg(&script)
+                        .args([&bound.to_string(), &key_hex, "100", "5"])
+                        .output(),
+                )),
+                None => println!("reactor: CPython {prefix} not installed; not run"),
+            }
+        }
+        // Meanwhile, 4 Rust threads hold 50 connections each.
+        let rust: Vec<_> = (0..4)
+            .map(|t| {
+                let bound = bound.clone();
+                thread::spawn(move || {
+                    let mut conns: Vec<_> = (0..50)
+                        .map(|_| Client::new(&bound).authkey(KEY).connect().unwrap())
+                        .collect();
+                    for round in 0..5 {
+                        for (i, c) in conns.iter_mut().enumerate() {
+                            c.send_bytes(format!("{t}:{i}:{round}").as_bytes()).unwrap();
+                        }
+                        for (i, c) in conns.iter_mut().enumerate() {
+                            assert_eq!(
+                                c.recv_bytes().unwrap(),
+                                format!("{t}:{i}:{round}").as_bytes()
+                            );
+                        }
+                    }
+                    conns.len() * 5
+                })
+            })
+            .collect();
+        let rust_trips: usize = rust.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(rust_trips, 1000);
+        for (prefix, out) in pythons {
+            let out = out.unwrap();
+            assert!(
+                out.status.success(),
+                "CPython {prefix}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "OK 500",
+                "CPython {prefix}"
+            );
+            println!(
+                "reactor: 100 CPython {prefix} clients x 5 round trips over {}: ok",
+                bound.family()
+            );
+        }
+        stop(handle, t);
+    }
+}
+
+/// Connects from a reactor to a Python listener, asks for an echo, then quits.
+struct PythonPeerDriver {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Handler for PythonPeerDriver {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
+        ctx.send(conn, b"echo:from the reactor").unwrap();
+        ctx.send_pickle(conn, &0).unwrap_or(()); // not a command: answered with "unknown command"
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        let _ = self.tx.send(message.to_vec());
+        if message == b"unknown command" {
+            ctx.send(conn, b"quit").unwrap();
+            ctx.stop();
+        }
+    }
+    fn on_close(&mut self, ctx: &mut Context<'_>, _: ConnId, reason: CloseReason) {
+        let _ = self.tx.send(format!("closed: {reason}").into_bytes());
+        ctx.stop();
+    }
+}
+
+#[test]
+fn reactor_client_against_python_listeners() {
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/peer.py");
+    let mut cases = vec![
+        (python_at("3.11").unwrap(), vec![]),
+        (python_at("2.7").unwrap(), vec!["--processing"]),
+    ];
+    if let Some(p) = python_at("3.13") {
+        cases.push((p, vec![]));
+    }
+    for (py, extra) in cases {
+        let mut child = Command::new(&py)
+            .arg(&peer)
+            .args(["listen", "127.0.0.1:0", &AuthKey::from(KEY).to_hex()])
+            .args(&extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let address = line.trim().strip_prefix("READY ").unwrap().to_string();
+        let (tx, rx) = mpsc::channel();
+        let mut reactor = Reactor::new(PythonPeerDriver { tx }).unwrap();
+        reactor
+            .connect(address.as_str(), ConnectionOptions::new().authkey(KEY))
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while reactor.run_once(Some(Duration::from_millis(100))).unwrap() == Turn::Running {
+            assert!(
+                Instant::now() < deadline,
+                "{}: the conversation did not finish",
+                py.display()
+            );
+        }
+        let got: Vec<Vec<u8>> = rx.try_iter().collect();
+        assert_eq!(got[0], b"from the reactor", "{}", py.display());
+        assert_eq!(got[1], b"unknown command", "{}", py.display());
+        let _ = child.kill();
+        let _ = child.wait();
+        println!(
+            "reactor: client against {} {:?} listener: ok",
+            py.display(),
+            extra
+        );
+    }
+}
+
+/// Sends 64 KiB messages until refused, then resumes on `on_drained`.
+struct Flood {
+    total: usize,
+    sent: usize,
+    refusals: usize,
+    drains: usize,
+    tx: mpsc::Sender<(usize, usize)>,
+}
+
+impl Flood {
+    fn pump(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        while self.sent < self.total {
+            let mut msg = vec![0u8; 64 * 1024];
+            msg[..8].copy_from_slice(&(self.sent as u64).to_le_bytes());
+            match ctx.send(conn, &msg) {
+                Ok(()) => self.sent += 1,
+                Err(SendError::Full { .. }) => {
+                    self.refusals += 1;
+                    return;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let _ = self.tx.send((self.refusals, self.drains));
+    }
+}
+
+impl Handler for Flood {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
+        self.pump(ctx, conn);
+    }
+    fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        self.drains += 1;
+        self.pump(ctx, conn);
+    }
+}
+
+#[test]
+fn slow_reader_hits_the_high_water_mark_and_nothing_is_lost() {
+    let (tx, rx) = mpsc::channel();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        let options =
+            ListenOptions::new().connection(ConnectionOptions::new().high_water_mark(1 << 20));
+        let mut reactor = Reactor::new(Flood {
+            total: 1000,
+            sent: 0,
+            refusals: 0,
+            drains: 0,
+            tx,
+        })
+        .unwrap();
+        let l = reactor.listen("127.0.0.1:0", options).unwrap();
+        addr_tx
+            .send((
+                reactor.listener_address(l).unwrap().clone(),
+                reactor.handle(),
+            ))
+            .unwrap();
+        reactor.run().unwrap();
+    });
+    let (address, handle) = addr_rx.recv_timeout(WAIT).unwrap();
+    let mut conn = Client::new(&address).connect().unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    // Do not read for a while: the server must stop at its high-water mark.
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        rx.try_recv().is_err(),
+        "the flood cannot have finished while nobody reads"
+    );
+    for i in 0..1000u64 {
+        let m = conn.recv_bytes().unwrap();
+        assert_eq!(m.len(), 64 * 1024);
+        assert_eq!(
+            u64::from_le_bytes(m[..8].try_into().unwrap()),
+            i,
+            "in order, none lost"
+        );
+    }
+    let (refusals, drains) = rx.recv_timeout(WAIT).unwrap();
+    assert!(
+        refusals > 0 && drains > 0,
+        "refusals {refusals}, drains {drains}"
+    );
+    stop(handle, t);
+}
+
+#[test]
+fn deadlines_cut_silent_and_stalling_peers_while_others_carry_on() {
+    let options = ListenOptions::new().authkey(KEY).connection(
+        ConnectionOptions::new()
+            .authkey(KEY)
+            .handshake_timeout(Duration::from_millis(300))
+            .partial_message_timeout(Duration::from_millis(300)),
+    );
+    let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", options, true);
+    let sa = address.resolve().unwrap()[0];
+    let start = Instant::now();
+    // One never answers the challenge.
+    let _silent = std::net::TcpStream::connect(sa).unwrap();
+    // One authenticates, then stalls in the middle of a message.
+    let staller = Client::new(&address).authkey(KEY).connect().unwrap();
+    let fd = staller.fileno().unwrap();
+    let mut raw = std::net::TcpStream::from(std::os::fd::OwnedFd::from(
+        // A second handle on the staller's socket; dup keeps the Connection's own fd valid.
+        std::os::fd::AsFd::as_fd(&staller)
+            .try_clone_to_owned()
+            .unwrap(),
+    ));
+    let _ = fd;
+    raw.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+    // A good client keeps doing round trips meanwhile.
+    let mut good = Client::new(&address).authkey(KEY).connect().unwrap();
+    good.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reasons = Vec::new();
+    let mut trips = 0;
+    while reasons.len() < 2 && start.elapsed() < WAIT {
+        good.send_bytes(b"alive").unwrap();
+        assert_eq!(good.recv_bytes().unwrap(), b"alive");
+        trips += 1;
+        while let Ok(ev) = rx.try_recv() {
+            if let Ev::Close(_, reason) = ev {
+                reasons.push(reason);
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["HandshakeTimeout", "PartialMessageTimeout"],
+        "after {trips} good round trips"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The stalled connection was really closed by the server.
+    let mut buf = [0u8; 1];
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(raw.read(&mut buf).unwrap_or(0), 0);
+    stop(handle, t);
+}
+
+#[test]
+fn a_declared_length_above_the_limit_closes_only_that_connection() {
+    let options = ListenOptions::new().connection(ConnectionOptions::new().max_message_size(1000));
+    let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", options, true);
+    let mut good = Client::new(&address).connect().unwrap();
+    good.set_read_timeout(Some(WAIT)).unwrap();
+    let mut bad = std::net::TcpStream::connect(address.resolve().unwrap()[0]).unwrap();
+    bad.write_all(&[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0])
+        .unwrap();
+    loop {
+        if let Ev::Close(_, reason) = next_event(&rx) {
+            assert!(reason.starts_with("Protocol(TooLarge"), "{reason}");
+            break;
+        }
+    }
+    good.send_bytes(b"fine").unwrap();
+    assert_eq!(good.recv_bytes().unwrap(), b"fine");
+    stop(handle, t);
+}
+
+#[test]
+fn reconnect_storm_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("storm.sock");
+    let (address, handle, rx, t) = spawn_reactor(
+        path.to_str().unwrap(),
+        ListenOptions::new().authkey(KEY),
+        true,
+    );
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let address = address.clone();
+            thread::spawn(move || {
+                for i in 0..500 {
+                    let mut c = Client::new(&address).authkey(KEY).connect().unwrap();
+                    let m = format!("{w}:{i}");
+                    c.send_bytes(m.as_bytes()).unwrap();
+                    assert_eq!(c.recv_bytes().unwrap(), m.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (mut opened, mut closed) = (0, 0);
+    while closed < 2000 {
+        match next_event(&rx) {
+            Ev::Open(_) => opened += 1,
+            Ev::Close(_, reason) => {
+                assert_eq!(reason, "PeerClosed");
+                closed += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(opened, 2000);
+    let (count_tx, count_rx) = mpsc::channel();
+    handle
+        .call(move |ctx| count_tx.send(ctx.entry_count()).unwrap())
+        .unwrap();
+    assert_eq!(
+        count_rx.recv_timeout(WAIT).unwrap(),
+        1,
+        "only the listener is left"
+    );
+    stop(handle, t);
+}
+
+#[test]
+fn a_stale_id_never_reaches_a_new_connection() {
+    let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new(), false);
+    let first = Client::new(&address).connect().unwrap();
+    let Ev::Open(old) = next_event(&rx) else {
+        panic!()
+    };
+    drop(first);
+    assert!(matches!(next_event(&rx), Ev::Close(id, _) if id == old));
+    let mut second = Client::new(&address).connect().unwrap();
+    let Ev::Open(new) = next_event(&rx) else {
+        panic!()
+    };
+    assert_ne!(old, new);
+    let (res_tx, res_rx) = mpsc::channel();
+    handle
+        .call(move |ctx| {
+            res_tx.send(ctx.send(old, b"for the old one")).unwrap();
+            res_tx.send(ctx.send(new, b"for the new one")).unwrap();
+        })
+        .unwrap();
+    assert_eq!(
+        res_rx.recv_timeout(WAIT).unwrap(),
+        Err(SendError::NoSuchConnection)
+    );
+    assert_eq!(res_rx.recv_timeout(WAIT).unwrap(), Ok(()));
+    second.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(second.recv_bytes().unwrap(), b"for the new one");
+    stop(handle, t);
+}
+
+#[test]
+fn cross_thread_sends_arrive_in_order() {
+    let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new(), false);
+    let mut client = Client::new(&address).connect().unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let Ev::Open(conn) = next_event(&rx) else {
+        panic!()
+    };
+    let senders: Vec<_> = (0..2)
+        .map(|s| {
+            let handle = handle.clone();
+            thread::spawn(move || {
+                for i in 0..5000u32 {
+                    handle.send(conn, format!("{s}:{i}").into_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next: HashMap<u32, u32> = HashMap::new();
+    for _ in 0..10_000 {
+        let m = String::from_utf8(client.recv_bytes().unwrap()).unwrap();
+        let (s, i) = m.split_once(':').unwrap();
+        let (s, i): (u32, u32) = (s.parse().unwrap(), i.parse().unwrap());
+        let expected = next.entry(s).or_insert(0);
+        assert_eq!(i, *expected, "sender {s} out of order");
+        *expected += 1;
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    stop(handle, t);
+}
+
+struct Quiet;
+impl Handler for Quiet {
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        let _ = ctx.send(conn, message);
+    }
+}
+
+#[test]
+fn an_outer_poll_sees_the_reactor_descriptor_readable() {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
+
+    let mut reactor = Reactor::new(Quiet).unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+    let address = reactor.listener_address(l).unwrap().clone();
+    let mut outer = Poll::new().unwrap();
+    let fd = reactor.as_raw_fd();
+    outer
+        .registry()
+        .register(&mut SourceFd(&fd), Token(7), Interest::READABLE)
+        .unwrap();
+
+    let client = thread::spawn(move || {
+        let mut c = Client::new(&address).connect().unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.send_bytes(b"through the outer loop").unwrap();
+        c.recv_bytes().unwrap()
+    });
+    let mut events = Events::with_capacity(8);
+    let mut wakeups = 0;
+    let deadline = Instant::now() + WAIT;
+    while !client.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the outer loop never saw the reactor ready"
+        );
+        outer
+            .poll(&mut events, Some(Duration::from_millis(50)))
+            .unwrap();
+        if events.iter().any(|e| e.token() == Token(7)) {
+            wakeups += 1;
+        }
+        reactor.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(client.join().unwrap(), b"through the outer loop");
+    assert!(wakeups > 0);
+}
