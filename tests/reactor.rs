@@ -20,9 +20,9 @@ const WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 enum Ev {
     Open(ConnId),
-    Msg(ConnId, Vec<u8>),
+    Msg(Vec<u8>),
     Close(ConnId, String),
-    Drained(ConnId),
+    Drained,
 }
 
 /// Records every event on a channel; echoes messages when asked to.
@@ -39,14 +39,15 @@ impl Handler for Recorder {
         if self.echo {
             ctx.send(conn, message).expect("echo");
         } else {
-            let _ = self.tx.send(Ev::Msg(conn, message.to_vec()));
+            let _ = self.tx.send(Ev::Msg(message.to_vec()));
         }
     }
     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
         let _ = self.tx.send(Ev::Close(conn, format!("{reason:?}")));
     }
     fn on_drained(&mut self, _: &mut Context<'_>, conn: ConnId) {
-        let _ = self.tx.send(Ev::Drained(conn));
+        let _ = self.tx.send(Ev::Drained);
+        let _ = conn;
     }
 }
 
@@ -176,7 +177,8 @@ struct PythonPeerDriver {
 impl Handler for PythonPeerDriver {
     fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
         ctx.send(conn, b"echo:from the reactor").unwrap();
-        ctx.send_pickle(conn, &0).unwrap_or(()); // not a command: answered with "unknown command"
+        // A pickle is no command of the peer's: it answers "unknown command".
+        ctx.send_pickle(conn, &0).unwrap();
     }
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
         let _ = self.tx.send(message.to_vec());
@@ -342,14 +344,12 @@ fn deadlines_cut_silent_and_stalling_peers_while_others_carry_on() {
     let _silent = std::net::TcpStream::connect(sa).unwrap();
     // One authenticates, then stalls in the middle of a message.
     let staller = Client::new(&address).authkey(KEY).connect().unwrap();
-    let fd = staller.fileno().unwrap();
-    let mut raw = std::net::TcpStream::from(std::os::fd::OwnedFd::from(
-        // A second handle on the staller's socket; dup keeps the Connection's own fd valid.
+    // A second handle on the staller's socket (a dup: the Connection keeps its own fd).
+    let mut raw = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&staller)
             .try_clone_to_owned()
             .unwrap(),
-    ));
-    let _ = fd;
+    );
     raw.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
     // A good client keeps doing round trips meanwhile.
     let mut good = Client::new(&address).authkey(KEY).connect().unwrap();
@@ -478,6 +478,8 @@ fn a_stale_id_never_reaches_a_new_connection() {
     assert_eq!(res_rx.recv_timeout(WAIT).unwrap(), Ok(()));
     second.set_read_timeout(Some(WAIT)).unwrap();
     assert_eq!(second.recv_bytes().unwrap(), b"for the new one");
+    second.send_bytes(b"from the new one").unwrap();
+    assert!(matches!(next_event(&rx), Ev::Msg(m) if m == b"from the new one"));
     stop(handle, t);
 }
 
