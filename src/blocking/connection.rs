@@ -63,6 +63,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes bytes that are already framed (several messages encoded with
+    /// [`crate::wire::frame::encode_frame`]) in one write: batching for senders of many small
+    /// messages. Bytes that are not whole frames corrupt the stream for the peer.
+    pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
+        self.stream()?.write_all_vectored(&mut [IoSlice::new(framed)])?;
+        Ok(())
+    }
+
     /// Receives one message. Blocks until a whole message arrived. Refuses a message longer than
     /// the connection's maximum message size.
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
