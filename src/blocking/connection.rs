@@ -67,7 +67,8 @@ impl Connection {
     /// [`crate::wire::frame::encode_frame`]) in one write: batching for senders of many small
     /// messages. Bytes that are not whole frames corrupt the stream for the peer.
     pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
-        self.stream()?.write_all_vectored(&mut [IoSlice::new(framed)])?;
+        self.stream()?
+            .write_all_vectored(&mut [IoSlice::new(framed)])?;
         Ok(())
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct ConnEntry {
     pub(crate) last_activity: Instant,
     pub(crate) partial_since: Option<Instant>,
     pub(crate) dirty: bool,
+    /// A buffer-release deadline is pending.
+    pub(crate) release_armed: bool,
 }
 
 pub(crate) struct ListenerEntry {
@@ -224,6 +226,7 @@ impl Core {
             last_activity: now,
             partial_since: None,
             dirty: false,
+            release_armed: false,
         })));
         self.generation();
         if has_deadline {

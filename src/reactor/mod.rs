@@ -421,15 +421,11 @@ impl<H: Handler> Reactor<H> {
                 l.paused = true;
                 return;
             }
-            match l.socket.accept() {
+            match l.socket.accept_nonblocking() {
                 Ok((stream, peer)) => {
                     l.paused = false;
                     let opts = l.opts.clone();
                     let lid = l.id;
-                    if let Err(e) = stream.set_nonblocking(true) {
-                        log::warn!("accepted connection dropped: {e}");
-                        continue;
-                    }
                     let phase = match opts.handshake_config() {
                         Some(config) => match Nonce::random() {
                             Ok(nonce) => {
@@ -544,10 +540,12 @@ impl<H: Handler> Reactor<H> {
             // Whole messages are parsed in the shared buffer; only a connection with an
             // incomplete message reads into its own buffer.
             let own = !c.decoder.is_idle();
-            let result = if own {
-                c.stream.read_retry(c.decoder.read_buf())
+            let (result, asked) = if own {
+                let buf = c.decoder.read_buf();
+                let asked = buf.len();
+                (c.stream.read_retry(buf), asked)
             } else {
-                c.stream.read_retry(&mut scratch)
+                (c.stream.read_retry(&mut scratch), scratch.len())
             };
             match result {
                 Ok(0) => {
@@ -571,9 +569,6 @@ impl<H: Handler> Reactor<H> {
                         let mut decoder = std::mem::take(&mut c.decoder);
                         let r = self.deliver(cid, &mut decoder);
                         if let Some(c) = self.core.conn(id) {
-                            if decoder.is_idle() {
-                                decoder.shrink_if_idle();
-                            }
                             c.decoder = decoder;
                         }
                         r
@@ -598,6 +593,11 @@ impl<H: Handler> Reactor<H> {
                         self.core.carry.push(id);
                         break;
                     }
+                    // A short read means the socket is empty now; data that arrives later
+                    // raises a new edge, so no read that would only say WouldBlock.
+                    if n < asked {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -607,6 +607,15 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.scratch = scratch;
+        // Keep the connection's own buffer while it streams; free it once quiet.
+        let release_after = self.core.config.buffer_release_after;
+        if let Some(c) = self.core.conn(id) {
+            if c.decoder.capacity() > 0 && !c.release_armed {
+                c.release_armed = true;
+                let when = c.last_activity + release_after;
+                self.core.timers.add(when, id, TimerKind::ReleaseBuffer);
+            }
+        }
         // Replies written in the callbacks leave now, in one write.
         if let Some(c) = self.core.conn(id) {
             if c.dirty {
@@ -700,6 +709,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
+        let release_after = self.core.config.buffer_release_after;
         while let Some((id, kind)) = self.core.timers.pop_expired(now) {
             if kind == TimerKind::ListenerResume {
                 if let Some(l) = self.core.listener(id) {
@@ -733,6 +743,18 @@ impl<H: Handler> Reactor<H> {
                     _ => None, // completed, or re-armed for a later message
                 },
                 TimerKind::CloseFlush if c.closing => Some(CloseReason::Local),
+                TimerKind::ReleaseBuffer => {
+                    let quiet_until = c.last_activity + release_after;
+                    if now < quiet_until {
+                        self.core
+                            .timers
+                            .add(quiet_until, id, TimerKind::ReleaseBuffer);
+                    } else {
+                        c.release_armed = false;
+                        c.decoder.shrink_if_idle();
+                    }
+                    None
+                }
                 _ => None,
             };
             if let Some(reason) = reason {

@@ -23,6 +23,9 @@ pub struct ReactorConfig {
     pub stop_timeout: Duration,
     /// Pause before accepting again after the process ran out of file descriptors.
     pub accept_backoff: Duration,
+    /// A connection's own read buffer (kept while large or split messages stream in) is freed
+    /// after it has been quiet this long, so idle connections hold no buffers.
+    pub buffer_release_after: Duration,
 }
 
 impl Default for ReactorConfig {
@@ -33,6 +36,7 @@ impl Default for ReactorConfig {
             read_budget: 4 * 1024 * 1024,
             stop_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
+            buffer_release_after: Duration::from_secs(1),
         }
     }
 }

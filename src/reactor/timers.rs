@@ -18,6 +18,8 @@ pub(crate) enum TimerKind {
     PartialMessage,
     /// Flushing before a local close must finish.
     CloseFlush,
+    /// A quiet connection's read buffer may be freed.
+    ReleaseBuffer,
     /// A listener paused after running out of descriptors may accept again.
     ListenerResume,
 }

@@ -319,6 +319,50 @@ impl SocketListener {
         }
     }
 
+    /// Accepts one connection already in non-blocking mode (one `accept4` on Linux instead of
+    /// `accept` plus `ioctl`), for the reactor.
+    pub fn accept_nonblocking(&self) -> io::Result<(Stream, Address)> {
+        #[cfg(target_os = "linux")]
+        {
+            let sock = socket2::SockRef::from(self);
+            loop {
+                match sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                    Ok((s, addr)) => {
+                        return match &self.inner {
+                            ListenerInner::Tcp(_) => {
+                                s.set_tcp_nodelay(true)?;
+                                let peer = addr
+                                    .as_socket()
+                                    .map(Address::from)
+                                    .unwrap_or_else(|| Address::inet("", 0));
+                                Ok((Stream::Tcp(s.into()), peer))
+                            }
+                            ListenerInner::Unix(_) => {
+                                let peer = match addr.as_abstract_namespace() {
+                                    Some(name) => Address::Abstract(name.to_vec()),
+                                    None => Address::Unix(
+                                        addr.as_pathname()
+                                            .map(Path::to_path_buf)
+                                            .unwrap_or_default(),
+                                    ),
+                                };
+                                Ok((Stream::Unix(UnixStream::from(OwnedFd::from(s))), peer))
+                            }
+                        };
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let (s, a) = self.accept()?;
+            s.set_nonblocking(true)?;
+            Ok((s, a))
+        }
+    }
+
     /// Switches non-blocking mode.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match &self.inner {
@@ -333,6 +377,15 @@ impl AsRawFd for SocketListener {
         match &self.inner {
             ListenerInner::Tcp(l) => l.as_raw_fd(),
             ListenerInner::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl AsFd for SocketListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => l.as_fd(),
+            ListenerInner::Unix(l) => l.as_fd(),
         }
     }
 }

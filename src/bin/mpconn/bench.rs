@@ -66,7 +66,9 @@ pub struct BenchArgs {
 }
 
 pub fn emit(imp: &str, w: &str, family: &str, value: f64, unit: &str, n: usize) {
-    println!(r#"{{"impl": "{imp}", "workload": "{w}", "family": "{family}", "value": {value:.3}, "unit": "{unit}", "n": {n}}}"#);
+    println!(
+        r#"{{"impl": "{imp}", "workload": "{w}", "family": "{family}", "value": {value:.3}, "unit": "{unit}", "n": {n}}}"#
+    );
     let _ = std::io::stdout().flush();
 }
 
@@ -143,38 +145,85 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     let exe = std::env::current_exe()?;
     let spawn_client = |address: &Address| {
         Command::new(&exe)
-            .args(["bench", "--role", "client", "--workload", args.workload.name()])
-            .args(["--family", family_name(args.family), "--addr", &address.to_string()])
-            .args(["--n", &args.n.to_string(), "--threads", &args.threads.to_string()])
-            .args(["--face", match args.face { Face::Reactor => "reactor", Face::Blocking => "blocking" }])
+            .args([
+                "bench",
+                "--role",
+                "client",
+                "--workload",
+                args.workload.name(),
+            ])
+            .args([
+                "--family",
+                family_name(args.family),
+                "--addr",
+                &address.to_string(),
+            ])
+            .args([
+                "--n",
+                &args.n.to_string(),
+                "--threads",
+                &args.threads.to_string(),
+            ])
+            .args([
+                "--face",
+                match args.face {
+                    Face::Reactor => "reactor",
+                    Face::Blocking => "blocking",
+                },
+            ])
             .stdout(Stdio::inherit())
             .spawn()
     };
     let authenticated = args.workload == Workload::W4;
-    let conn_options = ConnectionOptions::new().max_message_size(BULK + 1024).high_water_mark(64 << 20);
-    let conn_options = if authenticated { conn_options.authkey(KEY) } else { conn_options };
+    let conn_options = ConnectionOptions::new()
+        .max_message_size(BULK + 1024)
+        .high_water_mark(64 << 20);
+    let conn_options = if authenticated {
+        conn_options.authkey(KEY)
+    } else {
+        conn_options
+    };
     let (result, imp) = match args.face {
         Face::Reactor => {
-            let mut reactor =
-                Reactor::new(BenchServer { workload: args.workload, n: args.n, count: 0, first: None, last: None })?;
-            let l = reactor.listen(address, ListenOptions::new().connection(conn_options).backlog(4096))?;
+            let mut reactor = Reactor::new(BenchServer {
+                workload: args.workload,
+                n: args.n,
+                count: 0,
+                first: None,
+                last: None,
+            })?;
+            let l = reactor.listen(
+                address,
+                ListenOptions::new().connection(conn_options).backlog(4096),
+            )?;
             let bound = reactor.listener_address(l).cloned().expect("bound");
             let mut child = spawn_client(&bound)?;
             reactor.run()?;
             let status = child.wait()?;
             if !status.success() {
-                return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
+                return Err(mpconn::Error::Config(format!(
+                    "bench client failed: {status}"
+                )));
             }
             (reactor.handler().result(), "mpconn-reactor")
         }
         Face::Blocking => {
-            let mut builder = Listener::builder().address(address).backlog(4096).max_message_size(BULK + 1024);
+            let mut builder = Listener::builder()
+                .address(address)
+                .backlog(4096)
+                .max_message_size(BULK + 1024);
             if authenticated {
                 builder = builder.authkey(KEY);
             }
             let mut listener = builder.bind()?;
             let mut child = spawn_client(listener.address())?;
-            let mut s = BenchServer { workload: args.workload, n: args.n, count: 0, first: None, last: None };
+            let mut s = BenchServer {
+                workload: args.workload,
+                n: args.n,
+                count: 0,
+                first: None,
+                last: None,
+            };
             if args.workload == Workload::W4 {
                 while !s.tick() {
                     drop(listener.accept()?);
@@ -209,13 +258,22 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             }
             let status = child.wait()?;
             if !status.success() {
-                return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
+                return Err(mpconn::Error::Config(format!(
+                    "bench client failed: {status}"
+                )));
             }
             (s.result(), "mpconn-blocking")
         }
     };
     if let Some((value, unit)) = result {
-        emit(imp, args.workload.name(), family_name(args.family), value, unit, args.n);
+        emit(
+            imp,
+            args.workload.name(),
+            family_name(args.family),
+            value,
+            unit,
+            args.n,
+        );
     }
     Ok(())
 }
@@ -237,11 +295,14 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| mpconn::Error::Config("client thread panicked".into()))??;
+            h.join()
+                .map_err(|_| mpconn::Error::Config("client thread panicked".into()))??;
         }
         return Ok(());
     }
-    let mut conn = Client::new(&address).max_message_size(BULK + 1024).connect()?;
+    let mut conn = Client::new(&address)
+        .max_message_size(BULK + 1024)
+        .connect()?;
     conn.set_read_timeout(Some(Duration::from_secs(120)))?;
     match args.workload {
         Workload::W1 => {

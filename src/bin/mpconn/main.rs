@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use mpconn::Family;
 
 #[derive(Parser)]
-#[command(name = "mpconn", version, about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks")]
+#[command(
+    name = "mpconn",
+    version,
+    about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -48,8 +52,22 @@ fn parse_family(s: &str) -> Result<Family, String> {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Bench { workload, family, n, face, threads, role, addr } => {
-            let args = bench::BenchArgs { workload, family, n: n.unwrap_or(workload.default_n()), face, threads };
+        Cmd::Bench {
+            workload,
+            family,
+            n,
+            face,
+            threads,
+            role,
+            addr,
+        } => {
+            let args = bench::BenchArgs {
+                workload,
+                family,
+                n: n.unwrap_or(workload.default_n()),
+                face,
+                threads,
+            };
             let imp = match face {
                 bench::Face::Reactor => "mpconn-reactor",
                 bench::Face::Blocking => "mpconn-blocking",
