@@ -254,9 +254,11 @@ impl Connection {
                 }
             }
         }
-        let stream = self.stream()?;
-        stream.set_read_timeout(None)?;
-        stream.set_write_timeout(None)?;
+        if deadline.is_some() {
+            let stream = self.stream()?;
+            stream.set_read_timeout(None)?;
+            stream.set_write_timeout(None)?;
+        }
         result?;
         self.dialect = hs.dialect();
         self.pickle_protocol = self.dialect.pickle_protocol();
@@ -264,8 +266,23 @@ impl Connection {
     }
 
     fn drive_handshake(&mut self, hs: &mut Handshake, deadline: Option<Instant>) -> Result<()> {
+        // Socket timeouts enforce the deadline. They are set again only when the time left has
+        // fallen below half of what is set, so a handshake usually costs two setsockopt calls,
+        // and a peer answering each step at the last moment stays under twice the deadline.
+        let mut timeout_set: Option<Duration> = None;
         loop {
-            set_deadline(self.stream()?, deadline)?;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout("handshake deadline passed"));
+                }
+                if timeout_set.is_none_or(|set| left < set / 2) {
+                    let stream = self.stream()?;
+                    stream.set_read_timeout(Some(left))?;
+                    stream.set_write_timeout(Some(left))?;
+                    timeout_set = Some(left);
+                }
+            }
             while let Some(m) = hs.poll_transmit() {
                 self.send_bytes(&m)
                     .map_err(|e| timeout_or(e, "handshake deadline passed while sending"))?;
@@ -296,22 +313,6 @@ fn check_not_challenge(msg: &[u8]) -> Result<()> {
     if msg.starts_with(CHALLENGE) || msg.starts_with(PROCESSING_CHALLENGE) {
         return Err(AuthenticationError::KeyRequired.into());
     }
-    Ok(())
-}
-
-fn set_deadline(stream: &Stream, deadline: Option<Instant>) -> Result<()> {
-    let left = match deadline {
-        None => None,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout("handshake deadline passed"));
-            }
-            Some(left)
-        }
-    };
-    stream.set_read_timeout(left)?;
-    stream.set_write_timeout(left)?;
     Ok(())
 }
 
