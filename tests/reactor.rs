@@ -564,3 +564,59 @@ fn an_outer_poll_sees_the_reactor_descriptor_readable() {
     assert_eq!(client.join().unwrap(), b"through the outer loop");
     assert!(wakeups > 0);
 }
+
+#[test]
+fn the_connection_limit_holds_clients_in_the_backlog_until_a_slot_frees() {
+    let options = ListenOptions::new().authkey(KEY).max_connections(2);
+    let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", options, true);
+    let first = Client::new(&address).authkey(KEY).connect().unwrap();
+    let _second = Client::new(&address).authkey(KEY).connect().unwrap();
+    // The third connects (the kernel's backlog) but is not served: its handshake times out.
+    let third = Client::new(&address)
+        .authkey(KEY)
+        .handshake_timeout(Some(Duration::from_millis(300)))
+        .connect();
+    assert!(matches!(third, Err(mpconn::Error::Timeout(_))), "{third:?}");
+    // A slot frees: the next client is served.
+    drop(first);
+    let mut fourth = Client::new(&address).authkey(KEY).connect().unwrap();
+    fourth.set_read_timeout(Some(WAIT)).unwrap();
+    fourth.send_bytes(b"served").unwrap();
+    assert_eq!(fourth.recv_bytes().unwrap(), b"served");
+    drop(rx);
+    stop(handle, t);
+}
+
+/// Queues many messages on open, then stops the reactor at once: the stop must flush them.
+struct SendThenStop;
+impl Handler for SendThenStop {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
+        for i in 0..2000u32 {
+            ctx.send(conn, &[i.to_le_bytes().as_slice(), &[7u8; 4096]].concat())
+                .unwrap();
+        }
+        ctx.stop();
+    }
+    fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+}
+
+#[test]
+fn a_graceful_stop_flushes_queued_messages_before_closing() {
+    let (tx, rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        let mut reactor = Reactor::new(SendThenStop).unwrap();
+        let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+        tx.send(reactor.listener_address(l).unwrap().clone())
+            .unwrap();
+        reactor.run().unwrap();
+    });
+    let address = rx.recv_timeout(WAIT).unwrap();
+    let mut c = Client::new(&address).connect().unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    for i in 0..2000u32 {
+        let m = c.recv_bytes().unwrap();
+        assert_eq!(u32::from_le_bytes(m[..4].try_into().unwrap()), i);
+    }
+    assert!(matches!(c.recv_bytes(), Err(mpconn::Error::Eof)));
+    t.join().unwrap();
+}

@@ -32,7 +32,7 @@ impl Default for ReactorConfig {
     fn default() -> Self {
         ReactorConfig {
             events_capacity: 1024,
-            read_buffer_size: 256 * 1024,
+            read_buffer_size: 1024 * 1024,
             read_budget: 4 * 1024 * 1024,
             stop_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
