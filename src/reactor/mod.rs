@@ -244,6 +244,13 @@ impl<H: Handler> Reactor<H> {
         })
     }
 
+    /// Runs a closure with the handler and a [`Context`] together, outside any callback: for
+    /// work the owning thread schedules itself (paced sending, periodic broadcasts).
+    pub fn with_handler<R>(&mut self, f: impl FnOnce(&mut H, &mut Context<'_>) -> R) -> R {
+        let (h, mut ctx) = self.ctx();
+        f(h, &mut ctx)
+    }
+
     /// Open connections plus listeners.
     pub fn len(&self) -> usize {
         self.core.entries.len()

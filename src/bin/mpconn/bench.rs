@@ -27,6 +27,7 @@ pub enum Workload {
     W2,
     W3,
     W4,
+    W5,
 }
 
 impl Workload {
@@ -36,6 +37,7 @@ impl Workload {
             Workload::W2 => 100_000,
             Workload::W3 => 32,
             Workload::W4 => 2_000,
+            Workload::W5 => 19_000,
         }
     }
 
@@ -45,6 +47,7 @@ impl Workload {
             Workload::W2 => "W2",
             Workload::W3 => "W3",
             Workload::W4 => "W4",
+            Workload::W5 => "W5",
         }
     }
 }
@@ -109,7 +112,7 @@ impl BenchServer {
             Workload::W1 => Some((n / secs, "msg/s")),
             Workload::W3 => Some((n * BULK as f64 / secs / 1e9, "GB/s")),
             Workload::W4 => Some((n / secs, "conn/s")),
-            Workload::W2 => None,
+            Workload::W2 | Workload::W5 => None,
         }
     }
 }
@@ -136,11 +139,18 @@ impl Handler for BenchServer {
                 }
             }
             Workload::W4 => {}
+            Workload::W5 => {
+                let _ = ctx.send(conn, message);
+                self.tick();
+            }
         }
     }
 }
 
 pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
+    if args.workload == Workload::W5 {
+        return w5::server(args);
+    }
     let address = arbitrary_address(args.family)?;
     let exe = std::env::current_exe()?;
     let spawn_client = |address: &Address| {
@@ -280,6 +290,9 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
 
 pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<()> {
     let address: Address = address.parse()?;
+    if args.workload == Workload::W5 {
+        return w5::client(args, &address);
+    }
     if args.workload == Workload::W4 {
         let threads = args.threads.max(1);
         let handles: Vec<_> = (0..threads)
@@ -336,7 +349,220 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
             }
             conn.recv_bytes()?;
         }
-        Workload::W4 => unreachable!("handled above"),
+        Workload::W4 | Workload::W5 => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// W5: many concurrent authenticated Unix connections on one reactor thread, each doing one round
+/// trip, then idle. Reports user-space memory per idle connection (RSS growth / N) and the cost of
+/// an idle reactor turn. Clients are spread over processes of at most `PER_PROCESS` connections
+/// (one process may hold 20,000 descriptors here).
+mod w5 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+    use mpconn::reactor::{ConnId, Context, Handler, Reactor};
+    use mpconn::{Address, Error, Family, Result, arbitrary_address};
+
+    use super::{BenchArgs, BenchServer, KEY, PAYLOAD, emit};
+    use crate::stress::{raise_fd_limit, rss_of};
+
+    const PER_PROCESS: usize = 9_500;
+    const WINDOW: usize = 256;
+    const LIMIT: Duration = Duration::from_secs(300);
+
+    pub fn server(args: &BenchArgs) -> Result<()> {
+        if let Some((old, new)) = raise_fd_limit() {
+            eprintln!("bench: raised the descriptor limit from {old} to {new}");
+        }
+        let address = arbitrary_address(Family::Unix)?;
+        let server = BenchServer {
+            workload: super::Workload::W5,
+            n: args.n,
+            count: 0,
+            first: None,
+            last: None,
+        };
+        let mut reactor = Reactor::new(server)?;
+        let options = ListenOptions::new()
+            .backlog(4096)
+            .connection(ConnectionOptions::new().authkey(KEY));
+        let l = reactor.listen(address, options)?;
+        let bound = reactor
+            .listener_address(l)
+            .cloned()
+            .ok_or(Error::Closed("listener"))?;
+        let before = rss_of(std::process::id()).unwrap_or(0);
+        let exe = std::env::current_exe()?;
+        let (tx, rx) = mpsc::channel();
+        let mut children = Vec::new();
+        let mut left = args.n;
+        while left > 0 {
+            let share = left.min(PER_PROCESS);
+            left -= share;
+            let mut child = Command::new(&exe)
+                .args([
+                    "bench",
+                    "--role",
+                    "client",
+                    "--workload",
+                    "W5",
+                    "--family",
+                    "unix",
+                ])
+                .args(["--addr", &bound.to_string(), "--n", &share.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let out = child.stdout.take().ok_or(Error::Closed("client stdout"))?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+            children.push(child);
+        }
+        let start = Instant::now();
+        let mut ready = 0;
+        let mut client_errors = 0u64;
+        while ready < children.len() || reactor.handler().count < args.n {
+            if start.elapsed() > LIMIT {
+                return Err(Error::Timeout(
+                    "W5 clients did not all finish their round trip",
+                ));
+            }
+            reactor.run_once(Some(Duration::from_millis(10)))?;
+            while let Ok(line) = rx.try_recv() {
+                if let Some(errors) = line.strip_prefix("READY ") {
+                    ready += 1;
+                    client_errors += errors.trim().parse::<u64>().unwrap_or(1);
+                }
+            }
+            if client_errors > 0 {
+                return Err(Error::Config(format!(
+                    "W5: {client_errors} client connections failed"
+                )));
+            }
+        }
+        let connect_secs = start.elapsed().as_secs_f64();
+        // A moment for the last replies to leave, then one turn to settle.
+        std::thread::sleep(Duration::from_millis(200));
+        reactor.run_once(Some(Duration::ZERO))?;
+        let after = rss_of(std::process::id()).unwrap_or(0);
+        let per_conn = after.saturating_sub(before) as f64 / args.n as f64;
+        let turns = 2000;
+        let t0 = Instant::now();
+        for _ in 0..turns {
+            reactor.run_once(Some(Duration::ZERO))?;
+        }
+        let turn_us = t0.elapsed().as_secs_f64() * 1e6 / turns as f64;
+        eprintln!(
+            "W5: {} connections open and idle after {:.2} s; RSS {:.1} MiB -> {:.1} MiB; idle turn {:.2} µs; {} open",
+            args.n,
+            connect_secs,
+            before as f64 / 1048576.0,
+            after as f64 / 1048576.0,
+            turn_us,
+            reactor.len() - 1
+        );
+        emit(
+            "mpconn-reactor",
+            "W5",
+            "unix",
+            per_conn,
+            "bytes/conn",
+            args.n,
+        );
+        emit(
+            "mpconn-reactor",
+            "W5-idle-turn",
+            "unix",
+            turn_us,
+            "us/turn",
+            args.n,
+        );
+        emit(
+            "mpconn-reactor",
+            "W5-connect-all",
+            "unix",
+            connect_secs,
+            "s",
+            args.n,
+        );
+        for mut c in children {
+            drop(c.stdin.take());
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    struct W5Client {
+        done: usize,
+        in_flight: usize,
+        errors: u64,
+    }
+
+    impl Handler for W5Client {
+        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
+            if ctx.send(conn, &[0xAB; PAYLOAD]).is_err() {
+                self.errors += 1;
+            }
+        }
+        fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {
+            self.done += 1;
+            self.in_flight -= 1;
+        }
+        fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: CloseReason) {
+            self.errors += 1;
+            self.in_flight = self.in_flight.saturating_sub(1);
+            eprintln!("W5 client: a connection closed: {reason}");
+        }
+    }
+
+    pub fn client(args: &BenchArgs, address: &Address) -> Result<()> {
+        raise_fd_limit();
+        let mut reactor = Reactor::new(W5Client {
+            done: 0,
+            in_flight: 0,
+            errors: 0,
+        })?;
+        let options = ConnectionOptions::new()
+            .authkey(KEY)
+            .handshake_timeout(Duration::from_secs(120));
+        let mut started = 0;
+        let start = Instant::now();
+        while reactor.handler().done + (reactor.handler().errors as usize) < args.n {
+            if start.elapsed() > LIMIT {
+                break;
+            }
+            while started < args.n && reactor.handler().in_flight < WINDOW {
+                reactor.connect(address, options.clone())?;
+                reactor.handler_mut().in_flight += 1;
+                started += 1;
+            }
+            reactor.run_once(Some(Duration::from_millis(10)))?;
+        }
+        let errors = reactor.handler().errors
+            + (args.n - reactor.handler().done - reactor.handler().errors as usize) as u64;
+        println!("READY {errors}");
+        std::io::stdout().flush()?;
+        // Hold the connections open (idle) until the server closes our stdin.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            let _ = tx.send(());
+        });
+        while rx.try_recv().is_err() {
+            reactor.run_once(Some(Duration::from_millis(100)))?;
+        }
+        Ok(())
+    }
 }

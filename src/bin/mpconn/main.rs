@@ -1,6 +1,14 @@
-//! `mpconn`: the command-line face of the library. `mpconn bench` runs the standard workloads.
+//! `mpconn`: the command-line face of the library: a server that prints what it gets, a client
+//! that sends, the standard benchmarks, and a stress tester with many concurrent clients.
 
 mod bench;
+mod keys;
+mod listen;
+mod send;
+mod show;
+mod stress;
+
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mpconn::Family;
@@ -9,27 +17,95 @@ use mpconn::Family;
 #[command(
     name = "mpconn",
     version,
-    about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks"
+    about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks, stress tests",
+    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle '{\"a\": [1, 2]}' --recv 1"
 )]
 struct Cli {
+    #[command(flatten)]
+    keys: keys::KeyArgs,
     #[command(subcommand)]
     command: Cmd,
 }
 
+fn parse_family(s: &str) -> Result<Family, String> {
+    s.parse::<Family>().map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s or m)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Runs a standard workload of BENCH.md (server here, client in a second process) and prints
+    /// A reactor server that prints each connection event and each message (pickles as Python
+    /// would print them, other bytes as bytes literals).
+    #[command(
+        after_help = "Example:\n  MPCONN_KEY='secret password' mpconn listen localhost:6000 --authkey-env MPCONN_KEY --echo"
+    )]
+    Listen {
+        /// Where to listen (host:port, a Unix socket path, \0name); default: a fresh address.
+        address: Option<String>,
+        /// The family of the fresh address when none is given (unix or tcp).
+        #[arg(long, value_parser = parse_family)]
+        family: Option<Family>,
+        /// Send every message back to its sender.
+        #[arg(long)]
+        echo: bool,
+        /// Print only the address line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Connects, sends messages, and prints replies.
+    #[command(
+        after_help = "Examples:\n  mpconn send localhost:6000 hello world --recv 2\n  mpconn send /tmp/sock --pickle '[1, 2.5, null, \"x\", {\"$bytes\": \"6869\"}, {\"$tuple\": [1]}]' --recv 1\n\nWith --pickle each MESSAGE is JSON: null, booleans, numbers, strings, lists and objects map to\nNone, bool, int/float, str, list and dict; {\"$bytes\": \"<hex>\"} is bytes, {\"$tuple\": [...]} a tuple."
+    )]
+    Send {
+        /// Where to connect.
+        address: String,
+        /// The messages: text sent as UTF-8 bytes, or JSON values with --pickle.
+        messages: Vec<String>,
+        /// Send each message as a pickled Python value given as JSON.
+        #[arg(long)]
+        pickle: bool,
+        /// Replies to wait for and print.
+        #[arg(long, default_value_t = 0)]
+        recv: usize,
+        /// Limit on connecting and on each reply.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Runs a standard workload of BENCH.md (server here, clients in other processes) and prints
     /// one JSON line per result.
-    ///
-    /// Example: mpconn bench --workload W1 --family unix
+    #[command(
+        after_help = "Examples:\n  mpconn bench --workload W1 --family unix\n  mpconn bench --all"
+    )]
     Bench {
-        /// The workload.
-        #[arg(long, value_enum)]
-        workload: bench::Workload,
+        /// The workload (W1 pipelined, W2 ping-pong, W3 bulk, W4 handshakes, W5 many clients).
+        #[arg(long, value_enum, required_unless_present = "all")]
+        workload: Option<bench::Workload>,
+        /// Every workload on unix and tcp (W5 on unix).
+        #[arg(long)]
+        all: bool,
         /// unix or tcp.
         #[arg(long, default_value = "unix", value_parser = parse_family)]
         family: Family,
-        /// Messages (W1, W2, W3) or connections (W4); default as in BENCH.md.
+        /// Messages (W1, W2, W3) or connections (W4, W5); default as in BENCH.md.
         #[arg(long)]
         n: Option<usize>,
         /// Which face of the library serves.
@@ -43,17 +119,54 @@ enum Cmd {
         #[arg(long, hide = true)]
         addr: Option<String>,
     },
-}
-
-fn parse_family(s: &str) -> Result<Family, String> {
-    s.parse::<Family>().map_err(|e| e.to_string())
+    /// Drives many concurrent authenticated clients; verifies every echoed message (sequence,
+    /// checksum) and reports throughput, latency, errors, and the server's memory per connection.
+    /// Exits non-zero on any error or any lost, duplicated, reordered or corrupted message.
+    #[command(
+        after_help = "Examples:\n  mpconn stress                                     # embedded server, 1,000 clients\n  mpconn stress /tmp/sock --authkey-env KEY --clients 200 --duration 30s --rate 5000"
+    )]
+    Stress {
+        /// A server to test (it must echo); default: an embedded server on a fresh Unix socket.
+        address: Option<String>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Messages per client (default 1000; unlimited with --duration).
+        #[arg(long)]
+        messages: Option<u64>,
+        /// Bytes per message (at least 28).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Total messages per second (default: each client sends its next message when the echo
+        /// of the last arrives).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop sending after this long (10s, 500ms, 2m).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
+    let keys = cli.keys;
     let result = match cli.command {
+        Cmd::Listen {
+            address,
+            family,
+            echo,
+            quiet,
+        } => listen::run(address, family, echo, quiet, &keys),
+        Cmd::Send {
+            address,
+            messages,
+            pickle,
+            recv,
+            timeout,
+        } => send::run(&address, &messages, pickle, recv, timeout, &keys),
         Cmd::Bench {
             workload,
+            all,
             family,
             n,
             face,
@@ -61,21 +174,53 @@ fn main() {
             role,
             addr,
         } => {
-            let args = bench::BenchArgs {
-                workload,
-                family,
-                n: n.unwrap_or(workload.default_n()),
-                face,
-                threads,
-            };
             let imp = match face {
                 bench::Face::Reactor => "mpconn-reactor",
                 bench::Face::Blocking => "mpconn-blocking",
             };
-            if role == "client" {
-                bench::run_client(&args, addr.as_deref().unwrap_or_default(), imp)
+            if all {
+                run_all_benches(face, threads)
             } else {
-                bench::run_server(&args)
+                let workload = workload.unwrap_or(bench::Workload::W1);
+                let args = bench::BenchArgs {
+                    workload,
+                    family,
+                    n: n.unwrap_or(workload.default_n()),
+                    face,
+                    threads,
+                };
+                if role == "client" {
+                    bench::run_client(&args, addr.as_deref().unwrap_or_default(), imp)
+                } else {
+                    bench::run_server(&args)
+                }
+            }
+        }
+        Cmd::Stress {
+            address,
+            clients,
+            messages,
+            size,
+            rate,
+            duration,
+        } => {
+            match stress::run(stress::StressArgs {
+                address,
+                clients,
+                messages,
+                size,
+                rate,
+                duration,
+                keys,
+            }) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    eprintln!(
+                        "mpconn: stress test failed: see the errors and integrity lines above"
+                    );
+                    std::process::exit(2);
+                }
+                Err(e) => Err(e),
             }
         }
     };
@@ -83,4 +228,29 @@ fn main() {
         eprintln!("mpconn: {e}");
         std::process::exit(1);
     }
+}
+
+fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
+    use bench::Workload::*;
+    for workload in [W1, W2, W3, W4] {
+        for family in [Family::Unix, Family::Inet] {
+            bench::run_server(&bench::BenchArgs {
+                workload,
+                family,
+                n: workload.default_n(),
+                face,
+                threads,
+            })?;
+        }
+    }
+    if face == bench::Face::Reactor {
+        bench::run_server(&bench::BenchArgs {
+            workload: W5,
+            family: Family::Unix,
+            n: W5.default_n(),
+            face,
+            threads,
+        })?;
+    }
+    Ok(())
 }

@@ -1,0 +1,86 @@
+//! How the command shows messages: a pickle as Python would print it, other bytes as a Python
+//! bytes literal; and JSON given on the command line as Python values.
+
+use mpconn::pickle::{HashableValue, Value, loads_value, repr};
+use mpconn::{Error, Result};
+
+/// A pickle (protocol 2+) as its Python repr, anything else as a bytes literal.
+pub fn show(message: &[u8]) -> String {
+    if message.first() == Some(&0x80) {
+        if let Ok(v) = loads_value(message) {
+            return repr(&v);
+        }
+    }
+    repr(&Value::Bytes(message.to_vec()))
+}
+
+/// A JSON value as a Python value. Bytes are written `{"$bytes": "<hex>"}`, tuples
+/// `{"$tuple": [...]}`; object keys are strings.
+pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
+    use serde_json::Value as J;
+    Ok(match j {
+        J::Null => Value::None,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Value::I64(i),
+            (None, Some(f)) if n.is_f64() => Value::F64(f),
+            _ => {
+                return Err(Error::Config(format!(
+                    "the number {n} does not fit a 64-bit integer"
+                )));
+            }
+        },
+        J::String(s) => Value::String(s.clone()),
+        J::Array(items) => Value::List(items.iter().map(json_to_value).collect::<Result<_>>()?),
+        J::Object(map) => {
+            if map.len() == 1 {
+                if let Some(J::String(hex)) = map.get("$bytes") {
+                    return Ok(Value::Bytes(
+                        mpconn::AuthKey::from_hex(hex)
+                            .map_err(|_| {
+                                Error::Config(format!("$bytes takes hex digits, got {hex:?}"))
+                            })?
+                            .as_bytes()
+                            .to_vec(),
+                    ));
+                }
+                if let Some(J::Array(items)) = map.get("$tuple") {
+                    return Ok(Value::Tuple(
+                        items.iter().map(json_to_value).collect::<Result<_>>()?,
+                    ));
+                }
+            }
+            let mut dict = std::collections::BTreeMap::new();
+            for (k, v) in map {
+                dict.insert(HashableValue::String(k.clone()), json_to_value(v)?);
+            }
+            Value::Dict(dict)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_becomes_python_values() {
+        let j: serde_json::Value = serde_json::from_str(
+            r#"{"a": [1, 2.5, null, true, "x", {"$bytes": "6869"}, {"$tuple": [1]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            repr(&json_to_value(&j).unwrap()),
+            "{'a': [1, 2.5, None, True, 'x', b'hi', (1,)]}"
+        );
+        let bad: serde_json::Value = serde_json::from_str(r#"{"$bytes": "zz"}"#).unwrap();
+        assert!(json_to_value(&bad).is_err());
+    }
+
+    #[test]
+    fn pickles_show_as_repr_and_other_bytes_as_literals() {
+        let p = mpconn::pickle::dumps(&vec![1, 2], 3).unwrap();
+        assert_eq!(show(&p), "[1, 2]");
+        assert_eq!(show(b"hello\n"), "b'hello\\n'");
+    }
+}
