@@ -218,8 +218,7 @@ pub fn raise_fd_limit() -> Option<(u64, u64)> {
         }
         let old = lim.rlim_cur;
         lim.rlim_cur = lim.rlim_max;
-        (libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0)
-            .then_some((old, lim.rlim_max))
+        (libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0).then_some((old, lim.rlim_max))
     }
 }
 

@@ -1,0 +1,306 @@
+//! The `mpconn` command end to end: exit codes, output shapes, stress runs. Bounded in time.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mpconn");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs the command with a time limit (it is killed past it).
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("mpconn {args:?} did not finish within {WAIT:?}");
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `mpconn listen` in the background; killed on drop. Lines of its stdout arrive on a channel.
+struct Listening {
+    child: Child,
+    address: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Listening {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Listening {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("listen").args(args).stdout(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let first = lines.recv_timeout(WAIT).unwrap();
+        let address = first
+            .strip_prefix("listening on ")
+            .expect("the address line")
+            .to_string();
+        Listening {
+            child,
+            address,
+            lines,
+        }
+    }
+
+    fn expect_line(&self, contains: &str) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no line containing {contains:?}"));
+            if l.contains(contains) {
+                return l;
+            }
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn listen_prints_events_and_send_gets_echoes_of_bytes_and_pickles() {
+    let env = [("CLI_KEY", "secret password")];
+    let server = Listening::start(&["--echo", "--authkey-env", "CLI_KEY", "127.0.0.1:0"], &env);
+    let out = run(
+        &[
+            "send",
+            &server.address,
+            "hello",
+            "world",
+            "--recv",
+            "2",
+            "--authkey-env",
+            "CLI_KEY",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "b'hello'\nb'world'\n");
+    server.expect_line("open ");
+    let line = server.expect_line("message ");
+    assert!(line.ends_with("(5 bytes): b'hello'"), "{line}");
+    let line = server.expect_line("message ");
+    assert!(line.ends_with("(5 bytes): b'world'"), "{line}");
+
+    let out = run(
+        &[
+            "send",
+            &server.address,
+            "--pickle",
+            r#"{"a": [1, 2.5, null, {"$bytes": "6869"}]}"#,
+            "--recv",
+            "1",
+            "--authkey-env",
+            "CLI_KEY",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{'a': [1, 2.5, None, b'hi']}\n");
+    let line = server.expect_line("message ");
+    assert!(line.ends_with("{'a': [1, 2.5, None, b'hi']}"), "{line}");
+    server.expect_line("close ");
+}
+
+#[test]
+fn a_python_client_talks_to_mpconn_listen() {
+    let server = Listening::start(&["--echo", "--authkey", "k", "127.0.0.1:0"], &[]);
+    let (host, port) = server.address.rsplit_once(':').unwrap();
+    let script = format!(
+        "from multiprocessing.connection import Client\nc = Client(('{host}', {port}), authkey=b'k')\nc.send({{'x': (1, 'y')}})\nprint(c.recv())"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{'x': (1, 'y')}\n");
+    assert!(server.expect_line("message ").ends_with("{'x': (1, 'y')}"));
+}
+
+#[test]
+fn errors_are_one_line_on_stderr_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("nobody-listens");
+    let out = run(&["send", nowhere.to_str().unwrap(), "x"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("mpconn: "), "{err}");
+
+    let out = run(
+        &["send", nowhere.to_str().unwrap(), "--pickle", "{not json"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["send", "x", "--authkey", "a", "--authkey-env", "B"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("give the key once"));
+
+    let out = run(&["stress", "--size", "3"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    for sub in ["listen", "send", "bench", "stress"] {
+        let out = run(&[sub, "--help"], &[]);
+        assert!(out.status.success());
+        assert!(
+            text(&out.stdout).contains("Example"),
+            "{sub} --help has no example"
+        );
+    }
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn bench_prints_json_lines_in_the_standard_shape() {
+    for (w, family, n, unit) in [
+        ("W1", "unix", "20000", "msg/s"),
+        ("W2", "tcp", "2000", "us/rtt"),
+        ("W3", "unix", "3", "GB/s"),
+        ("W4", "unix", "100", "conn/s"),
+    ] {
+        let out = run(
+            &["bench", "--workload", w, "--family", family, "--n", n],
+            &[],
+        );
+        assert!(out.status.success(), "{w}: {}", text(&out.stderr));
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{w}");
+        let l = &lines[0];
+        assert_eq!(l["impl"], "mpconn-reactor");
+        assert_eq!(l["workload"], w);
+        assert_eq!(l["family"], family);
+        assert_eq!(l["unit"], unit);
+        assert_eq!(l["n"].as_u64().unwrap().to_string(), n);
+        assert!(l["value"].as_f64().unwrap() > 0.0);
+    }
+    let out = run(
+        &[
+            "bench",
+            "--workload",
+            "W2",
+            "--n",
+            "2000",
+            "--face",
+            "blocking",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json_lines(&out)[0]["impl"], "mpconn-blocking");
+}
+
+#[test]
+fn bench_w5_holds_connections_and_reports_memory_per_connection() {
+    let out = run(&["bench", "--workload", "W5", "--n", "500"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = json_lines(&out);
+    let mem = lines.iter().find(|l| l["workload"] == "W5").unwrap();
+    assert_eq!(mem["unit"], "bytes/conn");
+    assert_eq!(mem["n"], 500);
+    assert!(lines.iter().any(|l| l["workload"] == "W5-idle-turn"));
+}
+
+#[test]
+fn stress_with_hundreds_of_clients_loses_nothing() {
+    let out = run(&["stress", "--clients", "300", "--messages", "20"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("round trips: 6000 in"), "{stdout}");
+    assert!(
+        stdout.contains("integrity: 0 lost, 0 duplicated, 0 reordered, 0 corrupted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("errors: none"), "{stdout}");
+    assert!(stdout.contains("server memory:"), "{stdout}");
+}
+
+#[test]
+fn stress_against_a_server_that_drops_connections_reports_errors_and_ends() {
+    // A server that echoes one message per connection, then hangs up.
+    let mut listener = mpconn::Listener::builder()
+        .address("127.0.0.1:0")
+        .authkey("k")
+        .bind()
+        .unwrap();
+    let address = listener.address().to_string();
+    thread::spawn(move || {
+        for _ in 0..20 {
+            let Ok(mut c) = listener.accept() else {
+                continue;
+            };
+            if let Ok(m) = c.recv_bytes() {
+                let _ = c.send_bytes(&m);
+            }
+        }
+    });
+    let out = run(
+        &[
+            "stress",
+            &address,
+            "--authkey",
+            "k",
+            "--clients",
+            "20",
+            "--messages",
+            "10",
+        ],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("closed early"), "{stdout}");
+    assert!(!stdout.contains("errors: none"), "{stdout}");
+}
