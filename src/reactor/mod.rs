@@ -544,19 +544,30 @@ impl<H: Handler> Reactor<H> {
                 break;
             }
             let cid = c.id;
-            // Whole messages are parsed in the shared buffer; only a connection with an
-            // incomplete message reads into its own buffer.
-            let own = !c.decoder.is_idle();
+            // Whole messages are parsed in the shared buffer. A small incomplete tail left by
+            // the last read moves to the front of it (re-framed) so reads stay large; only a
+            // large message in progress reads into the connection's own buffer.
+            let small_tail = scratch.len() / 16;
+            let prefix = if c.decoder.is_idle() {
+                Some(0)
+            } else {
+                c.decoder.drain_pending_into(&mut scratch[..small_tail])
+            };
+            let own = prefix.is_none();
+            let prefix = prefix.unwrap_or(0);
             let (result, asked) = if own {
                 let buf = c.decoder.read_buf();
                 let asked = buf.len();
                 (c.stream.read_retry(buf), asked)
             } else {
-                (c.stream.read_retry(&mut scratch), scratch.len())
+                (
+                    c.stream.read_retry(&mut scratch[prefix..]),
+                    scratch.len() - prefix,
+                )
             };
             match result {
                 Ok(0) => {
-                    let mid = c.decoder.in_message();
+                    let mid = prefix > 0 || c.decoder.in_message();
                     let reason = match &c.phase {
                         Phase::Handshaking(_) => CloseReason::AuthenticationFailed(
                             crate::AuthenticationError::Disconnected,
@@ -580,7 +591,7 @@ impl<H: Handler> Reactor<H> {
                         }
                         r
                     } else {
-                        let mut frames = SliceFrames::new(&scratch[..n]);
+                        let mut frames = SliceFrames::new(&scratch[..prefix + n]);
                         let r = self.deliver(cid, &mut frames);
                         if r.is_ok() {
                             if let Some(c) = self.core.conn(id) {
@@ -606,8 +617,13 @@ impl<H: Handler> Reactor<H> {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing new: the tail goes back where it was.
+                    c.decoder.feed(&scratch[..prefix]);
+                    break;
+                }
                 Err(e) => {
+                    c.decoder.feed(&scratch[..prefix]);
                     self.core.to_close.push((cid, CloseReason::Error(e.into())));
                     break;
                 }

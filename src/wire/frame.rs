@@ -257,6 +257,28 @@ impl FrameDecoder {
         }
     }
 
+    /// Moves the bytes of an incomplete message to the front of `out`, re-framed (its header
+    /// first, if the decoder had consumed it), and empties the decoder, keeping its allocation.
+    /// Returns how many bytes were written, or `None` (and changes nothing) if they do not fit.
+    /// The reactor uses this to keep reading into its large shared buffer.
+    pub fn drain_pending_into(&mut self, out: &mut [u8]) -> Option<usize> {
+        let header = self.body.map(Header::for_len);
+        let header_len = header.map_or(0, |h| h.as_bytes().len());
+        let buffered = self.end - self.start;
+        let total = header_len + buffered;
+        if total > out.len() {
+            return None;
+        }
+        if let Some(h) = header {
+            out[..header_len].copy_from_slice(h.as_bytes());
+        }
+        out[header_len..total].copy_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = 0;
+        self.body = None;
+        Some(total)
+    }
+
     /// The next complete message as a view into the buffer, if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
         self.next_frame_limited(usize::MAX)
@@ -587,6 +609,34 @@ mod tests {
             d.feed(s.rest());
             d.feed(&wire[cut..]);
             got.extend(drain(&mut d));
+            prop_assert_eq!(got, bodies);
+        }
+
+        #[test]
+        fn draining_a_tail_and_reparsing_it_loses_nothing(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..20),
+            cuts in proptest::collection::vec(1usize..700, 1..30),
+        ) {
+            // As the reactor does: each read lands after the drained tail in a shared buffer.
+            let wire = frames(&bodies);
+            let mut d = FrameDecoder::default();
+            let mut scratch = vec![0u8; 4096];
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            let mut cuts = cuts.into_iter().cycle();
+            while !rest.is_empty() {
+                let n = cuts.next().unwrap().min(rest.len());
+                let k = d.drain_pending_into(&mut scratch[..2048]).unwrap();
+                scratch[k..k + n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                let mut s = SliceFrames::new(&scratch[..k + n]);
+                // Consume a header first in the decoder sometimes, as a partial read would.
+                while let Some(m) = s.next_frame_limited(usize::MAX).unwrap() {
+                    got.push(m.to_vec());
+                }
+                d.feed(s.rest());
+                let _ = d.ready_len(usize::MAX).unwrap();
+            }
             prop_assert_eq!(got, bodies);
         }
 
