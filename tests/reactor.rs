@@ -620,3 +620,37 @@ fn a_graceful_stop_flushes_queued_messages_before_closing() {
     assert!(matches!(c.recv_bytes(), Err(mpconn::Error::Eof)));
     t.join().unwrap();
 }
+
+#[test]
+fn every_message_written_just_before_a_close_is_delivered() {
+    // Several small writes then FIN: a read after the FIN can come back short with data still
+    // queued, so the reactor must read on to the end of file.
+    let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new(), false);
+    let addr = address.resolve().unwrap()[0];
+    for round in 0..200u32 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        for i in 0..3u32 {
+            let body = (round * 10 + i).to_le_bytes();
+            s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+            s.write_all(&body).unwrap();
+        }
+        drop(s);
+        let mut got = Vec::new();
+        loop {
+            match next_event(&rx) {
+                Ev::Msg(m) => got.push(u32::from_le_bytes(m.try_into().unwrap())),
+                Ev::Close(_, reason) => {
+                    assert_eq!(reason, "PeerClosed", "round {round}");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            got,
+            [round * 10, round * 10 + 1, round * 10 + 2],
+            "round {round}"
+        );
+    }
+    stop(handle, t);
+}

@@ -166,7 +166,7 @@ pub struct Reactor<H: Handler> {
     /// The shared read buffer (zeroed once, reused by every connection).
     scratch: Vec<u8>,
     /// Readiness of this turn, copied out of `events`.
-    ready: Vec<(Token, bool, bool)>,
+    ready: Vec<(Token, bool, bool, bool)>,
     stopped: bool,
 }
 
@@ -294,27 +294,29 @@ impl<H: Handler> Reactor<H> {
         }
         self.ready.clear();
         self.ready.extend(self.events.iter().map(|e| {
+            let closed = e.is_read_closed() || e.is_error();
             (
                 e.token(),
-                e.is_readable() || e.is_read_closed() || e.is_error(),
+                e.is_readable() || closed,
                 e.is_writable() || e.is_error(),
+                closed,
             )
         }));
         let events_full = self.ready.len() == self.events.capacity();
         let ready = std::mem::take(&mut self.ready);
-        for &(token, readable, writable) in &ready {
+        for &(token, readable, writable, closed) in &ready {
             if token == WAKER_TOKEN {
                 self.drain_commands();
                 continue;
             }
-            self.on_event(token.0 as u64, readable, writable);
+            self.on_event(token.0 as u64, readable, writable, closed);
             self.settle();
         }
         self.ready = ready;
 
         let carry = std::mem::take(&mut self.core.carry);
         for id in carry {
-            self.read_conn(id);
+            self.read_conn(id, false);
             self.settle();
         }
         let retry = std::mem::take(&mut self.core.accept_retry);
@@ -347,7 +349,7 @@ impl<H: Handler> Reactor<H> {
         )
     }
 
-    fn on_event(&mut self, id: u64, readable: bool, writable: bool) {
+    fn on_event(&mut self, id: u64, readable: bool, writable: bool, closed: bool) {
         match self.core.entries.get(index_of(id)) {
             Some(Entry::Listener(l)) if l.id.0 == id => self.accept(id),
             Some(Entry::Conn(c)) if c.id.0 == id => {
@@ -361,7 +363,9 @@ impl<H: Handler> Reactor<H> {
                     self.core.flush(id);
                 }
                 if readable {
-                    self.read_conn(id);
+                    // Once the peer closed or reset, a read can come back short with data
+                    // still queued, and no further edge will come: read until the end.
+                    self.read_conn(id, !closed);
                 }
             }
             // A stale event for an entry closed earlier in this turn.
@@ -516,7 +520,7 @@ impl<H: Handler> Reactor<H> {
                     c.phase = Phase::Handshaking(hs);
                 }
                 // The listener speaks first; bytes may already be waiting.
-                self.read_conn(id);
+                self.read_conn(id, false);
             }
             None => self.core.opened.push(cid),
         }
@@ -535,7 +539,9 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Reads a connection within its budget and delivers what arrived.
-    fn read_conn(&mut self, id: u64) {
+    /// `short_read_ends`: a read that returns less than asked means the socket is empty (true
+    /// for an ordinary readiness edge; false when the peer has closed, or without an edge).
+    fn read_conn(&mut self, id: u64, short_read_ends: bool) {
         let budget = self.core.config.read_budget;
         let mut read = 0usize;
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -548,7 +554,10 @@ impl<H: Handler> Reactor<H> {
             // the last read moves to the front of it (re-framed) so reads stay large; only a
             // large message in progress reads into the connection's own buffer.
             let small_tail = scratch.len() / 16;
-            let prefix = if c.decoder.is_idle() {
+            // A connection streaming large messages keeps reading into its own (kept) buffer.
+            let prefix = if c.decoder.capacity() >= scratch.len() {
+                None
+            } else if c.decoder.is_idle() {
                 Some(0)
             } else {
                 c.decoder.drain_pending_into(&mut scratch[..small_tail])
@@ -613,7 +622,7 @@ impl<H: Handler> Reactor<H> {
                     }
                     // A short read means the socket is empty now; data that arrives later
                     // raises a new edge, so no read that would only say WouldBlock.
-                    if n < asked {
+                    if short_read_ends && n < asked {
                         break;
                     }
                 }

@@ -228,7 +228,9 @@ impl FrameDecoder {
             }
         }
         let limit = match missing {
-            Some(missing) if missing > self.read_block => self.end + want.min(missing),
+            // Allocation follows the growth rule above; memory already held is offered whole,
+            // up to the end of the message.
+            Some(missing) if missing > self.read_block => (self.end + missing).min(self.buf.len()),
             _ => self.buf.len(),
         };
         &mut self.buf[self.end..limit]
