@@ -32,6 +32,13 @@ pub enum PickleError {
     /// The value cannot be pickled.
     #[error("cannot encode the value as a pickle: {0}")]
     Encode(#[source] serde_pickle::Error),
+    /// The pickle would expand far beyond its size when decoded (memo references that the
+    /// decoder copies: a "pickle bomb"). Refused before decoding.
+    #[error("the pickle would expand to more than {limit} bytes when decoded; refused")]
+    TooLarge {
+        /// The bound that was exceeded.
+        limit: u64,
+    },
     /// Writing supports protocols 2 and 3.
     #[error("pickle protocol {0} cannot be written (use 2 or 3)")]
     UnsupportedProtocol(u8),
@@ -57,11 +64,13 @@ pub fn dumps_value(value: &Value, protocol: u8) -> Result<Vec<u8>, PickleError> 
 
 /// Unpickles `bytes` into `T`.
 pub fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PickleError> {
+    check_expansion(bytes)?;
     serde_pickle::from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
 }
 
 /// Unpickles `bytes` into a dynamic [`Value`].
 pub fn loads_value(bytes: &[u8]) -> Result<Value, PickleError> {
+    check_expansion(bytes)?;
     serde_pickle::value_from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
 }
 
@@ -97,6 +106,252 @@ impl Connection {
         let bytes = self.recv_bytes()?;
         Ok(loads_value(&bytes)?)
     }
+}
+
+/// The most a pickle may expand to when decoded: 16 times its size, and at least 64 MiB.
+pub fn expansion_limit(len: usize) -> u64 {
+    (len as u64).saturating_mul(16).max(64 << 20)
+}
+
+/// Refuses a pickle whose decoded size would exceed [`expansion_limit`]. The decoder copies a
+/// memoised object at every reference to it (Python shares it), so a few hundred bytes of
+/// references to references can ask for gigabytes. This walks the opcodes with a model of the
+/// stack in which each item weighs its bytes plus one per node; anything it does not understand it
+/// leaves to the decoder, which reports it.
+fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
+    let limit = expansion_limit(p.len());
+    let mut stack: Vec<u64> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    let mut memo: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut i = 0usize;
+    let uint = |b: &[u8]| b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64);
+    let line_len = |i: usize| p.get(i..).and_then(|s| s.iter().position(|&b| b == b'\n'));
+    // Pops everything above the last mark and returns its total weight.
+    fn pop_mark(stack: &mut Vec<u64>, marks: &mut Vec<usize>) -> Option<u64> {
+        let m = marks.pop()?;
+        if m > stack.len() {
+            return None;
+        }
+        Some(stack.drain(m..).fold(0u64, u64::saturating_add))
+    }
+    macro_rules! take {
+        ($n:expr) => {{
+            let n: usize = $n;
+            let s = match p.get(i..i.saturating_add(n)) {
+                Some(s) => s,
+                None => return Ok(()),
+            };
+            i += n;
+            s
+        }};
+    }
+    macro_rules! pop {
+        () => {
+            match stack.pop() {
+                Some(w) => w,
+                None => return Ok(()),
+            }
+        };
+    }
+    while i < p.len() {
+        let op = p[i];
+        i += 1;
+        let pushed: Option<u64> = match op {
+            b'(' => {
+                marks.push(stack.len());
+                None
+            }
+            b'.' => return Ok(()),
+            b'0' => {
+                pop!();
+                None
+            }
+            b'1' => {
+                if pop_mark(&mut stack, &mut marks).is_none() {
+                    return Ok(());
+                }
+                None
+            }
+            b'2' => Some(*stack.last().unwrap_or(&1)),
+            // Literals with a line argument (and GLOBAL/INST's two lines).
+            b'F' | b'I' | b'L' | b'S' | b'V' | b'P' => {
+                let Some(n) = line_len(i) else { return Ok(()) };
+                i += n + 1;
+                Some(1 + n as u64)
+            }
+            b'c' => {
+                for _ in 0..2 {
+                    let Some(n) = line_len(i) else { return Ok(()) };
+                    i += n + 1;
+                }
+                Some(1)
+            }
+            b'i' => {
+                for _ in 0..2 {
+                    let Some(n) = line_len(i) else { return Ok(()) };
+                    i += n + 1;
+                }
+                let Some(w) = pop_mark(&mut stack, &mut marks) else {
+                    return Ok(());
+                };
+                Some(w + 1)
+            }
+            b'N' | 0x88 | 0x89 | b']' | b'}' | b')' | 0x8f | b'Q' | 0x97 | 0x98 => {
+                if op == b'Q' {
+                    pop!();
+                }
+                Some(1)
+            }
+            b'J' => {
+                take!(4);
+                Some(1)
+            }
+            b'K' => {
+                take!(1);
+                Some(1)
+            }
+            b'M' => {
+                take!(2);
+                Some(1)
+            }
+            b'G' => {
+                take!(8);
+                Some(1)
+            }
+            0x82 | 0x83 | 0x84 => {
+                take!(match op {
+                    0x82 => 1,
+                    0x83 => 2,
+                    _ => 4,
+                });
+                Some(1)
+            }
+            // Length-prefixed literals: 1, 4 or 8 length bytes.
+            0x8a | b'U' | b'C' | 0x8c => {
+                let n = take!(1)[0] as usize;
+                take!(n);
+                Some(1 + n as u64)
+            }
+            0x8b | b'T' | b'X' | b'B' => {
+                let n = usize::try_from(uint(take!(4))).unwrap_or(usize::MAX);
+                take!(n);
+                Some(1 + n as u64)
+            }
+            0x8d | 0x8e | 0x96 => {
+                let n = usize::try_from(uint(take!(8))).unwrap_or(usize::MAX);
+                take!(n);
+                Some(1 + n as u64)
+            }
+            0x80 => {
+                take!(1);
+                None
+            }
+            0x95 => {
+                take!(8);
+                None
+            }
+            0x93 => {
+                pop!();
+                pop!();
+                Some(1)
+            }
+            // Containers from a mark.
+            b'l' | b't' | b'd' | 0x91 | b'o' => {
+                let Some(w) = pop_mark(&mut stack, &mut marks) else {
+                    return Ok(());
+                };
+                Some(w + 1)
+            }
+            0x85 | 0x86 | 0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut w = 1u64;
+                for _ in 0..n {
+                    w = w.saturating_add(pop!());
+                }
+                Some(w)
+            }
+            // Adding to the container below: one item, a key and value, or everything above a mark.
+            b'a' | b'b' => {
+                let x = pop!();
+                let Some(top) = stack.last_mut() else {
+                    return Ok(());
+                };
+                *top = top.saturating_add(x);
+                None
+            }
+            b's' => {
+                let v = pop!();
+                let k = pop!();
+                let Some(top) = stack.last_mut() else {
+                    return Ok(());
+                };
+                *top = top.saturating_add(k).saturating_add(v);
+                None
+            }
+            b'e' | b'u' | 0x90 => {
+                let Some(w) = pop_mark(&mut stack, &mut marks) else {
+                    return Ok(());
+                };
+                let Some(top) = stack.last_mut() else {
+                    return Ok(());
+                };
+                *top = top.saturating_add(w);
+                None
+            }
+            b'R' | 0x81 => {
+                let args = pop!();
+                let f = pop!();
+                Some(f.saturating_add(args))
+            }
+            0x92 => {
+                let w = pop!().saturating_add(pop!()).saturating_add(pop!());
+                Some(w)
+            }
+            // The memo: a reference copies the whole object in the decoder.
+            b'p' | b'q' | b'r' | 0x94 => {
+                let idx = match op {
+                    b'p' => {
+                        let Some(n) = line_len(i) else { return Ok(()) };
+                        let s = String::from_utf8_lossy(&p[i..i + n])
+                            .trim()
+                            .parse()
+                            .unwrap_or(u64::MAX);
+                        i += n + 1;
+                        s
+                    }
+                    b'q' => uint(take!(1)),
+                    b'r' => uint(take!(4)),
+                    _ => memo.len() as u64,
+                };
+                memo.insert(idx, *stack.last().unwrap_or(&1));
+                None
+            }
+            b'g' | b'h' | b'j' => {
+                let idx = match op {
+                    b'g' => {
+                        let Some(n) = line_len(i) else { return Ok(()) };
+                        let s = String::from_utf8_lossy(&p[i..i + n])
+                            .trim()
+                            .parse()
+                            .unwrap_or(u64::MAX);
+                        i += n + 1;
+                        s
+                    }
+                    b'h' => uint(take!(1)),
+                    _ => uint(take!(4)),
+                };
+                Some(*memo.get(&idx).unwrap_or(&1))
+            }
+            _ => return Ok(()),
+        };
+        if let Some(w) = pushed {
+            stack.push(w);
+        }
+        if stack.last().is_some_and(|&w| w > limit) {
+            return Err(PickleError::TooLarge { limit });
+        }
+    }
+    Ok(())
 }
 
 /// The globals serde-pickle resolves itself.
@@ -406,6 +661,34 @@ mod tests {
             Err(PickleError::UnsupportedGlobal(name)) => assert_eq!(name, "datetime.date"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_pickle_bomb_is_refused_before_decoding() {
+        // 'a', then 40 times DUP and TUPLE2: t = (t, t); 2^40 nodes from 90 bytes (the decoder
+        // copies at DUP where Python shares).
+        let bomb = |rounds: u8| {
+            let mut p = b"\x80\x02X\x01\x00\x00\x00a".to_vec();
+            for _ in 0..rounds {
+                p.extend_from_slice(b"2\x86");
+            }
+            p.push(b'.');
+            p
+        };
+        let p = bomb(40);
+        assert!(matches!(loads_value(&p), Err(PickleError::TooLarge { .. })));
+        // The same shape, shallow, is fine: ((('a', 'a'), ('a', 'a')), ...).
+        let r = loads_value(&bomb(3));
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn pickles_with_shared_references_from_python_pass_the_check() {
+        // pickle.dumps([s, s, s]) for one 100-byte str s, protocol 4 (memo references).
+        let s = "x".repeat(100);
+        let v = vec![s.clone(), s.clone(), s];
+        let p = dumps(&v, 3).unwrap();
+        assert_eq!(loads::<Vec<String>>(&p).unwrap(), v);
     }
 
     #[test]
