@@ -218,7 +218,7 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
                 take!(8);
                 Some(1)
             }
-            0x82 | 0x83 | 0x84 => {
+            0x82..=0x84 => {
                 take!(match op {
                     0x82 => 1,
                     0x83 => 2,
@@ -262,7 +262,7 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
                 };
                 Some(w + 1)
             }
-            0x85 | 0x86 | 0x87 => {
+            0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 let mut w = 1u64;
                 for _ in 0..n {
