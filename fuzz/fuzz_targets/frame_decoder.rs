@@ -8,7 +8,9 @@ use mpconn::wire::frame::{FrameDecoder, SliceFrames};
 const LIMIT: usize = 1 << 16;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, wire)) = data.split_first() else { return };
+    let Some((&split, wire)) = data.split_first() else {
+        return;
+    };
     // Reference: everything in one slice.
     let mut reference = Vec::new();
     let mut s = SliceFrames::new(wire);
@@ -34,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
             d.advance(n);
             received += n;
             piece = &piece[n..];
-            assert!(d.capacity() <= 4 * received + 256, "memory must follow bytes received");
+            assert!(
+                d.capacity() <= 4 * received + 256,
+                "memory must follow bytes received"
+            );
             loop {
                 match d.take_frame() {
                     Ok(Some(m)) => got.push(m),

@@ -7,7 +7,9 @@ use mpconn::wire::handshake::{Dialect, Handshake, HandshakeConfig, MODERN_NONCE_
 use mpconn::{AuthKey, DigestPolicy};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let mut config = HandshakeConfig::new(AuthKey::from("fuzz key"));
     config.dialect = match selector % 3 {
         0 => Dialect::Cpython,
@@ -17,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
     if selector & 4 != 0 {
         config.policy = DigestPolicy::RequireSha256;
     }
-    let mut listener = Handshake::listener(&config, Nonce::from_bytes([selector; MODERN_NONCE_LEN]));
+    let mut listener =
+        Handshake::listener(&config, Nonce::from_bytes([selector; MODERN_NONCE_LEN]));
     let mut client = Handshake::client(&config, Nonce::from_bytes([!selector; MODERN_NONCE_LEN]));
     // Messages: each a one-byte length, then that many bytes.
     let mut input = rest;

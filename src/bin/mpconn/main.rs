@@ -144,6 +144,10 @@ enum Cmd {
         /// Stop sending after this long (10s, 500ms, 2m).
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
+        /// Probability (0 to 1) that a client hangs up after a verified echo and a new client
+        /// takes its place: random disconnects and reconnects for soak runs.
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
     },
 }
 
@@ -203,6 +207,7 @@ fn main() {
             size,
             rate,
             duration,
+            churn,
         } => {
             match stress::run(stress::StressArgs {
                 address,
@@ -211,12 +216,13 @@ fn main() {
                 size,
                 rate,
                 duration,
+                churn,
                 keys,
             }) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
                     eprintln!(
-                        "mpconn: stress test failed: see the errors and integrity lines above"
+                        "mpconn: stress test failed: see the errors, integrity and descriptors lines above"
                     );
                     std::process::exit(2);
                 }

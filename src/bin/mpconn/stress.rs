@@ -31,6 +31,7 @@ pub struct StressArgs {
     pub size: usize,
     pub rate: Option<f64>,
     pub duration: Option<Duration>,
+    pub churn: f64,
     pub keys: KeyArgs,
 }
 
@@ -84,6 +85,12 @@ struct Stress {
     finished: usize,
     in_flight_connects: usize,
     buf: Vec<u8>,
+    /// Probability that a client hangs up after a verified echo and a new one takes its place.
+    churn: f64,
+    rng: u64,
+    /// Replacement clients to start.
+    respawn: u64,
+    churned: u64,
 }
 
 impl Stress {
@@ -108,6 +115,14 @@ impl Stress {
                 false
             }
         }
+    }
+
+    fn chance(&mut self) -> f64 {
+        // xorshift64*: enough for choosing which client hangs up.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn finish_if_done(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
@@ -164,6 +179,17 @@ impl Handler for Stress {
         st.received = seq + 1;
         self.received += 1;
         let _ = self.latency.record(now_ns.saturating_sub(t_ns).max(1));
+        if self.churn > 0.0 && self.sending && st.received == st.sent && self.chance() < self.churn {
+            // Hang up cleanly; a new client takes this one's place.
+            if let Some(st) = self.conns.get_mut(&conn) {
+                st.done = true;
+            }
+            self.finished += 1;
+            self.churned += 1;
+            self.respawn += 1;
+            ctx.close(conn);
+            return;
+        }
         if self.closed_loop {
             self.send_next(ctx, conn);
         }
@@ -387,6 +413,10 @@ pub fn run(args: StressArgs) -> Result<bool> {
         finished: 0,
         in_flight_connects: 0,
         buf: Vec::with_capacity(args.size),
+        churn: args.churn,
+        rng: (start.elapsed().as_nanos() as u64 ^ std::process::id() as u64) | 1,
+        respawn: 0,
+        churned: 0,
     })?;
 
     let progress = if std::io::stderr().is_terminal() {
@@ -402,6 +432,10 @@ pub fn run(args: StressArgs) -> Result<bool> {
         None
     };
     let mut to_connect: VecDeque<u64> = (0..args.clients as u64).collect();
+    let mut total_clients = args.clients;
+    let fds_before = count_fds(std::process::id());
+    let server_fds_before = server_pid.and_then(count_fds);
+    let mut server_rss: Vec<u64> = Vec::new();
     let mut rr: Vec<ConnId> = Vec::new();
     let mut rr_pos = 0usize;
     let mut last_report = Instant::now();
@@ -473,7 +507,12 @@ pub fn run(args: StressArgs) -> Result<bool> {
                 sending_stopped_at = Some(Instant::now());
             }
         }
-        if h.finished >= args.clients || turn == Turn::Stopped {
+        while h.respawn > 0 {
+            h.respawn -= 1;
+            to_connect.push_back(total_clients as u64);
+            total_clients += 1;
+        }
+        if (h.finished >= total_clients && to_connect.is_empty()) || turn == Turn::Stopped {
             break;
         }
         if sending_stopped_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE) {
@@ -498,6 +537,9 @@ pub fn run(args: StressArgs) -> Result<bool> {
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
+            if let Some(r) = server_pid.and_then(rss_of) {
+                server_rss.push(r);
+            }
             let h = reactor.handler();
             let errors: u64 = h.errors.values().sum();
             match &progress {
@@ -509,7 +551,7 @@ pub fn run(args: StressArgs) -> Result<bool> {
                     ));
                 }
                 None => eprintln!(
-                    "progress: {:.0} s, {}/{} clients open, {} done, {} round trips, {} errors",
+                    "progress: {:.0} s, {} connections opened (of {} at a time), {} done, {} round trips, {} errors",
                     start.elapsed().as_secs_f64(),
                     h.opened,
                     args.clients,
@@ -554,6 +596,9 @@ pub fn run(args: StressArgs) -> Result<bool> {
             println!("errors: {n} x {kind}");
         }
     }
+    if h.churned > 0 {
+        println!("churn: {} clients hung up and were replaced ({} clients in all)", h.churned, total_clients);
+    }
     let i = &h.integrity;
     println!(
         "integrity: {} lost, {} duplicated, {} reordered, {} corrupted",
@@ -569,9 +614,49 @@ pub fn run(args: StressArgs) -> Result<bool> {
             args.clients
         );
     }
+    let passed = errors == 0 && i.lost == 0 && i.duplicated == 0 && i.reordered == 0 && i.corrupted == 0;
+    if server_rss.len() >= 2 {
+        let min = server_rss.iter().min().copied().unwrap_or(0);
+        let max = server_rss.iter().max().copied().unwrap_or(0);
+        println!(
+            "server RSS over the run: first {:.1} MiB, min {:.1}, max {:.1}, last {:.1} ({} samples)",
+            server_rss[0] as f64 / 1048576.0,
+            min as f64 / 1048576.0,
+            max as f64 / 1048576.0,
+            server_rss[server_rss.len() - 1] as f64 / 1048576.0,
+            server_rss.len()
+        );
+    }
+    drop(reactor);
+    // Descriptors after every client closed: the server's should be back where they started.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut server_fds_after = server_pid.and_then(count_fds);
+    while server_fds_after > server_fds_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        server_fds_after = server_pid.and_then(count_fds);
+    }
+    let fds_after = count_fds(std::process::id());
+    println!(
+        "descriptors: client {} -> {}{}",
+        fds_before.map_or("?".into(), |n| n.to_string()),
+        fds_after.map_or("?".into(), |n| n.to_string()),
+        match (server_fds_before, server_fds_after) {
+            (Some(b), Some(a)) => format!(", server {b} -> {a}"),
+            _ => String::new(),
+        }
+    );
+    let leaked = fds_after > fds_before || server_fds_after > server_fds_before;
+    if leaked {
+        println!("descriptors: LEAK");
+    }
     let _ = std::io::stdout().flush();
     drop(server);
-    Ok(errors == 0 && i.lost == 0 && i.duplicated == 0 && i.reordered == 0 && i.corrupted == 0)
+    Ok(passed && !leaked)
+}
+
+/// Open descriptors of a process.
+fn count_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count())
 }
 
 #[cfg(test)]
