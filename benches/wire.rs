@@ -64,18 +64,14 @@ fn decode_small(c: &mut Criterion) {
 }
 
 fn encode(c: &mut Criterion) {
-    c.bench_function("encode header", |b| {
-        b.iter(|| black_box(Header::for_len(black_box(64))))
-    });
+    c.bench_function("encode header", |b| b.iter(|| black_box(Header::for_len(black_box(64)))));
 }
 
 fn handshake(c: &mut Criterion) {
     let key = b"secret password";
     let msg = [1u8; 48];
     for d in [Digest::Md5, Digest::Sha1, Digest::Sha256] {
-        c.bench_function(&format!("hmac {}", d.name()), |b| {
-            b.iter(|| black_box(d.mac(key, black_box(&msg))))
-        });
+        c.bench_function(&format!("hmac {}", d.name()), |b| b.iter(|| black_box(d.mac(key, black_box(&msg)))));
     }
     let config = HandshakeConfig::new(AuthKey::from("secret password"));
     c.bench_function("full mutual handshake, both sides in memory", |b| {

@@ -50,10 +50,7 @@ impl Handler for Room {
 
     fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
         if self.lagging.remove(&conn) {
-            let _ = ctx.send(
-                conn,
-                b"* you missed messages while your connection was slow",
-            );
+            let _ = ctx.send(conn, b"* you missed messages while your connection was slow");
         }
     }
 
@@ -71,9 +68,6 @@ fn main() -> mpconn::Result<()> {
     };
     let mut reactor = Reactor::new(Room::default())?;
     let listener = reactor.listen(address, ListenOptions::new())?;
-    println!(
-        "listening on {}",
-        reactor.listener_address(listener).expect("just bound")
-    );
+    println!("listening on {}", reactor.listener_address(listener).expect("just bound"));
     reactor.run()
 }

@@ -9,24 +9,13 @@ use mpconn::{AuthKey, Client, Listener};
 
 fn main() -> mpconn::Result<()> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
-    let clients = args
-        .next()
-        .transpose()
-        .map_err(|e| mpconn::Error::Config(format!("CLIENTS: {e}")))?
-        .unwrap_or(8);
-    let trips = args
-        .next()
-        .transpose()
-        .map_err(|e| mpconn::Error::Config(format!("ROUND_TRIPS: {e}")))?
-        .unwrap_or(10_000);
+    let clients = args.next().transpose().map_err(|e| mpconn::Error::Config(format!("CLIENTS: {e}")))?.unwrap_or(8);
+    let trips =
+        args.next().transpose().map_err(|e| mpconn::Error::Config(format!("ROUND_TRIPS: {e}")))?.unwrap_or(10_000);
 
     let key = AuthKey::generate()?;
     let mut listener = Listener::builder().authkey(key.clone()).bind()?;
-    println!(
-        "listening on {} ({})",
-        listener.address(),
-        listener.address().family()
-    );
+    println!("listening on {} ({})", listener.address(), listener.address().family());
 
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -38,9 +27,7 @@ fn main() -> mpconn::Result<()> {
                 conn.send_bytes(&(i as u64).to_le_bytes())?;
                 let back = conn.recv_bytes()?;
                 if back != (i as u64).to_le_bytes() {
-                    return Err(mpconn::Error::Config(format!(
-                        "round trip {i} came back as {back:?}"
-                    )));
+                    return Err(mpconn::Error::Config(format!("round trip {i} came back as {back:?}")));
                 }
             }
             conn.send(&("done", trips as i64))?;

@@ -37,9 +37,7 @@ fn main() -> mpconn::Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--authkey" => {
-                let key = args
-                    .next()
-                    .ok_or(mpconn::Error::Config("--authkey needs a value".into()))?;
+                let key = args.next().ok_or(mpconn::Error::Config("--authkey needs a value".into()))?;
                 options = options.authkey(key.as_str());
             }
             other => address = Some(other.parse::<Address>()?),
@@ -51,9 +49,6 @@ fn main() -> mpconn::Result<()> {
     };
     let mut reactor = Reactor::new(Echo)?;
     let listener = reactor.listen(address, options)?;
-    println!(
-        "listening on {}",
-        reactor.listener_address(listener).expect("just bound")
-    );
+    println!("listening on {}", reactor.listener_address(listener).expect("just bound"));
     reactor.run()
 }

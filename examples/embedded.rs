@@ -32,17 +32,12 @@ const REACTOR: Token = Token(0);
 fn main() -> mpconn::Result<()> {
     let mut reactor = Reactor::new(Echo { echoed: 0 })?;
     let listener = reactor.listen(arbitrary_address(Family::fastest())?, ListenOptions::new())?;
-    let address = reactor
-        .listener_address(listener)
-        .expect("just bound")
-        .clone();
+    let address = reactor.listener_address(listener).expect("just bound").clone();
 
     // The outer loop: the application's own Poll, with the reactor as one more source.
     let mut outer = Poll::new()?;
     let fd = reactor.as_raw_fd();
-    outer
-        .registry()
-        .register(&mut SourceFd(&fd), REACTOR, Interest::READABLE)?;
+    outer.registry().register(&mut SourceFd(&fd), REACTOR, Interest::READABLE)?;
 
     let handle = reactor.handle();
     let client = std::thread::spawn(move || -> mpconn::Result<()> {
@@ -50,10 +45,7 @@ fn main() -> mpconn::Result<()> {
         for i in 0..5 {
             let text = format!("message {i}");
             conn.send_bytes(text.as_bytes())?;
-            println!(
-                "client got back: {}",
-                String::from_utf8_lossy(&conn.recv_bytes()?)
-            );
+            println!("client got back: {}", String::from_utf8_lossy(&conn.recv_bytes()?));
         }
         handle.stop()
     });
@@ -62,13 +54,9 @@ fn main() -> mpconn::Result<()> {
     loop {
         outer.poll(&mut events, Some(Duration::from_secs(1)))?;
         for event in events.iter() {
-            if event.token() == REACTOR && reactor.run_once(Some(Duration::ZERO))? == Turn::Stopped
-            {
+            if event.token() == REACTOR && reactor.run_once(Some(Duration::ZERO))? == Turn::Stopped {
                 client.join().expect("client thread")?;
-                println!(
-                    "the reactor echoed {} messages inside the outer loop",
-                    reactor.handler().echoed
-                );
+                println!("the reactor echoed {} messages inside the outer loop", reactor.handler().echoed);
                 return Ok(());
             }
         }

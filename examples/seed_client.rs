@@ -14,11 +14,7 @@ use mpconn::pickle::{Value, repr};
 
 /// Connects, receives the seed's three messages and writes them to `out`.
 pub fn run(args: &[String], out: &mut dyn Write) -> mpconn::Result<()> {
-    let address = args
-        .iter()
-        .find(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .unwrap_or("localhost:6000");
+    let address = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("localhost:6000");
     let mut conn = Client::new(address).authkey("secret password").connect()?;
 
     // The seed's Python listener sends [2.25, None, 'junk', float]: a type object has no Rust
@@ -32,10 +28,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> mpconn::Result<()> {
     let mut arr = [0u8; 5 * 4];
     let n = conn.recv_bytes_into(&mut arr)?;
     writeln!(out, "{n}")?;
-    let ints: Vec<String> = arr
-        .chunks(4)
-        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]).to_string())
-        .collect();
+    let ints: Vec<String> = arr.chunks(4).map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]).to_string()).collect();
     writeln!(out, "array('i', [{}])", ints.join(", "))?;
     Ok(())
 }

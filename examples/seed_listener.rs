@@ -20,19 +20,13 @@ pub fn run(args: &[String], out: &mut dyn Write) -> mpconn::Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--dialect" => {
-                dialect = it
-                    .next()
-                    .ok_or(mpconn::Error::Config("--dialect needs a value".into()))?
-                    .parse()?
+                dialect = it.next().ok_or(mpconn::Error::Config("--dialect needs a value".into()))?.parse()?
             }
             other => address = other.to_string(),
         }
     }
-    let mut listener = Listener::builder()
-        .address(address.as_str())
-        .authkey("secret password")
-        .dialect(dialect)
-        .bind()?;
+    let mut listener =
+        Listener::builder().address(address.as_str()).authkey("secret password").dialect(dialect).bind()?;
     writeln!(out, "listening on {}", listener.address())?;
     out.flush()?;
 
@@ -40,10 +34,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> mpconn::Result<()> {
     writeln!(
         out,
         "connection accepted from {}",
-        listener
-            .last_accepted()
-            .map(ToString::to_string)
-            .unwrap_or_default()
+        listener.last_accepted().map(ToString::to_string).unwrap_or_default()
     )?;
 
     // Python 2's `str` is bytes: a `processing` peer gets 'junk' as a byte string.

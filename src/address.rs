@@ -36,11 +36,7 @@ impl Family {
     /// The fastest family available here, what Python picks when no address is given:
     /// `AF_UNIX` on Unix, `AF_PIPE` on Windows.
     pub fn fastest() -> Family {
-        if cfg!(windows) {
-            Family::Pipe
-        } else {
-            Family::Unix
-        }
+        if cfg!(windows) { Family::Pipe } else { Family::Unix }
     }
 
     /// Python's name for the family.
@@ -75,9 +71,7 @@ impl FromStr for Family {
             "af_inet" | "inet" | "tcp" => Ok(Family::Inet),
             "af_unix" | "unix" => Ok(Family::Unix),
             "af_pipe" | "pipe" => Ok(Family::Pipe),
-            _ => Err(Error::Address(format!(
-                "unknown family {s:?} (expected AF_INET, AF_UNIX or AF_PIPE)"
-            ))),
+            _ => Err(Error::Address(format!("unknown family {s:?} (expected AF_INET, AF_UNIX or AF_PIPE)"))),
         }
     }
 }
@@ -104,10 +98,7 @@ pub enum Address {
 impl Address {
     /// A TCP address.
     pub fn inet(host: impl Into<String>, port: u16) -> Address {
-        Address::Inet {
-            host: host.into(),
-            port,
-        }
+        Address::Inet { host: host.into(), port }
     }
 
     /// A Unix socket path.
@@ -159,19 +150,14 @@ impl Address {
         if self.family() == family {
             Ok(())
         } else {
-            Err(Error::Address(format!(
-                "address {self} is not of family {family}"
-            )))
+            Err(Error::Address(format!("address {self} is not of family {family}")))
         }
     }
 }
 
 impl From<SocketAddr> for Address {
     fn from(a: SocketAddr) -> Address {
-        Address::Inet {
-            host: a.ip().to_string(),
-            port: a.port(),
-        }
+        Address::Inet { host: a.ip().to_string(), port: a.port() }
     }
 }
 
@@ -224,16 +210,12 @@ fn parse_inet(s: &str) -> Result<Option<Address>> {
     let Some((host, port)) = s.rsplit_once(':') else {
         return Ok(None);
     };
-    let host_like = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+    let host_like =
+        !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
     if !host_like || port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) {
         return Ok(None);
     }
-    let port: u16 = port
-        .parse()
-        .map_err(|_| Error::Address(format!("port {port} out of range in {s:?}")))?;
+    let port: u16 = port.parse().map_err(|_| Error::Address(format!("port {port} out of range in {s:?}")))?;
     Ok(Some(Address::inet(host, port)))
 }
 
@@ -266,10 +248,7 @@ pub fn arbitrary_address(family: Family) -> Result<Address> {
             create_private_dir(&dir)?;
             Ok(Address::Unix(dir.join(format!("listener-{tag}"))))
         }
-        Family::Pipe => Ok(Address::Pipe(format!(
-            r"\\.\pipe\mpconn-{}-{n}-{tag}",
-            std::process::id()
-        ))),
+        Family::Pipe => Ok(Address::Pipe(format!(r"\\.\pipe\mpconn-{}-{n}-{tag}", std::process::id()))),
     }
 }
 
@@ -299,10 +278,7 @@ mod tests {
         assert_eq!(parse("localhost:6000"), Address::inet("localhost", 6000));
         assert_eq!(parse("127.0.0.1:0"), Address::inet("127.0.0.1", 0));
         assert_eq!(parse("[::1]:80"), Address::inet("::1", 80));
-        assert_eq!(
-            parse(r"\\.\pipe\foo"),
-            Address::Pipe(r"\\.\pipe\foo".into())
-        );
+        assert_eq!(parse(r"\\.\pipe\foo"), Address::Pipe(r"\\.\pipe\foo".into()));
         assert_eq!(parse(r"\\server\pipe\foo").family(), Family::Pipe);
         assert_eq!(parse("\0abc"), Address::Abstract(b"abc".to_vec()));
         assert_eq!(parse(r"\0abc"), Address::Abstract(b"abc".to_vec()));
@@ -316,22 +292,13 @@ mod tests {
     fn bad_addresses_are_clear_errors() {
         assert!("".parse::<Address>().is_err());
         assert!("\0".parse::<Address>().is_err());
-        let e = "localhost:70000"
-            .parse::<Address>()
-            .unwrap_err()
-            .to_string();
+        let e = "localhost:70000".parse::<Address>().unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
     }
 
     #[test]
     fn display_round_trips() {
-        for s in [
-            "localhost:6000",
-            "[::1]:80",
-            "/tmp/x",
-            r"\0name",
-            r"\\.\pipe\p",
-        ] {
+        for s in ["localhost:6000", "[::1]:80", "/tmp/x", r"\0name", r"\\.\pipe\p"] {
             assert_eq!(parse(s).to_string(), s);
             assert_eq!(parse(&parse(s).to_string()), parse(s));
         }
@@ -353,10 +320,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
-                0o700
-            );
+            assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
         }
         std::fs::remove_dir(dir).unwrap();
         std::fs::remove_dir(b.unix_path().unwrap().parent().unwrap()).unwrap();

@@ -53,20 +53,16 @@ impl AuthKey {
     pub fn from_hex(hex: &str) -> Result<AuthKey> {
         let hex = hex.trim();
         if hex.len() % 2 != 0 {
-            return Err(Error::Config(
-                "authentication key hex has an odd number of digits".into(),
-            ));
+            return Err(Error::Config("authentication key hex has an odd number of digits".into()));
         }
         let digit = |c: u8| -> Result<u8> {
-            (c as char).to_digit(16).map(|d| d as u8).ok_or_else(|| {
-                Error::Config("authentication key hex has a non-hex character".into())
-            })
+            (c as char)
+                .to_digit(16)
+                .map(|d| d as u8)
+                .ok_or_else(|| Error::Config("authentication key hex has a non-hex character".into()))
         };
-        let bytes = hex
-            .as_bytes()
-            .chunks(2)
-            .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
-            .collect::<Result<Vec<u8>>>()?;
+        let bytes =
+            hex.as_bytes().chunks(2).map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?)).collect::<Result<Vec<u8>>>()?;
         Ok(AuthKey::new(bytes))
     }
 
@@ -120,9 +116,8 @@ pub fn default_authkey() -> Result<AuthKey> {
         return Ok(key.clone());
     }
     let key = match std::env::var(AUTHKEY_ENV) {
-        Ok(hex) => AuthKey::from_hex(&hex).map_err(|_| {
-            Error::Config(format!("{AUTHKEY_ENV} is set but is not a hex-encoded key"))
-        })?,
+        Ok(hex) => AuthKey::from_hex(&hex)
+            .map_err(|_| Error::Config(format!("{AUTHKEY_ENV} is set but is not a hex-encoded key")))?,
         Err(_) => AuthKey::generate()?,
     };
     *slot = Some(key.clone());
@@ -136,11 +131,7 @@ pub fn set_default_authkey(key: AuthKey) {
 
 /// Fills `buf` from the OS random source.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| {
-        Error::Io(std::io::Error::other(format!(
-            "OS random source failed: {e}"
-        )))
-    })
+    getrandom::fill(buf).map_err(|e| Error::Io(std::io::Error::other(format!("OS random source failed: {e}"))))
 }
 
 #[cfg(test)]

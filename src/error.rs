@@ -104,9 +104,7 @@ pub enum AuthenticationError {
     #[error("authentication failed: protocol error: {0}")]
     Protocol(String),
     /// The listener demands authentication but this side has no key (cpython#123736).
-    #[error(
-        "authentication failed: the listener sent a challenge but this client has no authentication key"
-    )]
+    #[error("authentication failed: the listener sent a challenge but this client has no authentication key")]
     KeyRequired,
     /// The connection ended during the handshake.
     #[error("authentication failed: the peer closed the connection during the handshake")]

@@ -312,10 +312,7 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
                 let idx = match op {
                     b'p' => {
                         let Some(n) = line_len(i) else { return Ok(()) };
-                        let s = String::from_utf8_lossy(&p[i..i + n])
-                            .trim()
-                            .parse()
-                            .unwrap_or(u64::MAX);
+                        let s = String::from_utf8_lossy(&p[i..i + n]).trim().parse().unwrap_or(u64::MAX);
                         i += n + 1;
                         s
                     }
@@ -330,10 +327,7 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
                 let idx = match op {
                     b'g' => {
                         let Some(n) = line_len(i) else { return Ok(()) };
-                        let s = String::from_utf8_lossy(&p[i..i + n])
-                            .trim()
-                            .parse()
-                            .unwrap_or(u64::MAX);
+                        let s = String::from_utf8_lossy(&p[i..i + n]).trim().parse().unwrap_or(u64::MAX);
                         i += n + 1;
                         s
                     }
@@ -360,10 +354,7 @@ fn is_supported_global(module: &str, name: &str) -> bool {
         (module, name),
         ("_codecs", "encode")
             | ("copy_reg" | "copyreg", "_reconstructor")
-            | (
-                "__builtin__" | "builtins",
-                "set" | "frozenset" | "list" | "bytearray" | "int"
-            )
+            | ("__builtin__" | "builtins", "set" | "frozenset" | "list" | "bytearray" | "int")
     )
 }
 
@@ -415,11 +406,7 @@ fn first_unsupported_global(p: &[u8]) -> Option<String> {
                 pushed = Some(Some(String::from_utf8_lossy(s).into_owned()));
             }
             b'X' | b'T' | b'B' | 0x8d | 0x8e | 0x96 => {
-                let w = if matches!(op, 0x8d | 0x8e | 0x96) {
-                    8
-                } else {
-                    4
-                };
+                let w = if matches!(op, 0x8d | 0x8e | 0x96) { 8 } else { 4 };
                 let n = usize::try_from(uint(take(&mut i, w)?)).ok()?;
                 let s = take(&mut i, n)?;
                 pushed = Some(Some(String::from_utf8_lossy(s).into_owned()));
@@ -530,12 +517,7 @@ fn seq<'a>(out: &mut String, open: &str, items: impl Iterator<Item = &'a Value>,
     out.push_str(close);
 }
 
-fn seq_h<'a>(
-    out: &mut String,
-    open: &str,
-    items: impl Iterator<Item = &'a HashableValue>,
-    close: &str,
-) {
+fn seq_h<'a>(out: &mut String, open: &str, items: impl Iterator<Item = &'a HashableValue>, close: &str) {
     let values: Vec<Value> = items.map(|h| h.clone().into_value()).collect();
     seq(out, open, values.iter(), close);
 }
@@ -618,11 +600,7 @@ mod tests {
 
     #[test]
     fn repr_matches_python() {
-        let v = Value::List(vec![
-            Value::F64(2.25),
-            Value::None,
-            Value::String("junk".into()),
-        ]);
+        let v = Value::List(vec![Value::F64(2.25), Value::None, Value::String("junk".into())]);
         assert_eq!(repr(&v), "[2.25, None, 'junk']");
         assert_eq!(repr(&Value::Bytes(b"hello".to_vec())), "b'hello'");
         assert_eq!(repr(&Value::Bytes(b"a'b\x00".to_vec())), "b\"a'b\\x00\"");
@@ -641,10 +619,7 @@ mod tests {
             let b = dumps(&v, proto).unwrap();
             assert_eq!(loads::<Vec<(i64, String)>>(&b).unwrap(), v);
         }
-        assert!(matches!(
-            dumps(&1, 4),
-            Err(PickleError::UnsupportedProtocol(4))
-        ));
+        assert!(matches!(dumps(&1, 4), Err(PickleError::UnsupportedProtocol(4))));
     }
 
     #[test]
@@ -693,13 +668,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error_not_a_panic() {
-        for p in [
-            &b""[..],
-            b"\x80",
-            b"\x80\x04\x95",
-            b"garbage",
-            b"\x80\x03X\xff\xff\xff\xff",
-        ] {
+        for p in [&b""[..], b"\x80", b"\x80\x04\x95", b"garbage", b"\x80\x03X\xff\xff\xff\xff"] {
             assert!(loads_value(p).is_err());
         }
     }

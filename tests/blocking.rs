@@ -33,11 +33,7 @@ fn round_trip_over_unix_tcp_and_abstract_with_authentication() {
         Address::inet("127.0.0.1", 0),
         Address::abstract_name(format!("mpconn-test-{}", std::process::id())),
     ] {
-        let mut listener = Listener::builder()
-            .address(address.clone())
-            .authkey(KEY)
-            .bind()
-            .unwrap();
+        let mut listener = Listener::builder().address(address.clone()).authkey(KEY).bind().unwrap();
         let (conn, reply) = with_client(&mut listener, |a| {
             let mut c = Client::new(a).authkey(KEY).connect()?;
             c.send_bytes(b"ping")?;
@@ -55,29 +51,11 @@ fn round_trip_over_unix_tcp_and_abstract_with_authentication() {
 #[test]
 fn wrong_key_fails_on_both_sides_and_the_listener_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listener = Listener::builder()
-        .address(unix_address(&dir, "s"))
-        .authkey(KEY)
-        .bind()
-        .unwrap();
-    let (accepted, client) = with_client(&mut listener, |a| {
-        Client::new(a).authkey("wrong").connect().map(|_| ())
-    });
-    assert!(
-        matches!(
-            accepted,
-            Err(Error::Authentication(AuthenticationError::DigestMismatch))
-        ),
-        "{accepted:?}"
-    );
+    let mut listener = Listener::builder().address(unix_address(&dir, "s")).authkey(KEY).bind().unwrap();
+    let (accepted, client) = with_client(&mut listener, |a| Client::new(a).authkey("wrong").connect().map(|_| ()));
+    assert!(matches!(accepted, Err(Error::Authentication(AuthenticationError::DigestMismatch))), "{accepted:?}");
     let client = client.join().unwrap();
-    assert!(
-        matches!(
-            client,
-            Err(Error::Authentication(AuthenticationError::Rejected))
-        ),
-        "{client:?}"
-    );
+    assert!(matches!(client, Err(Error::Authentication(AuthenticationError::Rejected))), "{client:?}");
     // The next, well-behaved client is served.
     let (accepted, client) = with_client(&mut listener, |a| {
         let mut c = Client::new(a).authkey(KEY).connect()?;
@@ -101,13 +79,7 @@ fn client_without_key_gets_a_clear_error_instead_of_hanging() {
         c.recv_bytes()
     });
     let client = client.join().unwrap();
-    assert!(
-        matches!(
-            client,
-            Err(Error::Authentication(AuthenticationError::KeyRequired))
-        ),
-        "{client:?}"
-    );
+    assert!(matches!(client, Err(Error::Authentication(AuthenticationError::KeyRequired))), "{client:?}");
     assert!(accepted.is_err());
 }
 
@@ -185,16 +157,9 @@ fn poll_sees_buffered_messages_and_times_out_otherwise() {
 fn wait_returns_the_ready_connections() {
     let (mut a1, b1) = pipe(true).unwrap();
     let (_a2, b2) = pipe(true).unwrap();
-    assert!(
-        wait(&[&b1, &b2], Some(Duration::from_millis(20)))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(wait(&[&b1, &b2], Some(Duration::from_millis(20))).unwrap().is_empty());
     a1.send_bytes(b"x").unwrap();
-    assert_eq!(
-        wait(&[&b1, &b2], Some(Duration::from_secs(5))).unwrap(),
-        vec![0]
-    );
+    assert_eq!(wait(&[&b1, &b2], Some(Duration::from_secs(5))).unwrap(), vec![0]);
 }
 
 #[test]
@@ -220,10 +185,7 @@ fn unix_socket_file_is_0600_and_removed_on_close() {
     let address = unix_address(&dir, "s");
     let mut listener = Listener::bind(address.clone()).unwrap();
     let path = address.unix_path().unwrap();
-    assert_eq!(
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
     listener.close();
     assert!(!path.exists());
 }
@@ -260,11 +222,8 @@ fn stale_socket_is_replaced_but_other_files_and_live_sockets_are_not() {
 
 #[test]
 fn accept_timeout_returns_when_nobody_connects() {
-    let mut listener = Listener::builder()
-        .address("127.0.0.1:0")
-        .accept_timeout(Some(Duration::from_millis(50)))
-        .bind()
-        .unwrap();
+    let mut listener =
+        Listener::builder().address("127.0.0.1:0").accept_timeout(Some(Duration::from_millis(50))).bind().unwrap();
     let t = Instant::now();
     assert!(matches!(listener.accept(), Err(Error::Timeout(_))));
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -284,20 +243,14 @@ fn silent_peer_is_cut_by_the_handshake_deadline_and_the_listener_keeps_serving()
     let r = listener.accept();
     assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(5));
-    let (accepted, client) = with_client(&mut listener, |a| {
-        Client::new(a).authkey(KEY).connect().map(|_| ())
-    });
+    let (accepted, client) = with_client(&mut listener, |a| Client::new(a).authkey(KEY).connect().map(|_| ()));
     accepted.unwrap();
     client.join().unwrap().unwrap();
 }
 
 #[test]
 fn oversized_handshake_reply_is_refused_without_reading_it() {
-    let mut listener = Listener::builder()
-        .address("127.0.0.1:0")
-        .authkey(KEY)
-        .bind()
-        .unwrap();
+    let mut listener = Listener::builder().address("127.0.0.1:0").authkey(KEY).bind().unwrap();
     let addr = listener.address().resolve().unwrap()[0];
     let t = thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -306,23 +259,13 @@ fn oversized_handshake_reply_is_refused_without_reading_it() {
         s
     });
     let r = listener.accept();
-    assert!(
-        matches!(
-            r,
-            Err(Error::Authentication(AuthenticationError::Protocol(_)))
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::Authentication(AuthenticationError::Protocol(_)))), "{r:?}");
     drop(t.join().unwrap());
 }
 
 #[test]
 fn family_mismatch_and_pipe_addresses_are_clear_errors() {
-    let e = Listener::builder()
-        .address("127.0.0.1:0")
-        .family(Family::Unix)
-        .bind()
-        .unwrap_err();
+    let e = Listener::builder().address("127.0.0.1:0").family(Family::Unix).bind().unwrap_err();
     assert!(e.to_string().contains("not of family"), "{e}");
     let e = Listener::bind(r"\\.\pipe\mpconn-test").unwrap_err();
     assert!(matches!(e, Error::UnsupportedFamily("AF_PIPE")), "{e}");
@@ -334,9 +277,7 @@ fn family_mismatch_and_pipe_addresses_are_clear_errors() {
 fn connection_refused_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let e = Client::new(unix_address(&dir, "nobody"))
-        .connect()
-        .unwrap_err();
+    let e = Client::new(unix_address(&dir, "nobody")).connect().unwrap_err();
     assert!(matches!(e, Error::Io(_)), "{e}");
     assert!(t.elapsed() < Duration::from_secs(2));
 }
@@ -354,14 +295,8 @@ fn ipv6_loopback_works() {
 
 #[test]
 fn authenticate_uses_the_process_default_key_on_both_sides() {
-    let mut listener = Listener::builder()
-        .address("127.0.0.1:0")
-        .authenticate(true)
-        .bind()
-        .unwrap();
-    let (accepted, client) = with_client(&mut listener, |a| {
-        Client::new(a).authenticate(true).connect()?.recv_bytes()
-    });
+    let mut listener = Listener::builder().address("127.0.0.1:0").authenticate(true).bind().unwrap();
+    let (accepted, client) = with_client(&mut listener, |a| Client::new(a).authenticate(true).connect()?.recv_bytes());
     accepted.unwrap().send_bytes(b"default key").unwrap();
     assert_eq!(client.join().unwrap().unwrap(), b"default key");
 }
@@ -395,14 +330,9 @@ fn strict_policy_listener_refuses_a_legacy_md5_client_but_serves_a_modern_one() 
         verdict
     });
     let r = listener.accept();
-    assert!(
-        matches!(r, Err(Error::Authentication(AuthenticationError::DigestRefused(ref d))) if d == "md5"),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::Authentication(AuthenticationError::DigestRefused(ref d))) if d == "md5"), "{r:?}");
     assert_eq!(t.join().unwrap(), FAILURE);
-    let (accepted, client) = with_client(&mut listener, |a| {
-        Client::new(a).authkey(KEY).connect().map(|_| ())
-    });
+    let (accepted, client) = with_client(&mut listener, |a| Client::new(a).authkey(KEY).connect().map(|_| ()));
     accepted.unwrap();
     client.join().unwrap().unwrap();
 }

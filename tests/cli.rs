@@ -58,23 +58,13 @@ impl Listening {
             }
         });
         let first = lines.recv_timeout(WAIT).unwrap();
-        let address = first
-            .strip_prefix("listening on ")
-            .expect("the address line")
-            .to_string();
-        Listening {
-            child,
-            address,
-            lines,
-        }
+        let address = first.strip_prefix("listening on ").expect("the address line").to_string();
+        Listening { child, address, lines }
     }
 
     fn expect_line(&self, contains: &str) -> String {
         loop {
-            let l = self
-                .lines
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("no line containing {contains:?}"));
+            let l = self.lines.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no line containing {contains:?}"));
             if l.contains(contains) {
                 return l;
             }
@@ -93,19 +83,7 @@ impl Drop for Listening {
 fn listen_prints_events_and_send_gets_echoes_of_bytes_and_pickles() {
     let env = [("CLI_KEY", "secret password")];
     let server = Listening::start(&["--echo", "--authkey-env", "CLI_KEY", "127.0.0.1:0"], &env);
-    let out = run(
-        &[
-            "send",
-            &server.address,
-            "hello",
-            "world",
-            "--recv",
-            "2",
-            "--authkey-env",
-            "CLI_KEY",
-        ],
-        &env,
-    );
+    let out = run(&["send", &server.address, "hello", "world", "--recv", "2", "--authkey-env", "CLI_KEY"], &env);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "b'hello'\nb'world'\n");
     server.expect_line("open ");
@@ -141,10 +119,7 @@ fn a_python_client_talks_to_mpconn_listen() {
     let script = format!(
         "from multiprocessing.connection import Client\nc = Client(('{host}', {port}), authkey=b'k')\nc.send({{'x': (1, 'y')}})\nprint(c.recv())"
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "{'x': (1, 'y')}\n");
     assert!(server.expect_line("message ").ends_with("{'x': (1, 'y')}"));
@@ -160,16 +135,9 @@ fn errors_are_one_line_on_stderr_with_a_non_zero_exit() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("mpconn: "), "{err}");
 
-    let out = run(
-        &["send", nowhere.to_str().unwrap(), "--pickle", "{not json"],
-        &[],
-    );
+    let out = run(&["send", nowhere.to_str().unwrap(), "--pickle", "{not json"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("is not JSON"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("is not JSON"), "{}", text(&out.stderr));
 
     let out = run(&["send", "x", "--authkey", "a", "--authkey-env", "B"], &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -184,18 +152,12 @@ fn every_subcommand_has_help_with_an_example() {
     for sub in ["listen", "send", "bench", "stress"] {
         let out = run(&[sub, "--help"], &[]);
         assert!(out.status.success());
-        assert!(
-            text(&out.stdout).contains("Example"),
-            "{sub} --help has no example"
-        );
+        assert!(text(&out.stdout).contains("Example"), "{sub} --help has no example");
     }
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
+    text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect()
 }
 
 #[test]
@@ -206,10 +168,7 @@ fn bench_prints_json_lines_in_the_standard_shape() {
         ("W3", "unix", "3", "GB/s"),
         ("W4", "unix", "100", "conn/s"),
     ] {
-        let out = run(
-            &["bench", "--workload", w, "--family", family, "--n", n],
-            &[],
-        );
+        let out = run(&["bench", "--workload", w, "--family", family, "--n", n], &[]);
         assert!(out.status.success(), "{w}: {}", text(&out.stderr));
         let lines = json_lines(&out);
         assert_eq!(lines.len(), 1, "{w}");
@@ -221,18 +180,7 @@ fn bench_prints_json_lines_in_the_standard_shape() {
         assert_eq!(l["n"].as_u64().unwrap().to_string(), n);
         assert!(l["value"].as_f64().unwrap() > 0.0);
     }
-    let out = run(
-        &[
-            "bench",
-            "--workload",
-            "W2",
-            "--n",
-            "2000",
-            "--face",
-            "blocking",
-        ],
-        &[],
-    );
+    let out = run(&["bench", "--workload", "W2", "--n", "2000", "--face", "blocking"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(json_lines(&out)[0]["impl"], "mpconn-blocking");
 }
@@ -254,10 +202,7 @@ fn stress_with_hundreds_of_clients_loses_nothing() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("round trips: 6000 in"), "{stdout}");
-    assert!(
-        stdout.contains("integrity: 0 lost, 0 duplicated, 0 reordered, 0 corrupted"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("integrity: 0 lost, 0 duplicated, 0 reordered, 0 corrupted"), "{stdout}");
     assert!(stdout.contains("errors: none"), "{stdout}");
     assert!(stdout.contains("server memory:"), "{stdout}");
 }
@@ -265,11 +210,7 @@ fn stress_with_hundreds_of_clients_loses_nothing() {
 #[test]
 fn stress_against_a_server_that_drops_connections_reports_errors_and_ends() {
     // A server that echoes one message per connection, then hangs up.
-    let mut listener = mpconn::Listener::builder()
-        .address("127.0.0.1:0")
-        .authkey("k")
-        .bind()
-        .unwrap();
+    let mut listener = mpconn::Listener::builder().address("127.0.0.1:0").authkey("k").bind().unwrap();
     let address = listener.address().to_string();
     thread::spawn(move || {
         for _ in 0..20 {
@@ -281,26 +222,9 @@ fn stress_against_a_server_that_drops_connections_reports_errors_and_ends() {
             }
         }
     });
-    let out = run(
-        &[
-            "stress",
-            &address,
-            "--authkey",
-            "k",
-            "--clients",
-            "20",
-            "--messages",
-            "10",
-        ],
-        &[],
-    );
+    let out = run(&["stress", &address, "--authkey", "k", "--clients", "20", "--messages", "10"], &[]);
     let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("closed early"), "{stdout}");
     assert!(!stdout.contains("errors: none"), "{stdout}");
 }

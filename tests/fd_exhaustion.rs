@@ -35,9 +35,7 @@ impl Handler for Echo {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 /// User plus system CPU time of this process (getrusage: needs no descriptor).
@@ -59,46 +57,32 @@ fn out_of_descriptors_the_reactor_backs_off_and_keeps_serving() {
     let reactor_path = path.clone();
     let t = thread::spawn(move || {
         let mut reactor = Reactor::new(Echo).unwrap();
-        reactor
-            .listen(reactor_path.as_path(), ListenOptions::new())
-            .unwrap();
+        reactor.listen(reactor_path.as_path(), ListenOptions::new()).unwrap();
         tx.send(reactor.handle()).unwrap();
         reactor.run().unwrap();
     });
     let handle = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let mut good = Client::new(path.as_path()).connect().unwrap();
-    good.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     good.send_bytes(b"before").unwrap();
     assert_eq!(good.recv_bytes().unwrap(), b"before");
 
     // Leave room for about 20 more descriptors in this process.
     let limit = (open_fds() + 20) as libc::rlim_t;
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with valid pointers to initialised rlimit structs.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut old), 0);
-        let low = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: old.rlim_max,
-        };
+        let low = libc::rlimit { rlim_cur: limit, rlim_max: old.rlim_max };
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
     }
 
     // A Python process (its own limit raised back) opens 60 connections: more than we can take.
     let script = "import resource,sys,time\nfrom multiprocessing.connection import Client\nsoft,hard=resource.getrlimit(resource.RLIMIT_NOFILE)\nresource.setrlimit(resource.RLIMIT_NOFILE,(hard,hard))\ncs=[Client(sys.argv[1]) for _ in range(60)]\nprint('OPEN', flush=True)\ntime.sleep(30)";
-    let mut py = Command::new("python3")
-        .args(["-c", script, path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut py =
+        Command::new("python3").args(["-c", script, path.to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(py.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(py.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "OPEN");
 
     // For a second the reactor is out of descriptors: it must not spin, and `good` is served.
@@ -112,19 +96,10 @@ fn out_of_descriptors_the_reactor_backs_off_and_keeps_serving() {
         thread::sleep(Duration::from_millis(20));
     }
     let cpu = cpu_seconds() - cpu0;
-    assert!(
-        trips > 10,
-        "only {trips} round trips while out of descriptors"
-    );
-    assert!(
-        cpu < 0.5,
-        "{cpu:.2} s of CPU in 1 s: the reactor is spinning"
-    );
+    assert!(trips > 10, "only {trips} round trips while out of descriptors");
+    assert!(cpu < 0.5, "{cpu:.2} s of CPU in 1 s: the reactor is spinning");
     let pauses = PAUSES.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        pauses >= 2,
-        "the reactor never ran out of descriptors ({pauses} pauses)"
-    );
+    assert!(pauses >= 2, "the reactor never ran out of descriptors ({pauses} pauses)");
 
     // Descriptors come back: the reactor accepts again.
     let _ = py.kill();
@@ -134,13 +109,10 @@ fn out_of_descriptors_the_reactor_backs_off_and_keeps_serving() {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &old), 0);
     }
     let mut late = Client::new(path.as_path()).connect().unwrap();
-    late.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     late.send_bytes(b"after").unwrap();
     assert_eq!(late.recv_bytes().unwrap(), b"after");
-    println!(
-        "fd exhaustion: {pauses} accept pauses, {trips} round trips served, {cpu:.3} s CPU in 1 s"
-    );
+    println!("fd exhaustion: {pauses} accept pauses, {trips} round trips served, {cpu:.3} s CPU in 1 s");
     handle.stop().unwrap();
     t.join().unwrap();
 }

@@ -86,12 +86,7 @@ impl Server {
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new(Guard { tx }).unwrap();
             let l = reactor.listen("127.0.0.1:0", options()).unwrap();
-            ready_tx
-                .send((
-                    reactor.listener_address(l).unwrap().clone(),
-                    reactor.handle(),
-                ))
-                .unwrap();
+            ready_tx.send((reactor.listener_address(l).unwrap().clone(), reactor.handle())).unwrap();
             reactor.run().unwrap();
         });
         let (address, handle) = ready_rx.recv_timeout(WAIT).unwrap();
@@ -102,11 +97,8 @@ impl Server {
         let good_failures = Arc::new(Mutex::new(Vec::new()));
         let mut conn = Client::new(&address).authkey(KEY).connect().unwrap();
         conn.set_read_timeout(Some(WAIT)).unwrap();
-        let Ev::Open(good) = events.recv_timeout(WAIT).unwrap() else {
-            panic!("the good client did not open")
-        };
-        let (stop, trips, failures) =
-            (good_stop.clone(), good_trips.clone(), good_failures.clone());
+        let Ev::Open(good) = events.recv_timeout(WAIT).unwrap() else { panic!("the good client did not open") };
+        let (stop, trips, failures) = (good_stop.clone(), good_trips.clone(), good_failures.clone());
         let good_thread = thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -145,9 +137,7 @@ impl Server {
         while Instant::now() < deadline {
             match self.events.recv_timeout(WAIT) {
                 Ok(Ev::Close(id, reason)) if id != self.good => return reason,
-                Ok(Ev::Msg(id)) if id != self.good => {
-                    self.hostile_messages.set(self.hostile_messages.get() + 1)
-                }
+                Ok(Ev::Msg(id)) if id != self.good => self.hostile_messages.set(self.hostile_messages.get() + 1),
                 Ok(_) => {}
                 Err(_) => break,
             }
@@ -161,22 +151,13 @@ impl Server {
         while self.good_trips.load(Ordering::Relaxed) < before + 5 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
-        assert!(
-            self.good_trips.load(Ordering::Relaxed) >= before + 5,
-            "the good client stalled"
-        );
-        assert!(
-            self.good_failures.lock().unwrap().is_empty(),
-            "{:?}",
-            self.good_failures.lock().unwrap()
-        );
+        assert!(self.good_trips.load(Ordering::Relaxed) >= before + 5, "the good client stalled");
+        assert!(self.good_failures.lock().unwrap().is_empty(), "{:?}", self.good_failures.lock().unwrap());
     }
 
     fn count_entries(&self) -> usize {
         let (tx, rx) = mpsc::channel();
-        self.handle
-            .call(move |ctx| tx.send(ctx.entry_count()).unwrap())
-            .unwrap();
+        self.handle.call(move |ctx| tx.send(ctx.entry_count()).unwrap()).unwrap();
         rx.recv_timeout(WAIT).unwrap()
     }
 }
@@ -216,10 +197,7 @@ fn raw(server: &Server) -> TcpStream {
 /// A raw socket that completed the real handshake (through the sans-IO state machine).
 fn authenticated(server: &Server) -> TcpStream {
     let mut s = raw(server);
-    let mut hs = Handshake::client(
-        &HandshakeConfig::new(AuthKey::from(KEY)),
-        Nonce::random().unwrap(),
-    );
+    let mut hs = Handshake::client(&HandshakeConfig::new(AuthKey::from(KEY)), Nonce::random().unwrap());
     loop {
         while let Some(m) = hs.poll_transmit() {
             write_frame(&mut s, &m);
@@ -236,12 +214,7 @@ fn authenticated(server: &Server) -> TcpStream {
 fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[test]
@@ -261,20 +234,13 @@ fn hostile_handshakes_are_cut_and_the_good_client_carries_on() {
         read_frame(&mut s).unwrap();
         s.write_all(header).unwrap();
         let reason = server.next_hostile_close();
-        assert!(
-            reason.starts_with("AuthenticationFailed(Protocol("),
-            "{header:?}: {reason}"
-        );
+        assert!(reason.starts_with("AuthenticationFailed(Protocol("), "{header:?}: {reason}");
     }
     // A reply of 257 bytes, declared and sent.
     let mut s = raw(&server);
     read_frame(&mut s).unwrap();
     write_frame(&mut s, &[b'x'; 257]);
-    assert!(
-        server
-            .next_hostile_close()
-            .starts_with("AuthenticationFailed(Protocol(")
-    );
+    assert!(server.next_hostile_close().starts_with("AuthenticationFailed(Protocol("));
 
     // The wrong key: #FAILURE# comes back.
     let mut s = raw(&server);
@@ -282,25 +248,13 @@ fn hostile_handshakes_are_cut_and_the_good_client_carries_on() {
     let mac = Digest::Sha256.mac(b"wrong key", &challenge[11..]);
     write_frame(&mut s, &[b"{sha256}".as_slice(), mac.as_bytes()].concat());
     assert_eq!(read_frame(&mut s).unwrap(), b"#FAILURE#");
-    assert_eq!(
-        server.next_hostile_close(),
-        "AuthenticationFailed(DigestMismatch)"
-    );
+    assert_eq!(server.next_hostile_close(), "AuthenticationFailed(DigestMismatch)");
 
     // The wrong dialect: a processing-style SHA-1 reply to a CPython challenge.
     let mut s = raw(&server);
     let challenge = read_frame(&mut s).unwrap();
-    write_frame(
-        &mut s,
-        Digest::Sha1
-            .mac(KEY.as_bytes(), &challenge[11..])
-            .as_bytes(),
-    );
-    assert!(
-        server
-            .next_hostile_close()
-            .starts_with("AuthenticationFailed(")
-    );
+    write_frame(&mut s, Digest::Sha1.mac(KEY.as_bytes(), &challenge[11..]).as_bytes());
+    assert!(server.next_hostile_close().starts_with("AuthenticationFailed("));
 
     // Never answering, and dribbling the reply a byte at a time: the handshake deadline.
     let _silent = raw(&server);
@@ -323,10 +277,7 @@ fn hostile_handshakes_are_cut_and_the_good_client_carries_on() {
     // Half-close right away.
     let s = raw(&server);
     s.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(
-        server.next_hostile_close(),
-        "AuthenticationFailed(Disconnected)"
-    );
+    assert_eq!(server.next_hostile_close(), "AuthenticationFailed(Disconnected)");
 
     // A user frame instead of the client's challenge, after a correct reply: never delivered.
     let mut s = raw(&server);
@@ -335,18 +286,10 @@ fn hostile_handshakes_are_cut_and_the_good_client_carries_on() {
     write_frame(&mut s, &[b"{sha256}".as_slice(), mac.as_bytes()].concat());
     assert_eq!(read_frame(&mut s).unwrap(), b"#WELCOME#");
     write_frame(&mut s, &mpconn::pickle::dumps(&("a", "pickle"), 3).unwrap());
-    assert!(
-        server
-            .next_hostile_close()
-            .starts_with("AuthenticationFailed(Protocol(")
-    );
+    assert!(server.next_hostile_close().starts_with("AuthenticationFailed(Protocol("));
 
     server.assert_good_client_unharmed();
-    assert_eq!(
-        server.hostile_messages.get(),
-        0,
-        "nothing reaches the handler before the handshake succeeded"
-    );
+    assert_eq!(server.hostile_messages.get(), 0, "nothing reaches the handler before the handshake succeeded");
     let grown = rss().saturating_sub(rss0);
     assert!(grown < 32 << 20, "memory grew by {grown} bytes");
     println!("hostile handshakes: memory grew by {} KiB", grown / 1024);
@@ -359,14 +302,8 @@ fn hostile_frames_after_authentication_close_only_that_connection() {
     let rss0 = rss();
     for (header, expected) in [
         (&[0x7f, 0xff, 0xff, 0xff][..], "Protocol(TooLarge"),
-        (
-            &[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0][..],
-            "Protocol(TooLarge",
-        ),
-        (
-            &[0xff, 0xff, 0xff, 0xfe][..],
-            "Protocol(NegativeLength(-2))",
-        ),
+        (&[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0][..], "Protocol(TooLarge"),
+        (&[0xff, 0xff, 0xff, 0xfe][..], "Protocol(NegativeLength(-2))"),
         (&[0, 0x10, 0, 1][..], "Protocol(TooLarge"),
     ] {
         let mut s = authenticated(&server);
@@ -391,15 +328,10 @@ fn hostile_frames_after_authentication_close_only_that_connection() {
     // A reset in the middle of a frame.
     let mut s = authenticated(&server);
     s.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
+    socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
     drop(s);
     let reason = server.next_hostile_close();
-    assert!(
-        reason == "PeerClosedMidMessage" || reason.starts_with("Error("),
-        "{reason}"
-    );
+    assert!(reason == "PeerClosedMidMessage" || reason.starts_with("Error("), "{reason}");
 
     // A reader that never reads, while it floods: its queue stops at the high-water mark and the
     // connection is closed; memory stays bounded.
@@ -409,9 +341,7 @@ fn hostile_frames_after_authentication_close_only_that_connection() {
         s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         for _ in 0..3200 {
             // 200 MiB offered.
-            if s.write_all(&(body.len() as u32).to_be_bytes()).is_err()
-                || s.write_all(&body).is_err()
-            {
+            if s.write_all(&(body.len() as u32).to_be_bytes()).is_err() || s.write_all(&body).is_err() {
                 break;
             }
         }
@@ -436,8 +366,7 @@ fn thousands_of_connect_and_drop_leave_nothing_behind() {
         match server.events.recv_timeout(WAIT).unwrap() {
             Ev::Close(id, reason) if id != server.good => {
                 assert!(
-                    reason.starts_with("AuthenticationFailed(Disconnected)")
-                        || reason.starts_with("Error("),
+                    reason.starts_with("AuthenticationFailed(Disconnected)") || reason.starts_with("Error("),
                     "{reason}"
                 );
                 closed += 1;
@@ -445,11 +374,7 @@ fn thousands_of_connect_and_drop_leave_nothing_behind() {
             _ => {}
         }
     }
-    assert_eq!(
-        server.count_entries(),
-        2,
-        "the listener and the good client"
-    );
+    assert_eq!(server.count_entries(), 2, "the listener and the good client");
     server.assert_good_client_unharmed();
 }
 
@@ -465,9 +390,7 @@ fn garbage_instead_of_a_challenge_fails_a_reactor_client() {
     });
     let (tx, rx) = mpsc::channel();
     let mut reactor = Reactor::new(Guard { tx }).unwrap();
-    reactor
-        .connect(addr, ConnectionOptions::new().authkey(KEY))
-        .unwrap();
+    reactor.connect(addr, ConnectionOptions::new().authkey(KEY)).unwrap();
     let deadline = Instant::now() + WAIT;
     let reason = loop {
         reactor.run_once(Some(Duration::from_millis(50))).unwrap();
@@ -476,15 +399,8 @@ fn garbage_instead_of_a_challenge_fails_a_reactor_client() {
         }
         assert!(Instant::now() < deadline);
     };
-    assert!(
-        reason.starts_with("AuthenticationFailed(Protocol("),
-        "{reason}"
-    );
-    assert!(
-        rx.try_iter()
-            .all(|e| !matches!(e, Ev::Open(_) | Ev::Msg(..))),
-        "nothing delivered"
-    );
+    assert!(reason.starts_with("AuthenticationFailed(Protocol("), "{reason}");
+    assert!(rx.try_iter().all(|e| !matches!(e, Ev::Open(_) | Ev::Msg(..))), "nothing delivered");
     t.join().unwrap();
 }
 
@@ -508,10 +424,7 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, r: &log::Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("{} {}", r.target(), r.args()));
+        self.0.lock().unwrap().push(format!("{} {}", r.target(), r.args()));
     }
     fn flush(&self) {}
 }
@@ -527,41 +440,23 @@ fn keys_never_show_in_debug_output_logs_or_errors() {
         format!("{:?}", AuthKey::from(secret)),
         format!("{:?}", options()),
         format!("{:?}", HandshakeConfig::new(AuthKey::from(secret))),
-        format!(
-            "{:?}",
-            Handshake::client(
-                &HandshakeConfig::new(AuthKey::from(secret)),
-                Nonce::random().unwrap()
-            )
-        ),
+        format!("{:?}", Handshake::client(&HandshakeConfig::new(AuthKey::from(secret)), Nonce::random().unwrap())),
         format!("{:?}", Client::new("127.0.0.1:1").authkey(secret)),
         format!("{:?}", mpconn::Listener::builder().authkey(secret)),
     ];
     for d in &debug_views {
-        assert!(
-            !d.contains(secret) && !d.contains(&AuthKey::from(secret).to_hex()),
-            "{d}"
-        );
+        assert!(!d.contains(secret) && !d.contains(&AuthKey::from(secret).to_hex()), "{d}");
     }
     // A failing handshake, logged at trace level on both sides.
     let server = Server::start();
-    let e = Client::new(&server.address)
-        .authkey("another-secret-value")
-        .connect()
-        .unwrap_err();
+    let e = Client::new(&server.address).authkey("another-secret-value").connect().unwrap_err();
     assert!(!e.to_string().contains("another-secret-value"));
     let _ = server.next_hostile_close();
     drop(server);
     let lines = CAPTURE.0.lock().unwrap();
-    assert!(
-        !lines.is_empty(),
-        "the reactor logged nothing at trace level"
-    );
+    assert!(!lines.is_empty(), "the reactor logged nothing at trace level");
     for l in lines.iter() {
-        assert!(
-            !l.contains(secret) && !l.contains("another-secret-value"),
-            "{l}"
-        );
+        assert!(!l.contains(secret) && !l.contains("another-secret-value"), "{l}");
     }
 }
 
@@ -573,22 +468,12 @@ fn reactor_unix_socket_files_are_0600_and_removed() {
     let path = dir.path().join("r.sock");
     let (tx, _rx) = mpsc::channel();
     let mut reactor = Reactor::new(Guard { tx }).unwrap();
-    let l = reactor
-        .listen(path.as_path(), ListenOptions::new())
-        .unwrap();
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    let l = reactor.listen(path.as_path(), ListenOptions::new()).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(reactor.with_context(|ctx| ctx.close_listener(l)));
     assert!(!path.exists());
     let path2 = dir.path().join("r2.sock");
-    reactor
-        .listen(path2.as_path(), ListenOptions::new())
-        .unwrap();
+    reactor.listen(path2.as_path(), ListenOptions::new()).unwrap();
     drop(reactor);
-    assert!(
-        !path2.exists(),
-        "dropping the reactor removes its socket files"
-    );
+    assert!(!path2.exists(), "dropping the reactor removes its socket files");
 }

@@ -26,30 +26,15 @@ struct Python {
 }
 
 fn version_of(exe: &Path) -> Option<String> {
-    let out = Command::new(exe)
-        .args(["-c", "import sys; print(sys.version.split()[0])"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new(exe).args(["-c", "import sys; print(sys.version.split()[0])"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn pyenv_python(prefix: &str) -> Option<PathBuf> {
-    let out = Command::new("pyenv")
-        .args(["versions", "--bare"])
-        .output()
-        .ok()?;
+    let out = Command::new("pyenv").args(["versions", "--bare"]).output().ok()?;
     let versions = String::from_utf8_lossy(&out.stdout);
-    let version = versions
-        .lines()
-        .map(str::trim)
-        .rfind(|v| v.starts_with(prefix))?
-        .to_string();
-    let out = Command::new("pyenv")
-        .args(["prefix", &version])
-        .output()
-        .ok()?;
+    let version = versions.lines().map(str::trim).rfind(|v| v.starts_with(prefix))?.to_string();
+    let out = Command::new("pyenv").args(["prefix", &version]).output().ok()?;
     let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python");
     exe.exists().then_some(exe)
 }
@@ -65,35 +50,20 @@ fn find_pythons() -> Vec<Python> {
     let mut found = Vec::new();
     let py3 = PathBuf::from("python3");
     let v = version_of(&py3).expect("python3 is required for the interop tests");
-    found.push(Python {
-        label: format!("CPython {v} (python3)"),
-        exe: py3,
-        processing: false,
-    });
+    found.push(Python { label: format!("CPython {v} (python3)"), exe: py3, processing: false });
     for minor in ["3.12.", "3.13."] {
         match pyenv_python(minor).and_then(|exe| version_of(&exe).map(|v| (exe, v))) {
-            Some((exe, v)) => found.push(Python {
-                label: format!("CPython {v}"),
-                exe,
-                processing: false,
-            }),
+            Some((exe, v)) => found.push(Python { label: format!("CPython {v}"), exe, processing: false }),
             None => println!("interop: CPython {minor}x not installed here; not run"),
         }
     }
-    let py2 = pyenv_python("2.7.")
-        .expect("CPython 2.7 (pyenv) is required for the processing interop tests");
+    let py2 = pyenv_python("2.7.").expect("CPython 2.7 (pyenv) is required for the processing interop tests");
     let has_processing = || {
-        Command::new(&py2)
-            .args(["-c", "import processing"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        Command::new(&py2).args(["-c", "import processing"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
     };
     if !has_processing() {
         // The test set-up installs the original package from PyPI, once.
-        let status = Command::new(&py2)
-            .args(["-m", "pip", "install", "-q", "processing==0.52"])
-            .status();
+        let status = Command::new(&py2).args(["-m", "pip", "install", "-q", "processing==0.52"]).status();
         println!("interop: installed processing 0.52 with pip: {status:?}");
     }
     assert!(
@@ -119,19 +89,13 @@ struct Peer {
 impl Peer {
     fn start(py: &Python, mode: &str, address: &str, key: Option<&str>, extra: &[&str]) -> Peer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/peer.py");
-        let key_hex = key
-            .map(|k| AuthKey::from(k).to_hex())
-            .unwrap_or_else(|| "none".into());
+        let key_hex = key.map(|k| AuthKey::from(k).to_hex()).unwrap_or_else(|| "none".into());
         let mut cmd = Command::new(&py.exe);
         cmd.arg(script).args([mode, address, &key_hex]).args(extra);
         if py.processing {
             cmd.arg("--processing");
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start python");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start python");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -141,25 +105,15 @@ impl Peer {
                 }
             }
         });
-        Peer {
-            child,
-            lines,
-            label: py.label.clone(),
-        }
+        Peer { child, lines, label: py.label.clone() }
     }
 
     fn expect_line(&self, prefix: &str) -> String {
-        let line = self.lines.recv_timeout(STEP).unwrap_or_else(|_| {
-            panic!(
-                "{}: no line starting with {prefix:?} within {STEP:?}",
-                self.label
-            )
-        });
-        assert!(
-            line.starts_with(prefix),
-            "{}: expected {prefix:?}, got {line:?}",
-            self.label
-        );
+        let line = self
+            .lines
+            .recv_timeout(STEP)
+            .unwrap_or_else(|_| panic!("{}: no line starting with {prefix:?} within {STEP:?}", self.label));
+        assert!(line.starts_with(prefix), "{}: expected {prefix:?}, got {line:?}", self.label);
         line[prefix.len()..].trim().to_string()
     }
 }
@@ -181,11 +135,7 @@ fn pattern(n: usize) -> Vec<u8> {
 }
 
 fn dialect_for(py: &Python) -> Dialect {
-    if py.processing {
-        Dialect::Processing
-    } else {
-        Dialect::Cpython
-    }
+    if py.processing { Dialect::Processing } else { Dialect::Cpython }
 }
 
 /// The conversation every peer goes through: bytes, objects both ways, recv_bytes_into.
@@ -194,11 +144,7 @@ fn converse(conn: &mut Connection, py: &Python) {
     assert_eq!(ask(conn, b"echo:hello"), b"hello", "{}", py.label);
     assert_eq!(ask(conn, b"echo:"), b"", "{}", py.label);
     let version = String::from_utf8(ask(conn, b"version")).unwrap();
-    assert!(
-        py.label.contains(&version),
-        "{} reports {version}",
-        py.label
-    );
+    assert!(py.label.contains(&version), "{} reports {version}", py.label);
 
     // A Rust value to Python and back; Python also reports what it saw.
     conn.send_bytes(b"obj").unwrap();
@@ -213,17 +159,9 @@ fn converse(conn: &mut Connection, py: &Python) {
     let back = conn.recv_value().unwrap();
     let python_repr = String::from_utf8(conn.recv_bytes().unwrap()).unwrap();
     if py.processing {
-        assert_eq!(
-            python_repr, "[1, 2.5, None, True, 'b\\x00']",
-            "{}",
-            py.label
-        );
+        assert_eq!(python_repr, "[1, 2.5, None, True, 'b\\x00']", "{}", py.label);
     } else {
-        assert_eq!(
-            python_repr, "[1, 2.5, None, True, b'b\\x00']",
-            "{}",
-            py.label
-        );
+        assert_eq!(python_repr, "[1, 2.5, None, True, b'b\\x00']", "{}", py.label);
     }
     assert_eq!(back, sent, "{}", py.label);
 
@@ -234,8 +172,7 @@ fn converse(conn: &mut Connection, py: &Python) {
     if py.processing {
         // Python 2's str is bytes.
         assert_eq!(
-            shown,
-            "{b'hello': b'world', b'list': [1, 2.5, None, True], b'n': 1, b'tuple': (1, b'a')}",
+            shown, "{b'hello': b'world', b'list': [1, 2.5, None, True], b'n': 1, b'tuple': (1, b'a')}",
             "{}",
             py.label
         );
@@ -268,19 +205,11 @@ fn converse(conn: &mut Connection, py: &Python) {
         Err(Error::BufferTooShort(e)) => assert_eq!(e.message, pattern(1000), "{}", py.label),
         other => panic!("{}: {other:?}", py.label),
     }
-    assert_eq!(
-        ask(conn, b"echo:still usable"),
-        b"still usable",
-        "{}",
-        py.label
-    );
+    assert_eq!(ask(conn, b"echo:still usable"), b"still usable", "{}", py.label);
 }
 
 fn addresses(dir: &Path, tag: &str) -> Vec<Address> {
-    vec![
-        Address::inet("127.0.0.1", 0),
-        Address::unix(dir.join(format!("{tag}.sock"))),
-    ]
+    vec![Address::inet("127.0.0.1", 0), Address::unix(dir.join(format!("{tag}.sock")))]
 }
 
 #[test]
@@ -288,29 +217,15 @@ fn rust_listener_serves_python_clients_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     for py in pythons() {
         for address in addresses(dir.path(), "l") {
-            let mut listener = Listener::builder()
-                .address(address)
-                .authkey(KEY)
-                .dialect(dialect_for(&py))
-                .bind()
-                .unwrap();
-            let peer = Peer::start(
-                &py,
-                "connect",
-                &listener.address().to_string(),
-                Some(KEY),
-                &[],
-            );
+            let mut listener =
+                Listener::builder().address(address).authkey(KEY).dialect(dialect_for(&py)).bind().unwrap();
+            let peer = Peer::start(&py, "connect", &listener.address().to_string(), Some(KEY), &[]);
             let mut conn = listener.accept_within(Some(STEP)).unwrap();
             peer.expect_line("CONNECTED");
             converse(&mut conn, &py);
             conn.send_bytes(b"quit").unwrap();
             peer.expect_line("DONE");
-            println!(
-                "interop: Rust listener <- {} client over {}: ok",
-                py.label,
-                listener.address().family()
-            );
+            println!("interop: Rust listener <- {} client over {}: ok", py.label, listener.address().family());
         }
     }
 }
@@ -321,9 +236,7 @@ fn rust_client_talks_to_python_listeners_over_tcp_and_unix() {
     for py in pythons() {
         for (i, address) in addresses(dir.path(), "c").into_iter().enumerate() {
             let address = match address {
-                Address::Unix(p) => {
-                    Address::Unix(p.with_file_name(format!("c{i}-{}.sock", py.label.len())))
-                }
+                Address::Unix(p) => Address::Unix(p.with_file_name(format!("c{i}-{}.sock", py.label.len()))),
                 a => a,
             };
             let peer = Peer::start(&py, "listen", &address.to_string(), Some(KEY), &[]);
@@ -334,10 +247,7 @@ fn rust_client_talks_to_python_listeners_over_tcp_and_unix() {
             converse(&mut conn, &py);
             conn.send_bytes(b"quit").unwrap();
             peer.expect_line("DONE");
-            println!(
-                "interop: Rust client -> {} listener at {bound}: ok",
-                py.label
-            );
+            println!("interop: Rust client -> {} listener at {bound}: ok", py.label);
         }
     }
 }
@@ -346,36 +256,13 @@ fn rust_client_talks_to_python_listeners_over_tcp_and_unix() {
 fn wrong_key_fails_on_both_sides_and_listeners_keep_serving() {
     for py in pythons() {
         // Python client with the wrong key against a Rust listener.
-        let mut listener = Listener::builder()
-            .address("127.0.0.1:0")
-            .authkey(KEY)
-            .dialect(dialect_for(&py))
-            .bind()
-            .unwrap();
-        let peer = Peer::start(
-            &py,
-            "connect",
-            &listener.address().to_string(),
-            Some("wrong"),
-            &[],
-        );
+        let mut listener =
+            Listener::builder().address("127.0.0.1:0").authkey(KEY).dialect(dialect_for(&py)).bind().unwrap();
+        let peer = Peer::start(&py, "connect", &listener.address().to_string(), Some("wrong"), &[]);
         let r = listener.accept_within(Some(STEP));
-        assert!(
-            matches!(
-                r,
-                Err(Error::Authentication(AuthenticationError::DigestMismatch))
-            ),
-            "{}: {r:?}",
-            py.label
-        );
+        assert!(matches!(r, Err(Error::Authentication(AuthenticationError::DigestMismatch))), "{}: {r:?}", py.label);
         peer.expect_line("AUTHFAIL");
-        let peer = Peer::start(
-            &py,
-            "connect",
-            &listener.address().to_string(),
-            Some(KEY),
-            &[],
-        );
+        let peer = Peer::start(&py, "connect", &listener.address().to_string(), Some(KEY), &[]);
         let mut conn = listener.accept_within(Some(STEP)).unwrap();
         peer.expect_line("CONNECTED");
         conn.set_read_timeout(Some(STEP)).unwrap();
@@ -385,20 +272,13 @@ fn wrong_key_fails_on_both_sides_and_listeners_keep_serving() {
         let peer = Peer::start(&py, "listen", "127.0.0.1:0", Some(KEY), &["--accepts", "2"]);
         let bound = peer.expect_line("READY");
         let r = Client::new(bound.as_str()).authkey("wrong").connect();
-        assert!(
-            matches!(r, Err(Error::Authentication(AuthenticationError::Rejected))),
-            "{}: {r:?}",
-            py.label
-        );
+        assert!(matches!(r, Err(Error::Authentication(AuthenticationError::Rejected))), "{}: {r:?}", py.label);
         peer.expect_line("AUTHFAIL");
         let mut conn = Client::new(bound.as_str()).authkey(KEY).connect().unwrap();
         peer.expect_line("CONNECTED");
         conn.set_read_timeout(Some(STEP)).unwrap();
         assert_eq!(ask(&mut conn, b"echo:served"), b"served", "{}", py.label);
-        println!(
-            "interop: wrong key against/from {}: both sides fail, listeners keep serving",
-            py.label
-        );
+        println!("interop: wrong key against/from {}: both sides fail, listeners keep serving", py.label);
     }
 }
 
@@ -410,47 +290,24 @@ fn client_without_key_against_python_listener_with_key_fails_clearly() {
     let mut conn = Client::new(bound.as_str()).connect().unwrap();
     conn.set_read_timeout(Some(STEP)).unwrap();
     let r = conn.recv_bytes();
-    assert!(
-        matches!(
-            r,
-            Err(Error::Authentication(AuthenticationError::KeyRequired))
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(Error::Authentication(AuthenticationError::KeyRequired))), "{r:?}");
 }
 
 #[test]
 fn a_64_mib_message_crosses_both_ways() {
     const BIG: usize = 64 * 1024 * 1024;
     let py = pythons().remove(0);
-    let mut listener = Listener::builder()
-        .address("127.0.0.1:0")
-        .authkey(KEY)
-        .bind()
-        .unwrap();
-    let _peer = Peer::start(
-        &py,
-        "connect",
-        &listener.address().to_string(),
-        Some(KEY),
-        &[],
-    );
+    let mut listener = Listener::builder().address("127.0.0.1:0").authkey(KEY).bind().unwrap();
+    let _peer = Peer::start(&py, "connect", &listener.address().to_string(), Some(KEY), &[]);
     let mut conn = listener.accept_within(Some(STEP)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     conn.send_bytes(format!("big:{BIG}").as_bytes()).unwrap();
     let got = conn.recv_bytes().unwrap();
     assert_eq!(got.len(), BIG);
-    assert!(
-        got == pattern(BIG),
-        "the 64 MiB message from Python arrived intact"
-    );
+    assert!(got == pattern(BIG), "the 64 MiB message from Python arrived intact");
     conn.send_bytes(b"recvbig").unwrap();
     conn.send_bytes(&got).unwrap();
-    assert_eq!(
-        conn.recv_bytes().unwrap(),
-        format!("match:{BIG}").as_bytes()
-    );
+    assert_eq!(conn.recv_bytes().unwrap(), format!("match:{BIG}").as_bytes());
     println!("interop: 64 MiB both ways with {}: ok", py.label);
 }
 
@@ -458,18 +315,8 @@ fn a_64_mib_message_crosses_both_ways() {
 fn python_client_sees_the_abstract_unix_name() {
     let py = pythons().remove(0);
     let name = format!("mpconn-interop-{}", std::process::id());
-    let mut listener = Listener::builder()
-        .address(Address::abstract_name(name.clone()))
-        .authkey(KEY)
-        .bind()
-        .unwrap();
-    let _peer = Peer::start(
-        &py,
-        "connect",
-        &listener.address().to_string(),
-        Some(KEY),
-        &[],
-    );
+    let mut listener = Listener::builder().address(Address::abstract_name(name.clone())).authkey(KEY).bind().unwrap();
+    let _peer = Peer::start(&py, "connect", &listener.address().to_string(), Some(KEY), &[]);
     let mut conn = listener.accept_within(Some(STEP)).unwrap();
     conn.set_read_timeout(Some(STEP)).unwrap();
     assert_eq!(ask(&mut conn, b"echo:abstract"), b"abstract");
@@ -482,11 +329,7 @@ mod seed_listener;
 mod seed_client;
 
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -509,11 +352,7 @@ fn seed_example_against_python_both_ways() {
             client.arg("--processing");
         }
         let out = retry_until_listening(&mut client);
-        assert_eq!(
-            out, "[2.25, None, 'junk']\nhello\n8\narray('i', [42, 1729, 0, 0, 0])\n",
-            "{}",
-            py.label
-        );
+        assert_eq!(out, "[2.25, None, 'junk']\nhello\n8\narray('i', [42, 1729, 0, 0, 0])\n", "{}", py.label);
         server.join().unwrap().unwrap();
 
         // The seed's Python listener and the Rust seed client.
@@ -523,21 +362,14 @@ fn seed_example_against_python_both_ways() {
             extra.push("--processing");
         }
         let mut cmd = Command::new(&py.exe);
-        cmd.arg(seed_dir.join("seed_listener.py"))
-            .arg(&address)
-            .args(&extra)
-            .stdout(Stdio::piped());
+        cmd.arg(seed_dir.join("seed_listener.py")).arg(&address).args(&extra).stdout(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         assert!(lines.next().unwrap().unwrap().starts_with("listening on"));
         let mut out = Vec::new();
         seed_client::run(&[address], &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
-        let float = if py.processing {
-            "__builtin__.float"
-        } else {
-            "builtins.float"
-        };
+        let float = if py.processing { "__builtin__.float" } else { "builtins.float" };
         assert_eq!(
             out,
             format!(
@@ -559,10 +391,7 @@ fn retry_until_listening(cmd: &mut Command) -> String {
             return String::from_utf8(out.stdout).unwrap();
         }
         if !String::from_utf8_lossy(&out.stderr).contains("Connection refused") {
-            panic!(
-                "seed client failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("seed client failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -590,22 +419,14 @@ fn pickles_of_every_protocol_python_writes_are_read() {
             protocols += 1;
         }
         assert!(protocols >= 6, "{}", py.label);
-        println!(
-            "interop: pickle protocols 0-{} from {} read",
-            protocols - 1,
-            py.label
-        );
+        println!("interop: pickle protocols 0-{} from {} read", protocols - 1, py.label);
     }
 }
 
 #[test]
 fn a_python_child_inherits_the_default_key() {
     // The child takes its key from the environment, as the docs tell Python children to.
-    let mut listener = Listener::builder()
-        .address("127.0.0.1:0")
-        .authenticate(true)
-        .bind()
-        .unwrap();
+    let mut listener = Listener::builder().address("127.0.0.1:0").authenticate(true).bind().unwrap();
     let script = "import os,sys\nfrom multiprocessing import current_process\nfrom multiprocessing.connection import Client\ncurrent_process().authkey = bytes.fromhex(os.environ['MPCONN_AUTHKEY'])\nhost, port = sys.argv[1].rsplit(':', 1)\nc = Client((host, int(port)), authkey=current_process().authkey)\nc.send_bytes(b'inherited')";
     let mut cmd = Command::new("python3");
     cmd.args(["-c", script, &listener.address().to_string()]);

@@ -72,8 +72,7 @@ fn spawn_reactor(
 }
 
 fn next_event(rx: &mpsc::Receiver<Ev>) -> Ev {
-    rx.recv_timeout(WAIT)
-        .expect("an event within the time limit")
+    rx.recv_timeout(WAIT).expect("an event within the time limit")
 }
 
 fn stop(handle: Handle, t: thread::JoinHandle<()>) {
@@ -85,16 +84,9 @@ fn python_at(prefix: &str) -> Option<std::path::PathBuf> {
     if prefix == "3.11" {
         return Some("python3".into());
     }
-    let out = Command::new("pyenv")
-        .args(["versions", "--bare"])
-        .output()
-        .ok()?;
+    let out = Command::new("pyenv").args(["versions", "--bare"]).output().ok()?;
     let versions = String::from_utf8_lossy(&out.stdout).to_string();
-    let v = versions
-        .lines()
-        .map(str::trim)
-        .rfind(|v| v.starts_with(prefix))?
-        .to_string();
+    let v = versions.lines().map(str::trim).rfind(|v| v.starts_with(prefix))?.to_string();
     let out = Command::new("pyenv").args(["prefix", &v]).output().ok()?;
     Some(Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python"))
 }
@@ -102,12 +94,8 @@ fn python_at(prefix: &str) -> Option<std::path::PathBuf> {
 #[test]
 fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
     let dir = tempfile::tempdir().unwrap();
-    for address in [
-        "127.0.0.1:0".to_string(),
-        dir.path().join("r.sock").to_string_lossy().into_owned(),
-    ] {
-        let (bound, handle, _rx, t) =
-            spawn_reactor(&address, ListenOptions::new().authkey(KEY), true);
+    for address in ["127.0.0.1:0".to_string(), dir.path().join("r.sock").to_string_lossy().into_owned()] {
+        let (bound, handle, _rx, t) = spawn_reactor(&address, ListenOptions::new().authkey(KEY), true);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/many_clients.py");
         let key_hex = AuthKey::from(KEY).to_hex();
         let mut pythons = Vec::new();
@@ -115,10 +103,7 @@ fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
             match python_at(prefix) {
                 Some(py) => pythons.push((
                     prefix,
-                    Command::new(py)
-                        .arg(&script)
-                        .args([&bound.to_string(), &key_hex, "100", "5"])
-                        .output(),
+                    Command::new(py).arg(&script).args([&bound.to_string(), &key_hex, "100", "5"]).output(),
                 )),
                 None => println!("reactor: CPython {prefix} not installed; not run"),
             }
@@ -128,18 +113,14 @@ fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
             .map(|t| {
                 let bound = bound.clone();
                 thread::spawn(move || {
-                    let mut conns: Vec<_> = (0..50)
-                        .map(|_| Client::new(&bound).authkey(KEY).connect().unwrap())
-                        .collect();
+                    let mut conns: Vec<_> =
+                        (0..50).map(|_| Client::new(&bound).authkey(KEY).connect().unwrap()).collect();
                     for round in 0..5 {
                         for (i, c) in conns.iter_mut().enumerate() {
                             c.send_bytes(format!("{t}:{i}:{round}").as_bytes()).unwrap();
                         }
                         for (i, c) in conns.iter_mut().enumerate() {
-                            assert_eq!(
-                                c.recv_bytes().unwrap(),
-                                format!("{t}:{i}:{round}").as_bytes()
-                            );
+                            assert_eq!(c.recv_bytes().unwrap(), format!("{t}:{i}:{round}").as_bytes());
                         }
                     }
                     conns.len() * 5
@@ -150,20 +131,9 @@ fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
         assert_eq!(rust_trips, 1000);
         for (prefix, out) in pythons {
             let out = out.unwrap();
-            assert!(
-                out.status.success(),
-                "CPython {prefix}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "OK 500",
-                "CPython {prefix}"
-            );
-            println!(
-                "reactor: 100 CPython {prefix} clients x 5 round trips over {}: ok",
-                bound.family()
-            );
+            assert!(out.status.success(), "CPython {prefix}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK 500", "CPython {prefix}");
+            println!("reactor: 100 CPython {prefix} clients x 5 round trips over {}: ok", bound.family());
         }
         stop(handle, t);
     }
@@ -196,10 +166,7 @@ impl Handler for PythonPeerDriver {
 #[test]
 fn reactor_client_against_python_listeners() {
     let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/peer.py");
-    let mut cases = vec![
-        (python_at("3.11").unwrap(), vec![]),
-        (python_at("2.7").unwrap(), vec!["--processing"]),
-    ];
+    let mut cases = vec![(python_at("3.11").unwrap(), vec![]), (python_at("2.7").unwrap(), vec!["--processing"])];
     if let Some(p) = python_at("3.13") {
         cases.push((p, vec![]));
     }
@@ -217,27 +184,17 @@ fn reactor_client_against_python_listeners() {
         let address = line.trim().strip_prefix("READY ").unwrap().to_string();
         let (tx, rx) = mpsc::channel();
         let mut reactor = Reactor::new(PythonPeerDriver { tx }).unwrap();
-        reactor
-            .connect(address.as_str(), ConnectionOptions::new().authkey(KEY))
-            .unwrap();
+        reactor.connect(address.as_str(), ConnectionOptions::new().authkey(KEY)).unwrap();
         let deadline = Instant::now() + WAIT;
         while reactor.run_once(Some(Duration::from_millis(100))).unwrap() == Turn::Running {
-            assert!(
-                Instant::now() < deadline,
-                "{}: the conversation did not finish",
-                py.display()
-            );
+            assert!(Instant::now() < deadline, "{}: the conversation did not finish", py.display());
         }
         let got: Vec<Vec<u8>> = rx.try_iter().collect();
         assert_eq!(got[0], b"from the reactor", "{}", py.display());
         assert_eq!(got[1], b"unknown command", "{}", py.display());
         let _ = child.kill();
         let _ = child.wait();
-        println!(
-            "reactor: client against {} {:?} listener: ok",
-            py.display(),
-            extra
-        );
+        println!("reactor: client against {} {:?} listener: ok", py.display(), extra);
     }
 }
 
@@ -284,23 +241,10 @@ fn slow_reader_hits_the_high_water_mark_and_nothing_is_lost() {
     let (tx, rx) = mpsc::channel();
     let (addr_tx, addr_rx) = mpsc::channel();
     let t = thread::spawn(move || {
-        let options =
-            ListenOptions::new().connection(ConnectionOptions::new().high_water_mark(1 << 20));
-        let mut reactor = Reactor::new(Flood {
-            total: 1000,
-            sent: 0,
-            refusals: 0,
-            drains: 0,
-            tx,
-        })
-        .unwrap();
+        let options = ListenOptions::new().connection(ConnectionOptions::new().high_water_mark(1 << 20));
+        let mut reactor = Reactor::new(Flood { total: 1000, sent: 0, refusals: 0, drains: 0, tx }).unwrap();
         let l = reactor.listen("127.0.0.1:0", options).unwrap();
-        addr_tx
-            .send((
-                reactor.listener_address(l).unwrap().clone(),
-                reactor.handle(),
-            ))
-            .unwrap();
+        addr_tx.send((reactor.listener_address(l).unwrap().clone(), reactor.handle())).unwrap();
         reactor.run().unwrap();
     });
     let (address, handle) = addr_rx.recv_timeout(WAIT).unwrap();
@@ -308,24 +252,14 @@ fn slow_reader_hits_the_high_water_mark_and_nothing_is_lost() {
     conn.set_read_timeout(Some(WAIT)).unwrap();
     // Do not read for a while: the server must stop at its high-water mark.
     thread::sleep(Duration::from_millis(300));
-    assert!(
-        rx.try_recv().is_err(),
-        "the flood cannot have finished while nobody reads"
-    );
+    assert!(rx.try_recv().is_err(), "the flood cannot have finished while nobody reads");
     for i in 0..1000u64 {
         let m = conn.recv_bytes().unwrap();
         assert_eq!(m.len(), 64 * 1024);
-        assert_eq!(
-            u64::from_le_bytes(m[..8].try_into().unwrap()),
-            i,
-            "in order, none lost"
-        );
+        assert_eq!(u64::from_le_bytes(m[..8].try_into().unwrap()), i, "in order, none lost");
     }
     let (refusals, drains) = rx.recv_timeout(WAIT).unwrap();
-    assert!(
-        refusals > 0 && drains > 0,
-        "refusals {refusals}, drains {drains}"
-    );
+    assert!(refusals > 0 && drains > 0, "refusals {refusals}, drains {drains}");
     stop(handle, t);
 }
 
@@ -345,11 +279,7 @@ fn deadlines_cut_silent_and_stalling_peers_while_others_carry_on() {
     // One authenticates, then stalls in the middle of a message.
     let staller = Client::new(&address).authkey(KEY).connect().unwrap();
     // A second handle on the staller's socket (a dup: the Connection keeps its own fd).
-    let mut raw = std::net::TcpStream::from(
-        std::os::fd::AsFd::as_fd(&staller)
-            .try_clone_to_owned()
-            .unwrap(),
-    );
+    let mut raw = std::net::TcpStream::from(std::os::fd::AsFd::as_fd(&staller).try_clone_to_owned().unwrap());
     raw.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
     // A good client keeps doing round trips meanwhile.
     let mut good = Client::new(&address).authkey(KEY).connect().unwrap();
@@ -368,11 +298,7 @@ fn deadlines_cut_silent_and_stalling_peers_while_others_carry_on() {
         thread::sleep(Duration::from_millis(10));
     }
     reasons.sort();
-    assert_eq!(
-        reasons,
-        ["HandshakeTimeout", "PartialMessageTimeout"],
-        "after {trips} good round trips"
-    );
+    assert_eq!(reasons, ["HandshakeTimeout", "PartialMessageTimeout"], "after {trips} good round trips");
     assert!(start.elapsed() < Duration::from_secs(10));
     // The stalled connection was really closed by the server.
     let mut buf = [0u8; 1];
@@ -388,8 +314,7 @@ fn a_declared_length_above_the_limit_closes_only_that_connection() {
     let mut good = Client::new(&address).connect().unwrap();
     good.set_read_timeout(Some(WAIT)).unwrap();
     let mut bad = std::net::TcpStream::connect(address.resolve().unwrap()[0]).unwrap();
-    bad.write_all(&[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0])
-        .unwrap();
+    bad.write_all(&[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0]).unwrap();
     loop {
         if let Ev::Close(_, reason) = next_event(&rx) {
             assert!(reason.starts_with("Protocol(TooLarge"), "{reason}");
@@ -405,11 +330,7 @@ fn a_declared_length_above_the_limit_closes_only_that_connection() {
 fn reconnect_storm_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("storm.sock");
-    let (address, handle, rx, t) = spawn_reactor(
-        path.to_str().unwrap(),
-        ListenOptions::new().authkey(KEY),
-        true,
-    );
+    let (address, handle, rx, t) = spawn_reactor(path.to_str().unwrap(), ListenOptions::new().authkey(KEY), true);
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let address = address.clone();
@@ -439,14 +360,8 @@ fn reconnect_storm_leaves_nothing_behind() {
     }
     assert_eq!(opened, 2000);
     let (count_tx, count_rx) = mpsc::channel();
-    handle
-        .call(move |ctx| count_tx.send(ctx.entry_count()).unwrap())
-        .unwrap();
-    assert_eq!(
-        count_rx.recv_timeout(WAIT).unwrap(),
-        1,
-        "only the listener is left"
-    );
+    handle.call(move |ctx| count_tx.send(ctx.entry_count()).unwrap()).unwrap();
+    assert_eq!(count_rx.recv_timeout(WAIT).unwrap(), 1, "only the listener is left");
     stop(handle, t);
 }
 
@@ -454,15 +369,11 @@ fn reconnect_storm_leaves_nothing_behind() {
 fn a_stale_id_never_reaches_a_new_connection() {
     let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new(), false);
     let first = Client::new(&address).connect().unwrap();
-    let Ev::Open(old) = next_event(&rx) else {
-        panic!()
-    };
+    let Ev::Open(old) = next_event(&rx) else { panic!() };
     drop(first);
     assert!(matches!(next_event(&rx), Ev::Close(id, _) if id == old));
     let mut second = Client::new(&address).connect().unwrap();
-    let Ev::Open(new) = next_event(&rx) else {
-        panic!()
-    };
+    let Ev::Open(new) = next_event(&rx) else { panic!() };
     assert_ne!(old, new);
     let (res_tx, res_rx) = mpsc::channel();
     handle
@@ -471,10 +382,7 @@ fn a_stale_id_never_reaches_a_new_connection() {
             res_tx.send(ctx.send(new, b"for the new one")).unwrap();
         })
         .unwrap();
-    assert_eq!(
-        res_rx.recv_timeout(WAIT).unwrap(),
-        Err(SendError::NoSuchConnection)
-    );
+    assert_eq!(res_rx.recv_timeout(WAIT).unwrap(), Err(SendError::NoSuchConnection));
     assert_eq!(res_rx.recv_timeout(WAIT).unwrap(), Ok(()));
     second.set_read_timeout(Some(WAIT)).unwrap();
     assert_eq!(second.recv_bytes().unwrap(), b"for the new one");
@@ -488,9 +396,7 @@ fn cross_thread_sends_arrive_in_order() {
     let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new(), false);
     let mut client = Client::new(&address).connect().unwrap();
     client.set_read_timeout(Some(WAIT)).unwrap();
-    let Ev::Open(conn) = next_event(&rx) else {
-        panic!()
-    };
+    let Ev::Open(conn) = next_event(&rx) else { panic!() };
     let senders: Vec<_> = (0..2)
         .map(|s| {
             let handle = handle.clone();
@@ -534,10 +440,7 @@ fn an_outer_poll_sees_the_reactor_descriptor_readable() {
     let address = reactor.listener_address(l).unwrap().clone();
     let mut outer = Poll::new().unwrap();
     let fd = reactor.as_raw_fd();
-    outer
-        .registry()
-        .register(&mut SourceFd(&fd), Token(7), Interest::READABLE)
-        .unwrap();
+    outer.registry().register(&mut SourceFd(&fd), Token(7), Interest::READABLE).unwrap();
 
     let client = thread::spawn(move || {
         let mut c = Client::new(&address).connect().unwrap();
@@ -549,13 +452,8 @@ fn an_outer_poll_sees_the_reactor_descriptor_readable() {
     let mut wakeups = 0;
     let deadline = Instant::now() + WAIT;
     while !client.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "the outer loop never saw the reactor ready"
-        );
-        outer
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .unwrap();
+        assert!(Instant::now() < deadline, "the outer loop never saw the reactor ready");
+        outer.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
         if events.iter().any(|e| e.token() == Token(7)) {
             wakeups += 1;
         }
@@ -572,10 +470,7 @@ fn the_connection_limit_holds_clients_in_the_backlog_until_a_slot_frees() {
     let first = Client::new(&address).authkey(KEY).connect().unwrap();
     let _second = Client::new(&address).authkey(KEY).connect().unwrap();
     // The third connects (the kernel's backlog) but is not served: its handshake times out.
-    let third = Client::new(&address)
-        .authkey(KEY)
-        .handshake_timeout(Some(Duration::from_millis(300)))
-        .connect();
+    let third = Client::new(&address).authkey(KEY).handshake_timeout(Some(Duration::from_millis(300))).connect();
     assert!(matches!(third, Err(mpconn::Error::Timeout(_))), "{third:?}");
     // A slot frees: the next client is served.
     drop(first);
@@ -592,8 +487,7 @@ struct SendThenStop;
 impl Handler for SendThenStop {
     fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
         for i in 0..2000u32 {
-            ctx.send(conn, &[i.to_le_bytes().as_slice(), &[7u8; 4096]].concat())
-                .unwrap();
+            ctx.send(conn, &[i.to_le_bytes().as_slice(), &[7u8; 4096]].concat()).unwrap();
         }
         ctx.stop();
     }
@@ -606,8 +500,7 @@ fn a_graceful_stop_flushes_queued_messages_before_closing() {
     let t = thread::spawn(move || {
         let mut reactor = Reactor::new(SendThenStop).unwrap();
         let l = reactor.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
-        tx.send(reactor.listener_address(l).unwrap().clone())
-            .unwrap();
+        tx.send(reactor.listener_address(l).unwrap().clone()).unwrap();
         reactor.run().unwrap();
     });
     let address = rx.recv_timeout(WAIT).unwrap();
@@ -646,11 +539,7 @@ fn every_message_written_just_before_a_close_is_delivered() {
                 _ => {}
             }
         }
-        assert_eq!(
-            got,
-            [round * 10, round * 10 + 1, round * 10 + 2],
-            "round {round}"
-        );
+        assert_eq!(got, [round * 10, round * 10 + 1, round * 10 + 2], "round {round}");
     }
     stop(handle, t);
 }

@@ -36,10 +36,7 @@ fuzz_target!(|data: &[u8]| {
             d.advance(n);
             received += n;
             piece = &piece[n..];
-            assert!(
-                d.capacity() <= 4 * received + 256,
-                "memory must follow bytes received"
-            );
+            assert!(d.capacity() <= 4 * received + 256, "memory must follow bytes received");
             loop {
                 match d.take_frame() {
                     Ok(Some(m)) => got.push(m),

@@ -19,8 +19,7 @@ fuzz_target!(|data: &[u8]| {
     if selector & 4 != 0 {
         config.policy = DigestPolicy::RequireSha256;
     }
-    let mut listener =
-        Handshake::listener(&config, Nonce::from_bytes([selector; MODERN_NONCE_LEN]));
+    let mut listener = Handshake::listener(&config, Nonce::from_bytes([selector; MODERN_NONCE_LEN]));
     let mut client = Handshake::client(&config, Nonce::from_bytes([!selector; MODERN_NONCE_LEN]));
     // Messages: each a one-byte length, then that many bytes.
     let mut input = rest;

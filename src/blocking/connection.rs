@@ -14,9 +14,7 @@ use crate::address::Address;
 use crate::error::{AuthenticationError, BufferTooShort, Error, Result};
 use crate::transport::{Stream, wait_readable};
 use crate::wire::frame::{FrameDecoder, FrameError, Header};
-use crate::wire::handshake::{
-    CHALLENGE, Dialect, HANDSHAKE_MAX_MESSAGE, Handshake, PROCESSING_CHALLENGE,
-};
+use crate::wire::handshake::{CHALLENGE, Dialect, HANDSHAKE_MAX_MESSAGE, Handshake, PROCESSING_CHALLENGE};
 
 /// A connection to a peer: a Python `Connection` over a socket.
 ///
@@ -67,8 +65,7 @@ impl Connection {
     /// [`crate::wire::frame::encode_frame`]) in one write: batching for senders of many small
     /// messages. Bytes that are not whole frames corrupt the stream for the peer.
     pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
-        self.stream()?
-            .write_all_vectored(&mut [IoSlice::new(framed)])?;
+        self.stream()?.write_all_vectored(&mut [IoSlice::new(framed)])?;
         Ok(())
     }
 
@@ -83,10 +80,7 @@ impl Connection {
     /// as in Python.
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>> {
         self.wait_for_message(maxlength)?;
-        let msg = self
-            .decoder
-            .take_frame_limited(maxlength)?
-            .ok_or(Error::Closed("decoder lost a message"))?;
+        let msg = self.decoder.take_frame_limited(maxlength)?.ok_or(Error::Closed("decoder lost a message"))?;
         self.check_first_message(&msg)?;
         Ok(msg)
     }
@@ -96,20 +90,13 @@ impl Connection {
     /// error is [`Error::BufferTooShort`] carrying the complete message; the connection stays usable.
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.wait_for_message(usize::MAX)?;
-        let msg = self
-            .decoder
-            .next_frame()?
-            .ok_or(Error::Closed("decoder lost a message"))?;
+        let msg = self.decoder.next_frame()?.ok_or(Error::Closed("decoder lost a message"))?;
         if self.expect_no_challenge {
             check_not_challenge(msg).inspect_err(|_| self.readable = false)?;
             self.expect_no_challenge = false;
         }
         if msg.len() > buf.len() {
-            return Err(BufferTooShort {
-                message: msg.to_vec(),
-                buffer_len: buf.len(),
-            }
-            .into());
+            return Err(BufferTooShort { message: msg.to_vec(), buffer_len: buf.len() }.into());
         }
         buf[..msg.len()].copy_from_slice(msg);
         Ok(msg.len())
@@ -214,11 +201,7 @@ impl Connection {
             let n = stream.read_retry(self.decoder.read_buf())?;
             if n == 0 {
                 self.readable = false;
-                return Err(if self.decoder.in_message() {
-                    Error::EofInMessage
-                } else {
-                    Error::Eof
-                });
+                return Err(if self.decoder.in_message() { Error::EofInMessage } else { Error::Eof });
             }
             self.decoder.advance(n);
         }
@@ -240,11 +223,7 @@ impl Connection {
     }
 
     /// Runs a handshake to completion over this connection, within `deadline`.
-    pub(crate) fn authenticate(
-        &mut self,
-        mut hs: Handshake,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
+    pub(crate) fn authenticate(&mut self, mut hs: Handshake, deadline: Option<Instant>) -> Result<()> {
         let result = self.drive_handshake(&mut hs, deadline);
         if result.is_err() {
             // Send #FAILURE# (or what else is pending) as Python does; the peer may be gone.
@@ -284,8 +263,7 @@ impl Connection {
                 }
             }
             while let Some(m) = hs.poll_transmit() {
-                self.send_bytes(&m)
-                    .map_err(|e| timeout_or(e, "handshake deadline passed while sending"))?;
+                self.send_bytes(&m).map_err(|e| timeout_or(e, "handshake deadline passed while sending"))?;
             }
             if hs.is_complete() {
                 return Ok(());
@@ -319,12 +297,7 @@ fn check_not_challenge(msg: &[u8]) -> Result<()> {
 /// Maps the I/O errors a socket timeout produces to [`Error::Timeout`].
 fn timeout_or(e: Error, what: &'static str) -> Error {
     match &e {
-        Error::Io(io)
-            if matches!(
-                io.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
+        Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             Error::Timeout(what)
         }
         _ => e,
@@ -335,10 +308,7 @@ impl AsRawFd for Connection {
     /// # Panics
     /// If the connection was closed; use [`Connection::fileno`] for a checked version.
     fn as_raw_fd(&self) -> RawFd {
-        self.stream
-            .as_ref()
-            .map(AsRawFd::as_raw_fd)
-            .expect("as_raw_fd on a closed Connection")
+        self.stream.as_ref().map(AsRawFd::as_raw_fd).expect("as_raw_fd on a closed Connection")
     }
 }
 
@@ -346,10 +316,7 @@ impl AsFd for Connection {
     /// # Panics
     /// If the connection was closed.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.stream
-            .as_ref()
-            .map(AsFd::as_fd)
-            .expect("as_fd on a closed Connection")
+        self.stream.as_ref().map(AsFd::as_fd).expect("as_fd on a closed Connection")
     }
 }
 

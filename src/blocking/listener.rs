@@ -109,10 +109,7 @@ impl ListenerBuilder {
                 (a, false)
             }
             Some(Err(e)) => return Err(Error::Address(e)),
-            None => (
-                arbitrary_address(self.family.unwrap_or_else(Family::fastest))?,
-                true,
-            ),
+            None => (arbitrary_address(self.family.unwrap_or_else(Family::fastest))?, true),
         };
         let mut socket = match SocketListener::bind(&address, self.backlog) {
             Ok(s) => s,
@@ -208,9 +205,7 @@ impl Listener {
     }
 
     fn socket(&self) -> Result<&SocketListener> {
-        self.socket
-            .as_ref()
-            .ok_or(Error::Closed("the listener is closed"))
+        self.socket.as_ref().ok_or(Error::Closed("the listener is closed"))
     }
 
     /// Accepts a connection and, if the listener has a key, runs the challenge-response.
@@ -227,9 +222,7 @@ impl Listener {
         let socket = self.socket()?;
         if let Some(t) = timeout {
             if wait_readable(&[socket.as_raw_fd()], Some(t))?.is_empty() {
-                return Err(Error::Timeout(
-                    "no client connected within the accept timeout",
-                ));
+                return Err(Error::Timeout("no client connected within the accept timeout"));
             }
         }
         let (stream, peer) = socket.accept()?;
@@ -242,10 +235,7 @@ impl Listener {
             if let Err(e) = conn.authenticate(hs, deadline) {
                 log::info!(
                     "handshake with {} failed: {e}",
-                    self.last_accepted
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
+                    self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
                 );
                 return Err(e);
             }

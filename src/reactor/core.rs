@@ -107,11 +107,7 @@ impl Core {
     pub(crate) fn new(config: ReactorConfig) -> Result<Core> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
-        let shared = Arc::new(Shared {
-            queue: Default::default(),
-            waker,
-            closed: Default::default(),
-        });
+        let shared = Arc::new(Shared { queue: Default::default(), waker, closed: Default::default() });
         Ok(Core {
             poll,
             entries: Slab::new(),
@@ -150,11 +146,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn listen(
-        &mut self,
-        address: &Address,
-        options: ListenOptions,
-    ) -> Result<ListenerId> {
+    pub(crate) fn listen(&mut self, address: &Address, options: ListenOptions) -> Result<ListenerId> {
         if self.stopping.is_some() {
             return Err(Error::Closed("the reactor is stopping"));
         }
@@ -164,11 +156,7 @@ impl Core {
         let index = entry.key();
         let generation = self.next_generation;
         let id = ListenerId(pack(index, generation));
-        self.poll.registry().register(
-            &mut SourceFd(&socket.as_raw_fd()),
-            Token(id.0 as usize),
-            Interest::READABLE,
-        )?;
+        self.poll.registry().register(&mut SourceFd(&socket.as_raw_fd()), Token(id.0 as usize), Interest::READABLE)?;
         entry.insert(Entry::Listener(ListenerEntry {
             id,
             socket,
@@ -198,16 +186,8 @@ impl Core {
         let entry = self.entries.vacant_entry();
         let index = entry.key();
         let id = ConnId(pack(index, self.next_generation));
-        let interest = if connecting {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        self.poll.registry().register(
-            &mut SourceFd(&stream.as_raw_fd()),
-            Token(id.0 as usize),
-            interest,
-        )?;
+        let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        self.poll.registry().register(&mut SourceFd(&stream.as_raw_fd()), Token(id.0 as usize), interest)?;
         let idle = opts.idle_timeout;
         let handshake_timeout = opts.handshake_timeout;
         let max = opts.max_message_size;
@@ -230,8 +210,7 @@ impl Core {
         })));
         self.generation();
         if has_deadline {
-            self.timers
-                .add(now + handshake_timeout, id.0, TimerKind::Handshake);
+            self.timers.add(now + handshake_timeout, id.0, TimerKind::Handshake);
         }
         if let Some(t) = idle {
             self.timers.add(now + t, id.0, TimerKind::Idle);
@@ -239,11 +218,7 @@ impl Core {
         Ok(id)
     }
 
-    pub(crate) fn connect(
-        &mut self,
-        address: &Address,
-        options: ConnectionOptions,
-    ) -> Result<ConnId> {
+    pub(crate) fn connect(&mut self, address: &Address, options: ConnectionOptions) -> Result<ConnId> {
         if self.stopping.is_some() {
             return Err(Error::Closed("the reactor is stopping"));
         }
@@ -252,13 +227,7 @@ impl Core {
             Some(c) => Some(Box::new(Handshake::client(&c, Nonce::random()?))),
             None => None,
         };
-        self.add_conn(
-            stream,
-            address.clone(),
-            Phase::Connecting(handshake),
-            Arc::new(options),
-            None,
-        )
+        self.add_conn(stream, address.clone(), Phase::Connecting(handshake), Arc::new(options), None)
     }
 
     /// Queues a framed message on an open connection.
@@ -269,11 +238,7 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) fn send_owned(
-        &mut self,
-        id: ConnId,
-        message: Vec<u8>,
-    ) -> Result<(), (SendError, Vec<u8>)> {
+    pub(crate) fn send_owned(&mut self, id: ConnId, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
         let c = match self.writable_conn(id) {
             Ok(c) => c,
             Err(e) => return Err((e, message)),
@@ -293,10 +258,7 @@ impl Core {
         }
         if c.out.queued() >= c.opts.high_water_mark {
             c.backpressured = true;
-            return Err(SendError::Full {
-                queued: c.out.queued(),
-                high_water_mark: c.opts.high_water_mark,
-            });
+            return Err(SendError::Full { queued: c.out.queued(), high_water_mark: c.opts.high_water_mark });
         }
         Ok(c)
     }
@@ -323,8 +285,7 @@ impl Core {
             self.to_close.push((id, CloseReason::Local));
         } else {
             self.mark_dirty(id);
-            self.timers
-                .add(Instant::now() + timeout, id.0, TimerKind::CloseFlush);
+            self.timers.add(Instant::now() + timeout, id.0, TimerKind::CloseFlush);
         }
     }
 
@@ -381,13 +342,8 @@ impl Core {
     /// Removes a connection from the poll and the slab; returns it if it was there.
     pub(crate) fn remove_conn(&mut self, id: ConnId) -> Option<Box<ConnEntry>> {
         self.conn(id.0)?;
-        let Entry::Conn(c) = self.entries.remove(index_of(id.0)) else {
-            unreachable!("checked above")
-        };
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+        let Entry::Conn(c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
+        let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
         if let Some(l) = c.listener {
             if let Some(le) = self.listener(l.0) {
                 le.open -= 1;
@@ -404,18 +360,13 @@ impl Core {
             return false;
         }
         if let Entry::Listener(l) = self.entries.remove(index_of(id.0)) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&l.socket.as_raw_fd()));
+            let _ = self.poll.registry().deregister(&mut SourceFd(&l.socket.as_raw_fd()));
         }
         true
     }
 
     pub(crate) fn handle(&self) -> Handle {
-        Handle {
-            shared: self.shared.clone(),
-        }
+        Handle { shared: self.shared.clone() }
     }
 
     /// True when work is waiting that no OS event will announce.
@@ -447,11 +398,7 @@ impl Context<'_> {
 
     /// Queues a message the caller gives away; a large one is written without a copy. A refusal
     /// hands the message back.
-    pub fn send_owned(
-        &mut self,
-        conn: ConnId,
-        message: Vec<u8>,
-    ) -> Result<(), (SendError, Vec<u8>)> {
+    pub fn send_owned(&mut self, conn: ConnId, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
         self.core.send_owned(conn, message)
     }
 
@@ -466,9 +413,7 @@ impl Context<'_> {
             None => 3,
         };
         let bytes = crate::pickle::dumps(value, protocol)?;
-        self.core
-            .send_owned(conn, bytes)
-            .map_err(|(e, _)| Error::Closed(e.as_str()))
+        self.core.send_owned(conn, bytes).map_err(|(e, _)| Error::Closed(e.as_str()))
     }
 
     /// Closes `conn` once its queued messages are written; `on_close` follows with

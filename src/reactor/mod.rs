@@ -134,18 +134,9 @@ pub trait Handler {
 
     /// A message sent through a [`Handle`] was refused (full queue, or the connection is gone);
     /// here it is back. By default it is logged and dropped.
-    fn on_send_refused(
-        &mut self,
-        ctx: &mut Context<'_>,
-        conn: ConnId,
-        message: Vec<u8>,
-        error: SendError,
-    ) {
+    fn on_send_refused(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: Vec<u8>, error: SendError) {
         let _ = ctx;
-        log::warn!(
-            "message of {} bytes to {conn} refused: {error}",
-            message.len()
-        );
+        log::warn!("message of {} bytes to {conn} refused: {error}", message.len());
     }
 }
 
@@ -172,9 +163,7 @@ pub struct Reactor<H: Handler> {
 
 impl<H: Handler> std::fmt::Debug for Reactor<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reactor")
-            .field("entries", &self.core.entries.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Reactor").field("entries", &self.core.entries.len()).finish_non_exhaustive()
     }
 }
 
@@ -188,14 +177,7 @@ impl<H: Handler> Reactor<H> {
     pub fn with_config(handler: H, config: ReactorConfig) -> Result<Reactor<H>> {
         let events = Events::with_capacity(config.events_capacity.max(16));
         let scratch = vec![0u8; config.read_buffer_size.max(4096)];
-        Ok(Reactor {
-            core: Core::new(config)?,
-            handler,
-            events,
-            scratch,
-            ready: Vec::new(),
-            stopped: false,
-        })
+        Ok(Reactor { core: Core::new(config)?, handler, events, scratch, ready: Vec::new(), stopped: false })
     }
 
     /// The handler.
@@ -214,20 +196,12 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Listens on `address`.
-    pub fn listen(
-        &mut self,
-        address: impl IntoAddress,
-        options: ListenOptions,
-    ) -> Result<ListenerId> {
+    pub fn listen(&mut self, address: impl IntoAddress, options: ListenOptions) -> Result<ListenerId> {
         self.core.listen(&address.into_address()?, options)
     }
 
     /// Connects to `address` without blocking.
-    pub fn connect(
-        &mut self,
-        address: impl IntoAddress,
-        options: ConnectionOptions,
-    ) -> Result<ConnId> {
+    pub fn connect(&mut self, address: impl IntoAddress, options: ConnectionOptions) -> Result<ConnId> {
         self.core.connect(&address.into_address()?, options)
     }
 
@@ -239,9 +213,7 @@ impl<H: Handler> Reactor<H> {
     /// Runs a closure with a [`Context`], outside any callback (to send or close from the
     /// owning thread between turns).
     pub fn with_context<R>(&mut self, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
-        f(&mut Context {
-            core: &mut self.core,
-        })
+        f(&mut Context { core: &mut self.core })
     }
 
     /// Runs a closure with the handler and a [`Context`] together, outside any callback: for
@@ -295,12 +267,7 @@ impl<H: Handler> Reactor<H> {
         self.ready.clear();
         self.ready.extend(self.events.iter().map(|e| {
             let closed = e.is_read_closed() || e.is_error();
-            (
-                e.token(),
-                e.is_readable() || closed,
-                e.is_writable() || e.is_error(),
-                closed,
-            )
+            (e.token(), e.is_readable() || closed, e.is_writable() || e.is_error(), closed)
         }));
         let events_full = self.ready.len() == self.events.capacity();
         let ready = std::mem::take(&mut self.ready);
@@ -341,12 +308,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn ctx(&mut self) -> (&mut H, Context<'_>) {
-        (
-            &mut self.handler,
-            Context {
-                core: &mut self.core,
-            },
-        )
+        (&mut self.handler, Context { core: &mut self.core })
     }
 
     fn on_event(&mut self, id: u64, readable: bool, writable: bool, closed: bool) {
@@ -392,15 +354,7 @@ impl<H: Handler> Reactor<H> {
                 }
             } else if let Some((id, msg)) = self.core.refused.pop() {
                 let (h, mut ctx) = self.ctx();
-                h.on_send_refused(
-                    &mut ctx,
-                    id,
-                    msg,
-                    SendError::Full {
-                        queued: 0,
-                        high_water_mark: 0,
-                    },
-                );
+                h.on_send_refused(&mut ctx, id, msg, SendError::Full { queued: 0, high_water_mark: 0 });
             } else {
                 break;
             }
@@ -439,9 +393,7 @@ impl<H: Handler> Reactor<H> {
                     let lid = l.id;
                     let phase = match opts.handshake_config() {
                         Some(config) => match Nonce::random() {
-                            Ok(nonce) => {
-                                Phase::Handshaking(Box::new(Handshake::listener(&config, nonce)))
-                            }
+                            Ok(nonce) => Phase::Handshaking(Box::new(Handshake::listener(&config, nonce))),
                             Err(e) => {
                                 log::error!("no random challenge, connection dropped: {e}");
                                 continue;
@@ -465,25 +417,15 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR)
-                    ) =>
-                {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR)) => {
                     continue;
                 }
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning; existing
                     // connections keep being served.
-                    log::warn!(
-                        "accept on {} failed: {e}; pausing accepts",
-                        l.socket.address()
-                    );
+                    log::warn!("accept on {} failed: {e}; pausing accepts", l.socket.address());
                     l.paused = true;
-                    self.core
-                        .timers
-                        .add(Instant::now() + backoff, id, TimerKind::ListenerResume);
+                    self.core.timers.add(Instant::now() + backoff, id, TimerKind::ListenerResume);
                     return;
                 }
             }
@@ -509,11 +451,8 @@ impl<H: Handler> Reactor<H> {
         };
         c.write_interest = false;
         let fd = c.stream.as_raw_fd();
-        let _ = self.core.poll.registry().reregister(
-            &mut mio::unix::SourceFd(&fd),
-            Token(id as usize),
-            Interest::READABLE,
-        );
+        let _ =
+            self.core.poll.registry().reregister(&mut mio::unix::SourceFd(&fd), Token(id as usize), Interest::READABLE);
         match hs {
             Some(hs) => {
                 if let Some(c) = self.core.conn(id) {
@@ -569,18 +508,15 @@ impl<H: Handler> Reactor<H> {
                 let asked = buf.len();
                 (c.stream.read_retry(buf), asked)
             } else {
-                (
-                    c.stream.read_retry(&mut scratch[prefix..]),
-                    scratch.len() - prefix,
-                )
+                (c.stream.read_retry(&mut scratch[prefix..]), scratch.len() - prefix)
             };
             match result {
                 Ok(0) => {
                     let mid = prefix > 0 || c.decoder.in_message();
                     let reason = match &c.phase {
-                        Phase::Handshaking(_) => CloseReason::AuthenticationFailed(
-                            crate::AuthenticationError::Disconnected,
-                        ),
+                        Phase::Handshaking(_) => {
+                            CloseReason::AuthenticationFailed(crate::AuthenticationError::Disconnected)
+                        }
                         _ if mid => CloseReason::PeerClosedMidMessage,
                         _ => CloseReason::PeerClosed,
                     };
@@ -670,11 +606,7 @@ impl<H: Handler> Reactor<H> {
 
     /// Hands every complete frame of `source` to the handshake or the handler. Returns how many
     /// were taken, or why the connection must close.
-    fn deliver(
-        &mut self,
-        cid: ConnId,
-        source: &mut impl FrameSource,
-    ) -> Result<usize, CloseReason> {
+    fn deliver(&mut self, cid: ConnId, source: &mut impl FrameSource) -> Result<usize, CloseReason> {
         let mut count = 0;
         loop {
             let Some(c) = self.core.conn(cid.0) else {
@@ -689,9 +621,9 @@ impl<H: Handler> Reactor<H> {
                         Ok(Some(f)) => f,
                         Ok(None) => return Ok(count),
                         Err(e) => {
-                            return Err(CloseReason::AuthenticationFailed(
-                                crate::AuthenticationError::Protocol(e.to_string()),
-                            ));
+                            return Err(CloseReason::AuthenticationFailed(crate::AuthenticationError::Protocol(
+                                e.to_string(),
+                            )));
                         }
                     };
                     count += 1;
@@ -723,12 +655,7 @@ impl<H: Handler> Reactor<H> {
                     match source.next(limit) {
                         Ok(Some(frame)) => {
                             count += 1;
-                            let (h, mut ctx) = (
-                                &mut self.handler,
-                                Context {
-                                    core: &mut self.core,
-                                },
-                            );
+                            let (h, mut ctx) = (&mut self.handler, Context { core: &mut self.core });
                             h.on_message(&mut ctx, cid, frame);
                         }
                         Ok(None) => return Ok(count),
@@ -756,9 +683,7 @@ impl<H: Handler> Reactor<H> {
             };
             let cid = c.id;
             let reason = match kind {
-                TimerKind::Handshake if !matches!(c.phase, Phase::Open) => {
-                    Some(CloseReason::HandshakeTimeout)
-                }
+                TimerKind::Handshake if !matches!(c.phase, Phase::Open) => Some(CloseReason::HandshakeTimeout),
                 TimerKind::Idle => match c.opts.idle_timeout {
                     Some(t) if now >= c.last_activity + t => Some(CloseReason::IdleTimeout),
                     Some(t) => {
@@ -778,9 +703,7 @@ impl<H: Handler> Reactor<H> {
                 TimerKind::ReleaseBuffer => {
                     let quiet_until = c.last_activity + release_after;
                     if now < quiet_until {
-                        self.core
-                            .timers
-                            .add(quiet_until, id, TimerKind::ReleaseBuffer);
+                        self.core.timers.add(quiet_until, id, TimerKind::ReleaseBuffer);
                     } else {
                         c.release_armed = false;
                         c.decoder.shrink_if_idle();
@@ -804,14 +727,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn drain_commands(&mut self) {
-        let commands = std::mem::take(
-            &mut *self
-                .core
-                .shared
-                .queue
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let commands = std::mem::take(&mut *self.core.shared.queue.lock().unwrap_or_else(|p| p.into_inner()));
         for command in commands {
             match command {
                 Command::Send(id, msg) => {

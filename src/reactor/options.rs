@@ -159,11 +159,7 @@ pub struct ListenOptions {
 
 impl Default for ListenOptions {
     fn default() -> Self {
-        ListenOptions {
-            connection: ConnectionOptions::default(),
-            backlog: 1024,
-            max_connections: usize::MAX,
-        }
+        ListenOptions { connection: ConnectionOptions::default(), backlog: 1024, max_connections: usize::MAX }
     }
 }
 
@@ -227,10 +223,7 @@ pub enum CloseReason {
 impl CloseReason {
     /// True for the reasons that are not failures (peer or local close, stop).
     pub fn is_clean(&self) -> bool {
-        matches!(
-            self,
-            CloseReason::PeerClosed | CloseReason::Local | CloseReason::ReactorStopped
-        )
+        matches!(self, CloseReason::PeerClosed | CloseReason::Local | CloseReason::ReactorStopped)
     }
 }
 
@@ -238,18 +231,14 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
-            CloseReason::PeerClosedMidMessage => {
-                f.write_str("the peer closed the connection during a message")
-            }
+            CloseReason::PeerClosedMidMessage => f.write_str("the peer closed the connection during a message"),
             CloseReason::Local => f.write_str("closed locally"),
             CloseReason::ReactorStopped => f.write_str("the reactor stopped"),
             CloseReason::AuthenticationFailed(e) => write!(f, "{e}"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
             CloseReason::HandshakeTimeout => f.write_str("the handshake timed out"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::PartialMessageTimeout => {
-                f.write_str("a message stayed incomplete too long")
-            }
+            CloseReason::PartialMessageTimeout => f.write_str("a message stayed incomplete too long"),
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }

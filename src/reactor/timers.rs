@@ -42,9 +42,7 @@ impl Timers {
     /// Pops one deadline that has passed at `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(u64, TimerKind)> {
         match self.heap.peek() {
-            Some(Reverse((when, _, _))) if *when <= now => {
-                self.heap.pop().map(|Reverse((_, id, kind))| (id, kind))
-            }
+            Some(Reverse((when, _, _))) if *when <= now => self.heap.pop().map(|Reverse((_, id, kind))| (id, kind)),
             _ => None,
         }
     }

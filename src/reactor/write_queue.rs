@@ -52,11 +52,9 @@ impl WriteQueue {
     pub(crate) fn push_copy(&mut self, body: &[u8]) {
         let header = Header::for_len(body.len());
         let n = header.as_bytes().len() + body.len();
-        let tail_fits =
-            matches!(self.chunks.back(), Some(Chunk::Small(b)) if b.len() + n <= COALESCE_MAX);
+        let tail_fits = matches!(self.chunks.back(), Some(Chunk::Small(b)) if b.len() + n <= COALESCE_MAX);
         if !tail_fits {
-            self.chunks
-                .push_back(Chunk::Small(Vec::with_capacity(n.max(512))));
+            self.chunks.push_back(Chunk::Small(Vec::with_capacity(n.max(512))));
         }
         if let Some(Chunk::Small(b)) = self.chunks.back_mut() {
             b.extend_from_slice(header.as_bytes());
@@ -175,22 +173,12 @@ mod tests {
 
     #[test]
     fn mixed_small_and_large_messages_arrive_in_order_through_partial_writes() {
-        let msgs: Vec<Vec<u8>> = (0..50)
-            .map(|i| vec![i as u8; if i % 7 == 0 { 200_000 } else { i * 13 }])
-            .collect();
+        let msgs: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; if i % 7 == 0 { 200_000 } else { i * 13 }]).collect();
         let mut q = WriteQueue::default();
         for (i, m) in msgs.iter().enumerate() {
-            if i % 2 == 0 {
-                q.push_owned(m.clone())
-            } else {
-                q.push_copy(m)
-            }
+            if i % 2 == 0 { q.push_owned(m.clone()) } else { q.push_copy(m) }
         }
-        let mut w = Trickle {
-            out: Vec::new(),
-            step: 7_777,
-            calls: 0,
-        };
+        let mut w = Trickle { out: Vec::new(), step: 7_777, calls: 0 };
         let mut rounds = 0;
         while !q.flush(&mut w).unwrap() {
             rounds += 1;
@@ -212,11 +200,7 @@ mod tests {
         for _ in 0..100 {
             q.push_copy(&[1; 64]);
         }
-        let mut w = Trickle {
-            out: Vec::new(),
-            step: usize::MAX,
-            calls: 0,
-        };
+        let mut w = Trickle { out: Vec::new(), step: usize::MAX, calls: 0 };
         assert!(q.flush(&mut w).unwrap());
         assert_eq!(w.calls, 1);
         assert_eq!(w.out.len(), 100 * 68);

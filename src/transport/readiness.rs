@@ -15,8 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let mut poll = Poll::new()?;
     for (i, fd) in fds.iter().enumerate() {
-        poll.registry()
-            .register(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(fd), Token(i), Interest::READABLE)?;
     }
     let mut events = Events::with_capacity(fds.len().max(1));
     let deadline = timeout.map(|t| Instant::now() + t);

@@ -73,9 +73,7 @@ impl Stream {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last
-            .map(Error::Io)
-            .unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+        Err(last.map(Error::Io).unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
     }
 
     /// Starts a non-blocking connect (for the reactor). Returns the stream, in non-blocking mode,
@@ -94,9 +92,7 @@ impl Stream {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last
-            .map(Error::Io)
-            .unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+        Err(last.map(Error::Io).unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
     }
 
     /// The pending socket error (`SO_ERROR`), used to learn how a non-blocking connect ended.
@@ -244,10 +240,8 @@ impl SocketListener {
     /// made mode 0600 before `listen`, so no other user can connect even briefly; an existing
     /// file is replaced only if it is a stale socket (nobody accepting on it).
     pub fn bind(address: &Address, backlog: i32) -> Result<SocketListener> {
-        let sa = sockaddr(address)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Address(format!("{address}: no address")))?;
+        let sa =
+            sockaddr(address)?.into_iter().next().ok_or_else(|| Error::Address(format!("{address}: no address")))?;
         let socket = Socket::new(domain_of(&sa), Type::STREAM, None)?;
         match address {
             Address::Inet { .. } => {
@@ -256,12 +250,7 @@ impl SocketListener {
                 socket.listen(backlog)?;
                 let l: TcpListener = socket.into();
                 let address = l.local_addr()?.into();
-                Ok(SocketListener {
-                    inner: ListenerInner::Tcp(l),
-                    address,
-                    socket_file: None,
-                    owned_dir: None,
-                })
+                Ok(SocketListener { inner: ListenerInner::Tcp(l), address, socket_file: None, owned_dir: None })
             }
             Address::Unix(path) => {
                 remove_stale_socket(path)?;
@@ -308,9 +297,7 @@ impl SocketListener {
                     s.set_nodelay(true)?;
                     Ok((Stream::Tcp(s), Address::from(a)))
                 }),
-                ListenerInner::Unix(l) => {
-                    l.accept().map(|(s, a)| (Stream::Unix(s), unix_address(&a)))
-                }
+                ListenerInner::Unix(l) => l.accept().map(|(s, a)| (Stream::Unix(s), unix_address(&a))),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -331,20 +318,15 @@ impl SocketListener {
                         return match &self.inner {
                             ListenerInner::Tcp(_) => {
                                 s.set_tcp_nodelay(true)?;
-                                let peer = addr
-                                    .as_socket()
-                                    .map(Address::from)
-                                    .unwrap_or_else(|| Address::inet("", 0));
+                                let peer = addr.as_socket().map(Address::from).unwrap_or_else(|| Address::inet("", 0));
                                 Ok((Stream::Tcp(s.into()), peer))
                             }
                             ListenerInner::Unix(_) => {
                                 let peer = match addr.as_abstract_namespace() {
                                     Some(name) => Address::Abstract(name.to_vec()),
-                                    None => Address::Unix(
-                                        addr.as_pathname()
-                                            .map(Path::to_path_buf)
-                                            .unwrap_or_default(),
-                                    ),
+                                    None => {
+                                        Address::Unix(addr.as_pathname().map(Path::to_path_buf).unwrap_or_default())
+                                    }
                                 };
                                 Ok((Stream::Unix(UnixStream::from(OwnedFd::from(s))), peer))
                             }
@@ -418,10 +400,7 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
     if !meta.file_type().is_socket() {
         return Err(Error::Io(io::Error::new(
             io::ErrorKind::AddrInUse,
-            format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            ),
+            format!("{} exists and is not a socket; refusing to replace it", path.display()),
         )));
     }
     match UnixStream::connect(path) {

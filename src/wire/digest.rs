@@ -55,10 +55,7 @@ fn mac_of<M: Mac + KeyInit>(key: &[u8], message: &[u8]) -> MacBytes {
     let out = mac.finalize().into_bytes();
     let mut bytes = [0u8; MAX_MAC_LEN];
     bytes[..out.len()].copy_from_slice(&out);
-    MacBytes {
-        bytes,
-        len: out.len() as u8,
-    }
+    MacBytes { bytes, len: out.len() as u8 }
 }
 
 fn verify_with<M: Mac + KeyInit>(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
@@ -69,14 +66,8 @@ fn verify_with<M: Mac + KeyInit>(key: &[u8], message: &[u8], tag: &[u8]) -> bool
 
 impl Digest {
     /// Every digest, in the order CPython lists its allowed ones (plus sha1).
-    pub const ALL: [Digest; 6] = [
-        Digest::Md5,
-        Digest::Sha1,
-        Digest::Sha256,
-        Digest::Sha384,
-        Digest::Sha3_256,
-        Digest::Sha3_384,
-    ];
+    pub const ALL: [Digest; 6] =
+        [Digest::Md5, Digest::Sha1, Digest::Sha256, Digest::Sha384, Digest::Sha3_256, Digest::Sha3_384];
 
     /// The name CPython writes between braces.
     pub fn name(self) -> &'static str {
@@ -175,27 +166,19 @@ mod tests {
         let expected = [
             (Digest::Md5, "80070713463e7749b90c2dc24911e275"),
             (Digest::Sha1, "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"),
-            (
-                Digest::Sha256,
-                "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
-            ),
+            (Digest::Sha256, "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"),
             (
                 Digest::Sha384,
                 "d7f4727e2c0b39ae0f1e40cc96f60242d5b7801841cea6fc592c5d3e1ae50700582a96cf35e1e554995fe4e03381c237",
             ),
-            (
-                Digest::Sha3_256,
-                "8c6e0683409427f8931711b10ca92a506eb1fafa48fadd66d76126f47ac2c333",
-            ),
+            (Digest::Sha3_256, "8c6e0683409427f8931711b10ca92a506eb1fafa48fadd66d76126f47ac2c333"),
             (
                 Digest::Sha3_384,
                 "aa739ad9fcdf9be4a04f06680ade7a1bd1e01a0af64accb04366234cf9f6934a0f8589772f857681fcde8acc256091a2",
             ),
         ];
         for (d, want) in expected {
-            let got = hex(d
-                .mac(b"key", b"The quick brown fox jumps over the lazy dog")
-                .as_bytes());
+            let got = hex(d.mac(b"key", b"The quick brown fox jumps over the lazy dog").as_bytes());
             assert_eq!(got, want, "{}", d.name());
         }
     }
@@ -216,10 +199,6 @@ mod tests {
         assert!(DigestPolicy::RequireSha256.allows(Digest::Sha256));
         assert!(!DigestPolicy::RequireSha256.allows(Digest::Md5));
         assert!(!DigestPolicy::RequireSha256.allows(Digest::Sha1));
-        assert!(
-            Digest::ALL
-                .iter()
-                .all(|d| DigestPolicy::CpythonCompatible.allows(*d))
-        );
+        assert!(Digest::ALL.iter().all(|d| DigestPolicy::CpythonCompatible.allows(*d)));
     }
 }

@@ -137,14 +137,7 @@ impl FrameDecoder {
 
     /// Like [`FrameDecoder::new`] with the size of one read block (at least 16 bytes).
     pub fn with_read_block(max_message_size: usize, read_block: usize) -> FrameDecoder {
-        FrameDecoder {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            body: None,
-            max_message_size,
-            read_block: read_block.max(16),
-        }
+        FrameDecoder { buf: Vec::new(), start: 0, end: 0, body: None, max_message_size, read_block: read_block.max(16) }
     }
 
     /// The limit on one message.
@@ -241,10 +234,7 @@ impl FrameDecoder {
     /// # Panics
     /// If `n` is larger than that slice (a caller bug, never peer input).
     pub fn advance(&mut self, n: usize) {
-        assert!(
-            self.end + n <= self.buf.len(),
-            "advance past the read buffer"
-        );
+        assert!(self.end + n <= self.buf.len(), "advance past the read buffer");
         self.end += n;
     }
 
@@ -416,19 +406,13 @@ mod tests {
     fn short_header_is_big_endian_signed() {
         assert_eq!(Header::for_len(0).as_bytes(), [0, 0, 0, 0]);
         assert_eq!(Header::for_len(0x1f).as_bytes(), [0, 0, 0, 0x1f]);
-        assert_eq!(
-            Header::for_len(SHORT_HEADER_MAX).as_bytes(),
-            [0x7f, 0xff, 0xff, 0xff]
-        );
+        assert_eq!(Header::for_len(SHORT_HEADER_MAX).as_bytes(), [0x7f, 0xff, 0xff, 0xff]);
     }
 
     #[test]
     fn long_header_is_minus_one_then_u64() {
         let h = Header::for_len(SHORT_HEADER_MAX + 1);
-        assert_eq!(
-            h.as_bytes(),
-            [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
-        );
+        assert_eq!(h.as_bytes(), [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]);
         assert_eq!(parse_header(h.as_bytes()).unwrap(), Some((12, 0x8000_0000)));
     }
 
@@ -455,42 +439,24 @@ mod tests {
         let mut d = FrameDecoder::default();
         d.feed(&(-2i32).to_be_bytes());
         assert_eq!(d.next_frame(), Err(FrameError::NegativeLength(-2)));
-        assert_eq!(
-            parse_header(&i32::MIN.to_be_bytes()),
-            Err(FrameError::NegativeLength(i32::MIN))
-        );
+        assert_eq!(parse_header(&i32::MIN.to_be_bytes()), Err(FrameError::NegativeLength(i32::MIN)));
     }
 
     #[test]
     fn declared_length_above_limit_is_refused_before_the_body() {
         let mut d = FrameDecoder::new(10);
         d.feed(&[0, 0, 0, 11]);
-        assert_eq!(
-            d.next_frame(),
-            Err(FrameError::TooLarge { len: 11, limit: 10 })
-        );
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge { len: 11, limit: 10 }));
         let mut d = FrameDecoder::new(1 << 20);
         d.feed(&[0xff, 0xff, 0xff, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            d.next_frame(),
-            Err(FrameError::TooLarge {
-                len: 1 << 63,
-                limit: 1 << 20
-            })
-        );
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge { len: 1 << 63, limit: 1 << 20 }));
     }
 
     #[test]
     fn per_call_limit_applies_below_the_decoder_limit() {
         let mut d = FrameDecoder::default();
         d.feed(&frames(&[vec![7; 300]]));
-        assert_eq!(
-            d.next_frame_limited(256),
-            Err(FrameError::TooLarge {
-                len: 300,
-                limit: 256
-            })
-        );
+        assert_eq!(d.next_frame_limited(256), Err(FrameError::TooLarge { len: 300, limit: 256 }));
     }
 
     #[test]
@@ -500,21 +466,13 @@ mod tests {
         d.feed(&[0xff, 0xff, 0xff, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0]);
         d.feed(&[1; 100]);
         assert_eq!(d.next_frame().unwrap(), None);
-        assert!(
-            d.capacity() <= 2 * DEFAULT_READ_BLOCK,
-            "capacity {}",
-            d.capacity()
-        );
+        assert!(d.capacity() <= 2 * DEFAULT_READ_BLOCK, "capacity {}", d.capacity());
         // Send 1 MiB more: the buffer stays within about twice what arrived.
         for _ in 0..16 {
             d.feed(&[2; 65536]);
         }
         let received = 100 + 16 * 65536;
-        assert!(
-            d.capacity() <= 2 * received + DEFAULT_READ_BLOCK,
-            "capacity {}",
-            d.capacity()
-        );
+        assert!(d.capacity() <= 2 * received + DEFAULT_READ_BLOCK, "capacity {}", d.capacity());
     }
 
     #[test]

@@ -91,9 +91,7 @@ impl std::str::FromStr for Dialect {
             "cpython" | "modern" | "python" => Ok(Dialect::Cpython),
             "legacy" | "cpython-legacy" => Ok(Dialect::CpythonLegacy),
             "processing" => Ok(Dialect::Processing),
-            _ => Err(crate::Error::Config(format!(
-                "unknown dialect {s:?} (expected cpython, legacy or processing)"
-            ))),
+            _ => Err(crate::Error::Config(format!("unknown dialect {s:?} (expected cpython, legacy or processing)"))),
         }
     }
 }
@@ -305,10 +303,7 @@ impl Handshake {
                 (CHALLENGE, m)
             }
             Dialect::CpythonLegacy => (CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
-            Dialect::Processing => (
-                PROCESSING_CHALLENGE,
-                self.nonce.0[..LEGACY_NONCE_LEN].to_vec(),
-            ),
+            Dialect::Processing => (PROCESSING_CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
         };
         let mut out = Vec::with_capacity(prefix.len() + message.len());
         out.extend_from_slice(prefix);
@@ -377,25 +372,19 @@ impl Handshake {
             (Dialect::Cpython, m)
         } else {
             return Err(AuthenticationError::Protocol(
-                "expected a challenge, got something else (wrong protocol, or no handshake on the other side)"
-                    .into(),
+                "expected a challenge, got something else (wrong protocol, or no handshake on the other side)".into(),
             ));
         };
         match (self.role, self.dialect, dialect) {
             (Role::Client, _, d) => self.dialect = d,
             (Role::Listener, Dialect::Processing, Dialect::Processing) => {}
             (Role::Listener, Dialect::Processing, _) | (Role::Listener, _, Dialect::Processing) => {
-                return Err(AuthenticationError::Protocol(
-                    "the peer speaks another handshake dialect".into(),
-                ));
+                return Err(AuthenticationError::Protocol("the peer speaks another handshake dialect".into()));
             }
             _ => {}
         }
         if message.len() < LEGACY_NONCE_LEN {
-            return Err(AuthenticationError::Protocol(format!(
-                "challenge too short: {} bytes",
-                message.len()
-            )));
+            return Err(AuthenticationError::Protocol(format!("challenge too short: {} bytes", message.len())));
         }
         let key = self.key.as_bytes();
         if dialect == Dialect::Processing {
@@ -489,10 +478,7 @@ mod tests {
     fn run_pair(
         listener: &mut Handshake,
         client: &mut Handshake,
-    ) -> (
-        Result<(), AuthenticationError>,
-        Result<(), AuthenticationError>,
-    ) {
+    ) -> (Result<(), AuthenticationError>, Result<(), AuthenticationError>) {
         let (mut lr, mut cr) = (Ok(()), Ok(()));
         for _ in 0..10 {
             let mut progressed = false;
@@ -517,11 +503,7 @@ mod tests {
 
     #[test]
     fn matching_keys_complete_both_sides_in_every_dialect() {
-        for dialect in [
-            Dialect::Cpython,
-            Dialect::CpythonLegacy,
-            Dialect::Processing,
-        ] {
+        for dialect in [Dialect::Cpython, Dialect::CpythonLegacy, Dialect::Processing] {
             let mut lc = config("k");
             lc.dialect = dialect;
             let mut l = Handshake::listener(&lc, nonce(1));
@@ -531,11 +513,7 @@ mod tests {
             assert!(l.is_complete() && c.is_complete(), "{dialect:?}");
             assert_eq!(
                 c.dialect(),
-                if dialect == Dialect::Processing {
-                    Dialect::Processing
-                } else {
-                    Dialect::Cpython
-                }
+                if dialect == Dialect::Processing { Dialect::Processing } else { Dialect::Cpython }
             );
         }
     }
@@ -569,15 +547,9 @@ mod tests {
         let challenge = l.poll_transmit().unwrap();
         c.handle_message(&challenge).unwrap();
         let reply = c.poll_transmit().unwrap();
-        assert_eq!(
-            l.handle_message(&reply),
-            Err(AuthenticationError::DigestMismatch)
-        );
+        assert_eq!(l.handle_message(&reply), Err(AuthenticationError::DigestMismatch));
         assert_eq!(l.poll_transmit().unwrap(), FAILURE);
-        assert_eq!(
-            c.handle_message(FAILURE),
-            Err(AuthenticationError::Rejected)
-        );
+        assert_eq!(c.handle_message(FAILURE), Err(AuthenticationError::Rejected));
         assert!(!l.is_complete() && !c.is_complete());
         // Once failed, it stays failed.
         assert!(l.handle_message(b"anything").is_err());
@@ -612,33 +584,19 @@ mod tests {
         let mut l = Handshake::listener(&strict, nonce(9));
         let challenge = l.poll_transmit().unwrap();
         let reply = Digest::Md5.mac(b"k", &challenge[CHALLENGE.len()..]);
-        assert_eq!(
-            l.handle_message(reply.as_bytes()),
-            Err(AuthenticationError::DigestRefused("md5".into()))
-        );
+        assert_eq!(l.handle_message(reply.as_bytes()), Err(AuthenticationError::DigestRefused("md5".into())));
         assert_eq!(l.poll_transmit().unwrap(), FAILURE);
 
         let mut legacy = config("k");
         legacy.dialect = Dialect::CpythonLegacy;
-        let challenge = Handshake::listener(&legacy, nonce(1))
-            .poll_transmit()
-            .unwrap();
+        let challenge = Handshake::listener(&legacy, nonce(1)).poll_transmit().unwrap();
         let mut c = Handshake::client(&strict, nonce(2));
-        assert_eq!(
-            c.handle_message(&challenge),
-            Err(AuthenticationError::DigestRefused("md5".into()))
-        );
+        assert_eq!(c.handle_message(&challenge), Err(AuthenticationError::DigestRefused("md5".into())));
     }
 
     #[test]
     fn every_cpython_digest_name_is_answered_with_that_digest() {
-        for d in [
-            Digest::Md5,
-            Digest::Sha256,
-            Digest::Sha384,
-            Digest::Sha3_256,
-            Digest::Sha3_384,
-        ] {
+        for d in [Digest::Md5, Digest::Sha256, Digest::Sha384, Digest::Sha3_256, Digest::Sha3_384] {
             let mut lc = config("k");
             lc.challenge_digest = d;
             let mut l = Handshake::listener(&lc, nonce(1));
@@ -655,10 +613,7 @@ mod tests {
     #[test]
     fn garbage_instead_of_a_challenge_is_a_protocol_error() {
         let mut c = Handshake::client(&config("k"), nonce(2));
-        assert!(matches!(
-            c.handle_message(b"hello there"),
-            Err(AuthenticationError::Protocol(_))
-        ));
+        assert!(matches!(c.handle_message(b"hello there"), Err(AuthenticationError::Protocol(_))));
     }
 
     #[test]
@@ -666,10 +621,7 @@ mod tests {
         let mut c = Handshake::client(&config("k"), nonce(2));
         let mut m = CHALLENGE.to_vec();
         m.extend_from_slice(&[0; 19]);
-        assert!(matches!(
-            c.handle_message(&m),
-            Err(AuthenticationError::Protocol(_))
-        ));
+        assert!(matches!(c.handle_message(&m), Err(AuthenticationError::Protocol(_))));
     }
 
     #[test]
@@ -678,21 +630,12 @@ mod tests {
         let mut m = CHALLENGE.to_vec();
         m.extend_from_slice(b"{sha999}");
         m.extend_from_slice(&[0; 40]);
-        assert!(matches!(
-            c.handle_message(&m),
-            Err(AuthenticationError::Protocol(_))
-        ));
+        assert!(matches!(c.handle_message(&m), Err(AuthenticationError::Protocol(_))));
     }
 
     #[test]
     fn truncated_or_oversized_replies_fail_with_failure_sent() {
-        for reply in [
-            vec![],
-            vec![1; 15],
-            vec![1; 17],
-            b"{sha256}short".to_vec(),
-            vec![b'x'; 257],
-        ] {
+        for reply in [vec![], vec![1; 15], vec![1; 17], b"{sha256}short".to_vec(), vec![b'x'; 257]] {
             let mut l = Handshake::listener(&config("k"), nonce(1));
             l.poll_transmit().unwrap();
             assert!(l.handle_message(&reply).is_err(), "{} bytes", reply.len());
@@ -709,28 +652,15 @@ mod tests {
         lc.dialect = Dialect::Processing;
         let mut l = Handshake::listener(&lc, nonce(1));
         let challenge = l.poll_transmit().unwrap();
-        l.handle_message(
-            Digest::Sha1
-                .mac(b"k", &challenge[PROCESSING_CHALLENGE.len()..])
-                .as_bytes(),
-        )
-        .unwrap();
+        l.handle_message(Digest::Sha1.mac(b"k", &challenge[PROCESSING_CHALLENGE.len()..]).as_bytes()).unwrap();
         assert_eq!(l.poll_transmit().unwrap(), PROCESSING_WELCOME);
-        let cpy = Handshake::listener(&config("k"), nonce(2))
-            .poll_transmit()
-            .unwrap();
-        assert!(matches!(
-            l.handle_message(&cpy),
-            Err(AuthenticationError::Protocol(_))
-        ));
+        let cpy = Handshake::listener(&config("k"), nonce(2)).poll_transmit().unwrap();
+        assert!(matches!(l.handle_message(&cpy), Err(AuthenticationError::Protocol(_))));
         // A CPython client receiving the processing welcome is rejected, not confused.
         let mut c = Handshake::client(&config("k"), nonce(3));
         c.handle_message(&cpy).unwrap();
         c.poll_transmit().unwrap();
-        assert_eq!(
-            c.handle_message(PROCESSING_WELCOME),
-            Err(AuthenticationError::Rejected)
-        );
+        assert_eq!(c.handle_message(PROCESSING_WELCOME), Err(AuthenticationError::Rejected));
     }
 
     #[test]

@@ -155,25 +155,9 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     let exe = std::env::current_exe()?;
     let spawn_client = |address: &Address| {
         Command::new(&exe)
-            .args([
-                "bench",
-                "--role",
-                "client",
-                "--workload",
-                args.workload.name(),
-            ])
-            .args([
-                "--family",
-                family_name(args.family),
-                "--addr",
-                &address.to_string(),
-            ])
-            .args([
-                "--n",
-                &args.n.to_string(),
-                "--threads",
-                &args.threads.to_string(),
-            ])
+            .args(["bench", "--role", "client", "--workload", args.workload.name()])
+            .args(["--family", family_name(args.family), "--addr", &address.to_string()])
+            .args(["--n", &args.n.to_string(), "--threads", &args.threads.to_string()])
             .args([
                 "--face",
                 match args.face {
@@ -185,55 +169,30 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             .spawn()
     };
     let authenticated = args.workload == Workload::W4;
-    let conn_options = ConnectionOptions::new()
-        .max_message_size(BULK + 1024)
-        .high_water_mark(64 << 20);
-    let conn_options = if authenticated {
-        conn_options.authkey(KEY)
-    } else {
-        conn_options
-    };
+    let conn_options = ConnectionOptions::new().max_message_size(BULK + 1024).high_water_mark(64 << 20);
+    let conn_options = if authenticated { conn_options.authkey(KEY) } else { conn_options };
     let (result, imp) = match args.face {
         Face::Reactor => {
-            let mut reactor = Reactor::new(BenchServer {
-                workload: args.workload,
-                n: args.n,
-                count: 0,
-                first: None,
-                last: None,
-            })?;
-            let l = reactor.listen(
-                address,
-                ListenOptions::new().connection(conn_options).backlog(4096),
-            )?;
+            let mut reactor =
+                Reactor::new(BenchServer { workload: args.workload, n: args.n, count: 0, first: None, last: None })?;
+            let l = reactor.listen(address, ListenOptions::new().connection(conn_options).backlog(4096))?;
             let bound = reactor.listener_address(l).cloned().expect("bound");
             let mut child = spawn_client(&bound)?;
             reactor.run()?;
             let status = child.wait()?;
             if !status.success() {
-                return Err(mpconn::Error::Config(format!(
-                    "bench client failed: {status}"
-                )));
+                return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
             }
             (reactor.handler().result(), "mpconn-reactor")
         }
         Face::Blocking => {
-            let mut builder = Listener::builder()
-                .address(address)
-                .backlog(4096)
-                .max_message_size(BULK + 1024);
+            let mut builder = Listener::builder().address(address).backlog(4096).max_message_size(BULK + 1024);
             if authenticated {
                 builder = builder.authkey(KEY);
             }
             let mut listener = builder.bind()?;
             let mut child = spawn_client(listener.address())?;
-            let mut s = BenchServer {
-                workload: args.workload,
-                n: args.n,
-                count: 0,
-                first: None,
-                last: None,
-            };
+            let mut s = BenchServer { workload: args.workload, n: args.n, count: 0, first: None, last: None };
             if args.workload == Workload::W4 {
                 while !s.tick() {
                     drop(listener.accept()?);
@@ -268,22 +227,13 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             }
             let status = child.wait()?;
             if !status.success() {
-                return Err(mpconn::Error::Config(format!(
-                    "bench client failed: {status}"
-                )));
+                return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
             }
             (s.result(), "mpconn-blocking")
         }
     };
     if let Some((value, unit)) = result {
-        emit(
-            imp,
-            args.workload.name(),
-            family_name(args.family),
-            value,
-            unit,
-            args.n,
-        );
+        emit(imp, args.workload.name(), family_name(args.family), value, unit, args.n);
     }
     Ok(())
 }
@@ -308,14 +258,11 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
             })
             .collect();
         for h in handles {
-            h.join()
-                .map_err(|_| mpconn::Error::Config("client thread panicked".into()))??;
+            h.join().map_err(|_| mpconn::Error::Config("client thread panicked".into()))??;
         }
         return Ok(());
     }
-    let mut conn = Client::new(&address)
-        .max_message_size(BULK + 1024)
-        .connect()?;
+    let mut conn = Client::new(&address).max_message_size(BULK + 1024).connect()?;
     conn.set_read_timeout(Some(Duration::from_secs(120)))?;
     match args.workload {
         Workload::W1 => {
@@ -380,22 +327,11 @@ mod w5 {
             eprintln!("bench: raised the descriptor limit from {old} to {new}");
         }
         let address = arbitrary_address(Family::Unix)?;
-        let server = BenchServer {
-            workload: super::Workload::W5,
-            n: args.n,
-            count: 0,
-            first: None,
-            last: None,
-        };
+        let server = BenchServer { workload: super::Workload::W5, n: args.n, count: 0, first: None, last: None };
         let mut reactor = Reactor::new(server)?;
-        let options = ListenOptions::new()
-            .backlog(4096)
-            .connection(ConnectionOptions::new().authkey(KEY));
+        let options = ListenOptions::new().backlog(4096).connection(ConnectionOptions::new().authkey(KEY));
         let l = reactor.listen(address, options)?;
-        let bound = reactor
-            .listener_address(l)
-            .cloned()
-            .ok_or(Error::Closed("listener"))?;
+        let bound = reactor.listener_address(l).cloned().ok_or(Error::Closed("listener"))?;
         let before = rss_of(std::process::id()).unwrap_or(0);
         let exe = std::env::current_exe()?;
         let (tx, rx) = mpsc::channel();
@@ -405,15 +341,7 @@ mod w5 {
             let share = left.min(PER_PROCESS);
             left -= share;
             let mut child = Command::new(&exe)
-                .args([
-                    "bench",
-                    "--role",
-                    "client",
-                    "--workload",
-                    "W5",
-                    "--family",
-                    "unix",
-                ])
+                .args(["bench", "--role", "client", "--workload", "W5", "--family", "unix"])
                 .args(["--addr", &bound.to_string(), "--n", &share.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -421,10 +349,7 @@ mod w5 {
             let out = child.stdout.take().ok_or(Error::Closed("client stdout"))?;
             let tx = tx.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(out)
-                    .lines()
-                    .map_while(std::result::Result::ok)
-                {
+                for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
                     let _ = tx.send(line);
                 }
             });
@@ -435,9 +360,7 @@ mod w5 {
         let mut client_errors = 0u64;
         while ready < children.len() || reactor.handler().count < args.n {
             if start.elapsed() > LIMIT {
-                return Err(Error::Timeout(
-                    "W5 clients did not all finish their round trip",
-                ));
+                return Err(Error::Timeout("W5 clients did not all finish their round trip"));
             }
             reactor.run_once(Some(Duration::from_millis(10)))?;
             while let Ok(line) = rx.try_recv() {
@@ -447,9 +370,7 @@ mod w5 {
                 }
             }
             if client_errors > 0 {
-                return Err(Error::Config(format!(
-                    "W5: {client_errors} client connections failed"
-                )));
+                return Err(Error::Config(format!("W5: {client_errors} client connections failed")));
             }
         }
         let connect_secs = start.elapsed().as_secs_f64();
@@ -473,30 +394,9 @@ mod w5 {
             turn_us,
             reactor.len() - 1
         );
-        emit(
-            "mpconn-reactor",
-            "W5",
-            "unix",
-            per_conn,
-            "bytes/conn",
-            args.n,
-        );
-        emit(
-            "mpconn-reactor",
-            "W5-idle-turn",
-            "unix",
-            turn_us,
-            "us/turn",
-            args.n,
-        );
-        emit(
-            "mpconn-reactor",
-            "W5-connect-all",
-            "unix",
-            connect_secs,
-            "s",
-            args.n,
-        );
+        emit("mpconn-reactor", "W5", "unix", per_conn, "bytes/conn", args.n);
+        emit("mpconn-reactor", "W5-idle-turn", "unix", turn_us, "us/turn", args.n);
+        emit("mpconn-reactor", "W5-connect-all", "unix", connect_secs, "s", args.n);
         for mut c in children {
             drop(c.stdin.take());
             let _ = c.wait();
@@ -529,14 +429,8 @@ mod w5 {
 
     pub fn client(args: &BenchArgs, address: &Address) -> Result<()> {
         raise_fd_limit();
-        let mut reactor = Reactor::new(W5Client {
-            done: 0,
-            in_flight: 0,
-            errors: 0,
-        })?;
-        let options = ConnectionOptions::new()
-            .authkey(KEY)
-            .handshake_timeout(Duration::from_secs(120));
+        let mut reactor = Reactor::new(W5Client { done: 0, in_flight: 0, errors: 0 })?;
+        let options = ConnectionOptions::new().authkey(KEY).handshake_timeout(Duration::from_secs(120));
         let mut started = 0;
         let start = Instant::now();
         while reactor.handler().done + (reactor.handler().errors as usize) < args.n {
@@ -550,8 +444,8 @@ mod w5 {
             }
             reactor.run_once(Some(Duration::from_millis(10)))?;
         }
-        let errors = reactor.handler().errors
-            + (args.n - reactor.handler().done - reactor.handler().errors as usize) as u64;
+        let errors =
+            reactor.handler().errors + (args.n - reactor.handler().done - reactor.handler().errors as usize) as u64;
         println!("READY {errors}");
         std::io::stdout().flush()?;
         // Hold the connections open (idle) until the server closes our stdin.

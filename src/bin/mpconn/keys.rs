@@ -31,32 +31,24 @@ fn parse_dialect(s: &str) -> std::result::Result<Dialect, String> {
 impl KeyArgs {
     /// The key, if one was given; an error if it was given twice or cannot be read.
     pub fn key(&self) -> Result<Option<AuthKey>> {
-        let given = [
-            self.authkey.is_some(),
-            self.authkey_file.is_some(),
-            self.authkey_env.is_some(),
-        ];
+        let given = [self.authkey.is_some(), self.authkey_file.is_some(), self.authkey_env.is_some()];
         if given.iter().filter(|g| **g).count() > 1 {
-            return Err(Error::Config(
-                "give the key once: --authkey, --authkey-file or --authkey-env".into(),
-            ));
+            return Err(Error::Config("give the key once: --authkey, --authkey-file or --authkey-env".into()));
         }
         if let Some(k) = &self.authkey {
             return Ok(Some(AuthKey::from(k.as_str())));
         }
         if let Some(path) = &self.authkey_file {
-            let mut bytes = std::fs::read(path).map_err(|e| {
-                Error::Config(format!("cannot read the key file {}: {e}", path.display()))
-            })?;
+            let mut bytes = std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read the key file {}: {e}", path.display())))?;
             if bytes.last() == Some(&b'\n') {
                 bytes.pop();
             }
             return Ok(Some(AuthKey::from(bytes)));
         }
         if let Some(var) = &self.authkey_env {
-            let value = std::env::var_os(var).ok_or_else(|| {
-                Error::Config(format!("the environment variable {var} is not set"))
-            })?;
+            let value = std::env::var_os(var)
+                .ok_or_else(|| Error::Config(format!("the environment variable {var} is not set")))?;
             return Ok(Some(AuthKey::new(value.as_encoded_bytes())));
         }
         Ok(None)
@@ -67,7 +59,6 @@ impl KeyArgs {
     }
 
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
-            .unwrap_or(mpconn::wire::frame::DEFAULT_MAX_MESSAGE_SIZE)
+        self.max_message_size.unwrap_or(mpconn::wire::frame::DEFAULT_MAX_MESSAGE_SIZE)
     }
 }

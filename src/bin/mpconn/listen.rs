@@ -28,20 +28,12 @@ impl Handler for Printer {
     fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, peer: &Address) {
         self.line(format_args!(
             "open {conn} from {}",
-            if peer.to_string().is_empty() {
-                "(unnamed)".into()
-            } else {
-                peer.to_string()
-            }
+            if peer.to_string().is_empty() { "(unnamed)".into() } else { peer.to_string() }
         ));
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        self.line(format_args!(
-            "message {conn} ({} bytes): {}",
-            message.len(),
-            show(message)
-        ));
+        self.line(format_args!("message {conn} ({} bytes): {}", message.len(), show(message)));
         if self.echo {
             if let Err(e) = ctx.send(conn, message) {
                 self.line(format_args!("echo to {conn} refused: {e}"));
@@ -54,29 +46,18 @@ impl Handler for Printer {
     }
 }
 
-pub fn run(
-    address: Option<String>,
-    family: Option<Family>,
-    echo: bool,
-    quiet: bool,
-    keys: &KeyArgs,
-) -> Result<()> {
+pub fn run(address: Option<String>, family: Option<Family>, echo: bool, quiet: bool, keys: &KeyArgs) -> Result<()> {
     let address = match address {
         Some(a) => a.parse::<Address>()?,
         None => arbitrary_address(family.unwrap_or_else(Family::fastest))?,
     };
-    let mut connection = ConnectionOptions::new()
-        .dialect(keys.dialect())
-        .max_message_size(keys.max_message_size());
+    let mut connection = ConnectionOptions::new().dialect(keys.dialect()).max_message_size(keys.max_message_size());
     if let Some(key) = keys.key()? {
         connection = connection.authkey(key);
     }
     let mut reactor = Reactor::new(Printer { echo, quiet })?;
     let listener = reactor.listen(address, ListenOptions::new().connection(connection))?;
-    println!(
-        "listening on {}",
-        reactor.listener_address(listener).expect("just bound")
-    );
+    println!("listening on {}", reactor.listener_address(listener).expect("just bound"));
     let _ = std::io::stdout().flush();
     reactor.run()
 }

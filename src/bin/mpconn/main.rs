@@ -32,13 +32,8 @@ fn parse_family(s: &str) -> Result<Family, String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (like 10s, 500ms, 2m)"))?;
+    let (num, unit) = s.find(|c: char| c.is_ascii_alphabetic()).map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration (like 10s, 500ms, 2m)"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
@@ -92,9 +87,7 @@ enum Cmd {
     },
     /// Runs a standard workload of BENCH.md (server here, clients in other processes) and prints
     /// one JSON line per result.
-    #[command(
-        after_help = "Examples:\n  mpconn bench --workload W1 --family unix\n  mpconn bench --all"
-    )]
+    #[command(after_help = "Examples:\n  mpconn bench --workload W1 --family unix\n  mpconn bench --all")]
     Bench {
         /// The workload (W1 pipelined, W2 ping-pong, W3 bulk, W4 handshakes, W5 many clients).
         #[arg(long, value_enum, required_unless_present = "all")]
@@ -155,29 +148,11 @@ fn main() {
     let cli = Cli::parse();
     let keys = cli.keys;
     let result = match cli.command {
-        Cmd::Listen {
-            address,
-            family,
-            echo,
-            quiet,
-        } => listen::run(address, family, echo, quiet, &keys),
-        Cmd::Send {
-            address,
-            messages,
-            pickle,
-            recv,
-            timeout,
-        } => send::run(&address, &messages, pickle, recv, timeout, &keys),
-        Cmd::Bench {
-            workload,
-            all,
-            family,
-            n,
-            face,
-            threads,
-            role,
-            addr,
-        } => {
+        Cmd::Listen { address, family, echo, quiet } => listen::run(address, family, echo, quiet, &keys),
+        Cmd::Send { address, messages, pickle, recv, timeout } => {
+            send::run(&address, &messages, pickle, recv, timeout, &keys)
+        }
+        Cmd::Bench { workload, all, family, n, face, threads, role, addr } => {
             let imp = match face {
                 bench::Face::Reactor => "mpconn-reactor",
                 bench::Face::Blocking => "mpconn-blocking",
@@ -186,13 +161,7 @@ fn main() {
                 run_all_benches(face, threads)
             } else {
                 let workload = workload.unwrap_or(bench::Workload::W1);
-                let args = bench::BenchArgs {
-                    workload,
-                    family,
-                    n: n.unwrap_or(workload.default_n()),
-                    face,
-                    threads,
-                };
+                let args = bench::BenchArgs { workload, family, n: n.unwrap_or(workload.default_n()), face, threads };
                 if role == "client" {
                     bench::run_client(&args, addr.as_deref().unwrap_or_default(), imp)
                 } else {
@@ -200,30 +169,11 @@ fn main() {
                 }
             }
         }
-        Cmd::Stress {
-            address,
-            clients,
-            messages,
-            size,
-            rate,
-            duration,
-            churn,
-        } => {
-            match stress::run(stress::StressArgs {
-                address,
-                clients,
-                messages,
-                size,
-                rate,
-                duration,
-                churn,
-                keys,
-            }) {
+        Cmd::Stress { address, clients, messages, size, rate, duration, churn } => {
+            match stress::run(stress::StressArgs { address, clients, messages, size, rate, duration, churn, keys }) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
-                    eprintln!(
-                        "mpconn: stress test failed: see the errors, integrity and descriptors lines above"
-                    );
+                    eprintln!("mpconn: stress test failed: see the errors, integrity and descriptors lines above");
                     std::process::exit(2);
                 }
                 Err(e) => Err(e),
@@ -240,23 +190,11 @@ fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
     use bench::Workload::*;
     for workload in [W1, W2, W3, W4] {
         for family in [Family::Unix, Family::Inet] {
-            bench::run_server(&bench::BenchArgs {
-                workload,
-                family,
-                n: workload.default_n(),
-                face,
-                threads,
-            })?;
+            bench::run_server(&bench::BenchArgs { workload, family, n: workload.default_n(), face, threads })?;
         }
     }
     if face == bench::Face::Reactor {
-        bench::run_server(&bench::BenchArgs {
-            workload: W5,
-            family: Family::Unix,
-            n: W5.default_n(),
-            face,
-            threads,
-        })?;
+        bench::run_server(&bench::BenchArgs { workload: W5, family: Family::Unix, n: W5.default_n(), face, threads })?;
     }
     Ok(())
 }

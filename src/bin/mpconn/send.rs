@@ -15,9 +15,7 @@ pub fn run(
     timeout: Duration,
     keys: &KeyArgs,
 ) -> Result<()> {
-    let mut client = Client::new(address)
-        .max_message_size(keys.max_message_size())
-        .connect_timeout(Some(timeout));
+    let mut client = Client::new(address).max_message_size(keys.max_message_size()).connect_timeout(Some(timeout));
     if let Some(key) = keys.key()? {
         client = client.authkey(key);
     }
@@ -26,8 +24,8 @@ pub fn run(
         messages
             .iter()
             .map(|m| {
-                let j: serde_json::Value = serde_json::from_str(m)
-                    .map_err(|e| Error::Config(format!("{m:?} is not JSON: {e}")))?;
+                let j: serde_json::Value =
+                    serde_json::from_str(m).map_err(|e| Error::Config(format!("{m:?} is not JSON: {e}")))?;
                 json_to_value(&j)
             })
             .collect::<Result<Vec<_>>>()?
@@ -47,12 +45,7 @@ pub fn run(
     conn.set_read_timeout(Some(timeout))?;
     for _ in 0..recv {
         let reply = conn.recv_bytes().map_err(|e| match e {
-            Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 Error::Timeout("no reply within --timeout")
             }
             e => e,

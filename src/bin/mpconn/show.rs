@@ -25,9 +25,7 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
             (Some(i), _) => Value::I64(i),
             (None, Some(f)) if n.is_f64() => Value::F64(f),
             _ => {
-                return Err(Error::Config(format!(
-                    "the number {n} does not fit a 64-bit integer"
-                )));
+                return Err(Error::Config(format!("the number {n} does not fit a 64-bit integer")));
             }
         },
         J::String(s) => Value::String(s.clone()),
@@ -37,17 +35,13 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
                 if let Some(J::String(hex)) = map.get("$bytes") {
                     return Ok(Value::Bytes(
                         mpconn::AuthKey::from_hex(hex)
-                            .map_err(|_| {
-                                Error::Config(format!("$bytes takes hex digits, got {hex:?}"))
-                            })?
+                            .map_err(|_| Error::Config(format!("$bytes takes hex digits, got {hex:?}")))?
                             .as_bytes()
                             .to_vec(),
                     ));
                 }
                 if let Some(J::Array(items)) = map.get("$tuple") {
-                    return Ok(Value::Tuple(
-                        items.iter().map(json_to_value).collect::<Result<_>>()?,
-                    ));
+                    return Ok(Value::Tuple(items.iter().map(json_to_value).collect::<Result<_>>()?));
                 }
             }
             let mut dict = std::collections::BTreeMap::new();
@@ -65,14 +59,9 @@ mod tests {
 
     #[test]
     fn json_becomes_python_values() {
-        let j: serde_json::Value = serde_json::from_str(
-            r#"{"a": [1, 2.5, null, true, "x", {"$bytes": "6869"}, {"$tuple": [1]}]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            repr(&json_to_value(&j).unwrap()),
-            "{'a': [1, 2.5, None, True, 'x', b'hi', (1,)]}"
-        );
+        let j: serde_json::Value =
+            serde_json::from_str(r#"{"a": [1, 2.5, null, true, "x", {"$bytes": "6869"}, {"$tuple": [1]}]}"#).unwrap();
+        assert_eq!(repr(&json_to_value(&j).unwrap()), "{'a': [1, 2.5, None, True, 'x', b'hi', (1,)]}");
         let bad: serde_json::Value = serde_json::from_str(r#"{"$bytes": "zz"}"#).unwrap();
         assert!(json_to_value(&bad).is_err());
     }

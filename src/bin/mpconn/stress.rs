@@ -36,9 +36,7 @@ pub struct StressArgs {
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ b as u32).wrapping_mul(0x0100_0193)
-    })
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 fn build_message(buf: &mut Vec<u8>, size: usize, seq: u64, t_ns: u64, client: u64) {
@@ -144,9 +142,7 @@ impl Handler for Stress {
         if let Some(st) = self.conns.get_mut(&conn) {
             st.opened = true;
             self.opened += 1;
-            let _ = self
-                .connect
-                .record(st.connect_started.elapsed().as_micros() as u64);
+            let _ = self.connect.record(st.connect_started.elapsed().as_micros() as u64);
         }
         if self.closed_loop {
             self.send_next(ctx, conn);
@@ -206,11 +202,7 @@ impl Handler for Stress {
         if st.done {
             return;
         }
-        let kind = if st.opened {
-            format!("closed early: {reason}")
-        } else {
-            format!("connect: {reason}")
-        };
+        let kind = if st.opened { format!("closed early: {reason}") } else { format!("connect: {reason}") };
         *self.errors.entry(kind).or_default() += 1;
         self.integrity.lost += st.sent - st.received;
         self.finished += 1;
@@ -233,10 +225,7 @@ pub fn rss_of(pid: u32) -> Option<u64> {
 
 /// Raises the soft descriptor limit to the hard one; returns (old, new) when it changed.
 pub fn raise_fd_limit() -> Option<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an initialised struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
@@ -259,44 +248,22 @@ impl EmbeddedServer {
     fn start(key: &AuthKey) -> Result<EmbeddedServer> {
         use std::os::unix::ffi::OsStrExt;
         if key.as_bytes().contains(&0) {
-            return Err(Error::Config(
-                "a key with a NUL byte cannot be handed to the embedded server".into(),
-            ));
+            return Err(Error::Config("a key with a NUL byte cannot be handed to the embedded server".into()));
         }
         let address = arbitrary_address(Family::Unix)?;
-        let dir = address
-            .unix_path()
-            .and_then(|p| p.parent())
-            .map(|p| p.to_path_buf());
+        let dir = address.unix_path().and_then(|p| p.parent()).map(|p| p.to_path_buf());
         let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "listen",
-                "--echo",
-                "--quiet",
-                "--authkey-env",
-                "MPCONN_STRESS_KEY",
-                &address.to_string(),
-            ])
-            .env(
-                "MPCONN_STRESS_KEY",
-                std::ffi::OsStr::from_bytes(key.as_bytes()),
-            )
+            .args(["listen", "--echo", "--quiet", "--authkey-env", "MPCONN_STRESS_KEY", &address.to_string()])
+            .env("MPCONN_STRESS_KEY", std::ffi::OsStr::from_bytes(key.as_bytes()))
             .stdout(Stdio::piped())
             .spawn()?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or(Error::Closed("server stdout"))?)
-            .read_line(&mut line)?;
+        BufReader::new(child.stdout.take().ok_or(Error::Closed("server stdout"))?).read_line(&mut line)?;
         if !line.starts_with("listening on") {
             let _ = child.kill();
-            return Err(Error::Config(format!(
-                "the embedded server did not start: {line:?}"
-            )));
+            return Err(Error::Config(format!("the embedded server did not start: {line:?}")));
         }
-        Ok(EmbeddedServer {
-            child,
-            address,
-            dir,
-        })
+        Ok(EmbeddedServer { child, address, dir })
     }
 }
 
@@ -318,22 +285,14 @@ fn micros(h: &Histogram<u64>, q: f64) -> String {
         return "-".into();
     }
     let v = h.value_at_quantile(q);
-    if v >= 10_000 {
-        format!("{:.1} ms", v as f64 / 1000.0)
-    } else {
-        format!("{v} µs")
-    }
+    if v >= 10_000 { format!("{:.1} ms", v as f64 / 1000.0) } else { format!("{v} µs") }
 }
 
 fn nanos(h: &Histogram<u64>, q: f64) -> String {
     if h.is_empty() {
         return "-".into();
     }
-    let v = if q >= 1.0 {
-        h.max()
-    } else {
-        h.value_at_quantile(q)
-    };
+    let v = if q >= 1.0 { h.max() } else { h.value_at_quantile(q) };
     match v {
         v if v >= 10_000_000 => format!("{:.1} ms", v as f64 / 1e6),
         v if v >= 10_000 => format!("{:.0} µs", v as f64 / 1e3),
@@ -344,9 +303,7 @@ fn nanos(h: &Histogram<u64>, q: f64) -> String {
 /// Runs the stress test; returns whether it passed (no error, nothing lost or corrupted).
 pub fn run(args: StressArgs) -> Result<bool> {
     if args.size < MIN_SIZE {
-        return Err(Error::Config(format!(
-            "--size must be at least {MIN_SIZE} bytes"
-        )));
+        return Err(Error::Config(format!("--size must be at least {MIN_SIZE} bytes")));
     }
     if args.clients == 0 {
         return Err(Error::Config("--clients must be at least 1".into()));
@@ -354,11 +311,7 @@ pub fn run(args: StressArgs) -> Result<bool> {
     if let Some((old, new)) = raise_fd_limit() {
         eprintln!("stress: raised the descriptor limit from {old} to {new}");
     }
-    let messages = args.messages.unwrap_or(if args.duration.is_some() {
-        u64::MAX
-    } else {
-        1000
-    });
+    let messages = args.messages.unwrap_or(if args.duration.is_some() { u64::MAX } else { 1000 });
     let (server, address, key) = match &args.address {
         Some(a) => (None, a.parse::<Address>()?, args.keys.key()?),
         None => {
@@ -381,16 +334,10 @@ pub fn run(args: StressArgs) -> Result<bool> {
     println!(
         "stress: {} clients x {} messages of {} B against {}{}",
         args.clients,
-        if messages == u64::MAX {
-            "unlimited".to_string()
-        } else {
-            messages.to_string()
-        },
+        if messages == u64::MAX { "unlimited".to_string() } else { messages.to_string() },
         args.size,
         address,
-        server_pid
-            .map(|p| format!(" (embedded server, pid {p})"))
-            .unwrap_or_default()
+        server_pid.map(|p| format!(" (embedded server, pid {p})")).unwrap_or_default()
     );
 
     let start = Instant::now();
@@ -401,10 +348,8 @@ pub fn run(args: StressArgs) -> Result<bool> {
         closed_loop: args.rate.is_none(),
         sending: true,
         conns: HashMap::new(),
-        latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)
-            .map_err(|e| Error::Config(e.to_string()))?,
-        connect: Histogram::new_with_bounds(1, 600_000_000, 3)
-            .map_err(|e| Error::Config(e.to_string()))?,
+        latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| Error::Config(e.to_string()))?,
+        connect: Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| Error::Config(e.to_string()))?,
         errors: BTreeMap::new(),
         integrity: Integrity::default(),
         sent: 0,
@@ -482,23 +427,13 @@ pub fn run(args: StressArgs) -> Result<bool> {
                 let mut misses = 0;
                 while h.sent < due && misses < rr.len() {
                     rr_pos = (rr_pos + 1) % rr.len();
-                    if h.send_next(ctx, rr[rr_pos]) {
-                        misses = 0
-                    } else {
-                        misses += 1
-                    }
+                    if h.send_next(ctx, rr[rr_pos]) { misses = 0 } else { misses += 1 }
                 }
             });
         }
-        let turn = reactor.run_once(Some(Duration::from_millis(if args.rate.is_some() {
-            1
-        } else {
-            50
-        })))?;
+        let turn = reactor.run_once(Some(Duration::from_millis(if args.rate.is_some() { 1 } else { 50 })))?;
         let h = reactor.handler_mut();
-        if all_open_rss.is_none()
-            && h.opened + h.errors.values().sum::<u64>() as usize >= args.clients
-        {
+        if all_open_rss.is_none() && h.opened + h.errors.values().sum::<u64>() as usize >= args.clients {
             all_open_rss = server_pid.and_then(rss_of);
         }
         if let Some(d) = args.duration {
@@ -517,9 +452,7 @@ pub fn run(args: StressArgs) -> Result<bool> {
         }
         if sending_stopped_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE) {
             let open: Vec<ConnId> = h.conns.keys().copied().collect();
-            *h.errors
-                .entry("no reply within the grace period".into())
-                .or_default() += open.len() as u64;
+            *h.errors.entry("no reply within the grace period".into()).or_default() += open.len() as u64;
             break;
         }
         if !h.sending && sending_stopped_at.is_some() {
@@ -545,10 +478,7 @@ pub fn run(args: StressArgs) -> Result<bool> {
             match &progress {
                 Some(bar) => {
                     bar.set_position(h.finished as u64);
-                    bar.set_message(format!(
-                        "{} open, {} round trips, {} errors",
-                        h.opened, h.received, errors
-                    ));
+                    bar.set_message(format!("{} open, {} round trips, {} errors", h.opened, h.received, errors));
                 }
                 None => eprintln!(
                     "progress: {:.0} s, {} connections opened (of {} at a time), {} done, {} round trips, {} errors",
