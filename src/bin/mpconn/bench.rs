@@ -90,6 +90,15 @@ struct BenchServer {
     count: usize,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// W5: every open connection, and a broadcast in flight (start, echoes still to come).
+    conns: Vec<ConnId>,
+    broadcast: Option<(Instant, usize, Option<Duration>)>,
+}
+
+impl BenchServer {
+    fn new(workload: Workload, n: usize) -> BenchServer {
+        BenchServer { workload, n, count: 0, first: None, last: None, conns: Vec::new(), broadcast: None }
+    }
 }
 
 impl BenchServer {
@@ -118,7 +127,10 @@ impl BenchServer {
 }
 
 impl Handler for BenchServer {
-    fn on_open(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &Address) {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
+        if self.workload == Workload::W5 {
+            self.conns.push(conn);
+        }
         if self.workload == Workload::W4 && self.tick() {
             ctx.stop();
         }
@@ -139,10 +151,18 @@ impl Handler for BenchServer {
                 }
             }
             Workload::W4 => {}
-            Workload::W5 => {
-                let _ = ctx.send(conn, message);
-                self.tick();
-            }
+            Workload::W5 => match &mut self.broadcast {
+                Some((start, left, done)) => {
+                    *left -= 1;
+                    if *left == 0 {
+                        *done = Some(start.elapsed());
+                    }
+                }
+                None => {
+                    let _ = ctx.send(conn, message);
+                    self.tick();
+                }
+            },
         }
     }
 }
@@ -174,7 +194,7 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     let (result, imp) = match args.face {
         Face::Reactor => {
             let mut reactor =
-                Reactor::new(BenchServer { workload: args.workload, n: args.n, count: 0, first: None, last: None })?;
+                Reactor::new(BenchServer::new(args.workload, args.n))?;
             let l = reactor.listen(address, ListenOptions::new().connection(conn_options).backlog(4096))?;
             let bound = reactor.listener_address(l).cloned().expect("bound");
             let mut child = spawn_client(&bound)?;
@@ -192,7 +212,7 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             }
             let mut listener = builder.bind()?;
             let mut child = spawn_client(listener.address())?;
-            let mut s = BenchServer { workload: args.workload, n: args.n, count: 0, first: None, last: None };
+            let mut s = BenchServer::new(args.workload, args.n);
             if args.workload == Workload::W4 {
                 while !s.tick() {
                     drop(listener.accept()?);
@@ -327,7 +347,7 @@ mod w5 {
             eprintln!("bench: raised the descriptor limit from {old} to {new}");
         }
         let address = arbitrary_address(Family::Unix)?;
-        let server = BenchServer { workload: super::Workload::W5, n: args.n, count: 0, first: None, last: None };
+        let server = BenchServer::new(super::Workload::W5, args.n);
         let mut reactor = Reactor::new(server)?;
         let options = ListenOptions::new().backlog(4096).connection(ConnectionOptions::new().authkey(KEY));
         let l = reactor.listen(address, options)?;
@@ -394,7 +414,26 @@ mod w5 {
             turn_us,
             reactor.len() - 1
         );
+        // A broadcast: one 64-byte message to every connection; each client echoes it.
+        reactor.with_handler(|h, ctx| {
+            for &c in &h.conns {
+                let _ = ctx.send(c, &[0xCD; PAYLOAD]);
+            }
+            h.broadcast = Some((Instant::now(), h.conns.len(), None));
+        });
+        let deadline = Instant::now() + LIMIT;
+        let broadcast = loop {
+            reactor.run_once(Some(Duration::from_millis(10)))?;
+            if let Some((_, _, Some(d))) = reactor.handler().broadcast {
+                break d;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout("W5 broadcast echoes did not all arrive"));
+            }
+        };
+        eprintln!("W5: broadcast to {} connections and every echo back: {:.1} ms", args.n, broadcast.as_secs_f64() * 1e3);
         emit("mpconn-reactor", "W5", "unix", per_conn, "bytes/conn", args.n);
+        emit("mpconn-reactor", "W5-broadcast", "unix", broadcast.as_secs_f64() * 1e3, "ms", args.n);
         emit("mpconn-reactor", "W5-idle-turn", "unix", turn_us, "us/turn", args.n);
         emit("mpconn-reactor", "W5-connect-all", "unix", connect_secs, "s", args.n);
         for mut c in children {
@@ -408,6 +447,7 @@ mod w5 {
         done: usize,
         in_flight: usize,
         errors: u64,
+        answered: std::collections::HashSet<ConnId>,
     }
 
     impl Handler for W5Client {
@@ -416,9 +456,15 @@ mod w5 {
                 self.errors += 1;
             }
         }
-        fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {
-            self.done += 1;
-            self.in_flight -= 1;
+        fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+            if self.answered.insert(conn) {
+                // The echo of our own round trip.
+                self.done += 1;
+                self.in_flight -= 1;
+            } else {
+                // A broadcast from the server: echo it.
+                let _ = ctx.send(conn, message);
+            }
         }
         fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: CloseReason) {
             self.errors += 1;
@@ -429,7 +475,7 @@ mod w5 {
 
     pub fn client(args: &BenchArgs, address: &Address) -> Result<()> {
         raise_fd_limit();
-        let mut reactor = Reactor::new(W5Client { done: 0, in_flight: 0, errors: 0 })?;
+        let mut reactor = Reactor::new(W5Client { done: 0, in_flight: 0, errors: 0, answered: Default::default() })?;
         let options = ConnectionOptions::new().authkey(KEY).handshake_timeout(Duration::from_secs(120));
         let mut started = 0;
         let start = Instant::now();
