@@ -193,8 +193,7 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     let conn_options = if authenticated { conn_options.authkey(KEY) } else { conn_options };
     let (result, imp) = match args.face {
         Face::Reactor => {
-            let mut reactor =
-                Reactor::new(BenchServer::new(args.workload, args.n))?;
+            let mut reactor = Reactor::new(BenchServer::new(args.workload, args.n))?;
             let l = reactor.listen(address, ListenOptions::new().connection(conn_options).backlog(4096))?;
             let bound = reactor.listener_address(l).cloned().expect("bound");
             let mut child = spawn_client(&bound)?;
@@ -431,7 +430,11 @@ mod w5 {
                 return Err(Error::Timeout("W5 broadcast echoes did not all arrive"));
             }
         };
-        eprintln!("W5: broadcast to {} connections and every echo back: {:.1} ms", args.n, broadcast.as_secs_f64() * 1e3);
+        eprintln!(
+            "W5: broadcast to {} connections and every echo back: {:.1} ms",
+            args.n,
+            broadcast.as_secs_f64() * 1e3
+        );
         emit("mpconn-reactor", "W5", "unix", per_conn, "bytes/conn", args.n);
         emit("mpconn-reactor", "W5-broadcast", "unix", broadcast.as_secs_f64() * 1e3, "ms", args.n);
         emit("mpconn-reactor", "W5-idle-turn", "unix", turn_us, "us/turn", args.n);
