@@ -336,3 +336,15 @@ fn strict_policy_listener_refuses_a_legacy_md5_client_but_serves_a_modern_one() 
     accepted.unwrap();
     client.join().unwrap().unwrap();
 }
+
+#[test]
+fn accepted_tcp_connections_have_nodelay() {
+    let mut listener = Listener::bind("127.0.0.1:0").unwrap();
+    let (accepted, client) = with_client(&mut listener, |a| Client::new(a).connect().map(|_| ()));
+    let conn = accepted.unwrap();
+    client.join().unwrap().unwrap();
+    let fd = conn.fileno().unwrap();
+    // SAFETY: the descriptor belongs to `conn`, which outlives this borrow.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    assert!(socket2::SockRef::from(&borrowed).tcp_nodelay().unwrap());
+}

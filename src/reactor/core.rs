@@ -343,7 +343,8 @@ impl Core {
     pub(crate) fn remove_conn(&mut self, id: ConnId) -> Option<Box<ConnEntry>> {
         self.conn(id.0)?;
         let Entry::Conn(c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
-        let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+        // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
+        // dropped) removes it from the epoll set.
         if let Some(l) = c.listener {
             if let Some(le) = self.listener(l.0) {
                 le.open -= 1;

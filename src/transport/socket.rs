@@ -246,6 +246,9 @@ impl SocketListener {
         match address {
             Address::Inet { .. } => {
                 socket.set_reuse_address(true)?;
+                // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+                // setsockopt here instead of one per connection.
+                socket.set_tcp_nodelay(true)?;
                 socket.bind(&sa)?;
                 socket.listen(backlog)?;
                 let l: TcpListener = socket.into();
@@ -317,7 +320,6 @@ impl SocketListener {
                     Ok((s, addr)) => {
                         return match &self.inner {
                             ListenerInner::Tcp(_) => {
-                                s.set_tcp_nodelay(true)?;
                                 let peer = addr.as_socket().map(Address::from).unwrap_or_else(|| Address::inet("", 0));
                                 Ok((Stream::Tcp(s.into()), peer))
                             }

@@ -548,12 +548,16 @@ pub fn run(args: StressArgs) -> Result<bool> {
     if server_rss.len() >= 2 {
         let min = server_rss.iter().min().copied().unwrap_or(0);
         let max = server_rss.iter().max().copied().unwrap_or(0);
+        let at = |q: usize| server_rss[(server_rss.len() - 1) * q / 4] as f64 / 1048576.0;
         println!(
-            "server RSS over the run: first {:.1} MiB, min {:.1}, max {:.1}, last {:.1} ({} samples)",
-            server_rss[0] as f64 / 1048576.0,
+            "server RSS over the run: {:.1} / {:.1} / {:.1} / {:.1} / {:.1} MiB at 0/25/50/75/100 %, min {:.1}, max {:.1} ({} samples)",
+            at(0),
+            at(1),
+            at(2),
+            at(3),
+            at(4),
             min as f64 / 1048576.0,
             max as f64 / 1048576.0,
-            server_rss[server_rss.len() - 1] as f64 / 1048576.0,
             server_rss.len()
         );
     }
