@@ -124,6 +124,16 @@ pub fn default_authkey() -> Result<AuthKey> {
     Ok(key)
 }
 
+/// The key a listener or client uses: the explicit one, else the default key when
+/// `authenticate` is set (Python's `authenticate=True`), else none.
+pub fn resolve_key(explicit: Option<AuthKey>, authenticate: bool) -> Result<Option<AuthKey>> {
+    match (explicit, authenticate) {
+        (Some(k), _) => Ok(Some(k)),
+        (None, true) => default_authkey().map(Some),
+        (None, false) => Ok(None),
+    }
+}
+
 /// Replaces the process-wide default key (Python: `current_process().authkey = key`).
 pub fn set_default_authkey(key: AuthKey) {
     *DEFAULT_KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);

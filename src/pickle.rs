@@ -145,6 +145,15 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
             s
         }};
     }
+    // A memo index written as a decimal line (PUT, GET).
+    macro_rules! text_index {
+        () => {{
+            let Some(n) = line_len(i) else { return Ok(()) };
+            let idx = String::from_utf8_lossy(&p[i..i + n]).trim().parse().unwrap_or(u64::MAX);
+            i += n + 1;
+            idx
+        }};
+    }
     macro_rules! pop {
         () => {
             match stack.pop() {
@@ -310,12 +319,7 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
             // The memo: a reference copies the whole object in the decoder.
             b'p' | b'q' | b'r' | 0x94 => {
                 let idx = match op {
-                    b'p' => {
-                        let Some(n) = line_len(i) else { return Ok(()) };
-                        let s = String::from_utf8_lossy(&p[i..i + n]).trim().parse().unwrap_or(u64::MAX);
-                        i += n + 1;
-                        s
-                    }
+                    b'p' => text_index!(),
                     b'q' => uint(take!(1)),
                     b'r' => uint(take!(4)),
                     _ => memo.len() as u64,
@@ -325,12 +329,7 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
             }
             b'g' | b'h' | b'j' => {
                 let idx = match op {
-                    b'g' => {
-                        let Some(n) = line_len(i) else { return Ok(()) };
-                        let s = String::from_utf8_lossy(&p[i..i + n]).trim().parse().unwrap_or(u64::MAX);
-                        i += n + 1;
-                        s
-                    }
+                    b'g' => text_index!(),
                     b'h' => uint(take!(1)),
                     _ => uint(take!(4)),
                 };

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::address::{Address, Family};
-use crate::authkey::{AuthKey, default_authkey};
+use crate::authkey::{AuthKey, resolve_key};
 use crate::blocking::listener::DEFAULT_HANDSHAKE_TIMEOUT;
 use crate::blocking::{Connection, IntoAddress};
 use crate::error::{Error, Result};
@@ -101,11 +101,7 @@ impl Client {
         }
         let stream = Stream::connect(&address, self.connect_timeout)?;
         let mut conn = Connection::new(stream, self.max_message_size);
-        let key = match (self.authkey, self.authenticate) {
-            (Some(k), _) => Some(k),
-            (None, true) => Some(default_authkey()?),
-            (None, false) => None,
-        };
+        let key = resolve_key(self.authkey, self.authenticate)?;
         match key {
             Some(key) => {
                 let mut config = HandshakeConfig::new(key);

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::address::{Address, Family, arbitrary_address};
-use crate::authkey::{AuthKey, default_authkey};
+use crate::authkey::{AuthKey, resolve_key};
 use crate::blocking::{Connection, IntoAddress};
 use crate::error::{Error, Result};
 use crate::transport::{SocketListener, wait_readable};
@@ -125,11 +125,7 @@ impl ListenerBuilder {
                 socket.own_dir(dir.to_path_buf());
             }
         }
-        let key = match (self.authkey, self.authenticate) {
-            (Some(k), _) => Some(k),
-            (None, true) => Some(default_authkey()?),
-            (None, false) => None,
-        };
+        let key = resolve_key(self.authkey, self.authenticate)?;
         let handshake = key.map(|key| {
             let mut c = HandshakeConfig::new(key);
             c.dialect = self.dialect;
