@@ -45,9 +45,8 @@ impl Handler for Recorder {
     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
         let _ = self.tx.send(Ev::Close(conn, format!("{reason:?}")));
     }
-    fn on_drained(&mut self, _: &mut Context<'_>, conn: ConnId) {
+    fn on_drained(&mut self, _: &mut Context<'_>, _: ConnId) {
         let _ = self.tx.send(Ev::Drained);
-        let _ = conn;
     }
 }
 

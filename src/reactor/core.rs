@@ -95,8 +95,6 @@ pub(crate) struct Core {
     pub(crate) opened: Vec<ConnId>,
     /// Connections whose queue drained after backpressure (to call `on_drained`).
     pub(crate) drained: Vec<ConnId>,
-    /// Messages from the handle refused by a full queue (to call `on_send_refused`).
-    pub(crate) refused: Vec<(ConnId, Vec<u8>)>,
     /// Listeners to try accepting on again (a slot freed up, or the backoff ended).
     pub(crate) accept_retry: Vec<u64>,
     /// A graceful stop is in progress, until this deadline.
@@ -120,7 +118,6 @@ impl Core {
             to_close: Vec::new(),
             opened: Vec::new(),
             drained: Vec::new(),
-            refused: Vec::new(),
             accept_retry: Vec::new(),
             stopping: None,
         })
@@ -377,7 +374,6 @@ impl Core {
             || !self.to_close.is_empty()
             || !self.opened.is_empty()
             || !self.drained.is_empty()
-            || !self.refused.is_empty()
             || !self.accept_retry.is_empty()
     }
 }

@@ -335,7 +335,7 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// Runs the callbacks the core recorded (opened, drained, refused, closes) until none remain.
+    /// Runs the callbacks the core recorded (opened, drained, closes) until none remain.
     fn settle(&mut self) {
         loop {
             if let Some(id) = self.core.opened.pop() {
@@ -352,9 +352,6 @@ impl<H: Handler> Reactor<H> {
                     let (h, mut ctx) = self.ctx();
                     h.on_drained(&mut ctx, id);
                 }
-            } else if let Some((id, msg)) = self.core.refused.pop() {
-                let (h, mut ctx) = self.ctx();
-                h.on_send_refused(&mut ctx, id, msg, SendError::Full { queued: 0, high_water_mark: 0 });
             } else {
                 break;
             }
