@@ -74,8 +74,8 @@ fn options() -> ListenOptions {
             .authkey(KEY)
             .max_message_size(1 << 20)
             .high_water_mark(1 << 20)
-            .handshake_timeout(Duration::from_millis(500))
-            .partial_message_timeout(Duration::from_millis(500)),
+            .handshake_timeout(Duration::from_secs(1))
+            .partial_message_timeout(Duration::from_secs(1)),
     )
 }
 
@@ -264,7 +264,7 @@ fn hostile_handshakes_are_cut_and_the_good_client_carries_on() {
     let mut dribbler = raw(&server);
     read_frame(&mut dribbler).unwrap();
     let dribble = thread::spawn(move || {
-        for b in [0u8, 0, 0, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10] {
+        for b in [0u8, 0, 0, 40].into_iter().chain(1..=26) {
             if dribbler.write_all(&[b]).is_err() {
                 break;
             }
@@ -366,7 +366,11 @@ fn thousands_of_connect_and_drop_leave_nothing_behind() {
         match server.events.recv_timeout(WAIT).unwrap() {
             Ev::Close(id, reason) if id != server.good => {
                 assert!(
-                    reason.starts_with("AuthenticationFailed(Disconnected)") || reason.starts_with("Error("),
+                    // A drop is seen as end of file, a reset, or (on a starved machine) not before
+                    // the handshake deadline: closed every time, never leaked.
+                    reason.starts_with("AuthenticationFailed(Disconnected)")
+                        || reason.starts_with("Error(")
+                        || reason == "HandshakeTimeout",
                     "{reason}"
                 );
                 closed += 1;
