@@ -58,6 +58,11 @@ pub mod reactor;
 pub mod transport;
 pub mod wire;
 
+// The README's Rust examples compile as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use address::{Address, Family, arbitrary_address};
 pub use authkey::{AuthKey, default_authkey, set_default_authkey};
 pub use blocking::{Client, Connection, IntoAddress, Listener, ListenerBuilder, pipe, wait};
