@@ -39,6 +39,10 @@ pub enum PickleError {
         /// The bound that was exceeded.
         limit: u64,
     },
+    /// A set, or a dict's keys, hold a NaN or floats beside integers beyond 2^53: they have no
+    /// consistent order, which the decoder needs to build them. Refused before decoding.
+    #[error("the pickle has a NaN, or floats beside very large integers, in a set or among dict keys; refused")]
+    Unordered,
     /// Writing supports protocols 2 and 3.
     #[error("pickle protocol {0} cannot be written (use 2 or 3)")]
     UnsupportedProtocol(u8),
@@ -64,13 +68,13 @@ pub fn dumps_value(value: &Value, protocol: u8) -> Result<Vec<u8>, PickleError> 
 
 /// Unpickles `bytes` into `T`.
 pub fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PickleError> {
-    check_expansion(bytes)?;
+    check_pickle(bytes)?;
     serde_pickle::from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
 }
 
 /// Unpickles `bytes` into a dynamic [`Value`].
 pub fn loads_value(bytes: &[u8]) -> Result<Value, PickleError> {
-    check_expansion(bytes)?;
+    check_pickle(bytes)?;
     serde_pickle::value_from_slice(bytes, DeOptions::new()).map_err(|e| explain(e, bytes))
 }
 
@@ -113,27 +117,73 @@ pub fn expansion_limit(len: usize) -> u64 {
     (len as u64).saturating_mul(16).max(64 << 20)
 }
 
-/// Refuses a pickle whose decoded size would exceed [`expansion_limit`]. The decoder copies a
-/// memoised object at every reference to it (Python shares it), so a few hundred bytes of
-/// references to references can ask for gigabytes. This walks the opcodes with a model of the
-/// stack in which each item weighs its bytes plus one per node; anything it does not understand it
-/// leaves to the decoder, which reports it.
-fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
+/// What the walk knows of one item on the unpickler's stack.
+#[derive(Clone, Default)]
+struct Item {
+    /// Bytes plus one per node, as the decoder will build it.
+    weight: u64,
+    /// Contains a NaN float.
+    nan: bool,
+    /// Contains a float.
+    float: bool,
+    /// Contains an integer beyond ±2^53 (which the decoder compares with floats only roughly).
+    big: bool,
+    /// For dicts and sets: the same three, over their keys or elements.
+    keys: (bool, bool, bool),
+    /// A global naming `set` or `frozenset`, which REDUCE then calls.
+    set_constructor: bool,
+    /// A short string literal, for STACK_GLOBAL's module and name.
+    text: Option<Box<[u8]>>,
+}
+
+impl Item {
+    fn leaf(weight: u64) -> Item {
+        Item { weight, ..Item::default() }
+    }
+
+    /// This item with `other` inside it.
+    fn absorb(&mut self, other: &Item) {
+        self.weight = self.weight.saturating_add(other.weight);
+        self.nan |= other.nan;
+        self.float |= other.float;
+        self.big |= other.big;
+        self.set_constructor = false;
+        self.text = None;
+    }
+
+    fn flags(&self) -> (bool, bool, bool) {
+        (self.nan, self.float, self.big)
+    }
+}
+
+/// Keys of a dict or elements of a set must have a total order for the decoder (it builds sorted
+/// trees, and Rust's sort panics on an inconsistent order): a NaN, or floats beside integers
+/// beyond 2^53, do not.
+fn ordered(keys: (bool, bool, bool)) -> Result<(), PickleError> {
+    let (nan, float, big) = keys;
+    if nan || (float && big) { Err(PickleError::Unordered) } else { Ok(()) }
+}
+
+/// Checks a pickle before the decoder sees it, by walking its opcodes once with a model of the
+/// stack:
+///
+/// * its decoded size must stay within [`expansion_limit`]: the decoder copies a memoised or
+///   duplicated object at every reference to it (Python shares it), so a few hundred bytes of
+///   references to references can ask for gigabytes;
+/// * the keys of its dicts and the elements of its sets must be totally ordered (see `ordered`).
+///
+/// Anything the walk does not understand it leaves to the decoder, which reports it.
+fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
     let limit = expansion_limit(p.len());
-    let mut stack: Vec<u64> = Vec::new();
+    let mut stack: Vec<Item> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut memo: std::collections::HashMap<u64, Item> = std::collections::HashMap::new();
     let mut i = 0usize;
     let uint = |b: &[u8]| b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64);
     let line_len = |i: usize| p.get(i..).and_then(|s| s.iter().position(|&b| b == b'\n'));
-    // Pops everything above the last mark and returns its total weight.
-    fn pop_mark(stack: &mut Vec<u64>, marks: &mut Vec<usize>) -> Option<u64> {
-        let m = marks.pop()?;
-        if m > stack.len() {
-            return None;
-        }
-        Some(stack.drain(m..).fold(0u64, u64::saturating_add))
-    }
+    let is_set_constructor = |module: &[u8], name: &[u8]| {
+        matches!(module, b"builtins" | b"__builtin__") && matches!(name, b"set" | b"frozenset")
+    };
     macro_rules! take {
         ($n:expr) => {{
             let n: usize = $n;
@@ -145,27 +195,57 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
             s
         }};
     }
-    // A memo index written as a decimal line (PUT, GET).
-    macro_rules! text_index {
+    macro_rules! line {
         () => {{
             let Some(n) = line_len(i) else { return Ok(()) };
-            let idx = String::from_utf8_lossy(&p[i..i + n]).trim().parse().unwrap_or(u64::MAX);
+            let s = &p[i..i + n];
             i += n + 1;
-            idx
+            s
         }};
     }
     macro_rules! pop {
         () => {
             match stack.pop() {
-                Some(w) => w,
+                Some(item) => item,
                 None => return Ok(()),
             }
         };
     }
+    // Everything above the last mark.
+    macro_rules! pop_mark {
+        () => {{
+            let Some(m) = marks.pop() else { return Ok(()) };
+            if m > stack.len() {
+                return Ok(());
+            }
+            stack.split_off(m)
+        }};
+    }
+    macro_rules! top {
+        () => {
+            match stack.last_mut() {
+                Some(item) => item,
+                None => return Ok(()),
+            }
+        };
+    }
+    let joined = |items: &[Item]| {
+        let mut all = Item::leaf(1);
+        for it in items {
+            all.absorb(it);
+        }
+        all
+    };
+    let keys_of = |items: &[Item], step: usize| {
+        items.iter().step_by(step).fold((false, false, false), |k, it| (k.0 | it.nan, k.1 | it.float, k.2 | it.big))
+    };
+    let or = |a: (bool, bool, bool), b: (bool, bool, bool)| (a.0 | b.0, a.1 | b.1, a.2 | b.2);
+    let text_item =
+        |s: &[u8]| Item { weight: 1 + s.len() as u64, text: (s.len() <= 32).then(|| s.into()), ..Item::default() };
     while i < p.len() {
         let op = p[i];
         i += 1;
-        let pushed: Option<u64> = match op {
+        let pushed: Option<Item> = match op {
             b'(' => {
                 marks.push(stack.len());
                 None
@@ -176,80 +256,74 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
                 None
             }
             b'1' => {
-                if pop_mark(&mut stack, &mut marks).is_none() {
-                    return Ok(());
-                }
+                pop_mark!();
                 None
             }
-            b'2' => Some(*stack.last().unwrap_or(&1)),
-            // Literals with a line argument (and GLOBAL/INST's two lines).
-            b'F' | b'I' | b'L' | b'S' | b'V' | b'P' => {
-                let Some(n) = line_len(i) else { return Ok(()) };
-                i += n + 1;
-                Some(1 + n as u64)
+            b'2' => Some(stack.last().cloned().unwrap_or_else(|| Item::leaf(1))),
+            b'F' => {
+                let s = line!();
+                let f = std::str::from_utf8(s).ok().and_then(|s| s.trim().parse::<f64>().ok());
+                Some(Item { weight: 1, float: true, nan: f.is_none_or(f64::is_nan), ..Item::default() })
+            }
+            b'I' | b'L' => {
+                let s = line!();
+                let digits = s.iter().filter(|b| b.is_ascii_digit()).count();
+                Some(Item { weight: 1, big: digits > 15, ..Item::default() })
+            }
+            b'S' | b'V' => Some(text_item(line!())),
+            b'P' => {
+                line!();
+                Some(Item::leaf(1))
             }
             b'c' => {
-                for _ in 0..2 {
-                    let Some(n) = line_len(i) else { return Ok(()) };
-                    i += n + 1;
-                }
-                Some(1)
+                let module = line!();
+                let name = line!();
+                Some(Item { weight: 1, set_constructor: is_set_constructor(module, name), ..Item::default() })
             }
             b'i' => {
-                for _ in 0..2 {
-                    let Some(n) = line_len(i) else { return Ok(()) };
-                    i += n + 1;
-                }
-                let Some(w) = pop_mark(&mut stack, &mut marks) else {
-                    return Ok(());
-                };
-                Some(w + 1)
+                line!();
+                line!();
+                let items = pop_mark!();
+                Some(joined(&items))
             }
-            b'N' | 0x88 | 0x89 | b']' | b'}' | b')' | 0x8f | b'Q' | 0x97 | 0x98 => {
-                if op == b'Q' {
-                    pop!();
-                }
-                Some(1)
+            b'N' | 0x88 | 0x89 | b']' | b'}' | b')' | 0x8f | 0x97 | 0x98 => Some(Item::leaf(1)),
+            b'Q' => {
+                pop!();
+                Some(Item::leaf(1))
             }
-            b'J' => {
-                take!(4);
-                Some(1)
-            }
-            b'K' => {
-                take!(1);
-                Some(1)
-            }
-            b'M' => {
-                take!(2);
-                Some(1)
+            b'J' | b'K' | b'M' | 0x82..=0x84 => {
+                take!(match op {
+                    b'J' | 0x84 => 4,
+                    b'M' | 0x83 => 2,
+                    _ => 1,
+                });
+                Some(Item::leaf(1))
             }
             b'G' => {
-                take!(8);
-                Some(1)
+                let b = take!(8);
+                let f = f64::from_be_bytes(b.try_into().unwrap_or_default());
+                Some(Item { weight: 1, float: true, nan: f.is_nan(), ..Item::default() })
             }
-            0x82..=0x84 => {
-                take!(match op {
-                    0x82 => 1,
-                    0x83 => 2,
-                    _ => 4,
-                });
-                Some(1)
+            0x8a | 0x8b => {
+                let n = if op == 0x8a {
+                    take!(1)[0] as usize
+                } else {
+                    usize::try_from(uint(take!(4))).unwrap_or(usize::MAX)
+                };
+                take!(n);
+                Some(Item { weight: 1 + n as u64, big: n > 6, ..Item::default() })
             }
-            // Length-prefixed literals: 1, 4 or 8 length bytes.
-            0x8a | b'U' | b'C' | 0x8c => {
+            b'U' | b'C' | 0x8c => {
                 let n = take!(1)[0] as usize;
-                take!(n);
-                Some(1 + n as u64)
+                Some(text_item(take!(n)))
             }
-            0x8b | b'T' | b'X' | b'B' => {
+            b'T' | b'X' | b'B' => {
                 let n = usize::try_from(uint(take!(4))).unwrap_or(usize::MAX);
-                take!(n);
-                Some(1 + n as u64)
+                Some(text_item(take!(n)))
             }
             0x8d | 0x8e | 0x96 => {
                 let n = usize::try_from(uint(take!(8))).unwrap_or(usize::MAX);
-                take!(n);
-                Some(1 + n as u64)
+                Some(text_item(take!(n)))
             }
             0x80 => {
                 take!(1);
@@ -260,87 +334,109 @@ fn check_expansion(p: &[u8]) -> Result<(), PickleError> {
                 None
             }
             0x93 => {
-                pop!();
-                pop!();
-                Some(1)
-            }
-            // Containers from a mark.
-            b'l' | b't' | b'd' | 0x91 | b'o' => {
-                let Some(w) = pop_mark(&mut stack, &mut marks) else {
-                    return Ok(());
+                let name = pop!();
+                let module = pop!();
+                let set_constructor = match (&module.text, &name.text) {
+                    (Some(m), Some(n)) => is_set_constructor(m, n),
+                    _ => false,
                 };
-                Some(w + 1)
+                Some(Item { weight: 1, set_constructor, ..Item::default() })
+            }
+            b'l' | b't' | b'o' => {
+                let items = pop_mark!();
+                Some(joined(&items))
+            }
+            b'd' => {
+                let items = pop_mark!();
+                let keys = keys_of(&items, 2);
+                ordered(keys)?;
+                Some(Item { keys, ..joined(&items) })
+            }
+            0x91 => {
+                let items = pop_mark!();
+                let keys = keys_of(&items, 1);
+                ordered(keys)?;
+                Some(Item { keys, ..joined(&items) })
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
-                let mut w = 1u64;
-                for _ in 0..n {
-                    w = w.saturating_add(pop!());
+                if stack.len() < n {
+                    return Ok(());
                 }
-                Some(w)
+                let items = stack.split_off(stack.len() - n);
+                Some(joined(&items))
             }
-            // Adding to the container below: one item, a key and value, or everything above a mark.
             b'a' | b'b' => {
                 let x = pop!();
-                let Some(top) = stack.last_mut() else {
-                    return Ok(());
-                };
-                *top = top.saturating_add(x);
+                top!().absorb(&x);
                 None
             }
             b's' => {
                 let v = pop!();
                 let k = pop!();
-                let Some(top) = stack.last_mut() else {
-                    return Ok(());
-                };
-                *top = top.saturating_add(k).saturating_add(v);
+                let top = top!();
+                top.keys = or(top.keys, k.flags());
+                ordered(top.keys)?;
+                top.absorb(&k);
+                top.absorb(&v);
                 None
             }
             b'e' | b'u' | 0x90 => {
-                let Some(w) = pop_mark(&mut stack, &mut marks) else {
-                    return Ok(());
-                };
-                let Some(top) = stack.last_mut() else {
-                    return Ok(());
-                };
-                *top = top.saturating_add(w);
+                let items = pop_mark!();
+                let top = top!();
+                match op {
+                    b'u' => top.keys = or(top.keys, keys_of(&items, 2)),
+                    0x90 => top.keys = or(top.keys, keys_of(&items, 1)),
+                    _ => {}
+                }
+                ordered(top.keys)?;
+                for it in &items {
+                    top.absorb(it);
+                }
                 None
             }
             b'R' | 0x81 => {
                 let args = pop!();
-                let f = pop!();
-                Some(f.saturating_add(args))
+                let mut f = pop!();
+                if f.set_constructor {
+                    ordered(args.flags())?;
+                }
+                f.absorb(&args);
+                Some(f)
             }
             0x92 => {
-                let w = pop!().saturating_add(pop!()).saturating_add(pop!());
-                Some(w)
+                let a = pop!();
+                let b = pop!();
+                let mut c = pop!();
+                c.absorb(&a);
+                c.absorb(&b);
+                Some(c)
             }
             // The memo: a reference copies the whole object in the decoder.
             b'p' | b'q' | b'r' | 0x94 => {
                 let idx = match op {
-                    b'p' => text_index!(),
+                    b'p' => String::from_utf8_lossy(line!()).trim().parse().unwrap_or(u64::MAX),
                     b'q' => uint(take!(1)),
                     b'r' => uint(take!(4)),
                     _ => memo.len() as u64,
                 };
-                memo.insert(idx, *stack.last().unwrap_or(&1));
+                memo.insert(idx, stack.last().cloned().unwrap_or_else(|| Item::leaf(1)));
                 None
             }
             b'g' | b'h' | b'j' => {
                 let idx = match op {
-                    b'g' => text_index!(),
+                    b'g' => String::from_utf8_lossy(line!()).trim().parse().unwrap_or(u64::MAX),
                     b'h' => uint(take!(1)),
                     _ => uint(take!(4)),
                 };
-                Some(*memo.get(&idx).unwrap_or(&1))
+                Some(memo.get(&idx).cloned().unwrap_or_else(|| Item::leaf(1)))
             }
             _ => return Ok(()),
         };
-        if let Some(w) = pushed {
-            stack.push(w);
+        if let Some(item) = pushed {
+            stack.push(item);
         }
-        if stack.last().is_some_and(|&w| w > limit) {
+        if stack.last().is_some_and(|it| it.weight > limit) {
             return Err(PickleError::TooLarge { limit });
         }
     }
@@ -663,6 +759,19 @@ mod tests {
         let v = vec![s.clone(), s.clone(), s];
         let p = dumps(&v, 3).unwrap();
         assert_eq!(loads::<Vec<String>>(&p).unwrap(), v);
+    }
+
+    #[test]
+    fn unordered_set_elements_are_refused_instead_of_panicking() {
+        // Found by the fuzzer: a frozenset with a NaN made the decoder's sort panic.
+        let crash = include_bytes!("../fuzz/corpus/pickle/seed-crash-nan-frozenset");
+        assert!(matches!(loads_value(crash), Err(PickleError::Unordered)));
+        // pickle.dumps({float('nan'), 1.0}, protocol=4) and {1: 'a', 2**70: 'b', 0.5: 'c'}
+        let nan_set = b"\x80\x04\x95\x17\x00\x00\x00\x00\x00\x00\x00\x8f\x94(G\x7f\xf8\x00\x00\x00\x00\x00\x00G?\xf0\x00\x00\x00\x00\x00\x00\x90.";
+        assert!(matches!(loads_value(nan_set), Err(PickleError::Unordered)));
+        // NaN as a value, floats as keys: fine.
+        let ok = dumps(&std::collections::BTreeMap::from([("a", f64::NAN)]), 3).unwrap();
+        assert!(loads_value(&ok).is_ok());
     }
 
     #[test]
