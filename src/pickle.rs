@@ -256,7 +256,7 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
                 None
             }
             b'1' => {
-                pop_mark!();
+                drop(pop_mark!());
                 None
             }
             b'2' => Some(stack.last().cloned().unwrap_or_else(|| Item::leaf(1))),
