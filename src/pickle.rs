@@ -34,7 +34,7 @@ pub enum PickleError {
     Encode(#[source] serde_pickle::Error),
     /// The pickle would expand far beyond its size when decoded (memo references that the
     /// decoder copies: a "pickle bomb"). Refused before decoding.
-    #[error("the pickle would expand to more than {limit} bytes when decoded; refused")]
+    #[error("the pickle would expand beyond {limit} decoded nodes; refused")]
     TooLarge {
         /// The bound that was exceeded.
         limit: u64,
@@ -112,9 +112,13 @@ impl Connection {
     }
 }
 
-/// The most a pickle may expand to when decoded: 16 times its size, and at least 64 MiB.
+/// The most a pickle may expand to when decoded, in the walk's units (one per decoded node plus
+/// one per 16 bytes of strings and bytes, counted over everything alive at once: the stack and
+/// the memo): 8 per byte of pickle, and at least 4 Mi units (about 160 MiB of decoded values).
+/// Every node of a well-formed pickle costs at least one byte of it, so only the copies the
+/// decoder makes at DUP and memo references can get near this.
 pub fn expansion_limit(len: usize) -> u64 {
-    (len as u64).saturating_mul(16).max(64 << 20)
+    (len as u64).saturating_mul(8).max(4 << 20)
 }
 
 /// What the walk knows of one item on the unpickler's stack.
@@ -178,6 +182,8 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
     let mut stack: Vec<Item> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     let mut memo: std::collections::HashMap<u64, Item> = std::collections::HashMap::new();
+    // Units alive at once: everything on the stack plus everything in the memo.
+    let mut live: u64 = 0;
     let mut i = 0usize;
     let uint = |b: &[u8]| b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64);
     let line_len = |i: usize| p.get(i..).and_then(|s| s.iter().position(|&b| b == b'\n'));
@@ -206,7 +212,10 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
     macro_rules! pop {
         () => {
             match stack.pop() {
-                Some(item) => item,
+                Some(item) => {
+                    live = live.saturating_sub(item.weight);
+                    item
+                }
                 None => return Ok(()),
             }
         };
@@ -218,7 +227,9 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
             if m > stack.len() {
                 return Ok(());
             }
-            stack.split_off(m)
+            let items = stack.split_off(m);
+            live = live.saturating_sub(items.iter().fold(0u64, |w, it| w.saturating_add(it.weight)));
+            items
         }};
     }
     macro_rules! top {
@@ -241,7 +252,7 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
     };
     let or = |a: (bool, bool, bool), b: (bool, bool, bool)| (a.0 | b.0, a.1 | b.1, a.2 | b.2);
     let text_item =
-        |s: &[u8]| Item { weight: 1 + s.len() as u64, text: (s.len() <= 32).then(|| s.into()), ..Item::default() };
+        |s: &[u8]| Item { weight: 1 + s.len() as u64 / 16, text: (s.len() <= 32).then(|| s.into()), ..Item::default() };
     while i < p.len() {
         let op = p[i];
         i += 1;
@@ -311,7 +322,7 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
                     usize::try_from(uint(take!(4))).unwrap_or(usize::MAX)
                 };
                 take!(n);
-                Some(Item { weight: 1 + n as u64, big: n > 6, ..Item::default() })
+                Some(Item { weight: 1 + n as u64 / 16, big: n > 6, ..Item::default() })
             }
             b'U' | b'C' | 0x8c => {
                 let n = take!(1)[0] as usize;
@@ -364,11 +375,13 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
                     return Ok(());
                 }
                 let items = stack.split_off(stack.len() - n);
+                live = live.saturating_sub(items.iter().fold(0u64, |w, it| w.saturating_add(it.weight)));
                 Some(joined(&items))
             }
             b'a' | b'b' => {
                 let x = pop!();
                 top!().absorb(&x);
+                live = live.saturating_add(x.weight);
                 None
             }
             b's' => {
@@ -379,6 +392,7 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
                 ordered(top.keys)?;
                 top.absorb(&k);
                 top.absorb(&v);
+                live = live.saturating_add(k.weight).saturating_add(v.weight);
                 None
             }
             b'e' | b'u' | 0x90 => {
@@ -392,6 +406,7 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
                 ordered(top.keys)?;
                 for it in &items {
                     top.absorb(it);
+                    live = live.saturating_add(it.weight);
                 }
                 None
             }
@@ -420,7 +435,11 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
                     b'r' => uint(take!(4)),
                     _ => memo.len() as u64,
                 };
-                memo.insert(idx, stack.last().cloned().unwrap_or_else(|| Item::leaf(1)));
+                let item = stack.last().cloned().unwrap_or_else(|| Item::leaf(1));
+                live = live.saturating_add(item.weight);
+                if let Some(old) = memo.insert(idx, item) {
+                    live = live.saturating_sub(old.weight);
+                }
                 None
             }
             b'g' | b'h' | b'j' => {
@@ -434,9 +453,10 @@ fn check_pickle(p: &[u8]) -> Result<(), PickleError> {
             _ => return Ok(()),
         };
         if let Some(item) = pushed {
+            live = live.saturating_add(item.weight);
             stack.push(item);
         }
-        if stack.last().is_some_and(|it| it.weight > limit) {
+        if live > limit {
             return Err(PickleError::TooLarge { limit });
         }
     }
@@ -750,6 +770,9 @@ mod tests {
         // The same shape, shallow, is fine: ((('a', 'a'), ('a', 'a')), ...).
         let r = loads_value(&bomb(3));
         assert!(r.is_ok(), "{r:?}");
+        // The fuzzer's out-of-memory input: the wide form, many DUPs alive on the stack at once.
+        let wide = include_bytes!("../fuzz/corpus/pickle/seed-oom-dup-tuples");
+        assert!(matches!(loads_value(wide), Err(PickleError::TooLarge { .. })));
     }
 
     #[test]

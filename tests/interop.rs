@@ -437,3 +437,17 @@ fn a_python_child_inherits_the_default_key() {
     assert_eq!(conn.recv_bytes().unwrap(), b"inherited");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_large_realistic_pickle_with_shared_references_decodes() {
+    // The pre-decode checks (expansion, key order) must not refuse ordinary data: 200,000 rows
+    // with a string shared by reference, floats, nested lists, 8 MiB of pickle.
+    let script = "import pickle,sys\ns='shared string value'\nv={'rows':[{'id':i,'name':'n%d'%i,'tags':[s,s],'score':i*0.5} for i in range(200000)],'nan':float('nan'),'keys':{1.5:'a',2:'b'}}\nsys.stdout.buffer.write(pickle.dumps(v,protocol=4))";
+    let out = Command::new("python3").args(["-c", script]).output().unwrap();
+    assert!(out.status.success());
+    let v = mpconn::pickle::loads_value(&out.stdout).unwrap();
+    let Value::Dict(d) = v else { panic!("not a dict") };
+    let rows = d.iter().find(|(k, _)| repr(&(*k).clone().into_value()) == "'rows'").unwrap().1;
+    let Value::List(rows) = rows else { panic!("rows") };
+    assert_eq!(rows.len(), 200_000);
+}
