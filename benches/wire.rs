@@ -8,6 +8,20 @@ use mpconn::wire::frame::{FrameDecoder, Header, encode_frame};
 use mpconn::wire::handshake::{Handshake, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
 use mpconn::{AuthKey, Digest};
 
+/// Feeds `wire` as a socket would (at most what `read_buf` offers each time), calling `after`
+/// after every read.
+fn read_like_a_socket(d: &mut FrameDecoder, wire: &[u8], mut after: impl FnMut(&mut FrameDecoder)) {
+    let mut rest = wire;
+    while !rest.is_empty() {
+        let space = d.read_buf();
+        let n = space.len().min(rest.len());
+        space[..n].copy_from_slice(&rest[..n]);
+        d.advance(n);
+        rest = &rest[n..];
+        after(d);
+    }
+}
+
 fn decode_small(c: &mut Criterion) {
     const N: usize = 10_000;
     let mut wire = Vec::new();
@@ -20,17 +34,11 @@ fn decode_small(c: &mut Criterion) {
         let mut d = FrameDecoder::default();
         b.iter(|| {
             let mut count = 0usize;
-            let mut rest = &wire[..];
-            while !rest.is_empty() {
-                let space = d.read_buf();
-                let n = space.len().min(rest.len());
-                space[..n].copy_from_slice(&rest[..n]);
-                d.advance(n);
-                rest = &rest[n..];
+            read_like_a_socket(&mut d, &wire, |d| {
                 while let Some(m) = d.next_frame().unwrap() {
                     count += m.len();
                 }
-            }
+            });
             black_box(count)
         })
     });
@@ -45,18 +53,12 @@ fn decode_small(c: &mut Criterion) {
     g.bench_function("16 MiB frame, taken", |b| {
         b.iter(|| {
             let mut d = FrameDecoder::default();
-            let mut rest = &wire[..];
             let mut got = None;
-            while !rest.is_empty() {
-                let space = d.read_buf();
-                let n = space.len().min(rest.len());
-                space[..n].copy_from_slice(&rest[..n]);
-                d.advance(n);
-                rest = &rest[n..];
+            read_like_a_socket(&mut d, &wire, |d| {
                 if let Some(m) = d.take_frame().unwrap() {
                     got = Some(m);
                 }
-            }
+            });
             black_box(got)
         })
     });
