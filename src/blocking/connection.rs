@@ -81,7 +81,7 @@ impl Connection {
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>> {
         self.wait_for_message(maxlength)?;
         let msg = self.decoder.take_frame_limited(maxlength)?.ok_or(Error::Closed("decoder lost a message"))?;
-        self.check_first_message(&msg)?;
+        screen_first_message(&mut self.expect_no_challenge, &mut self.readable, &msg)?;
         Ok(msg)
     }
 
@@ -91,10 +91,7 @@ impl Connection {
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.wait_for_message(usize::MAX)?;
         let msg = self.decoder.next_frame()?.ok_or(Error::Closed("decoder lost a message"))?;
-        if self.expect_no_challenge {
-            check_not_challenge(msg).inspect_err(|_| self.readable = false)?;
-            self.expect_no_challenge = false;
-        }
+        screen_first_message(&mut self.expect_no_challenge, &mut self.readable, msg)?;
         if msg.len() > buf.len() {
             return Err(BufferTooShort { message: msg.to_vec(), buffer_len: buf.len() }.into());
         }
@@ -207,17 +204,6 @@ impl Connection {
         }
     }
 
-    fn check_first_message(&mut self, msg: &[u8]) -> Result<()> {
-        if self.expect_no_challenge {
-            if let Err(e) = check_not_challenge(msg) {
-                self.readable = false;
-                return Err(e);
-            }
-            self.expect_no_challenge = false;
-        }
-        Ok(())
-    }
-
     pub(crate) fn expect_no_challenge(&mut self) {
         self.expect_no_challenge = true;
     }
@@ -287,9 +273,16 @@ impl Connection {
     }
 }
 
-fn check_not_challenge(msg: &[u8]) -> Result<()> {
-    if msg.starts_with(CHALLENGE) || msg.starts_with(PROCESSING_CHALLENGE) {
-        return Err(AuthenticationError::KeyRequired.into());
+/// On a connection opened without a key, the first message may not be a challenge: that means
+/// the listener demands a key (cpython#123736). Takes the two fields apart so callers can hold a
+/// borrow of the decoder's message meanwhile.
+fn screen_first_message(expect_no_challenge: &mut bool, readable: &mut bool, msg: &[u8]) -> Result<()> {
+    if *expect_no_challenge {
+        if msg.starts_with(CHALLENGE) || msg.starts_with(PROCESSING_CHALLENGE) {
+            *readable = false;
+            return Err(AuthenticationError::KeyRequired.into());
+        }
+        *expect_no_challenge = false;
     }
     Ok(())
 }

@@ -149,10 +149,9 @@ impl Core {
         }
         let socket = SocketListener::bind(address, options.backlog)?;
         socket.set_nonblocking(true)?;
+        let generation = self.generation();
         let entry = self.entries.vacant_entry();
-        let index = entry.key();
-        let generation = self.next_generation;
-        let id = ListenerId(pack(index, generation));
+        let id = ListenerId(pack(entry.key(), generation));
         self.poll.registry().register(&mut SourceFd(&socket.as_raw_fd()), Token(id.0 as usize), Interest::READABLE)?;
         entry.insert(Entry::Listener(ListenerEntry {
             id,
@@ -162,7 +161,6 @@ impl Core {
             open: 0,
             paused: false,
         }));
-        self.generation();
         // Clients may already be waiting.
         self.accept_retry.push(id.0);
         Ok(id)
@@ -180,9 +178,9 @@ impl Core {
         let now = Instant::now();
         let connecting = matches!(phase, Phase::Connecting(_));
         let has_deadline = !matches!(phase, Phase::Open);
+        let generation = self.generation();
         let entry = self.entries.vacant_entry();
-        let index = entry.key();
-        let id = ConnId(pack(index, self.next_generation));
+        let id = ConnId(pack(entry.key(), generation));
         let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         self.poll.registry().register(&mut SourceFd(&stream.as_raw_fd()), Token(id.0 as usize), interest)?;
         let idle = opts.idle_timeout;
@@ -205,7 +203,6 @@ impl Core {
             dirty: false,
             release_armed: false,
         })));
-        self.generation();
         if has_deadline {
             self.timers.add(now + handshake_timeout, id.0, TimerKind::Handshake);
         }
