@@ -7,59 +7,73 @@
 //! It starts a reactor echo server, a client thread that sends a few messages through a
 //! `Handle`-free blocking `Client`, and stops when the client is done.
 
-use std::os::fd::AsRawFd;
-use std::time::Duration;
+// The reactor's pollable descriptor is its epoll descriptor: Unix only.
+#[cfg(unix)]
+mod unix {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-use mpconn::reactor::options::ListenOptions;
-use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
-use mpconn::{Client, Family, arbitrary_address};
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use mpconn::reactor::options::ListenOptions;
+    use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
+    use mpconn::{Client, Family, arbitrary_address};
 
-struct Echo {
-    echoed: usize,
-}
-
-impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        self.echoed += 1;
-        let _ = ctx.send(conn, message);
+    struct Echo {
+        echoed: usize,
     }
-}
 
-const REACTOR: Token = Token(0);
-
-fn main() -> mpconn::Result<()> {
-    let mut reactor = Reactor::new(Echo { echoed: 0 })?;
-    let listener = reactor.listen(arbitrary_address(Family::fastest())?, ListenOptions::new())?;
-    let address = reactor.listener_address(listener).expect("just bound").clone();
-
-    // The outer loop: the application's own Poll, with the reactor as one more source.
-    let mut outer = Poll::new()?;
-    let fd = reactor.as_raw_fd();
-    outer.registry().register(&mut SourceFd(&fd), REACTOR, Interest::READABLE)?;
-
-    let handle = reactor.handle();
-    let client = std::thread::spawn(move || -> mpconn::Result<()> {
-        let mut conn = Client::new(address).connect()?;
-        for i in 0..5 {
-            let text = format!("message {i}");
-            conn.send_bytes(text.as_bytes())?;
-            println!("client got back: {}", String::from_utf8_lossy(&conn.recv_bytes()?));
+    impl Handler for Echo {
+        fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+            self.echoed += 1;
+            let _ = ctx.send(conn, message);
         }
-        handle.stop()
-    });
+    }
 
-    let mut events = Events::with_capacity(16);
-    loop {
-        outer.poll(&mut events, Some(Duration::from_secs(1)))?;
-        for event in events.iter() {
-            if event.token() == REACTOR && reactor.run_once(Some(Duration::ZERO))? == Turn::Stopped {
-                client.join().expect("client thread")?;
-                println!("the reactor echoed {} messages inside the outer loop", reactor.handler().echoed);
-                return Ok(());
+    const REACTOR: Token = Token(0);
+
+    pub fn main() -> mpconn::Result<()> {
+        let mut reactor = Reactor::new(Echo { echoed: 0 })?;
+        let listener = reactor.listen(arbitrary_address(Family::fastest())?, ListenOptions::new())?;
+        let address = reactor.listener_address(listener).expect("just bound").clone();
+
+        // The outer loop: the application's own Poll, with the reactor as one more source.
+        let mut outer = Poll::new()?;
+        let fd = reactor.as_raw_fd();
+        outer.registry().register(&mut SourceFd(&fd), REACTOR, Interest::READABLE)?;
+
+        let handle = reactor.handle();
+        let client = std::thread::spawn(move || -> mpconn::Result<()> {
+            let mut conn = Client::new(address).connect()?;
+            for i in 0..5 {
+                let text = format!("message {i}");
+                conn.send_bytes(text.as_bytes())?;
+                println!("client got back: {}", String::from_utf8_lossy(&conn.recv_bytes()?));
             }
+            handle.stop()
+        });
+
+        let mut events = Events::with_capacity(16);
+        loop {
+            outer.poll(&mut events, Some(Duration::from_secs(1)))?;
+            for event in events.iter() {
+                if event.token() == REACTOR && reactor.run_once(Some(Duration::ZERO))? == Turn::Stopped {
+                    client.join().expect("client thread")?;
+                    println!("the reactor echoed {} messages inside the outer loop", reactor.handler().echoed);
+                    return Ok(());
+                }
+            }
+            // ... the application's other work goes here ...
         }
-        // ... the application's other work goes here ...
     }
+}
+
+#[cfg(unix)]
+fn main() -> mpconn::Result<()> {
+    unix::main()
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("embedding through the reactor's descriptor needs Unix (epoll); on Windows call run_once from your loop");
 }

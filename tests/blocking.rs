@@ -1,4 +1,6 @@
 //! The blocking API against itself over real loopback sockets: every case is bounded in time.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+#![cfg(unix)]
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -1,4 +1,6 @@
 //! The `mpconn` command end to end: exit codes, output shapes, stress runs. Bounded in time.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};

@@ -4,6 +4,8 @@
 //! installed), and the original `processing` 0.52 package on CPython 2.7 (required: `.ci/run`
 //! installs it). Every interpreter that ran is named in the output (`--show-output`). Every wait
 //! on a peer is bounded.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -7,12 +7,13 @@
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
+#[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::error::{AuthenticationError, BufferTooShort, Error, Result};
-use crate::transport::{Stream, wait_readable};
+use crate::transport::{RawDescriptor, Stream, wait_readable};
 use crate::wire::frame::{FrameDecoder, FrameError, Header};
 use crate::wire::handshake::{CHALLENGE, Dialect, HANDSHAKE_MAX_MESSAGE, Handshake, PROCESSING_CHALLENGE};
 
@@ -109,8 +110,7 @@ impl Connection {
         if self.decoder.has_frame() {
             return Ok(true);
         }
-        let fd = self.stream_ref()?.as_raw_fd();
-        Ok(!wait_readable(&[fd], timeout)?.is_empty())
+        Ok(!wait_readable(&[self.stream_ref()?], timeout)?.is_empty())
     }
 
     /// True when a whole message is already buffered, so `recv_bytes` will not block.
@@ -137,10 +137,10 @@ impl Connection {
         self.stream.is_some() && self.readable
     }
 
-    /// The socket's file descriptor (Python's `fileno()`). Use it to wait on the connection in
-    /// another event loop; the descriptor stays owned by the connection.
-    pub fn fileno(&self) -> Result<RawFd> {
-        Ok(self.stream_ref()?.as_raw_fd())
+    /// The socket's file descriptor (Python's `fileno()`; on Windows the pipe handle or socket).
+    /// Use it to wait on the connection in another event loop; it stays owned by the connection.
+    pub fn fileno(&self) -> Result<RawDescriptor> {
+        Ok(self.stream_ref()?.raw_descriptor())
     }
 
     /// The peer's address (`ip:port` for TCP; for Unix sockets usually the empty path).
@@ -297,6 +297,7 @@ fn timeout_or(e: Error, what: &'static str) -> Error {
     }
 }
 
+#[cfg(unix)]
 impl AsRawFd for Connection {
     /// # Panics
     /// If the connection was closed; use [`Connection::fileno`] for a checked version.
@@ -305,6 +306,7 @@ impl AsRawFd for Connection {
     }
 }
 
+#[cfg(unix)]
 impl AsFd for Connection {
     /// # Panics
     /// If the connection was closed.
@@ -327,8 +329,8 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     if !ready.is_empty() {
         return Ok(ready);
     }
-    let fds: Vec<RawFd> = connections.iter().filter_map(|c| c.fileno().ok()).collect();
-    ready = wait_readable(&fds, timeout)?;
+    let streams: Vec<&Stream> = connections.iter().filter_map(|c| c.stream.as_ref()).collect();
+    ready = wait_readable(&streams, timeout)?;
     Ok(ready)
 }
 

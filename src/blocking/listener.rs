@@ -2,14 +2,13 @@
 //! `address`, `last_accepted`, `close`), plus what Python lacks: an accept timeout
 //! (cpython#76425) and a handshake deadline, so a silent peer cannot block `accept` forever.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::address::{Address, Family, arbitrary_address};
 use crate::authkey::{AuthKey, resolve_key};
 use crate::blocking::{Connection, IntoAddress};
 use crate::error::{Error, Result};
-use crate::transport::{SocketListener, wait_readable};
+use crate::transport::{RawDescriptor, SocketListener};
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::wire::handshake::{Dialect, Handshake, HandshakeConfig, Nonce};
@@ -216,12 +215,12 @@ impl Listener {
     /// Like [`Listener::accept`], waiting at most `timeout` for a client ([`Error::Timeout`]).
     pub fn accept_within(&mut self, timeout: Option<Duration>) -> Result<Connection> {
         let socket = self.socket()?;
-        if let Some(t) = timeout {
-            if wait_readable(&[socket.as_raw_fd()], Some(t))?.is_empty() {
-                return Err(Error::Timeout("no client connected within the accept timeout"));
+        let (stream, peer) = match timeout {
+            Some(t) => {
+                socket.accept_within(t)?.ok_or(Error::Timeout("no client connected within the accept timeout"))?
             }
-        }
-        let (stream, peer) = socket.accept()?;
+            None => socket.accept()?,
+        };
         log::debug!("accepted a connection from {peer}");
         self.last_accepted = Some(peer);
         let mut conn = Connection::new(stream, self.max_message_size);
@@ -250,9 +249,10 @@ impl Listener {
         self.last_accepted.as_ref()
     }
 
-    /// The listening socket's descriptor, to wait for clients in another event loop.
-    pub fn fileno(&self) -> Result<RawFd> {
-        Ok(self.socket()?.as_raw_fd())
+    /// The listening socket's descriptor, to wait for clients in another event loop (on Windows
+    /// the socket; 0 for a pipe listener, whose instances come and go).
+    pub fn fileno(&self) -> Result<RawDescriptor> {
+        Ok(self.socket()?.raw_descriptor())
     }
 
     /// Closes the listener; a Unix socket file it created is removed. Dropping does the same.

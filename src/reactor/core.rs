@@ -3,11 +3,9 @@
 //! inside callbacks. Everything that must call the handler lives in `reactor/mod.rs`; this
 //! module only records what happened (opened, drained, to close) for it.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
 use slab::Slab;
 
@@ -18,7 +16,7 @@ use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, Rea
 use crate::reactor::timers::{TimerKind, Timers};
 use crate::reactor::write_queue::WriteQueue;
 use crate::reactor::{ConnId, ListenerId, SendError};
-use crate::transport::{SocketListener, Stream};
+use crate::transport::{Notify, SocketListener, Stream};
 use crate::wire::frame::FrameDecoder;
 use crate::wire::handshake::{Handshake, Nonce};
 
@@ -85,6 +83,8 @@ pub(crate) struct Core {
     pub(crate) timers: Timers,
     pub(crate) config: ReactorConfig,
     pub(crate) shared: Arc<Shared>,
+    /// Where transports without poller events (Windows pipes) report readiness: `shared`.
+    notify: Arc<dyn Notify>,
     /// Connections with queued output, flushed at the end of the turn.
     pub(crate) dirty: Vec<u64>,
     /// Connections whose read budget ran out with bytes left: read again next turn.
@@ -105,7 +105,13 @@ impl Core {
     pub(crate) fn new(config: ReactorConfig) -> Result<Core> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
-        let shared = Arc::new(Shared { queue: Default::default(), waker, closed: Default::default() });
+        let shared = Arc::new(Shared {
+            queue: Default::default(),
+            waker,
+            closed: Default::default(),
+            ready: Default::default(),
+        });
+        let notify: Arc<dyn Notify> = shared.clone();
         Ok(Core {
             poll,
             entries: Slab::new(),
@@ -113,6 +119,7 @@ impl Core {
             timers: Timers::default(),
             config,
             shared,
+            notify,
             dirty: Vec::new(),
             carry: Vec::new(),
             to_close: Vec::new(),
@@ -136,6 +143,16 @@ impl Core {
         }
     }
 
+    /// Stops asking the poller for writability of a connection.
+    pub(crate) fn read_interest_only(&mut self, id: u64) {
+        if let Some(Entry::Conn(c)) = self.entries.get_mut(index_of(id)) {
+            if c.id.0 == id {
+                c.write_interest = false;
+                let _ = c.stream.reregister(self.poll.registry(), Token(id as usize), Interest::READABLE);
+            }
+        }
+    }
+
     pub(crate) fn listener(&mut self, id: u64) -> Option<&mut ListenerEntry> {
         match self.entries.get_mut(index_of(id)) {
             Some(Entry::Listener(l)) if l.id.0 == id => Some(l),
@@ -147,12 +164,11 @@ impl Core {
         if self.stopping.is_some() {
             return Err(Error::Closed("the reactor is stopping"));
         }
-        let socket = SocketListener::bind(address, options.backlog)?;
-        socket.set_nonblocking(true)?;
+        let mut socket = SocketListener::bind(address, options.backlog)?;
         let generation = self.generation();
         let entry = self.entries.vacant_entry();
         let id = ListenerId(pack(entry.key(), generation));
-        self.poll.registry().register(&mut SourceFd(&socket.as_raw_fd()), Token(id.0 as usize), Interest::READABLE)?;
+        socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
         entry.insert(Entry::Listener(ListenerEntry {
             id,
             socket,
@@ -169,7 +185,7 @@ impl Core {
     /// Registers a new connection (accepted or connecting) and arms its handshake deadline.
     pub(crate) fn add_conn(
         &mut self,
-        stream: Stream,
+        mut stream: Stream,
         peer: Address,
         phase: Phase,
         opts: Arc<ConnectionOptions>,
@@ -182,7 +198,7 @@ impl Core {
         let entry = self.entries.vacant_entry();
         let id = ConnId(pack(entry.key(), generation));
         let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        self.poll.registry().register(&mut SourceFd(&stream.as_raw_fd()), Token(id.0 as usize), interest)?;
+        stream.register(self.poll.registry(), Token(id.0 as usize), interest, &self.notify)?;
         let idle = opts.idle_timeout;
         let handshake_timeout = opts.handshake_timeout;
         let max = opts.max_message_size;
@@ -302,11 +318,7 @@ impl Core {
             Ok(true) => {
                 if c.write_interest {
                     c.write_interest = false;
-                    let _ = self.poll.registry().reregister(
-                        &mut SourceFd(&c.stream.as_raw_fd()),
-                        token,
-                        Interest::READABLE,
-                    );
+                    let _ = c.stream.reregister(self.poll.registry(), token, Interest::READABLE);
                 }
                 if c.backpressured {
                     c.backpressured = false;
@@ -319,11 +331,7 @@ impl Core {
             Ok(false) => {
                 if !c.write_interest {
                     c.write_interest = true;
-                    let _ = self.poll.registry().reregister(
-                        &mut SourceFd(&c.stream.as_raw_fd()),
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
+                    let _ = c.stream.reregister(self.poll.registry(), token, Interest::READABLE | Interest::WRITABLE);
                 }
             }
             Err(e) => {
@@ -354,8 +362,8 @@ impl Core {
         if self.listener(id.0).is_none() {
             return false;
         }
-        if let Entry::Listener(l) = self.entries.remove(index_of(id.0)) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&l.socket.as_raw_fd()));
+        if let Entry::Listener(mut l) = self.entries.remove(index_of(id.0)) {
+            let _ = l.socket.deregister(self.poll.registry());
         }
         true
     }

@@ -22,6 +22,17 @@ pub(crate) struct Shared {
     pub(crate) queue: Mutex<VecDeque<Command>>,
     pub(crate) waker: mio::Waker,
     pub(crate) closed: AtomicBool,
+    /// Tokens that a transport without poller events (Windows pipes) reported ready.
+    pub(crate) ready: Mutex<Vec<usize>>,
+}
+
+impl crate::transport::Notify for Shared {
+    fn notify(&self, token: usize) {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).push(token);
+        if let Err(e) = self.waker.wake() {
+            log::warn!("cannot wake the reactor: {e}");
+        }
+    }
 }
 
 /// A `Send + Clone` handle to a reactor, for other threads: send, close, stop, or run a closure

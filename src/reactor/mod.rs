@@ -45,12 +45,13 @@ mod timers;
 mod write_queue;
 
 use std::io;
+#[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Token};
+use mio::{Events, Token};
 
 pub use self::core::Context;
 use self::core::{Core, Entry, Phase, WAKER_TOKEN, index_of};
@@ -274,6 +275,7 @@ impl<H: Handler> Reactor<H> {
         for &(token, readable, writable, closed) in &ready {
             if token == WAKER_TOKEN {
                 self.drain_commands();
+                self.drain_reported();
                 continue;
             }
             self.on_event(token.0 as u64, readable, writable, closed);
@@ -309,6 +311,15 @@ impl<H: Handler> Reactor<H> {
 
     fn ctx(&mut self) -> (&mut H, Context<'_>) {
         (&mut self.handler, Context { core: &mut self.core })
+    }
+
+    /// Handles readiness that a transport reported itself (Windows pipes) as poller events.
+    fn drain_reported(&mut self) {
+        let reported = std::mem::take(&mut *self.core.shared.ready.lock().unwrap_or_else(|p| p.into_inner()));
+        for token in reported {
+            self.on_event(token as u64, true, true, false);
+            self.settle();
+        }
     }
 
     fn on_event(&mut self, id: u64, readable: bool, writable: bool, closed: bool) {
@@ -414,7 +425,7 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR)) => {
+                Err(e) if crate::transport::is_transient_accept_error(&e) => {
                     continue;
                 }
                 Err(e) => {
@@ -446,10 +457,7 @@ impl<H: Handler> Reactor<H> {
         let Phase::Connecting(hs) = std::mem::replace(&mut c.phase, Phase::Open) else {
             return;
         };
-        c.write_interest = false;
-        let fd = c.stream.as_raw_fd();
-        let _ =
-            self.core.poll.registry().reregister(&mut mio::unix::SourceFd(&fd), Token(id as usize), Interest::READABLE);
+        self.core.read_interest_only(id);
         match hs {
             Some(hs) => {
                 if let Some(c) = self.core.conn(id) {
@@ -788,6 +796,7 @@ impl<H: Handler> Reactor<H> {
     }
 }
 
+#[cfg(unix)]
 impl<H: Handler> AsRawFd for Reactor<H> {
     /// The descriptor of the reactor's poll: readable whenever a turn has work. Register it
     /// (read interest) in another event loop and call [`Reactor::run_once`] with a zero timeout

@@ -1,19 +1,64 @@
-//! The transport: one stream type and one listener type over TCP and Unix sockets. This is the
-//! only layer that knows which family it runs on; everything above moves bytes through
-//! [`Stream`] and [`SocketListener`].
+//! The transport: one stream type and one listener type over TCP, Unix sockets and Windows named
+//! pipes. This is the only layer that knows which family it runs on; everything above moves
+//! framed bytes through [`Stream`] and [`SocketListener`], registers them with a reactor through
+//! the methods here, and waits on them with [`wait_readable`].
 //!
-//! Windows named pipes (`AF_PIPE`) are recognised by the address layer; on this platform binding
-//! or connecting to one is a clear [`Error::UnsupportedFamily`].
+//! Sockets report readiness to mio's poller directly. Named pipes cannot (their I/O completes on
+//! a thread of their own, see `pipe`), so they report it to a [`Notify`] the reactor passes at
+//! registration; the reactor treats those reports exactly as poller events.
 
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod pipe;
+#[cfg(unix)]
 mod readiness;
+#[cfg(unix)]
 mod socket;
+#[cfg(windows)]
+mod windows;
 
+#[cfg(unix)]
 pub use readiness::wait_readable;
+#[cfg(unix)]
 pub use socket::{SocketListener, Stream};
+#[cfg(windows)]
+pub use windows::{SocketListener, Stream, wait_readable};
+
+#[cfg(windows)]
+pub use pipe::{CONNECT_RETRY, PipeListener, PipeStream};
 
 use crate::error::Error;
+
+/// What a descriptor is on this platform: a file descriptor on Unix; on Windows the pipe handle
+/// or socket, as a number (what Python's `fileno()` gives there).
+#[cfg(unix)]
+pub type RawDescriptor = std::os::fd::RawFd;
+/// What a descriptor is on this platform: a file descriptor on Unix; on Windows the pipe handle
+/// or socket, as a number (what Python's `fileno()` gives there).
+#[cfg(windows)]
+pub type RawDescriptor = usize;
+
+/// Receives readiness that no OS poller reports (Windows named pipes): `token` may have become
+/// readable or writable. Called from another thread; must not block.
+pub(crate) trait Notify: Send + Sync {
+    // Only pipes call it; Unix builds have none.
+    #[cfg_attr(unix, allow(dead_code))]
+    fn notify(&self, token: usize);
+}
 
 /// The error for a family this build cannot serve.
 pub(crate) fn unsupported(family: crate::address::Family) -> Error {
     Error::UnsupportedFamily(family.name())
+}
+
+/// Whether a failed accept concerns only that one connection (the next accept may succeed).
+pub(crate) fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR))
+    }
+    #[cfg(windows)]
+    {
+        matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted)
+    }
 }

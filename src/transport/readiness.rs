@@ -10,9 +10,17 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-/// Waits until at least one of `fds` is readable (or at end of file, or in error) or `timeout`
-/// passes (`None`: no limit). Returns the indexes of the ready ones, empty on timeout.
-pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+use super::Stream;
+
+/// Waits until at least one of `streams` is readable (or at end of file, or in error) or
+/// `timeout` passes (`None`: no limit). Returns the indexes of the ready ones, empty on timeout.
+pub fn wait_readable(streams: &[&Stream], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    let fds: Vec<RawFd> = streams.iter().map(|s| std::os::fd::AsRawFd::as_raw_fd(*s)).collect();
+    wait_fds(&fds, timeout)
+}
+
+/// [`wait_readable`] for raw descriptors (a listening socket is readable when a client waits).
+pub(crate) fn wait_fds(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let mut poll = Poll::new()?;
     for (i, fd) in fds.iter().enumerate() {
         poll.registry().register(&mut SourceFd(fd), Token(i), Interest::READABLE)?;

@@ -10,7 +10,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
 use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{Notify, RawDescriptor};
 
 use crate::address::{Address, Family};
 use crate::error::{Error, Result};
@@ -150,6 +156,27 @@ impl Stream {
             Stream::Tcp(s) => Ok(s.peer_addr()?.into()),
             Stream::Unix(s) => Ok(unix_address(&s.peer_addr()?)),
         }
+    }
+
+    /// Registers with a reactor's poller (sockets report to the poller; `_notify` is for pipes).
+    pub(crate) fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interest: Interest,
+        _notify: &Arc<dyn Notify>,
+    ) -> io::Result<()> {
+        registry.register(&mut SourceFd(&self.as_raw_fd()), token, interest)
+    }
+
+    /// Changes what the poller reports.
+    pub(crate) fn reregister(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        registry.reregister(&mut SourceFd(&self.as_raw_fd()), token, interest)
+    }
+
+    /// The file descriptor.
+    pub fn raw_descriptor(&self) -> RawDescriptor {
+        self.as_raw_fd()
     }
 
     /// Reads into `buf`, retrying on `EINTR`.
@@ -345,6 +372,30 @@ impl SocketListener {
             s.set_nonblocking(true)?;
             Ok((s, a))
         }
+    }
+
+    /// Registers with a reactor's poller (readable when a client waits).
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token, _notify: &Arc<dyn Notify>) -> io::Result<()> {
+        self.set_nonblocking(true)?;
+        registry.register(&mut SourceFd(&self.as_raw_fd()), token, Interest::READABLE)
+    }
+
+    /// Removes the listener from a reactor's poller.
+    pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.deregister(&mut SourceFd(&self.as_raw_fd()))
+    }
+
+    /// Accepts one connection, waiting at most `timeout`; `None` when no client came.
+    pub fn accept_within(&self, timeout: Duration) -> io::Result<Option<(Stream, Address)>> {
+        if super::readiness::wait_fds(&[self.as_raw_fd()], Some(timeout))?.is_empty() {
+            return Ok(None);
+        }
+        self.accept().map(Some)
+    }
+
+    /// The file descriptor.
+    pub fn raw_descriptor(&self) -> RawDescriptor {
+        self.as_raw_fd()
     }
 
     /// Switches non-blocking mode.

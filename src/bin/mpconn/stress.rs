@@ -224,6 +224,13 @@ pub fn rss_of(pid: u32) -> Option<u64> {
 }
 
 /// Raises the soft descriptor limit to the hard one; returns (old, new) when it changed.
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> Option<(u64, u64)> {
+    None
+}
+
+/// Raises the soft descriptor limit to the hard one; returns (old, new) when it changed.
+#[cfg(unix)]
 pub fn raise_fd_limit() -> Option<(u64, u64)> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid pointer to an initialised struct.
@@ -246,15 +253,24 @@ struct EmbeddedServer {
 
 impl EmbeddedServer {
     fn start(key: &AuthKey) -> Result<EmbeddedServer> {
-        use std::os::unix::ffi::OsStrExt;
         if key.as_bytes().contains(&0) {
             return Err(Error::Config("a key with a NUL byte cannot be handed to the embedded server".into()));
         }
-        let address = arbitrary_address(Family::Unix)?;
+        #[cfg(unix)]
+        let key_value = {
+            use std::os::unix::ffi::OsStrExt;
+            std::ffi::OsStr::from_bytes(key.as_bytes()).to_os_string()
+        };
+        #[cfg(not(unix))]
+        let key_value = std::ffi::OsString::from(
+            std::str::from_utf8(key.as_bytes())
+                .map_err(|_| Error::Config("the embedded server takes a UTF-8 key here".into()))?,
+        );
+        let address = arbitrary_address(Family::fastest())?;
         let dir = address.unix_path().and_then(|p| p.parent()).map(|p| p.to_path_buf());
         let mut child = Command::new(std::env::current_exe()?)
             .args(["listen", "--echo", "--quiet", "--authkey-env", "MPCONN_STRESS_KEY", &address.to_string()])
-            .env("MPCONN_STRESS_KEY", std::ffi::OsStr::from_bytes(key.as_bytes()))
+            .env("MPCONN_STRESS_KEY", key_value)
             .stdout(Stdio::piped())
             .spawn()?;
         let mut line = String::new();

@@ -1,0 +1,12 @@
+//! Windows named pipes (`AF_PIPE`), wire-compatible with Python's `PipeConnection` and
+//! `PipeListener`: message-mode pipes, one pipe message per message.
+//!
+//! [`driver`] runs the overlapped I/O on one completion-port thread, [`stream`] turns a pipe into
+//! the framed byte stream the layers above expect, [`listener`] makes instances and connects.
+
+mod driver;
+mod listener;
+mod stream;
+
+pub use listener::{CONNECT_RETRY, PipeListener, connect, connect_nonblocking};
+pub use stream::PipeStream;

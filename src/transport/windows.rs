@@ -1,0 +1,452 @@
+//! The Windows transport: TCP through the standard library, and named pipes (`AF_PIPE`, the
+//! default family here) through [`super::pipe`]. Unix-domain sockets are refused with
+//! [`Error::UnsupportedFamily`], as Python refuses `AF_UNIX` on Windows.
+//!
+//! The reactor runs pipe connections here; registering a TCP socket with the reactor is refused
+//! with a clear error for now (mio on Windows only polls sockets it created itself). The
+//! blocking API serves both families.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::windows::io::AsRawSocket;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Registry, Token};
+
+use super::pipe::{self, PipeListener, PipeStream};
+use super::{Notify, RawDescriptor};
+use crate::address::{Address, Family};
+use crate::error::{Error, Result};
+
+/// A connected byte stream.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP (TCP_NODELAY is set).
+    Tcp(TcpStream),
+    /// A named pipe, seen as a framed byte stream.
+    Pipe(PipeStream),
+}
+
+fn reactor_tcp_unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the reactor serves named pipes on Windows; TCP is not supported there yet",
+    )
+}
+
+impl Stream {
+    /// Connects to `address`: TCP tries each resolved address; a pipe client waits for a busy
+    /// pipe up to `timeout` (default 20 s, as Python).
+    pub fn connect(address: &Address, timeout: Option<Duration>) -> Result<Stream> {
+        match address {
+            Address::Inet { .. } => {
+                let mut last = None;
+                for sa in address.resolve()? {
+                    let connected = match timeout {
+                        Some(t) => TcpStream::connect_timeout(&sa, t),
+                        None => TcpStream::connect(sa),
+                    };
+                    match connected {
+                        Ok(s) => {
+                            s.set_nodelay(true)?;
+                            return Ok(Stream::Tcp(s));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.map(Error::Io).unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+            }
+            Address::Pipe(name) => Ok(Stream::Pipe(pipe::connect(name, timeout)?)),
+            Address::Unix(_) | Address::Abstract(_) => Err(super::unsupported(Family::Unix)),
+        }
+    }
+
+    /// Starts a non-blocking connect (for the reactor): pipes only on Windows.
+    pub fn connect_nonblocking(address: &Address) -> Result<(Stream, bool)> {
+        match address {
+            Address::Pipe(name) => {
+                let (mut s, connected) = pipe::connect_nonblocking(name)?;
+                s.set_nonblocking(true);
+                Ok((Stream::Pipe(s), connected))
+            }
+            Address::Inet { .. } => Err(reactor_tcp_unsupported().into()),
+            Address::Unix(_) | Address::Abstract(_) => Err(super::unsupported(Family::Unix)),
+        }
+    }
+
+    /// How a non-blocking connect ended.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Pipe(p) => p.take_error(),
+        }
+    }
+
+    /// A connected pair (Python's `Pipe(duplex=True)`): two ends of a fresh named pipe.
+    pub fn pair() -> io::Result<(Stream, Stream)> {
+        let Ok(Address::Pipe(name)) = crate::address::arbitrary_address(Family::Pipe) else {
+            return Err(io::Error::other("no pipe name"));
+        };
+        let listener = PipeListener::bind(&name, 1)?;
+        let client = pipe::connect(&name, Some(Duration::from_secs(5)))?;
+        let server = listener.accept_within(Some(Duration::from_secs(5)))?;
+        Ok((Stream::Pipe(server), Stream::Pipe(client)))
+    }
+
+    /// The family of the stream.
+    pub fn family(&self) -> Family {
+        match self {
+            Stream::Tcp(_) => Family::Inet,
+            Stream::Pipe(_) => Family::Pipe,
+        }
+    }
+
+    /// Sets a timeout on blocking reads (`None`: block).
+    pub fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Pipe(p) => {
+                p.set_read_timeout(t);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets a timeout on blocking writes (`None`: block).
+    pub fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Pipe(p) => {
+                p.set_write_timeout(t);
+                Ok(())
+            }
+        }
+    }
+
+    /// Switches non-blocking mode.
+    pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(on),
+            Stream::Pipe(p) => {
+                p.set_nonblocking(on);
+                Ok(())
+            }
+        }
+    }
+
+    /// Shuts down one or both directions (a pipe only stops being used that way).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Pipe(p) => {
+                p.shutdown(how);
+                Ok(())
+            }
+        }
+    }
+
+    /// The peer's address: `ip:port` for TCP, the pipe's name for a pipe.
+    pub fn peer_address(&self) -> io::Result<Address> {
+        match self {
+            Stream::Tcp(s) => Ok(s.peer_addr()?.into()),
+            Stream::Pipe(p) if p.is_connected() => Ok(Address::Pipe(p.name().to_string())),
+            Stream::Pipe(_) => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Registers with a reactor: a pipe reports to `notify`; TCP is refused on Windows.
+    pub(crate) fn register(
+        &mut self,
+        _registry: &Registry,
+        token: Token,
+        _interest: Interest,
+        notify: &Arc<dyn Notify>,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Tcp(_) => Err(reactor_tcp_unsupported()),
+            Stream::Pipe(p) => {
+                p.set_nonblocking(true);
+                p.set_notify(Some((notify.clone(), token.0)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Changes what is reported (a pipe reports every change; nothing to do).
+    pub(crate) fn reregister(&mut self, _registry: &Registry, _token: Token, _interest: Interest) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The socket or pipe handle, as a number.
+    pub fn raw_descriptor(&self) -> RawDescriptor {
+        match self {
+            Stream::Tcp(s) => s.as_raw_socket() as usize,
+            Stream::Pipe(p) => p.raw_handle() as usize,
+        }
+    }
+
+    /// Reads into `buf`, retrying on interruption.
+    pub fn read_retry(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes all of `bufs`.
+    pub fn write_all_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !bufs.is_empty() {
+            match self.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a read would not block now.
+    fn ready_to_read(&self) -> bool {
+        match self {
+            Stream::Pipe(p) => p.is_readable(),
+            Stream::Tcp(s) => {
+                if s.set_nonblocking(true).is_err() {
+                    return true;
+                }
+                let mut b = [0u8; 1];
+                let r = s.peek(&mut b);
+                let _ = s.set_nonblocking(false);
+                !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Pipe(p) => p.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Pipe(p) => p.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Pipe(p) => p.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Wakes a waiting thread when any pipe it watches changes.
+#[derive(Default)]
+struct WaitSet {
+    changed: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Notify for WaitSet {
+    fn notify(&self, _token: usize) {
+        if let Ok(mut c) = self.changed.lock() {
+            *c = true;
+        }
+        self.cv.notify_all();
+    }
+}
+
+/// Waits until at least one of `streams` is readable (or at end of file, or in error) or
+/// `timeout` passes (`None`: no limit). Returns the indexes of the ready ones, empty on timeout.
+/// Pipes wake the waiter; TCP sockets are looked at every few milliseconds.
+pub fn wait_readable(streams: &[&Stream], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let set = Arc::new(WaitSet::default());
+    let notify: Arc<dyn Notify> = set.clone();
+    let all_pipes = streams.iter().all(|s| matches!(s, Stream::Pipe(_)));
+    for (i, s) in streams.iter().enumerate() {
+        if let Stream::Pipe(p) = s {
+            p.set_notify(Some((notify.clone(), i)));
+        }
+    }
+    let ready = loop {
+        let ready: Vec<usize> = streams.iter().enumerate().filter(|(_, s)| s.ready_to_read()).map(|(i, _)| i).collect();
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if !ready.is_empty() || left.is_some_and(|l| l.is_zero()) {
+            break ready;
+        }
+        let slice = if all_pipes { left.unwrap_or(Duration::from_secs(3600)) } else { Duration::from_millis(5) };
+        let slice = left.map_or(slice, |l| l.min(slice));
+        let mut changed = set.changed.lock().unwrap_or_else(|p| p.into_inner());
+        if !*changed {
+            changed = set.cv.wait_timeout(changed, slice).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *changed = false;
+    };
+    for s in streams {
+        if let Stream::Pipe(p) = s {
+            p.set_notify(None);
+        }
+    }
+    Ok(ready)
+}
+
+/// A listening TCP socket or named pipe.
+#[derive(Debug)]
+pub struct SocketListener {
+    inner: ListenerInner,
+    address: Address,
+}
+
+#[derive(Debug)]
+enum ListenerInner {
+    Tcp(TcpListener),
+    Pipe(PipeListener),
+}
+
+impl SocketListener {
+    /// Binds and listens. A pipe name already in use is an error (`AddrInUse`).
+    pub fn bind(address: &Address, backlog: i32) -> Result<SocketListener> {
+        match address {
+            Address::Inet { .. } => {
+                let sa = address
+                    .resolve()?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Address(format!("{address}: no address")))?;
+                let l = TcpListener::bind(sa)?;
+                let address = l.local_addr()?.into();
+                Ok(SocketListener { inner: ListenerInner::Tcp(l), address })
+            }
+            Address::Pipe(name) => Ok(SocketListener {
+                inner: ListenerInner::Pipe(PipeListener::bind(name, backlog)?),
+                address: address.clone(),
+            }),
+            Address::Unix(_) | Address::Abstract(_) => Err(super::unsupported(Family::Unix)),
+        }
+    }
+
+    /// Unix only: there are no directories to own here.
+    pub(crate) fn own_dir(&mut self, _dir: std::path::PathBuf) {}
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Accepts one connection; returns it with the peer's address.
+    pub fn accept(&self) -> io::Result<(Stream, Address)> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => {
+                let (s, a) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok((Stream::Tcp(s), a.into()))
+            }
+            ListenerInner::Pipe(l) => {
+                let p = l.accept_within(None)?;
+                let peer = Address::Pipe(p.name().to_string());
+                Ok((Stream::Pipe(p), peer))
+            }
+        }
+    }
+
+    /// Accepts one connection in non-blocking mode, for the reactor.
+    pub fn accept_nonblocking(&self) -> io::Result<(Stream, Address)> {
+        let (mut s, a) = self.accept()?;
+        s.set_nonblocking(true)?;
+        Ok((s, a))
+    }
+
+    /// Switches non-blocking mode.
+    pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
+        match &mut self.inner {
+            ListenerInner::Tcp(l) => l.set_nonblocking(on),
+            ListenerInner::Pipe(l) => {
+                l.set_nonblocking(on);
+                Ok(())
+            }
+        }
+    }
+
+    /// Registers with a reactor: a pipe listener reports to `notify`; TCP is refused here.
+    pub(crate) fn register(&mut self, _registry: &Registry, token: Token, notify: &Arc<dyn Notify>) -> io::Result<()> {
+        match &mut self.inner {
+            ListenerInner::Tcp(_) => Err(reactor_tcp_unsupported()),
+            ListenerInner::Pipe(l) => {
+                l.set_nonblocking(true);
+                l.set_notify(Some((notify.clone(), token.0)));
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops reporting to a reactor.
+    pub(crate) fn deregister(&mut self, _registry: &Registry) -> io::Result<()> {
+        if let ListenerInner::Pipe(l) = &self.inner {
+            l.set_notify(None);
+        }
+        Ok(())
+    }
+
+    /// Accepts one connection, waiting at most `timeout`; `None` when no client came.
+    pub fn accept_within(&self, timeout: Duration) -> io::Result<Option<(Stream, Address)>> {
+        match &self.inner {
+            ListenerInner::Pipe(l) => match l.accept_within(Some(timeout)) {
+                Ok(p) => {
+                    let peer = Address::Pipe(p.name().to_string());
+                    Ok(Some((Stream::Pipe(p), peer)))
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
+                Err(e) => Err(e),
+            },
+            ListenerInner::Tcp(l) => {
+                // std has no accept with a limit: try without blocking, in slices of 5 ms.
+                l.set_nonblocking(true)?;
+                let deadline = Instant::now() + timeout;
+                let r = loop {
+                    match l.accept() {
+                        Ok((s, a)) => break Ok(Some((s, a))),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => break Err(e),
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break Ok(None);
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(5)));
+                };
+                l.set_nonblocking(false)?;
+                match r? {
+                    Some((s, a)) => {
+                        s.set_nonblocking(false)?;
+                        s.set_nodelay(true)?;
+                        Ok(Some((Stream::Tcp(s), a.into())))
+                    }
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The socket or a description of the pipe, as a number (0 for a pipe listener, which has
+    /// no single handle: its instances come and go).
+    pub fn raw_descriptor(&self) -> RawDescriptor {
+        match &self.inner {
+            ListenerInner::Tcp(l) => l.as_raw_socket() as usize,
+            ListenerInner::Pipe(_) => 0,
+        }
+    }
+}

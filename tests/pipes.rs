@@ -1,0 +1,394 @@
+//! Windows named pipes (`AF_PIPE`): the blocking API and the reactor over message-mode pipes.
+//! Built for `x86_64-pc-windows-gnu` and run under Wine by `.ci/run` (see `.ci/windows/`).
+//! Every wait is bounded.
+#![cfg(windows)]
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
+use mpconn::{Address, AuthenticationError, Client, Error, Family, Listener, arbitrary_address};
+
+const KEY: &str = "pipe key";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn fresh_pipe() -> Address {
+    arbitrary_address(Family::Pipe).unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// Sizes around the pipe's read size (8 KiB), the empty message, and a large one.
+const SIZES: [usize; 8] = [0, 1, 8191, 8192, 8193, 65_536, 100_000, 1 << 20];
+
+#[test]
+fn the_default_family_here_is_the_pipe() {
+    let listener = Listener::builder().authkey(KEY).bind().unwrap();
+    assert_eq!(listener.address().family(), Family::Pipe);
+    assert!(listener.address().to_string().starts_with(r"\\.\pipe\"), "{}", listener.address());
+}
+
+#[test]
+fn blocking_round_trips_keep_every_message_boundary() {
+    let address = fresh_pipe();
+    let mut listener = Listener::builder().address(&address).authkey(KEY).bind().unwrap();
+    let a = address.clone();
+    let client = thread::spawn(move || {
+        let mut c = Client::new(a).authkey(KEY).connect().unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        for (i, &n) in SIZES.iter().enumerate() {
+            let m = c.recv_bytes().unwrap();
+            assert_eq!(m.len(), n);
+            assert_eq!(m, pattern(n, i as u8));
+            c.send_bytes(&m).unwrap();
+        }
+        // Several small messages written back to back arrive as separate messages.
+        for i in 0..100u32 {
+            c.send_bytes(&i.to_be_bytes()).unwrap();
+        }
+        c.send(&("done", 7)).unwrap();
+    });
+    let mut conn = listener.accept().unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    for (i, &n) in SIZES.iter().enumerate() {
+        let m = pattern(n, i as u8);
+        conn.send_bytes(&m).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), m, "size {n}");
+    }
+    for i in 0..100u32 {
+        assert_eq!(conn.recv_bytes().unwrap(), i.to_be_bytes());
+    }
+    let (word, n): (String, i32) = conn.recv().unwrap();
+    assert_eq!((word.as_str(), n), ("done", 7));
+    client.join().unwrap();
+    // The client closed: end of file.
+    assert!(matches!(conn.recv_bytes(), Err(Error::Eof)), "expected end of file");
+}
+
+#[test]
+fn sixty_four_mib_both_ways() {
+    let address = fresh_pipe();
+    let mut listener = Listener::builder().address(&address).authkey(KEY).bind().unwrap();
+    let a = address.clone();
+    let big = pattern(64 << 20, 3);
+    let sent = big.clone();
+    let client = thread::spawn(move || {
+        let mut c = Client::new(a).authkey(KEY).connect().unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let m = c.recv_bytes().unwrap();
+        assert!(m == sent, "the 64 MiB message arrived changed");
+        c.send_bytes(&m).unwrap();
+    });
+    let mut conn = listener.accept().unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    conn.send_bytes(&big).unwrap();
+    let back = conn.recv_bytes().unwrap();
+    assert!(back == big, "the 64 MiB message came back changed");
+    client.join().unwrap();
+}
+
+#[test]
+fn recv_bytes_into_a_short_buffer_keeps_the_message() {
+    let address = fresh_pipe();
+    let mut listener = Listener::bind(&address).unwrap();
+    let a = address.clone();
+    let client = thread::spawn(move || {
+        let mut c = Client::new(a).connect().unwrap();
+        c.send_bytes(&pattern(5000, 1)).unwrap();
+        c.send_bytes(b"next").unwrap();
+    });
+    let mut conn = listener.accept().unwrap();
+    let mut small = [0u8; 100];
+    match conn.recv_bytes_into(&mut small) {
+        Err(Error::BufferTooShort(b)) => assert_eq!(b.message, pattern(5000, 1)),
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+    let n = conn.recv_bytes_into(&mut small).unwrap();
+    assert_eq!(&small[..n], b"next");
+    client.join().unwrap();
+}
+
+#[test]
+fn a_wrong_key_fails_on_both_sides_and_the_listener_keeps_serving() {
+    let address = fresh_pipe();
+    let mut listener = Listener::builder().address(&address).authkey(KEY).bind().unwrap();
+    let a = address.clone();
+    let client = thread::spawn(move || {
+        let bad = Client::new(&a).authkey("not the key").connect();
+        assert!(matches!(bad, Err(Error::Authentication(_))), "{bad:?}");
+        let mut good = Client::new(&a).authkey(KEY).connect().unwrap();
+        good.send_bytes(b"after").unwrap();
+    });
+    let first = listener.accept();
+    assert!(matches!(first, Err(Error::Authentication(AuthenticationError::DigestMismatch))), "{:?}", first.err());
+    let mut conn = listener.accept().unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"after");
+    client.join().unwrap();
+}
+
+#[test]
+fn a_pipe_name_in_use_is_an_error() {
+    let address = fresh_pipe();
+    let _first = Listener::bind(&address).unwrap();
+    let second = Listener::bind(&address);
+    assert!(second.is_err(), "a second listener on {address} was allowed");
+}
+
+#[test]
+fn connecting_to_no_pipe_is_an_error_at_once() {
+    let start = Instant::now();
+    let r = Client::new(fresh_pipe()).connect();
+    assert!(r.is_err());
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_client_waits_for_a_busy_pipe() {
+    let address = fresh_pipe();
+    // One instance: while the first client is not accepted, the pipe is busy.
+    let mut listener = Listener::builder().address(&address).backlog(1).bind().unwrap();
+    let mut first = Client::new(&address).connect().unwrap();
+    let a = address.clone();
+    let (tx, rx) = mpsc::channel();
+    let second = thread::spawn(move || {
+        let start = Instant::now();
+        let mut c = Client::new(a).connect().unwrap();
+        tx.send(start.elapsed()).unwrap();
+        c.send_bytes(b"second").unwrap();
+    });
+    // The second client is still waiting after a while.
+    assert!(rx.recv_timeout(Duration::from_millis(700)).is_err(), "the second client did not wait");
+    let mut c1 = listener.accept().unwrap();
+    first.send_bytes(b"first").unwrap();
+    assert_eq!(c1.recv_bytes().unwrap(), b"first");
+    let mut c2 = listener.accept_within(Some(WAIT)).unwrap();
+    assert_eq!(c2.recv_bytes().unwrap(), b"second");
+    let waited = rx.recv_timeout(WAIT).unwrap();
+    assert!(waited >= Duration::from_millis(600), "waited only {waited:?}");
+    second.join().unwrap();
+}
+
+#[test]
+fn pipe_pairs_and_wait() {
+    let (mut a, mut b) = mpconn::pipe(true).unwrap();
+    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+    b.send_bytes(b"ping").unwrap();
+    assert!(a.poll(Some(WAIT)).unwrap());
+    assert_eq!(a.recv_bytes().unwrap(), b"ping");
+    let (c, mut d) = mpconn::pipe(true).unwrap();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        d.send_bytes(b"later").unwrap();
+        d
+    });
+    let ready = mpconn::wait(&[&a, &c], Some(WAIT)).unwrap();
+    assert_eq!(ready, [1]);
+    let _d = t.join().unwrap();
+    let none = mpconn::wait(&[&a], Some(Duration::from_millis(50))).unwrap();
+    assert!(none.is_empty());
+}
+
+// ---- the reactor over pipes ----
+
+#[derive(Debug)]
+enum Ev {
+    Open(ConnId),
+    Msg(Vec<u8>),
+    Close(String),
+}
+
+struct Recorder {
+    tx: mpsc::Sender<Ev>,
+    echo: bool,
+}
+
+impl Handler for Recorder {
+    fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &Address) {
+        let _ = self.tx.send(Ev::Open(conn));
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        if self.echo {
+            ctx.send(conn, message).expect("echo");
+        } else {
+            let _ = self.tx.send(Ev::Msg(message.to_vec()));
+        }
+    }
+    fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: CloseReason) {
+        let _ = self.tx.send(Ev::Close(format!("{reason:?}")));
+    }
+}
+
+fn spawn_reactor(options: ListenOptions, echo: bool) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let address = fresh_pipe();
+    let t = thread::spawn(move || {
+        let mut reactor = Reactor::new(Recorder { tx, echo }).unwrap();
+        let l = reactor.listen(&address, options).unwrap();
+        let bound = reactor.listener_address(l).unwrap().clone();
+        ready_tx.send((bound, reactor.handle())).unwrap();
+        reactor.run().unwrap();
+    });
+    let (bound, handle) = ready_rx.recv_timeout(WAIT).unwrap();
+    (bound, handle, rx, t)
+}
+
+fn stop(handle: Handle, t: thread::JoinHandle<()>) {
+    handle.stop().unwrap();
+    t.join().unwrap();
+}
+
+#[test]
+fn the_reactor_serves_many_pipe_clients_at_once() {
+    const CLIENTS: usize = 64;
+    const TRIPS: usize = 50;
+    let (address, handle, _rx, t) = spawn_reactor(ListenOptions::new().authkey(KEY), true);
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let a = address.clone();
+            thread::spawn(move || {
+                let mut c = Client::new(a).authkey(KEY).connect().unwrap();
+                c.set_read_timeout(Some(WAIT)).unwrap();
+                for j in 0..TRIPS {
+                    let m = format!("client {i} message {j}").into_bytes();
+                    c.send_bytes(&m).unwrap();
+                    assert_eq!(c.recv_bytes().unwrap(), m);
+                }
+                // One larger message, more than a pipe read, comes back whole.
+                let big = pattern(300_000, i as u8);
+                c.send_bytes(&big).unwrap();
+                assert!(c.recv_bytes().unwrap() == big, "client {i}: the large echo changed");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(start.elapsed() < WAIT);
+    stop(handle, t);
+}
+
+#[test]
+fn reactor_deadlines_cut_silent_and_idle_pipe_peers_while_others_carry_on() {
+    let options = ListenOptions::new().authkey(KEY).connection(
+        ConnectionOptions::new()
+            .authkey(KEY)
+            .handshake_timeout(Duration::from_millis(300))
+            .idle_timeout(Some(Duration::from_millis(600))),
+    );
+    let (address, handle, rx, t) = spawn_reactor(options, true);
+    let Address::Pipe(name) = &address else { panic!("not a pipe: {address}") };
+    let start = Instant::now();
+    // One opens the pipe and never answers the challenge.
+    let silent = std::fs::OpenOptions::new().read(true).write(true).open(name).unwrap();
+    // One authenticates and then says nothing.
+    let _idle = Client::new(&address).authkey(KEY).connect().unwrap();
+    // A good client keeps doing round trips meanwhile (faster than the idle limit).
+    let mut good = Client::new(&address).authkey(KEY).connect().unwrap();
+    good.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 && start.elapsed() < WAIT {
+        good.send_bytes(b"alive").unwrap();
+        assert_eq!(good.recv_bytes().unwrap(), b"alive");
+        while let Ok(ev) = rx.try_recv() {
+            if let Ev::Close(reason) = ev {
+                reasons.push(reason);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["HandshakeTimeout", "IdleTimeout"]);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    drop(silent);
+    stop(handle, t);
+}
+
+#[test]
+fn the_reactor_connects_to_a_blocking_pipe_listener() {
+    let address = fresh_pipe();
+    let mut listener = Listener::builder().address(&address).authkey(KEY).bind().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let a = address.clone();
+    let (handle_tx, handle_rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        let mut reactor = Reactor::new(Recorder { tx, echo: false }).unwrap();
+        reactor.connect(&a, ConnectionOptions::new().authkey(KEY)).unwrap();
+        handle_tx.send(reactor.handle()).unwrap();
+        reactor.run().unwrap();
+    });
+    let handle = handle_rx.recv_timeout(WAIT).unwrap();
+    let mut conn = listener.accept().unwrap();
+    let id = match rx.recv_timeout(WAIT).unwrap() {
+        Ev::Open(id) => id,
+        other => panic!("expected open, got {other:?}"),
+    };
+    conn.send_bytes(b"from the listener").unwrap();
+    conn.send_bytes(&pattern(200_000, 9)).unwrap();
+    match rx.recv_timeout(WAIT).unwrap() {
+        Ev::Msg(m) => assert_eq!(m, b"from the listener"),
+        other => panic!("expected a message, got {other:?}"),
+    }
+    match rx.recv_timeout(WAIT).unwrap() {
+        Ev::Msg(m) => assert!(m == pattern(200_000, 9)),
+        other => panic!("expected a message, got {other:?}"),
+    }
+    handle.send(id, b"from the reactor".to_vec()).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"from the reactor");
+    drop(conn);
+    match rx.recv_timeout(WAIT).unwrap() {
+        Ev::Close(reason) => assert_eq!(reason, "PeerClosed"),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    stop(handle, t);
+}
+
+#[test]
+fn a_reactor_client_waits_for_a_busy_pipe() {
+    let address = fresh_pipe();
+    let mut listener = Listener::builder().address(&address).backlog(1).bind().unwrap();
+    let _first = Client::new(&address).connect().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let a = address.clone();
+    let (handle_tx, handle_rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        let mut reactor = Reactor::new(Recorder { tx, echo: false }).unwrap();
+        reactor.connect(&a, ConnectionOptions::new()).unwrap();
+        handle_tx.send(reactor.handle()).unwrap();
+        reactor.run().unwrap();
+    });
+    let handle = handle_rx.recv_timeout(WAIT).unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "opened while the pipe was busy");
+    let _c1 = listener.accept().unwrap();
+    let mut c2 = listener.accept_within(Some(WAIT)).unwrap();
+    let id = match rx.recv_timeout(WAIT).unwrap() {
+        Ev::Open(id) => id,
+        other => panic!("expected open, got {other:?}"),
+    };
+    handle.send(id, b"made it".to_vec()).unwrap();
+    c2.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(c2.recv_bytes().unwrap(), b"made it");
+    stop(handle, t);
+}
+
+#[test]
+fn a_raw_pipe_client_sees_python_framing() {
+    // Without a key the listener speaks first only when the client does: a raw client writes
+    // one pipe message and reads the echo as one message with no length prefix, as Python's
+    // PipeConnection would.
+    let (address, handle, _rx, t) = spawn_reactor(ListenOptions::new(), true);
+    let Address::Pipe(name) = &address else { panic!("not a pipe") };
+    let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(name).unwrap();
+    raw.write_all(b"no prefix here").unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut raw, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"no prefix here");
+    stop(handle, t);
+}
