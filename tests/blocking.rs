@@ -1,5 +1,5 @@
 //! The blocking API against itself over real loopback sockets: every case is bounded in time.
-// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
 use std::io::Write;

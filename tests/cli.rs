@@ -1,5 +1,5 @@
 //! The `mpconn` command end to end: exit codes, output shapes, stress runs. Bounded in time.
-// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};

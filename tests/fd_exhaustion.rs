@@ -1,7 +1,7 @@
 //! Running out of file descriptors: the reactor backs off instead of spinning and keeps serving
 //! the connections it has. This lowers the process's soft RLIMIT_NOFILE, so it is a test binary of
 //! its own (one test), not sharing a process with other tests.
-// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};

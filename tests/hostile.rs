@@ -3,7 +3,7 @@
 //! Plus the security properties: nothing reaches the handler before both directions of the
 //! handshake succeeded, challenges are never reused, keys never show up in Debug or logs, Unix
 //! socket files are 0600 and removed. Every wait is bounded.
-// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
 use std::io::{Read, Write};

@@ -4,7 +4,7 @@
 //! installed), and the original `processing` 0.52 package on CPython 2.7 (required: `.ci/run`
 //! installs it). Every interpreter that ran is named in the output (`--show-output`). Every wait
 //! on a peer is bounded.
-// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};

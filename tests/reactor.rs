@@ -1,7 +1,7 @@
 //! The reactor over real loopback sockets: Python and Rust clients at once, reactor clients
 //! against a Python listener, backpressure, deadlines, reconnect storms, id reuse, embedding
 //! and cross-thread sends. Every wait is bounded.
-// Unix sockets, descriptors and Python peers: the Windows suite is tests/pipes.rs.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
 use std::collections::HashMap;

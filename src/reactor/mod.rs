@@ -508,6 +508,7 @@ impl<H: Handler> Reactor<H> {
             };
             let own = prefix.is_none();
             let prefix = prefix.unwrap_or(0);
+            let c_short_read_drains = c.stream.short_read_drains();
             let (result, asked) = if own {
                 let buf = c.decoder.read_buf();
                 let asked = buf.len();
@@ -563,7 +564,7 @@ impl<H: Handler> Reactor<H> {
                     }
                     // A short read means the socket is empty now; data that arrives later
                     // raises a new edge, so no read that would only say WouldBlock.
-                    if short_read_ends && n < asked {
+                    if short_read_ends && n < asked && c_short_read_drains {
                         break;
                     }
                 }

@@ -179,6 +179,13 @@ impl Stream {
         self.as_raw_fd()
     }
 
+    /// Whether a read that returns less than asked leaves nothing to read, so that the next
+    /// data raises a new readiness edge (true for epoll/kqueue; a reactor then skips the read
+    /// that would only say `WouldBlock`).
+    pub(crate) fn short_read_drains(&self) -> bool {
+        true
+    }
+
     /// Reads into `buf`, retrying on `EINTR`.
     pub fn read_retry(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {

@@ -2,9 +2,9 @@
 //! default family here) through [`super::pipe`]. Unix-domain sockets are refused with
 //! [`Error::UnsupportedFamily`], as Python refuses `AF_UNIX` on Windows.
 //!
-//! The reactor runs pipe connections here; registering a TCP socket with the reactor is refused
-//! with a clear error for now (mio on Windows only polls sockets it created itself). The
-//! blocking API serves both families.
+//! mio on Windows polls only sockets wrapped in its own types, so a TCP stream or listener that
+//! goes to the reactor becomes `mio::net`'s (`TcpPolled`); the blocking API keeps the standard
+//! library's.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -22,17 +22,16 @@ use crate::error::{Error, Result};
 /// A connected byte stream.
 #[derive(Debug)]
 pub enum Stream {
-    /// TCP (TCP_NODELAY is set).
+    /// TCP (TCP_NODELAY is set), for the blocking API.
     Tcp(TcpStream),
+    /// TCP registered with (or made for) a reactor.
+    TcpPolled(mio::net::TcpStream),
     /// A named pipe, seen as a framed byte stream.
     Pipe(PipeStream),
 }
 
-fn reactor_tcp_unsupported() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the reactor serves named pipes on Windows; TCP is not supported there yet",
-    )
+fn not_pollable() -> io::Error {
+    io::Error::other("a blocking TCP stream cannot be registered with the reactor (accept or connect through it)")
 }
 
 impl Stream {
@@ -70,7 +69,19 @@ impl Stream {
                 s.set_nonblocking(true);
                 Ok((Stream::Pipe(s), connected))
             }
-            Address::Inet { .. } => Err(reactor_tcp_unsupported().into()),
+            Address::Inet { .. } => {
+                let mut last = None;
+                for sa in address.resolve()? {
+                    match mio::net::TcpStream::connect(sa) {
+                        Ok(s) => {
+                            s.set_nodelay(true)?;
+                            return Ok((Stream::TcpPolled(s), false));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.map(Error::Io).unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+            }
             Address::Unix(_) | Address::Abstract(_) => Err(super::unsupported(Family::Unix)),
         }
     }
@@ -79,6 +90,7 @@ impl Stream {
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Stream::Tcp(s) => s.take_error(),
+            Stream::TcpPolled(s) => s.take_error(),
             Stream::Pipe(p) => p.take_error(),
         }
     }
@@ -97,7 +109,7 @@ impl Stream {
     /// The family of the stream.
     pub fn family(&self) -> Family {
         match self {
-            Stream::Tcp(_) => Family::Inet,
+            Stream::Tcp(_) | Stream::TcpPolled(_) => Family::Inet,
             Stream::Pipe(_) => Family::Pipe,
         }
     }
@@ -106,6 +118,7 @@ impl Stream {
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::TcpPolled(_) => Err(io::ErrorKind::Unsupported.into()),
             Stream::Pipe(p) => {
                 p.set_read_timeout(t);
                 Ok(())
@@ -117,6 +130,7 @@ impl Stream {
     pub fn set_write_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::TcpPolled(_) => Err(io::ErrorKind::Unsupported.into()),
             Stream::Pipe(p) => {
                 p.set_write_timeout(t);
                 Ok(())
@@ -128,6 +142,8 @@ impl Stream {
     pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
+            Stream::TcpPolled(_) if on => Ok(()),
+            Stream::TcpPolled(_) => Err(io::ErrorKind::Unsupported.into()),
             Stream::Pipe(p) => {
                 p.set_nonblocking(on);
                 Ok(())
@@ -139,6 +155,7 @@ impl Stream {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
+            Stream::TcpPolled(s) => s.shutdown(how),
             Stream::Pipe(p) => {
                 p.shutdown(how);
                 Ok(())
@@ -150,21 +167,23 @@ impl Stream {
     pub fn peer_address(&self) -> io::Result<Address> {
         match self {
             Stream::Tcp(s) => Ok(s.peer_addr()?.into()),
+            Stream::TcpPolled(s) => Ok(s.peer_addr()?.into()),
             Stream::Pipe(p) if p.is_connected() => Ok(Address::Pipe(p.name().to_string())),
             Stream::Pipe(_) => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
-    /// Registers with a reactor: a pipe reports to `notify`; TCP is refused on Windows.
+    /// Registers with a reactor: TCP with mio's poller, a pipe reports to `notify`.
     pub(crate) fn register(
         &mut self,
-        _registry: &Registry,
+        registry: &Registry,
         token: Token,
-        _interest: Interest,
+        interest: Interest,
         notify: &Arc<dyn Notify>,
     ) -> io::Result<()> {
         match self {
-            Stream::Tcp(_) => Err(reactor_tcp_unsupported()),
+            Stream::Tcp(_) => Err(not_pollable()),
+            Stream::TcpPolled(s) => registry.register(s, token, interest),
             Stream::Pipe(p) => {
                 p.set_nonblocking(true);
                 p.set_notify(Some((notify.clone(), token.0)));
@@ -173,17 +192,28 @@ impl Stream {
         }
     }
 
-    /// Changes what is reported (a pipe reports every change; nothing to do).
-    pub(crate) fn reregister(&mut self, _registry: &Registry, _token: Token, _interest: Interest) -> io::Result<()> {
-        Ok(())
+    /// Changes what is reported (a pipe reports every change; nothing to do for it).
+    pub(crate) fn reregister(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
+        match self {
+            Stream::TcpPolled(s) => registry.reregister(s, token, interest),
+            Stream::Tcp(_) | Stream::Pipe(_) => Ok(()),
+        }
     }
 
     /// The socket or pipe handle, as a number.
     pub fn raw_descriptor(&self) -> RawDescriptor {
         match self {
             Stream::Tcp(s) => s.as_raw_socket() as usize,
+            Stream::TcpPolled(s) => s.as_raw_socket() as usize,
             Stream::Pipe(p) => p.raw_handle() as usize,
         }
+    }
+
+    /// Whether a read that returns less than asked leaves nothing to read and re-arms
+    /// readiness. mio's Windows sockets announce readiness again only after a read said
+    /// `WouldBlock`, so not for TCP; a pipe re-arms on every read.
+    pub(crate) fn short_read_drains(&self) -> bool {
+        matches!(self, Stream::Pipe(_))
     }
 
     /// Reads into `buf`, retrying on interruption.
@@ -213,6 +243,10 @@ impl Stream {
     fn ready_to_read(&self) -> bool {
         match self {
             Stream::Pipe(p) => p.is_readable(),
+            Stream::TcpPolled(s) => {
+                let mut b = [0u8; 1];
+                !matches!(s.peek(&mut b), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
             Stream::Tcp(s) => {
                 if s.set_nonblocking(true).is_err() {
                     return true;
@@ -230,6 +264,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            Stream::TcpPolled(s) => s.read(buf),
             Stream::Pipe(p) => p.read(buf),
         }
     }
@@ -239,12 +274,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            Stream::TcpPolled(s) => s.write(buf),
             Stream::Pipe(p) => p.write(buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::TcpPolled(s) => s.write_vectored(bufs),
             Stream::Pipe(p) => p.write_vectored(bufs),
         }
     }
@@ -314,7 +351,10 @@ pub struct SocketListener {
 #[derive(Debug)]
 enum ListenerInner {
     Tcp(TcpListener),
+    TcpPolled(mio::net::TcpListener),
     Pipe(PipeListener),
+    /// Only while a TCP listener moves to mio's type.
+    Moving,
 }
 
 impl SocketListener {
@@ -355,11 +395,17 @@ impl SocketListener {
                 s.set_nodelay(true)?;
                 Ok((Stream::Tcp(s), a.into()))
             }
+            ListenerInner::TcpPolled(l) => {
+                let (s, a) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok((Stream::TcpPolled(s), a.into()))
+            }
             ListenerInner::Pipe(l) => {
                 let p = l.accept_within(None)?;
                 let peer = Address::Pipe(p.name().to_string());
                 Ok((Stream::Pipe(p), peer))
             }
+            ListenerInner::Moving => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -374,6 +420,7 @@ impl SocketListener {
     pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
         match &mut self.inner {
             ListenerInner::Tcp(l) => l.set_nonblocking(on),
+            ListenerInner::TcpPolled(_) | ListenerInner::Moving => Ok(()),
             ListenerInner::Pipe(l) => {
                 l.set_nonblocking(on);
                 Ok(())
@@ -381,10 +428,19 @@ impl SocketListener {
         }
     }
 
-    /// Registers with a reactor: a pipe listener reports to `notify`; TCP is refused here.
-    pub(crate) fn register(&mut self, _registry: &Registry, token: Token, notify: &Arc<dyn Notify>) -> io::Result<()> {
+    /// Registers with a reactor: TCP with mio's poller (as mio's listener type), a pipe listener
+    /// reports to `notify`.
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token, notify: &Arc<dyn Notify>) -> io::Result<()> {
+        if let ListenerInner::Tcp(_) = &self.inner {
+            let ListenerInner::Tcp(l) = std::mem::replace(&mut self.inner, ListenerInner::Moving) else {
+                return Err(io::ErrorKind::NotConnected.into());
+            };
+            l.set_nonblocking(true)?;
+            self.inner = ListenerInner::TcpPolled(mio::net::TcpListener::from_std(l));
+        }
         match &mut self.inner {
-            ListenerInner::Tcp(_) => Err(reactor_tcp_unsupported()),
+            ListenerInner::TcpPolled(l) => registry.register(l, token, Interest::READABLE),
+            ListenerInner::Tcp(_) | ListenerInner::Moving => Err(io::ErrorKind::NotConnected.into()),
             ListenerInner::Pipe(l) => {
                 l.set_nonblocking(true);
                 l.set_notify(Some((notify.clone(), token.0)));
@@ -394,9 +450,11 @@ impl SocketListener {
     }
 
     /// Stops reporting to a reactor.
-    pub(crate) fn deregister(&mut self, _registry: &Registry) -> io::Result<()> {
-        if let ListenerInner::Pipe(l) = &self.inner {
-            l.set_notify(None);
+    pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match &mut self.inner {
+            ListenerInner::Pipe(l) => l.set_notify(None),
+            ListenerInner::TcpPolled(l) => registry.deregister(l)?,
+            ListenerInner::Tcp(_) | ListenerInner::Moving => {}
         }
         Ok(())
     }
@@ -412,6 +470,7 @@ impl SocketListener {
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
                 Err(e) => Err(e),
             },
+            ListenerInner::TcpPolled(_) | ListenerInner::Moving => Err(io::ErrorKind::Unsupported.into()),
             ListenerInner::Tcp(l) => {
                 // std has no accept with a limit: try without blocking, in slices of 5 ms.
                 l.set_nonblocking(true)?;
@@ -446,7 +505,8 @@ impl SocketListener {
     pub fn raw_descriptor(&self) -> RawDescriptor {
         match &self.inner {
             ListenerInner::Tcp(l) => l.as_raw_socket() as usize,
-            ListenerInner::Pipe(_) => 0,
+            ListenerInner::TcpPolled(l) => l.as_raw_socket() as usize,
+            ListenerInner::Pipe(_) | ListenerInner::Moving => 0,
         }
     }
 }

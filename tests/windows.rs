@@ -1,6 +1,7 @@
-//! Windows named pipes (`AF_PIPE`): the blocking API and the reactor over message-mode pipes.
-//! Built for `x86_64-pc-windows-gnu` and run under Wine by `.ci/run` (see `.ci/windows/`).
-//! Every wait is bounded.
+//! The Windows suite: named pipes (`AF_PIPE`, message-mode, no length prefix) through the
+//! blocking API and the reactor, and the reactor over TCP on Windows. Built for
+//! `x86_64-pc-windows-gnu` and run under Wine by `.ci/run` (see `.ci/windows/`). Every wait is
+//! bounded.
 #![cfg(windows)]
 
 use std::io::Write;
@@ -224,9 +225,16 @@ impl Handler for Recorder {
 }
 
 fn spawn_reactor(options: ListenOptions, echo: bool) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
+    spawn_reactor_on(fresh_pipe(), options, echo)
+}
+
+fn spawn_reactor_on(
+    address: Address,
+    options: ListenOptions,
+    echo: bool,
+) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let address = fresh_pipe();
     let t = thread::spawn(move || {
         let mut reactor = Reactor::new(Recorder { tx, echo }).unwrap();
         let l = reactor.listen(&address, options).unwrap();
@@ -245,9 +253,18 @@ fn stop(handle: Handle, t: thread::JoinHandle<()>) {
 
 #[test]
 fn the_reactor_serves_many_pipe_clients_at_once() {
+    many_clients_on(fresh_pipe());
+}
+
+#[test]
+fn the_reactor_serves_many_tcp_clients_at_once() {
+    many_clients_on(Address::inet("127.0.0.1", 0));
+}
+
+fn many_clients_on(address: Address) {
     const CLIENTS: usize = 64;
     const TRIPS: usize = 50;
-    let (address, handle, _rx, t) = spawn_reactor(ListenOptions::new().authkey(KEY), true);
+    let (address, handle, _rx, t) = spawn_reactor_on(address, ListenOptions::new().authkey(KEY), true);
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -312,10 +329,18 @@ fn reactor_deadlines_cut_silent_and_idle_pipe_peers_while_others_carry_on() {
 
 #[test]
 fn the_reactor_connects_to_a_blocking_pipe_listener() {
-    let address = fresh_pipe();
+    reactor_client_against(fresh_pipe());
+}
+
+#[test]
+fn the_reactor_connects_to_a_blocking_tcp_listener() {
+    reactor_client_against(Address::inet("127.0.0.1", 0));
+}
+
+fn reactor_client_against(address: Address) {
     let mut listener = Listener::builder().address(&address).authkey(KEY).bind().unwrap();
     let (tx, rx) = mpsc::channel();
-    let a = address.clone();
+    let a = listener.address().clone();
     let (handle_tx, handle_rx) = mpsc::channel();
     let t = thread::spawn(move || {
         let mut reactor = Reactor::new(Recorder { tx, echo: false }).unwrap();
