@@ -689,6 +689,9 @@ impl<H: Handler> Reactor<H> {
             };
             let cid = c.id;
             let reason = match kind {
+                // A connection closing locally no longer reads: an incomplete message or
+                // silence is ours now; only the close-flush deadline applies.
+                TimerKind::Handshake | TimerKind::Idle | TimerKind::PartialMessage if c.closing => None,
                 TimerKind::Handshake if !matches!(c.phase, Phase::Open) => Some(CloseReason::HandshakeTimeout),
                 TimerKind::Idle => match c.opts.idle_timeout {
                     Some(t) if now >= c.last_activity + t => Some(CloseReason::IdleTimeout),
