@@ -214,7 +214,10 @@ impl Handler for Recorder {
     }
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
         if self.echo {
-            ctx.send(conn, message).expect("echo");
+            // A peer that does not read its echoes is closed at the high-water mark.
+            if ctx.send(conn, message).is_err() {
+                ctx.close(conn);
+            }
         } else {
             let _ = self.tx.send(Ev::Msg(message.to_vec()));
         }
@@ -303,7 +306,7 @@ fn reactor_deadlines_cut_silent_and_idle_pipe_peers_while_others_carry_on() {
     let Address::Pipe(name) = &address else { panic!("not a pipe: {address}") };
     let start = Instant::now();
     // One opens the pipe and never answers the challenge.
-    let silent = std::fs::OpenOptions::new().read(true).write(true).open(name).unwrap();
+    let silent = open_raw(name);
     // One authenticates and then says nothing.
     let _idle = Client::new(&address).authkey(KEY).connect().unwrap();
     // A good client keeps doing round trips meanwhile (faster than the idle limit).
@@ -410,10 +413,92 @@ fn a_raw_pipe_client_sees_python_framing() {
     // PipeConnection would.
     let (address, handle, _rx, t) = spawn_reactor(ListenOptions::new(), true);
     let Address::Pipe(name) = &address else { panic!("not a pipe") };
-    let mut raw = std::fs::OpenOptions::new().read(true).write(true).open(name).unwrap();
+    let mut raw = open_raw(name);
     raw.write_all(b"no prefix here").unwrap();
     let mut buf = [0u8; 64];
     let n = std::io::Read::read(&mut raw, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"no prefix here");
+    stop(handle, t);
+}
+
+/// Opens the pipe as a plain file, retrying while every instance is busy (as Python's client
+/// does, more briefly).
+fn open_raw(name: &str) -> std::fs::File {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match std::fs::OpenOptions::new().read(true).write(true).open(name) {
+            Ok(f) => return f,
+            // ERROR_PIPE_BUSY
+            Err(e) if e.raw_os_error() == Some(231) && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("cannot open {name}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn hostile_pipe_peers_close_only_their_own_connection() {
+    let options = ListenOptions::new()
+        .authkey(KEY)
+        .connection(ConnectionOptions::new().authkey(KEY).max_message_size(64 << 10).high_water_mark(1 << 20));
+    let (address, handle, rx, t) = spawn_reactor(options, true);
+    let Address::Pipe(name) = address.clone() else { panic!("not a pipe") };
+    let mut good = Client::new(&address).authkey(KEY).connect().unwrap();
+    good.set_read_timeout(Some(WAIT)).unwrap();
+    let mut round_trip = || {
+        good.send_bytes(b"alive").unwrap();
+        assert_eq!(good.recv_bytes().unwrap(), b"alive");
+    };
+    let next_close = || loop {
+        match rx.recv_timeout(WAIT).expect("a close within the time limit") {
+            Ev::Close(reason) => return reason,
+            _ => continue,
+        }
+    };
+    round_trip();
+
+    // A 10 MiB message against a 64 KiB limit: refused from its first read, not buffered.
+    let mut big = Client::new(&address).authkey(KEY).connect().unwrap();
+    let sender = thread::spawn(move || big.send_bytes(&vec![1u8; 10 << 20]).is_ok());
+    let reason = next_close();
+    assert!(reason.starts_with("Protocol(TooLarge"), "{reason}");
+    assert!(!sender.join().unwrap(), "the server cannot have taken all of it");
+    round_trip();
+
+    // A client that floods and never reads its echoes: closed at the high-water mark.
+    let mut flood = Client::new(&address).authkey(KEY).connect().unwrap();
+    let flood_start = Instant::now();
+    let flooder = thread::spawn(move || {
+        let body = vec![9u8; 60 << 10];
+        let mut sent = 0usize;
+        while sent < 64 << 20 && flood.send_bytes(&body).is_ok() {
+            sent += body.len();
+        }
+        sent
+    });
+    assert_eq!(next_close(), "Local");
+    let sent = flooder.join().unwrap();
+    assert!(sent < 64 << 20, "the flood was never stopped ({sent} bytes taken)");
+    eprintln!("flood of {sent} bytes stopped after {:?}", flood_start.elapsed());
+    round_trip();
+
+    // Connect-and-drop without a word, many times: each is closed, nothing stays behind.
+    for _ in 0..200 {
+        drop(open_raw(&name));
+    }
+    for _ in 0..200 {
+        let reason = next_close();
+        assert!(reason.contains("Disconnected") || reason == "PeerClosed", "{reason}");
+    }
+    round_trip();
+    let (count_tx, count_rx) = mpsc::channel();
+    handle
+        .call(move |ctx: &mut Context<'_>| {
+            let _ = count_tx.send(ctx.entry_count());
+        })
+        .unwrap();
+    // The listener and the good client.
+    assert_eq!(count_rx.recv_timeout(WAIT).unwrap(), 2);
     stop(handle, t);
 }

@@ -132,6 +132,12 @@ pub(super) fn cancel(handle: HANDLE, op: OpId) {
     unsafe { CancelIoEx(handle, op.0 as *const OVERLAPPED) };
 }
 
+/// Cancels every operation in flight on `handle` (each still completes, as aborted).
+pub(super) fn cancel_all(handle: HANDLE) {
+    // SAFETY: the caller holds the pipe, so the handle is open.
+    unsafe { CancelIoEx(handle, std::ptr::null()) };
+}
+
 /// Cancels all I/O on `handle` after `linger`, unless it finished before. `keep` is kept alive
 /// until then (the pipe whose handle this is).
 pub(super) fn cancel_later(handle: HANDLE, linger: Duration, keep: Box<dyn Send>) {

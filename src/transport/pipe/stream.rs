@@ -566,11 +566,18 @@ impl Drop for PipeStream {
         let mut st = self.shared.lock();
         st.owner_gone = true;
         st.notify = None;
-        let handle = self.shared.raw();
-        if let (Some(h), Some(op)) = (handle, st.reading) {
+        let Some(h) = self.shared.raw() else { return };
+        if st.unread() > 0 || st.message_left > 0 {
+            // Dropped with input never read: like a socket closed with unread data (which
+            // resets the connection), give up on queued output too and let the peer know now
+            // instead of after the linger time.
+            driver::cancel_all(h);
+            return;
+        }
+        if let Some(op) = st.reading {
             driver::cancel(h, op);
         }
-        if let (Some(h), true) = (handle, st.output_pending()) {
+        if st.output_pending() {
             // Let what was queued go out, for a while. Under the lock, so the last write's
             // completion (which ends the lingering) cannot come in between.
             driver::cancel_later(h, LINGER, Box::new(self.shared.clone()));
