@@ -53,7 +53,7 @@ impl Family {
         match self {
             Family::Inet => true,
             Family::Unix => cfg!(unix),
-            Family::Pipe => false,
+            Family::Pipe => cfg!(windows),
         }
     }
 }

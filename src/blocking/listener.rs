@@ -250,9 +250,9 @@ impl Listener {
     }
 
     /// The listening socket's descriptor, to wait for clients in another event loop (on Windows
-    /// the socket; 0 for a pipe listener, whose instances come and go).
+    /// the socket; a pipe listener has none, that is an error).
     pub fn fileno(&self) -> Result<RawDescriptor> {
-        Ok(self.socket()?.raw_descriptor())
+        Ok(self.socket()?.raw_descriptor()?)
     }
 
     /// Closes the listener; a Unix socket file it created is removed. Dropping does the same.

@@ -34,9 +34,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Embedding: [`Reactor::run_once`] does one turn and returns; the reactor's descriptor
-//! ([`Reactor::as_raw_fd`]) becomes readable whenever it has work, so another event loop can wait
-//! on it. [`Handle`] lets other threads send, close and stop.
+//! Embedding: [`Reactor::run_once`] does one turn and returns; on Unix the reactor's descriptor
+//! (`Reactor::as_raw_fd`) becomes readable whenever it has work, so another event loop can wait
+//! on it (on Windows, call `run_once` from the outer loop). [`Handle`] lets other threads send,
+//! close and stop.
 
 mod core;
 pub mod handle;

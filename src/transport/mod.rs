@@ -4,7 +4,7 @@
 //! the methods here, and waits on them with [`wait_readable`].
 //!
 //! Sockets report readiness to mio's poller directly. Named pipes cannot (their I/O completes on
-//! a thread of their own, see `pipe`), so they report it to a [`Notify`] the reactor passes at
+//! a thread of their own, see `pipe`), so they report it to a `Notify` the reactor passes at
 //! registration; the reactor treats those reports exactly as poller events.
 
 #[cfg(windows)]

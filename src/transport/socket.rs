@@ -401,8 +401,8 @@ impl SocketListener {
     }
 
     /// The file descriptor.
-    pub fn raw_descriptor(&self) -> RawDescriptor {
-        self.as_raw_fd()
+    pub fn raw_descriptor(&self) -> io::Result<RawDescriptor> {
+        Ok(self.as_raw_fd())
     }
 
     /// Switches non-blocking mode.

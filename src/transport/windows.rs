@@ -500,13 +500,15 @@ impl SocketListener {
         }
     }
 
-    /// The socket or a description of the pipe, as a number (0 for a pipe listener, which has
-    /// no single handle: its instances come and go).
-    pub fn raw_descriptor(&self) -> RawDescriptor {
+    /// The listening socket, as a number. A pipe listener has none: its instances come and go.
+    pub fn raw_descriptor(&self) -> io::Result<RawDescriptor> {
         match &self.inner {
-            ListenerInner::Tcp(l) => l.as_raw_socket() as usize,
-            ListenerInner::TcpPolled(l) => l.as_raw_socket() as usize,
-            ListenerInner::Pipe(_) | ListenerInner::Moving => 0,
+            ListenerInner::Tcp(l) => Ok(l.as_raw_socket() as usize),
+            ListenerInner::TcpPolled(l) => Ok(l.as_raw_socket() as usize),
+            ListenerInner::Pipe(_) | ListenerInner::Moving => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a pipe listener has no single handle to wait on (its instances come and go)",
+            )),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! operation (read, write, connect) carries a callback; one thread waits on one I/O completion
 //! port and runs the callback of each finished operation, which updates the pipe's state and
 //! tells whoever waits (a blocked caller through a condition variable, a reactor through its
-//! [`Notify`](crate::transport::Notify)).
+//! `Notify`).
 //!
 //! The thread also cancels the writes of pipes dropped with output still pending once their
 //! linger time is over, so a peer that never reads cannot keep a handle alive forever.
