@@ -13,74 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
-use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor, SendError, Turn};
+use mpconn::reactor::{ConnId, Context, Handler, Reactor, SendError, Turn};
 use mpconn::{Address, AuthKey, Client};
 
+mod support;
+use support::{Ev, WAIT, next_event, spawn_reactor, stop};
+
 const KEY: &str = "reactor key";
-const WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Debug)]
-enum Ev {
-    Open(ConnId),
-    Msg(Vec<u8>),
-    Close(ConnId, String),
-    Drained,
-}
-
-/// Records every event on a channel; echoes messages when asked to.
-struct Recorder {
-    tx: mpsc::Sender<Ev>,
-    echo: bool,
-}
-
-impl Handler for Recorder {
-    fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &Address) {
-        let _ = self.tx.send(Ev::Open(conn));
-    }
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        if self.echo {
-            ctx.send(conn, message).expect("echo");
-        } else {
-            let _ = self.tx.send(Ev::Msg(message.to_vec()));
-        }
-    }
-    fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
-        let _ = self.tx.send(Ev::Close(conn, format!("{reason:?}")));
-    }
-    fn on_drained(&mut self, _: &mut Context<'_>, _: ConnId) {
-        let _ = self.tx.send(Ev::Drained);
-    }
-}
-
-/// A reactor on its own thread with one listener; returns its address, handle and events.
-fn spawn_reactor(
-    address: &str,
-    options: ListenOptions,
-    echo: bool,
-) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let address = address.to_string();
-    let t = thread::spawn(move || {
-        let mut reactor = Reactor::new(Recorder { tx, echo }).unwrap();
-        let l = reactor.listen(address.as_str(), options).unwrap();
-        let bound = reactor.listener_address(l).unwrap().clone();
-        ready_tx.send((bound, reactor.handle())).unwrap();
-        reactor.run().unwrap();
-    });
-    let (bound, handle) = ready_rx.recv_timeout(WAIT).unwrap();
-    (bound, handle, rx, t)
-}
-
-fn next_event(rx: &mpsc::Receiver<Ev>) -> Ev {
-    rx.recv_timeout(WAIT).expect("an event within the time limit")
-}
-
-fn stop(handle: Handle, t: thread::JoinHandle<()>) {
-    handle.stop().unwrap();
-    t.join().unwrap();
-}
-
 fn python_at(prefix: &str) -> Option<std::path::PathBuf> {
     if prefix == "3.11" {
         return Some("python3".into());
@@ -96,7 +35,7 @@ fn python_at(prefix: &str) -> Option<std::path::PathBuf> {
 fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
     let dir = tempfile::tempdir().unwrap();
     for address in ["127.0.0.1:0".to_string(), dir.path().join("r.sock").to_string_lossy().into_owned()] {
-        let (bound, handle, _rx, t) = spawn_reactor(&address, ListenOptions::new().authkey(KEY), true);
+        let (bound, handle, _rx, t) = spawn_reactor(address.clone(), ListenOptions::new().authkey(KEY), true);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/many_clients.py");
         let key_hex = AuthKey::from(KEY).to_hex();
         let mut pythons = Vec::new();
@@ -331,7 +270,8 @@ fn a_declared_length_above_the_limit_closes_only_that_connection() {
 fn reconnect_storm_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("storm.sock");
-    let (address, handle, rx, t) = spawn_reactor(path.to_str().unwrap(), ListenOptions::new().authkey(KEY), true);
+    let (address, handle, rx, t) =
+        spawn_reactor(path.to_str().unwrap().to_string(), ListenOptions::new().authkey(KEY), true);
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let address = address.clone();

@@ -9,12 +9,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
-use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
+use mpconn::reactor::{Context, Handle};
 use mpconn::{Address, AuthenticationError, Client, Error, Family, Listener, arbitrary_address};
 
+mod support;
+use support::{Ev, WAIT, spawn_client_reactor, stop};
+
 const KEY: &str = "pipe key";
-const WAIT: Duration = Duration::from_secs(60);
 
 fn fresh_pipe() -> Address {
     arbitrary_address(Family::Pipe).unwrap()
@@ -196,62 +198,8 @@ fn pipe_pairs_and_wait() {
 
 // ---- the reactor over pipes ----
 
-#[derive(Debug)]
-enum Ev {
-    Open(ConnId),
-    Msg(Vec<u8>),
-    Close(String),
-}
-
-struct Recorder {
-    tx: mpsc::Sender<Ev>,
-    echo: bool,
-}
-
-impl Handler for Recorder {
-    fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &Address) {
-        let _ = self.tx.send(Ev::Open(conn));
-    }
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        if self.echo {
-            // A peer that does not read its echoes is closed at the high-water mark.
-            if ctx.send(conn, message).is_err() {
-                ctx.close(conn);
-            }
-        } else {
-            let _ = self.tx.send(Ev::Msg(message.to_vec()));
-        }
-    }
-    fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: CloseReason) {
-        let _ = self.tx.send(Ev::Close(format!("{reason:?}")));
-    }
-}
-
 fn spawn_reactor(options: ListenOptions, echo: bool) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
-    spawn_reactor_on(fresh_pipe(), options, echo)
-}
-
-fn spawn_reactor_on(
-    address: Address,
-    options: ListenOptions,
-    echo: bool,
-) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        let mut reactor = Reactor::new(Recorder { tx, echo }).unwrap();
-        let l = reactor.listen(&address, options).unwrap();
-        let bound = reactor.listener_address(l).unwrap().clone();
-        ready_tx.send((bound, reactor.handle())).unwrap();
-        reactor.run().unwrap();
-    });
-    let (bound, handle) = ready_rx.recv_timeout(WAIT).unwrap();
-    (bound, handle, rx, t)
-}
-
-fn stop(handle: Handle, t: thread::JoinHandle<()>) {
-    handle.stop().unwrap();
-    t.join().unwrap();
+    support::spawn_reactor(fresh_pipe(), options, echo)
 }
 
 #[test]
@@ -267,7 +215,7 @@ fn the_reactor_serves_many_tcp_clients_at_once() {
 fn many_clients_on(address: Address) {
     const CLIENTS: usize = 64;
     const TRIPS: usize = 50;
-    let (address, handle, _rx, t) = spawn_reactor_on(address, ListenOptions::new().authkey(KEY), true);
+    let (address, handle, _rx, t) = support::spawn_reactor(address, ListenOptions::new().authkey(KEY), true);
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -317,7 +265,7 @@ fn reactor_deadlines_cut_silent_and_idle_pipe_peers_while_others_carry_on() {
         good.send_bytes(b"alive").unwrap();
         assert_eq!(good.recv_bytes().unwrap(), b"alive");
         while let Ok(ev) = rx.try_recv() {
-            if let Ev::Close(reason) = ev {
+            if let Ev::Close(_, reason) = ev {
                 reasons.push(reason);
             }
         }
@@ -342,16 +290,7 @@ fn the_reactor_connects_to_a_blocking_tcp_listener() {
 
 fn reactor_client_against(address: Address) {
     let mut listener = Listener::builder().address(&address).authkey(KEY).bind().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let a = listener.address().clone();
-    let (handle_tx, handle_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        let mut reactor = Reactor::new(Recorder { tx, echo: false }).unwrap();
-        reactor.connect(&a, ConnectionOptions::new().authkey(KEY)).unwrap();
-        handle_tx.send(reactor.handle()).unwrap();
-        reactor.run().unwrap();
-    });
-    let handle = handle_rx.recv_timeout(WAIT).unwrap();
+    let (handle, rx, t) = spawn_client_reactor(listener.address().clone(), ConnectionOptions::new().authkey(KEY));
     let mut conn = listener.accept().unwrap();
     let id = match rx.recv_timeout(WAIT).unwrap() {
         Ev::Open(id) => id,
@@ -372,7 +311,7 @@ fn reactor_client_against(address: Address) {
     assert_eq!(conn.recv_bytes().unwrap(), b"from the reactor");
     drop(conn);
     match rx.recv_timeout(WAIT).unwrap() {
-        Ev::Close(reason) => assert_eq!(reason, "PeerClosed"),
+        Ev::Close(_, reason) => assert_eq!(reason, "PeerClosed"),
         other => panic!("expected a close, got {other:?}"),
     }
     stop(handle, t);
@@ -383,16 +322,7 @@ fn a_reactor_client_waits_for_a_busy_pipe() {
     let address = fresh_pipe();
     let mut listener = Listener::builder().address(&address).backlog(1).bind().unwrap();
     let _first = Client::new(&address).connect().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let a = address.clone();
-    let (handle_tx, handle_rx) = mpsc::channel();
-    let t = thread::spawn(move || {
-        let mut reactor = Reactor::new(Recorder { tx, echo: false }).unwrap();
-        reactor.connect(&a, ConnectionOptions::new()).unwrap();
-        handle_tx.send(reactor.handle()).unwrap();
-        reactor.run().unwrap();
-    });
-    let handle = handle_rx.recv_timeout(WAIT).unwrap();
+    let (handle, rx, t) = spawn_client_reactor(address.clone(), ConnectionOptions::new());
     assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "opened while the pipe was busy");
     let _c1 = listener.accept().unwrap();
     let mut c2 = listener.accept_within(Some(WAIT)).unwrap();
@@ -452,7 +382,7 @@ fn hostile_pipe_peers_close_only_their_own_connection() {
     };
     let next_close = || loop {
         match rx.recv_timeout(WAIT).expect("a close within the time limit") {
-            Ev::Close(reason) => return reason,
+            Ev::Close(_, reason) => return reason,
             _ => continue,
         }
     };

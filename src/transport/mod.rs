@@ -27,6 +27,8 @@ pub use windows::{SocketListener, Stream, wait_readable};
 #[cfg(windows)]
 pub use pipe::{CONNECT_RETRY, PipeListener, PipeStream};
 
+use std::io::{self, IoSlice, Read, Write};
+
 use crate::error::Error;
 
 /// What a descriptor is on this platform: a file descriptor on Unix; on Windows the pipe handle
@@ -44,6 +46,29 @@ pub(crate) trait Notify: Send + Sync {
     // Only pipes call it; Unix builds have none.
     #[cfg_attr(unix, allow(dead_code))]
     fn notify(&self, token: usize);
+}
+
+/// Reads into `buf`, retrying on interruption.
+fn read_retry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Writes all of `bufs` with as few vectored writes as `w` allows.
+fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The error for a family this build cannot serve.

@@ -186,27 +186,14 @@ impl Stream {
         true
     }
 
-    /// Reads into `buf`, retrying on `EINTR`.
+    /// Reads into `buf`, retrying on interruption.
     pub fn read_retry(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        super::read_retry(self, buf)
     }
 
-    /// Writes all of `bufs` with as few vectored writes as the kernel allows.
-    pub fn write_all_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        while !bufs.is_empty() {
-            match self.write_vectored(bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    /// Writes all of `bufs` with as few vectored writes as the stream allows.
+    pub fn write_all_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        super::write_all_vectored(self, bufs)
     }
 }
 

@@ -29,6 +29,7 @@ use windows_sys::Win32::System::Pipes::{
 
 use super::driver::{self, OpId};
 use super::stream::{PipeShared, PipeStream};
+use super::watcher::Watcher;
 use crate::transport::Notify;
 
 /// Python's `BUFSIZE` for pipe buffers.
@@ -185,8 +186,7 @@ struct ListenerState {
     /// Instances waiting for a client, with their connect operations.
     waiting: Vec<(Arc<PipeShared>, OpId)>,
     closed: bool,
-    notify: Option<(Arc<dyn Notify>, usize)>,
-    notified: bool,
+    watcher: Watcher,
     /// The last failure to make a new instance, reported by the next accept.
     failure: Option<io::Error>,
 }
@@ -205,12 +205,7 @@ impl ListenerShared {
 
     fn announce(&self, st: &mut ListenerState) {
         self.changed.notify_all();
-        if !st.notified {
-            if let Some((n, token)) = &st.notify {
-                st.notified = true;
-                n.notify(*token);
-            }
-        }
+        st.watcher.announce();
     }
 
     /// Keeps instances waiting for clients while fewer than `instances` clients are waiting or
@@ -319,8 +314,7 @@ impl PipeListener {
                 ready: VecDeque::new(),
                 waiting: Vec::new(),
                 closed: false,
-                notify: None,
-                notified: false,
+                watcher: Watcher::default(),
                 failure: None,
             }),
             changed: Condvar::new(),
@@ -347,7 +341,7 @@ impl PipeListener {
     pub fn accept_within(&self, timeout: Option<Duration>) -> io::Result<PipeStream> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.shared.lock();
-        st.notified = false;
+        st.watcher.rearm();
         loop {
             if let Some(s) = st.ready.pop_front() {
                 self.shared.refill(&mut st);
@@ -382,9 +376,8 @@ impl PipeListener {
     /// Tells `notify` (with `token`) when a client may be waiting; `None` stops that.
     pub(crate) fn set_notify(&self, notify: Option<(Arc<dyn Notify>, usize)>) {
         let mut st = self.shared.lock();
-        st.notify = notify;
-        st.notified = false;
-        if st.notify.is_some() && !st.ready.is_empty() {
+        st.watcher.set(notify);
+        if st.watcher.is_set() && !st.ready.is_empty() {
             self.shared.announce(&mut st);
         }
     }
@@ -394,7 +387,7 @@ impl Drop for PipeListener {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.closed = true;
-        st.notify = None;
+        st.watcher.set(None);
         for (pipe, op) in &st.waiting {
             if let Some(h) = pipe.raw() {
                 driver::cancel(h as HANDLE, *op);

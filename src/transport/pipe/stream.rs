@@ -26,6 +26,7 @@ use windows_sys::Win32::Storage::FileSystem::{ReadFile, WriteFile};
 use windows_sys::Win32::System::Pipes::PeekNamedPipe;
 
 use super::driver::{self, Completed, OpId};
+use super::watcher::Watcher;
 use crate::transport::Notify;
 use crate::wire::frame::{FrameDecoder, Header};
 
@@ -98,8 +99,7 @@ struct PipeState {
     write_error: Option<Failure>,
     write_shut: bool,
     read_shut: bool,
-    notify: Option<(Arc<dyn Notify>, usize)>,
-    notified: bool,
+    watcher: Watcher,
     owner_gone: bool,
 }
 
@@ -138,12 +138,7 @@ impl PipeShared {
     /// Wakes blocked callers and, once until it looks again, the registered reactor.
     fn announce(&self, st: &mut PipeState) {
         self.changed.notify_all();
-        if !st.notified {
-            if let Some((n, token)) = &st.notify {
-                st.notified = true;
-                n.notify(*token);
-            }
-        }
+        st.watcher.announce();
     }
 
     /// The connection is established: start reading.
@@ -414,7 +409,7 @@ impl PipeStream {
     /// re-arms the notification, as a read does: the next change is announced again.
     pub fn is_readable(&self) -> bool {
         let mut st = self.shared.lock();
-        st.notified = false;
+        st.watcher.rearm();
         st.readable()
     }
 
@@ -422,9 +417,8 @@ impl PipeStream {
     /// `None` stops that. Announces at once if something is ready already.
     pub(crate) fn set_notify(&self, notify: Option<(Arc<dyn Notify>, usize)>) {
         let mut st = self.shared.lock();
-        st.notify = notify;
-        st.notified = false;
-        if st.notify.is_some() && (st.readable() || st.connected) {
+        st.watcher.set(notify);
+        if st.watcher.is_set() && (st.readable() || st.connected) {
             self.shared.announce(&mut st);
         }
     }
@@ -451,7 +445,7 @@ impl PipeStream {
         let shared = &self.shared;
         let deadline = self.write_timeout.map(|t| Instant::now() + t);
         let mut st = shared.lock();
-        st.notified = false;
+        st.watcher.rearm();
         loop {
             if let Some(f) = &st.write_error {
                 return Err(f.to_error());
@@ -518,7 +512,7 @@ impl Read for PipeStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let deadline = self.read_timeout.map(|t| Instant::now() + t);
         let mut st = self.shared.lock();
-        st.notified = false;
+        st.watcher.rearm();
         loop {
             if st.read_shut {
                 return Ok(0);
@@ -574,7 +568,7 @@ impl Drop for PipeStream {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.owner_gone = true;
-        st.notify = None;
+        st.watcher.set(None);
         let Some(h) = self.shared.raw() else { return };
         if st.unread() > 0 || st.message_left > 0 {
             // Dropped with input never read: like a socket closed with unread data (which
