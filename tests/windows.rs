@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
-use mpconn::reactor::{Context, Handle};
+use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
 use mpconn::{Address, AuthenticationError, Client, Error, Family, Listener, arbitrary_address};
 
 mod support;
@@ -431,4 +431,47 @@ fn hostile_pipe_peers_close_only_their_own_connection() {
     // The listener and the good client.
     assert_eq!(count_rx.recv_timeout(WAIT).unwrap(), 2);
     stop(handle, t);
+}
+
+/// Greets every connection as it opens.
+struct Greeter;
+
+impl Handler for Greeter {
+    fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
+        let _ = ctx.send(conn, b"hello");
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        let _ = ctx.send(conn, message);
+    }
+}
+
+#[test]
+fn a_connection_outlives_the_thread_that_opened_it() {
+    // A pipe's I/O must not belong to the thread that happened to start it: the thread that
+    // connects here ends at once, while the server's greeting is on its way. (Under Wine, I/O
+    // left by an ended thread completed with garbage, before reads moved to the pipe thread.)
+    let address = fresh_pipe();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let a = address.clone();
+    let server = thread::spawn(move || {
+        let mut reactor = Reactor::new(Greeter).unwrap();
+        reactor.listen(&a, ListenOptions::new()).unwrap();
+        ready_tx.send(reactor.handle()).unwrap();
+        reactor.run().unwrap();
+    });
+    let handle = ready_rx.recv_timeout(WAIT).unwrap();
+    for i in 0..300 {
+        let a = address.clone();
+        let mut client = thread::spawn(move || Client::new(a).connect().unwrap()).join().unwrap();
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(client.recv_bytes().unwrap(), b"hello", "connection {i}");
+        let mut client = thread::spawn(move || {
+            client.send_bytes(b"from a second thread").unwrap();
+            client
+        })
+        .join()
+        .unwrap();
+        assert_eq!(client.recv_bytes().unwrap(), b"from a second thread", "connection {i}");
+    }
+    stop(handle, server);
 }

@@ -9,6 +9,12 @@
 //! tells whoever waits (a blocked caller through a condition variable, a reactor through its
 //! `Notify`).
 //!
+//! Every operation is issued by this thread too ([`run_on_driver`]): a thread that issued I/O
+//! may exit before it completes (a caller's thread, a connect helper), and Wine then never
+//! finishes that I/O properly (seen as reads completing with garbage or `ERROR_IO_INCOMPLETE`
+//! in a 1,000-client stress run). Windows itself keeps such I/O going for handles tied to a
+//! completion port; issuing from one long-lived thread is right on both.
+//!
 //! The thread also cancels the writes of pipes dropped with output still pending once their
 //! linger time is over, so a peer that never reads cannot keep a handle alive forever.
 
@@ -18,8 +24,7 @@ use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::IO::{
-    CancelIoEx, CreateIoCompletionPort, GetOverlappedResult, GetQueuedCompletionStatus, OVERLAPPED,
-    PostQueuedCompletionStatus,
+    CancelIoEx, CreateIoCompletionPort, GetQueuedCompletionStatus, OVERLAPPED, PostQueuedCompletionStatus,
 };
 
 /// What an operation reports when it finished: the bytes moved, the error if it failed (for a
@@ -56,6 +61,46 @@ type Lingering = Vec<(Instant, usize, Box<dyn Send>)>;
 static LINGERING: Mutex<Lingering> = Mutex::new(Vec::new());
 
 static PORT: OnceLock<Result<Port, i32>> = OnceLock::new();
+
+/// The completion key of packets that carry a closure to run on the thread (operations use 0).
+const CALL_KEY: usize = 1;
+
+type Call = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    static ON_DRIVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this is the completion thread (where operations may be issued directly).
+pub(super) fn on_driver_thread() -> bool {
+    ON_DRIVER.with(|c| c.get())
+}
+
+/// Runs `f` on the completion thread: now if this is it, else soon.
+pub(super) fn run_on_driver(f: impl FnOnce() + Send + 'static) {
+    if on_driver_thread() {
+        f();
+        return;
+    }
+    let port = match port() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("no pipe thread ({e}); running pipe work on the caller's thread");
+            f();
+            return;
+        }
+    };
+    let call: Box<Call> = Box::new(Box::new(f));
+    let raw = Box::into_raw(call);
+    // SAFETY: the pointer goes into a packet to our own port; `run` takes it back once.
+    let posted = unsafe { PostQueuedCompletionStatus(port.handle as HANDLE, 0, CALL_KEY, raw as *const OVERLAPPED) };
+    if posted == 0 {
+        log::error!("cannot post to the pipe thread: {}", io::Error::last_os_error());
+        // SAFETY: the packet was not queued, so the closure is still ours.
+        let call = unsafe { Box::from_raw(raw) };
+        call();
+    }
+}
 
 fn port() -> io::Result<&'static Port> {
     let port = PORT.get_or_init(|| {
@@ -152,25 +197,33 @@ pub(super) fn cancel_later(handle: HANDLE, linger: Duration, keep: Box<dyn Send>
 
 /// The completion thread: runs callbacks until the process ends.
 fn run(port: usize) {
+    ON_DRIVER.with(|c| c.set(true));
     loop {
         let wait = next_linger_wait();
         let mut bytes = 0u32;
         let mut key = 0usize;
         let mut overlapped: *mut OVERLAPPED = std::ptr::null_mut();
         // SAFETY: out-pointers to locals; the port lives for the process.
-        unsafe { GetQueuedCompletionStatus(port as HANDLE, &mut bytes, &mut key, &mut overlapped, wait) };
+        let ok = unsafe { GetQueuedCompletionStatus(port as HANDLE, &mut bytes, &mut key, &mut overlapped, wait) };
+        // The packet carries the outcome: FALSE with an operation means that operation failed
+        // (ERROR_MORE_DATA included), and the error is the thread's last error now. (Asking
+        // GetOverlappedResult instead can say ERROR_IO_INCOMPLETE under Wine, which updates the
+        // OVERLAPPED after queueing the packet.)
+        let error = if ok == 0 { Some(io::Error::last_os_error()) } else { None };
         if overlapped.is_null() {
             // A wake-up, or the timeout of a linger deadline.
+            continue;
+        }
+        if key == CALL_KEY {
+            // SAFETY: packets with this key carry a `Box<Call>` from `run_on_driver`.
+            let call = unsafe { Box::from_raw(overlapped.cast::<Call>()) };
+            call();
             continue;
         }
         // SAFETY: every OVERLAPPED we queue is the first field of a boxed `Op` made by `submit`;
         // the packet hands it back to us exactly once.
         let mut op = unsafe { Box::from_raw(overlapped.cast::<Op>()) };
-        let mut n = 0u32;
-        // SAFETY: the operation finished (its packet is here), so this does not wait; the
-        // handle is kept open by the callback's captures.
-        let ok = unsafe { GetOverlappedResult(op.handle as HANDLE, &op.overlapped, &mut n, 0) };
-        let error = if ok == 0 { Some(io::Error::last_os_error()) } else { None };
+        let n = bytes;
         let buf = std::mem::take(&mut op.buf);
         if let Some(done) = op.done.take() {
             done(Completed { bytes: n as usize, error, buf });

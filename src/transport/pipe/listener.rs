@@ -189,6 +189,10 @@ struct ListenerState {
     watcher: Watcher,
     /// The last failure to make a new instance, reported by the next accept.
     failure: Option<io::Error>,
+    /// The first instance (made by `bind`, to claim the name), until it waits for a client.
+    first: Option<Arc<PipeShared>>,
+    /// A refill is on its way to the pipe thread.
+    refill_posted: bool,
 }
 
 struct ListenerShared {
@@ -212,6 +216,9 @@ impl ListenerShared {
     /// connected and not accepted: beyond that, clients find the pipe busy and wait (as with a
     /// full listen backlog), so a server that does not accept holds no more than that.
     fn refill(self: &Arc<Self>, st: &mut ListenerState) {
+        if let Some(first) = st.first.take() {
+            self.wait_for_client(st, first);
+        }
         while !st.closed && st.waiting.len() + st.ready.len() < self.instances {
             let handle = match create_instance(&self.name, false) {
                 Ok(h) => h,
@@ -223,6 +230,21 @@ impl ListenerShared {
                 }
             };
             self.wait_for_client(st, PipeShared::new(self.name.clone(), Some(handle)));
+        }
+    }
+
+    /// [`Self::refill`] on the pipe thread (see `driver`), which issues every operation.
+    fn refill_soon(self: &Arc<Self>, st: &mut ListenerState) {
+        if driver::on_driver_thread() {
+            self.refill(st);
+        } else if !st.refill_posted {
+            st.refill_posted = true;
+            let me = self.clone();
+            driver::run_on_driver(move || {
+                let mut st = me.lock();
+                st.refill_posted = false;
+                me.refill(&mut st);
+            });
         }
     }
 
@@ -316,13 +338,14 @@ impl PipeListener {
                 closed: false,
                 watcher: Watcher::default(),
                 failure: None,
+                first: Some(PipeShared::new(name.to_string(), Some(first))),
+                refill_posted: false,
             }),
             changed: Condvar::new(),
         });
         {
             let mut st = shared.lock();
-            shared.wait_for_client(&mut st, PipeShared::new(name.to_string(), Some(first)));
-            shared.refill(&mut st);
+            shared.refill_soon(&mut st);
         }
         Ok(PipeListener { shared, nonblocking: false })
     }
@@ -344,11 +367,11 @@ impl PipeListener {
         st.watcher.rearm();
         loop {
             if let Some(s) = st.ready.pop_front() {
-                self.shared.refill(&mut st);
+                self.shared.refill_soon(&mut st);
                 return Ok(s);
             }
             if let Some(e) = st.failure.take() {
-                self.shared.refill(&mut st);
+                self.shared.refill_soon(&mut st);
                 return Err(e);
             }
             if self.nonblocking {

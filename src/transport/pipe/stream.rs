@@ -101,6 +101,8 @@ struct PipeState {
     read_shut: bool,
     watcher: Watcher,
     owner_gone: bool,
+    /// A request to start I/O is on its way to the pipe thread.
+    kick_posted: bool,
 }
 
 impl PipeState {
@@ -148,8 +150,26 @@ impl PipeShared {
         }
         let mut st = self.lock();
         st.connected = true;
-        self.start_read(&mut st);
+        self.kick(&mut st);
         self.announce(&mut st);
+    }
+
+    /// Starts what reading and writing can start, on the pipe thread (see `driver`): directly
+    /// when this is it, else by one request that stands for all until it ran.
+    fn kick(self: &Arc<Self>, st: &mut PipeState) {
+        if driver::on_driver_thread() {
+            self.start_read(st);
+            self.start_write(st);
+        } else if !st.kick_posted {
+            st.kick_posted = true;
+            let me = self.clone();
+            driver::run_on_driver(move || {
+                let mut st = me.lock();
+                st.kick_posted = false;
+                me.start_read(&mut st);
+                me.start_write(&mut st);
+            });
+        }
     }
 
     /// Connecting failed (a client that gave up waiting for a busy pipe).
@@ -494,7 +514,7 @@ impl PipeStream {
             st.queued_bytes += m.len();
             st.queued.push_back(m);
         }
-        shared.start_write(&mut st);
+        shared.kick(&mut st);
         if !self.nonblocking {
             // As Python's send_bytes: done when the pipe took the message.
             while st.output_pending() && st.write_error.is_none() {
@@ -530,7 +550,9 @@ impl Read for PipeStream {
                         st.inbound = Vec::new();
                     }
                 }
-                self.shared.start_read(&mut st);
+                if st.reading.is_none() && st.unread() < INBOUND_HIGH {
+                    self.shared.kick(&mut st);
+                }
                 return Ok(n);
             }
             match &st.read_end {
