@@ -42,7 +42,6 @@ type Callback = Box<dyn FnOnce(Completed) + Send>;
 #[repr(C)]
 struct Op {
     overlapped: OVERLAPPED,
-    handle: usize,
     buf: Vec<u8>,
     done: Option<Callback>,
 }
@@ -145,7 +144,6 @@ pub(super) unsafe fn submit(
     let op = Box::new(Op {
         // SAFETY: OVERLAPPED is plain data; all zero is its initial state.
         overlapped: unsafe { std::mem::zeroed() },
-        handle: handle as usize,
         buf,
         done: Some(Box::new(done)),
     });
