@@ -390,12 +390,6 @@ impl PipeListener {
         }
     }
 
-    /// Whether an accept would not block.
-    pub fn has_client(&self) -> bool {
-        let st = self.shared.lock();
-        !st.ready.is_empty() || st.failure.is_some()
-    }
-
     /// Tells `notify` (with `token`) when a client may be waiting; `None` stops that.
     pub(crate) fn set_notify(&self, notify: Option<(Arc<dyn Notify>, usize)>) {
         let mut st = self.shared.lock();
