@@ -194,6 +194,11 @@ fn pipe_pairs_and_wait() {
     let _d = t.join().unwrap();
     let none = mpconn::wait(&[&a], Some(Duration::from_millis(50))).unwrap();
     assert!(none.is_empty());
+    // One-way: the first end only receives, the second only sends.
+    let (mut reader, mut writer) = mpconn::pipe(false).unwrap();
+    writer.send_bytes(b"one way").unwrap();
+    assert_eq!(reader.recv_bytes().unwrap(), b"one way");
+    assert!(reader.send_bytes(b"back").is_err(), "the receiving end of a one-way pipe sent");
 }
 
 // ---- the reactor over pipes ----
