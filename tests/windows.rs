@@ -480,3 +480,22 @@ fn a_connection_outlives_the_thread_that_opened_it() {
     }
     stop(handle, server);
 }
+
+#[test]
+fn a_closed_listener_frees_its_name_at_once() {
+    for _ in 0..50 {
+        let address = fresh_pipe();
+        drop(Listener::bind(&address).unwrap());
+        // The name is free again: a new listener takes it, and a client that finds no pipe
+        // fails at once rather than reaching a leftover instance.
+        let mut again = Listener::bind(&address).unwrap();
+        let a = address.clone();
+        let t = thread::spawn(move || Client::new(a).connect().map(|mut c| c.send_bytes(b"x")));
+        let mut conn = again.accept_within(Some(WAIT)).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"x");
+        t.join().unwrap().unwrap().unwrap();
+        drop(again);
+        drop(conn);
+        assert!(Client::new(&address).connect().is_err(), "a closed listener still took a client");
+    }
+}

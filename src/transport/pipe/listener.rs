@@ -34,6 +34,8 @@ use crate::transport::Notify;
 
 /// Python's `BUFSIZE` for pipe buffers.
 const PIPE_BUFFER: u32 = 8192;
+/// How long closing a listener waits for its cancelled instances to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a client keeps retrying a busy pipe (Python's `CONNECTION_TIMEOUT`).
 pub const CONNECT_RETRY: Duration = Duration::from_secs(20);
 
@@ -216,6 +218,11 @@ impl ListenerShared {
     /// connected and not accepted: beyond that, clients find the pipe busy and wait (as with a
     /// full listen backlog), so a server that does not accept holds no more than that.
     fn refill(self: &Arc<Self>, st: &mut ListenerState) {
+        if st.closed {
+            // A refill that was on its way when the listener closed: nothing may wait anymore.
+            st.first = None;
+            return;
+        }
         if let Some(first) = st.first.take() {
             self.wait_for_client(st, first);
         }
@@ -294,6 +301,10 @@ impl ListenerShared {
         let mut st = self.lock();
         st.waiting.retain(|(p, _)| !Arc::ptr_eq(p, &pipe));
         if st.closed {
+            // The last reference: the instance's handle closes here, before the closing
+            // listener (waiting for this) is told.
+            drop(pipe);
+            self.changed.notify_all();
             return;
         }
         match error {
@@ -404,6 +415,7 @@ impl Drop for PipeListener {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.closed = true;
+        st.first = None;
         st.watcher.set(None);
         for (pipe, op) in &st.waiting {
             if let Some(h) = pipe.raw() {
@@ -411,5 +423,20 @@ impl Drop for PipeListener {
             }
         }
         st.ready.clear();
+        // As Python's close: the name is free when this returns (no instance is left for a
+        // client to reach, and binding it again works). The cancelled connects finish on the
+        // pipe thread, promptly; never wait on that thread itself.
+        if driver::on_driver_thread() {
+            return;
+        }
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while !st.waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!("pipe {}: {} instances still closing", self.shared.name, st.waiting.len());
+                break;
+            }
+            st = self.shared.changed.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 }
