@@ -235,7 +235,13 @@ impl PipeShared {
                 if st.message_left > 0 {
                     // The rest of a long message.
                     st.message_left = st.message_left.saturating_sub(buf.len());
-                    if !more && st.message_left != 0 {
+                    if more && st.message_left == 0 {
+                        log::warn!("pipe {}: message longer than announced", self.name);
+                        st.read_end = Some(Some(Failure::of(&io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "a pipe message went on beyond its announced length",
+                        ))));
+                    } else if !more && st.message_left != 0 {
                         log::warn!("pipe {}: message ended {} bytes early", self.name, st.message_left);
                         st.read_end = Some(Some(Failure::of(&io::Error::new(
                             io::ErrorKind::InvalidData,
