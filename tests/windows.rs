@@ -177,6 +177,18 @@ fn a_client_waits_for_a_busy_pipe() {
 }
 
 #[test]
+fn a_busy_pipe_that_stays_busy_is_a_timeout_not_a_hang() {
+    let address = fresh_pipe();
+    let _listener = Listener::builder().address(&address).backlog(1).bind().unwrap();
+    let _first = Client::new(&address).connect().unwrap();
+    let start = Instant::now();
+    let second = Client::new(&address).connect_timeout(Some(Duration::from_millis(300))).connect();
+    let took = start.elapsed();
+    assert!(second.is_err(), "connected to a pipe with no free instance");
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
 fn pipe_pairs_and_wait() {
     let (mut a, mut b) = mpconn::pipe(true).unwrap();
     assert!(!a.poll(Some(Duration::ZERO)).unwrap());
