@@ -509,7 +509,8 @@ impl<H: Handler> Reactor<H> {
             };
             let own = prefix.is_none();
             let prefix = prefix.unwrap_or(0);
-            let c_short_read_drains = c.stream.short_read_drains();
+            // Whether a short read empties the source depends on the transport.
+            let short_read_ends = short_read_ends && c.stream.short_read_drains();
             let (result, asked) = if own {
                 let buf = c.decoder.read_buf();
                 let asked = buf.len();
@@ -565,7 +566,7 @@ impl<H: Handler> Reactor<H> {
                     }
                     // A short read means the socket is empty now; data that arrives later
                     // raises a new edge, so no read that would only say WouldBlock.
-                    if short_read_ends && n < asked && c_short_read_drains {
+                    if short_read_ends && n < asked {
                         break;
                     }
                 }

@@ -221,10 +221,9 @@ fn run(port: usize) {
         // SAFETY: every OVERLAPPED we queue is the first field of a boxed `Op` made by `submit`;
         // the packet hands it back to us exactly once.
         let mut op = unsafe { Box::from_raw(overlapped.cast::<Op>()) };
-        let n = bytes;
         let buf = std::mem::take(&mut op.buf);
         if let Some(done) = op.done.take() {
-            done(Completed { bytes: n as usize, error, buf });
+            done(Completed { bytes: bytes as usize, error, buf });
         }
     }
 }
