@@ -32,6 +32,7 @@ use std::sync::Arc;
 use num_bigint::BigInt;
 
 use super::PickleError;
+use super::key;
 use super::value::{Dict, Global, List, Object, ObjectKind, Set, Value};
 
 /// Bytes of decoded memory the budget allows per byte of pickle.
@@ -379,6 +380,7 @@ struct Vm<'a> {
     used: u64,
     limit: u64,
     refuse_objects: bool,
+    scratch: Vec<Value>,
 }
 
 type R<T> = Result<T, PickleError>;
@@ -402,11 +404,17 @@ pub(crate) fn decode(data: &[u8], options: &DecodeOptions) -> R<Value> {
         used: 0,
         limit,
         refuse_objects: options.objects == ObjectPolicy::Refuse,
+        scratch: Vec::new(),
         fetched,
     };
     vm.charge(dense as u64 * std::mem::size_of::<Option<Memo>>() as u64)?;
     vm.memo_dense.resize(dense, None);
-    let v = vm.run()?;
+    let work = key::WorkBudget::new(limit);
+    let v = vm.run();
+    if work.spent() {
+        return Err(PickleError::TooComplex);
+    }
+    let v = v?;
     // Release the decoder's own references so a shared result held once can be unwrapped.
     vm.slots.clear();
     vm.memo_dense.clear();
@@ -609,12 +617,29 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// Items taken off the stack as values (collected in place: no new allocation).
     fn embed_all(&mut self, items: Vec<Item>) -> R<Vec<Value>> {
-        let mut out = Vec::with_capacity(items.len());
-        for it in items {
-            out.push(self.embed(it)?);
+        items.into_iter().map(|it| self.embed(it)).collect()
+    }
+
+    /// The items above stack index `k`, embedded, into the reused scratch vector.
+    fn drain_embedded(&mut self, k: usize) -> R<Vec<Value>> {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        let mut stack = std::mem::take(&mut self.stack);
+        let mut r = Ok(());
+        for it in stack.drain(k..) {
+            match self.embed(it) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(out)
+        stack.truncate(k);
+        self.stack = stack;
+        r.map(|()| out)
     }
 
     /// The value at stack index `i`, to modify.
@@ -732,15 +757,20 @@ impl<'a> Vm<'a> {
                 v
             }
             Err(args) => {
-                if (class.module.as_str(), class.name.as_str()) == ("copyreg", "_reconstructor") {
-                    let parts = args.as_slice().filter(|p| p.len() == 3);
-                    if let Some([Value::Global(cls), base, state]) = parts {
-                        let cls = (**cls).clone();
-                        let rest = Value::Tuple(List(vec![base.clone(), state.clone()]));
-                        let v = self.make_object(cls, ObjectKind::Reconstructor, rest, None)?;
-                        self.stack.push(Item::V(v));
-                        return Ok(());
+                if (class.module.as_str(), class.name.as_str()) == ("copyreg", "_reconstructor")
+                    && matches!(args.as_slice(), Some([Value::Global(_), _, _]))
+                {
+                    if let Ok(mut parts) = into_items(args) {
+                        let state = parts.pop().unwrap_or(Value::None);
+                        let base = parts.pop().unwrap_or(Value::None);
+                        if let Some(Value::Global(cls)) = parts.pop() {
+                            let rest = Value::Tuple(List(vec![base, state]));
+                            let v = self.make_object(*cls, ObjectKind::Reconstructor, rest, None)?;
+                            self.stack.push(Item::V(v));
+                            return Ok(());
+                        }
                     }
+                    return Err(self.invalid("copyreg._reconstructor with shared arguments"));
                 }
                 self.make_object(class, ObjectKind::Reduce, args, None)?
             }
@@ -941,8 +971,7 @@ impl<'a> Vm<'a> {
                     if k == 0 {
                         return Err(self.invalid("no list below the MARK"));
                     }
-                    let items = self.stack.split_off(k);
-                    let items = self.embed_all(items)?;
+                    let items = self.drain_embedded(k)?;
                     self.extend_list(k - 1, items)?
                 }
                 b's' => {
@@ -958,11 +987,10 @@ impl<'a> Vm<'a> {
                     if k == 0 {
                         return Err(self.invalid("no dict below the MARK"));
                     }
-                    let items = self.stack.split_off(k);
-                    if items.len() % 2 != 0 {
+                    if (self.stack.len() - k) % 2 != 0 {
                         return Err(self.invalid("odd number of items for SETITEMS"));
                     }
-                    let items = self.embed_all(items)?;
+                    let items = self.drain_embedded(k)?;
                     self.set_items(k - 1, items)?
                 }
                 0x90 => {
@@ -1169,15 +1197,12 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn extend_list(&mut self, i: usize, items: Vec<Value>) -> R<()> {
+    fn extend_list(&mut self, i: usize, mut items: Vec<Value>) -> R<()> {
         let offset = self.start;
         let op = self.op;
         match self.target(i)? {
-            Value::List(l) => {
-                l.0.reserve(items.len());
-                l.0.extend(items)
-            }
-            Value::Object(o) => o.list_items.extend(items),
+            Value::List(l) => l.0.append(&mut items),
+            Value::Object(o) => o.list_items.append(&mut items),
             other => {
                 let t = other.type_name();
                 return Err(PickleError::Invalid {
@@ -1187,10 +1212,11 @@ impl<'a> Vm<'a> {
                 });
             }
         }
+        self.scratch = items;
         Ok(())
     }
 
-    fn set_items(&mut self, i: usize, items: Vec<Value>) -> R<()> {
+    fn set_items(&mut self, i: usize, mut items: Vec<Value>) -> R<()> {
         let offset = self.start;
         let op = self.op;
         let n = items.len() / 2;
@@ -1200,13 +1226,13 @@ impl<'a> Vm<'a> {
         }
         match self.target(i)? {
             Value::Dict(d) => {
-                let mut it = items.into_iter();
+                let mut it = items.drain(..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     d.insert(k, v)?;
                 }
             }
             Value::Object(o) => {
-                let mut it = items.into_iter();
+                let mut it = items.drain(..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     o.dict_items.push((k, v));
                 }
@@ -1220,6 +1246,7 @@ impl<'a> Vm<'a> {
                 });
             }
         }
+        self.scratch = items;
         Ok(())
     }
 }

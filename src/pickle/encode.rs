@@ -15,6 +15,7 @@ use std::sync::Arc;
 use num_bigint::BigInt;
 
 use super::PickleError;
+use super::key::FastState;
 use super::value::{Global, Object, ObjectKind, Value};
 
 const BATCH: usize = 1000;
@@ -41,9 +42,9 @@ struct Enc<'a> {
     out: Vec<u8>,
     proto: u8,
     memo_len: u32,
-    strs: HashMap<&'a str, u32>,
-    globals: HashMap<(&'a str, &'a str), u32>,
-    shared: HashMap<*const Value, u32>,
+    strs: HashMap<&'a str, u32, FastState>,
+    globals: HashMap<(&'a str, &'a str), u32, FastState>,
+    shared: HashMap<*const Value, u32, FastState>,
 }
 
 type R<T> = Result<T, PickleError>;
@@ -56,9 +57,9 @@ pub(crate) fn encode(v: &Value, proto: u8) -> R<Vec<u8>> {
         out: Vec::with_capacity(256),
         proto,
         memo_len: 0,
-        strs: HashMap::new(),
-        globals: HashMap::new(),
-        shared: HashMap::new(),
+        strs: HashMap::with_hasher(FastState::new()),
+        globals: HashMap::with_hasher(FastState::new()),
+        shared: HashMap::with_hasher(FastState::new()),
     };
     e.out.extend_from_slice(&[0x80, proto]);
     let mut frames: Vec<Frame<'_>> = Vec::new();
@@ -299,6 +300,9 @@ impl<'a> Enc<'a> {
                     self.out.push(0x96);
                     self.out.extend_from_slice(&(b.len() as u64).to_le_bytes());
                     self.out.extend_from_slice(b);
+                } else if b.is_empty() {
+                    self.global("builtins", "bytearray")?;
+                    self.out.extend_from_slice(b")R");
                 } else {
                     self.global("builtins", "bytearray")?;
                     self.bytes(b)?;

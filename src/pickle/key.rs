@@ -8,6 +8,7 @@
 //! set or dict (a frozenset inside a frozenset key) recurses, and that is bounded by
 //! [`MAX_KEY_DEPTH`].
 
+use std::cell::Cell;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
@@ -146,6 +147,9 @@ pub(crate) fn hash_key(v: &Value) -> Result<u64, PickleError> {
             done = Some(mix(acc ^ (items.len() as u64) ^ if fset { 0x5555 } else { 0xaaaa }));
             continue;
         }
+        if !spend() {
+            return Err(PickleError::TooComplex);
+        }
         let child = top.0[top.1].resolved();
         top.1 += 1;
         match open(child) {
@@ -270,6 +274,9 @@ fn push_objects<'a>(x: &'a Object, y: &'a Object, work: &mut Work<'a>) -> bool {
 
 fn eq_walk<'a>(mut work: Work<'a>, depth: usize) -> bool {
     while let Some((a, b)) = work.pop() {
+        if !spend() {
+            return false;
+        }
         if let (Value::Shared(x), Value::Shared(y)) = (a, b) {
             if Arc::ptr_eq(x, y) {
                 continue;
@@ -311,6 +318,67 @@ pub(crate) fn eq_sets(x: &Set, y: &Set) -> bool {
 pub(crate) fn eq_objects(x: &Object, y: &Object) -> bool {
     let mut work = Vec::new();
     push_objects(x, y, &mut work) && eq_walk(work, 0)
+}
+
+thread_local! {
+    /// Steps of key hashing and comparison the current decode may still take (unbounded
+    /// outside a decode).
+    static STEPS: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// Takes one step of the work budget; false once it is spent.
+#[inline]
+fn spend() -> bool {
+    STEPS.with(|c| {
+        let v = c.get();
+        if v == 0 {
+            false
+        } else {
+            c.set(v - 1);
+            true
+        }
+    })
+}
+
+/// A budget of hashing and comparison steps for one decode: a small pickle could otherwise ask
+/// for the same deep tuple key to be hashed and compared in many dicts (quadratic time). Restores
+/// the unbounded default when dropped.
+pub(crate) struct WorkBudget {
+    before: u64,
+}
+
+impl WorkBudget {
+    pub(crate) fn new(steps: u64) -> WorkBudget {
+        WorkBudget { before: STEPS.with(|c| c.replace(steps)) }
+    }
+
+    /// The budget ran out: some comparison answered "unequal" without finishing.
+    pub(crate) fn spent(&self) -> bool {
+        STEPS.with(|c| c.get() == 0)
+    }
+}
+
+impl Drop for WorkBudget {
+    fn drop(&mut self) {
+        STEPS.with(|c| c.set(self.before));
+    }
+}
+
+/// Python's hashability check without computing the hash: tuples are walked (iteratively); a
+/// frozenset's elements were checked when it was built, so it is not entered.
+fn check_hashable(k: &Value) -> Result<(), PickleError> {
+    let mut work: Vec<&Value> = vec![k];
+    while let Some(v) = work.pop() {
+        if !spend() {
+            return Err(PickleError::TooComplex);
+        }
+        match v.resolved() {
+            Value::Tuple(t) => work.extend(t.iter().filter(|x| x.is_nested() || matches!(x, Value::ByteArray(_)))),
+            Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::ByteArray(_) => return Err(unhashable(v)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A key whose hash the index never needs: compared by a scan in small containers.
@@ -367,7 +435,7 @@ fn locate<T>(
     match store.index() {
         None => {
             if !fast_key(k) {
-                hash_key(k)?;
+                check_hashable(k)?;
             }
             Ok(items.iter().position(|x| eq_at(key_of(x), k, 0)).ok_or(None))
         }
@@ -429,5 +497,73 @@ pub(crate) fn set_insert(s: &mut Set, k: Value) -> Result<bool, PickleError> {
     match locate(&s.store, &k, |e| e)? {
         Ok(_) => Ok(false),
         Err(h) => append(&mut s.store, k, h, |e| e).map(|()| true),
+    }
+}
+
+/// A fast keyed hash for the encoder's memo of strings (wyhash's multiply-fold over 8-byte
+/// words, seeded per process from the OS-random `RandomState`): SipHash was a fifth of the
+/// encoder's time, and the seed keeps collisions unpredictable to a peer.
+#[derive(Clone, Copy)]
+pub(crate) struct FastState {
+    seed: u64,
+}
+
+impl FastState {
+    pub(crate) fn new() -> FastState {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        FastState { seed: *SEED.get_or_init(|| state().hash_one(0x5eed_u64) | 1) }
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher { h: self.seed }
+    }
+}
+
+/// The hasher of [`FastState`].
+pub(crate) struct FastHasher {
+    h: u64,
+}
+
+#[inline]
+fn mum(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.h;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = mum(h ^ u64::from_le_bytes(w), 0xa076_1d64_78bd_642f);
+        }
+        let r = chunks.remainder();
+        if !r.is_empty() {
+            let mut w = [0u8; 8];
+            w[..r.len()].copy_from_slice(r);
+            h = mum(h ^ u64::from_le_bytes(w), 0xe703_7ed1_a0b4_28db);
+        }
+        self.h = mum(h ^ bytes.len() as u64, 0x8ebc_6af0_9c88_c6e3) ^ self.h;
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.h = mum(self.h ^ n, 0xa076_1d64_78bd_642f);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        mum(self.h, 0x5899_65cc_7537_4cc3)
     }
 }

@@ -92,6 +92,10 @@ pub enum PickleError {
         /// Where the object was modified after being embedded in itself.
         offset: usize,
     },
+    /// Hashing and comparing the pickle's dict keys and set elements would take more steps than
+    /// its length allows (deep keys referenced from many dicts: quadratic time). Refused.
+    #[error("the pickle's dict keys and set elements are too costly to compare (deep keys used many times); refused")]
+    TooComplex,
     /// A dict key or set element of a type Python cannot hash (as Python's `TypeError`).
     #[error("unhashable type: '{type_name}' (as a dict key or set element)")]
     Unhashable {
