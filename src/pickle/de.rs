@@ -129,7 +129,9 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDe<'a> {
             Value::Bool(b) => visitor.visit_bool(*b),
             Value::Int(i) => visitor.visit_i64(*i),
             Value::BigInt(b) => {
-                if let Ok(i) = i128::try_from(&**b) {
+                if let Ok(u) = u64::try_from(&**b) {
+                    visitor.visit_u64(u)
+                } else if let Ok(i) = i128::try_from(&**b) {
                     visitor.visit_i128(i)
                 } else if let Ok(u) = u128::try_from(&**b) {
                     visitor.visit_u128(u)

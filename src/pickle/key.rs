@@ -282,6 +282,10 @@ fn eq_walk<'a>(mut work: Work<'a>, depth: usize) -> bool {
                 continue;
             }
         }
+        // The same container is equal to itself (Python's identity shortcut in comparisons).
+        if a.is_nested() && std::ptr::eq(a, b) {
+            continue;
+        }
         let (a, b) = (a.resolved(), b.resolved());
         if let Some(r) = scalar_eq(a, b) {
             if r {
