@@ -1226,6 +1226,7 @@ impl<'a> Vm<'a> {
         }
         match self.target(i)? {
             Value::Dict(d) => {
+                d.reserve(n);
                 let mut it = items.drain(..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     d.insert(k, v)?;

@@ -84,6 +84,9 @@ fn timing() {
     let now = std::time::Instant::now;
     let dir = std::env::var("PICKLE_TIMING_DIR").unwrap_or_else(|_| "/tmp/pk".into());
     for name in ["records", "ints", "strings"] {
+        if std::env::var("PICKLE_TIMING_ONLY").is_ok_and(|only| only != name) {
+            continue;
+        }
         let Ok(b) = std::fs::read(format!("{dir}/{name}.pkl")) else { continue };
         let mut best_load = f64::MAX;
         for _ in 0..11 {
@@ -93,6 +96,10 @@ fn timing() {
             best_load = best_load.min(t.elapsed().as_secs_f64());
         }
         let v = loads_value(&b).unwrap();
+        if std::env::var("PICKLE_TIMING_NO_DUMPS").is_ok() {
+            eprintln!("{name}: loads_value {:.1} ms", best_load * 1e3);
+            continue;
+        }
         let mut best_dump = f64::MAX;
         let mut out_len = 0;
         for _ in 0..11 {

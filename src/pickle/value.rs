@@ -158,6 +158,14 @@ impl Dict {
         self.store.slice().iter().map(|(k, _)| k)
     }
 
+    /// Room for `n` more entries.
+    pub fn reserve(&mut self, n: usize) {
+        match &mut self.store {
+            key::Store::Small(v) => v.reserve(n),
+            key::Store::Big(b) => b.0.reserve(n),
+        }
+    }
+
     /// The value under `key` (Python's `d[key]`, `1` finds `1.0`).
     pub fn get(&self, key: &Value) -> Option<&Value> {
         key::dict_find(self, key).map(|i| &self.store.slice()[i].1)
