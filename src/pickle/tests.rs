@@ -618,3 +618,20 @@ fn dicts_keep_insertion_order_both_ways() {
     assert_eq!(p, [&cpython[..3], &cpython[4..]].concat());
     assert_eq!(repr(&loads_value(&p).unwrap()), "{'b': 1, 'a': 2, 'c': 3}");
 }
+
+#[test]
+fn a_deep_shared_key_used_in_many_dicts_is_refused_not_quadratic() {
+    // t = (((None,),),...) 100,000 deep, memoised, then {t: None} 100,000 times: 10^10 steps of
+    // hashability checks if unbounded; refused within the work budget instead.
+    let mut p = b"\x80\x02(N".to_vec();
+    p.extend_from_slice(&b"\x85".repeat(100_000));
+    p.extend_from_slice(b"q\x00");
+    for _ in 0..100_000 {
+        p.extend_from_slice(b"}h\x00Ns");
+    }
+    p.extend_from_slice(b"l.");
+    let t = std::time::Instant::now();
+    let e = small_stack(move || loads_value(&p).map(|_| ()).unwrap_err().to_string());
+    assert!(e.contains("too costly"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+}
