@@ -245,6 +245,11 @@ impl<'a> Enc<'a> {
             self.str(name)?;
             self.out.push(0x93);
         } else {
+            if module.contains('\n') || name.contains('\n') {
+                return Err(PickleError::Serde(format!(
+                    "the global {module:?}.{name:?} has a newline: it cannot be written below protocol 4"
+                )));
+            }
             let m = if self.proto < 3 { py2_name(module, name) } else { module };
             self.out.push(b'c');
             self.out.extend_from_slice(m.as_bytes());

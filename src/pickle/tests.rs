@@ -89,12 +89,16 @@ fn timing() {
         }
         let Ok(b) = std::fs::read(format!("{dir}/{name}.pkl")) else { continue };
         let mut best_load = f64::MAX;
+        let mut best_drop = f64::MAX;
         for _ in 0..11 {
             let t = now();
             let v = loads_value(&b).unwrap();
+            let d = now();
             drop(v);
             best_load = best_load.min(t.elapsed().as_secs_f64());
+            best_drop = best_drop.min(d.elapsed().as_secs_f64());
         }
+        eprintln!("{name}: of which drop {:.1} ms", best_drop * 1e3);
         let v = loads_value(&b).unwrap();
         if std::env::var("PICKLE_TIMING_NO_DUMPS").is_ok() {
             eprintln!("{name}: loads_value {:.1} ms", best_load * 1e3);
@@ -634,4 +638,49 @@ fn a_deep_shared_key_used_in_many_dicts_is_refused_not_quadratic() {
     let e = small_stack(move || loads_value(&p).map(|_| ()).unwrap_err().to_string());
     assert!(e.contains("too costly"), "{e}");
     assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn mutated_cpython_pickles_never_panic_and_what_decodes_re_encodes() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let opcodes = b"(.012FIJKLMNPQRSTUVXabcd}eghijl]opqrst)uGBC\x80\x81\x82\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96\x97\x98";
+    let cases: Vec<Vec<u8>> = cpython_cases().into_iter().map(|c| c.2).filter(|p| p.len() < 4000).collect();
+    let mut decoded = 0;
+    let rounds: usize = std::env::var("PICKLE_MUTATION_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30);
+    for _ in 0..rounds {
+        for p in &cases {
+            let mut m = p.clone();
+            for _ in 0..1 + rnd() % 4 {
+                let at = (rnd() as usize) % m.len().max(1);
+                match rnd() % 4 {
+                    _ if m.is_empty() => m.push(b'N'),
+                    0 => m[at] = rnd() as u8,
+                    1 => m[at] = opcodes[(rnd() as usize) % opcodes.len()],
+                    2 => m.insert(at, opcodes[(rnd() as usize) % opcodes.len()]),
+                    _ => m.truncate(at),
+                }
+            }
+            if let Ok(v) = loads_value(&m) {
+                decoded += 1;
+                let _ = repr_limited(&v, 10_000);
+                let _ = v == v.clone();
+                for proto in 2..=5 {
+                    match dumps_value(&v, proto) {
+                        Ok(out) => {
+                            let back = loads_value(&out);
+                            assert!(back.is_ok(), "{}: p{proto}: {:?} from {}", hex(&m), back.err(), hex(&out));
+                        }
+                        Err(e) => assert!(matches!(e, PickleError::Serde(_)), "{}: p{proto}: {e}", hex(&m)),
+                    }
+                }
+            }
+        }
+    }
+    assert!(decoded > 100, "{decoded}");
 }
