@@ -201,11 +201,13 @@ impl std::fmt::Debug for Dict {
 impl Drop for Dict {
     fn drop(&mut self) {
         if self.store.slice().iter().any(|(k, v)| k.is_nested() || v.is_nested()) {
-            let entries = self.store.take();
-            let mut work = Vec::with_capacity(entries.len() * 2);
-            for (k, v) in entries {
-                work.push(k);
-                work.push(v);
+            let mut work = Vec::new();
+            for (k, v) in self.store.take() {
+                for c in [k, v] {
+                    if c.is_nested() {
+                        work.push(c);
+                    }
+                }
             }
             drop_flat(work);
         }
@@ -387,19 +389,38 @@ impl Drop for Object {
 /// Drops values without recursion: a container popped from the work list gives its nested
 /// children to the list before it is dropped, so every `Drop` call below sees only flat children.
 fn drop_flat(mut work: Vec<Value>) {
+    // Children without children of their own are dropped on the spot; only containers go to the
+    // work list, so it never grows beyond the number of containers pending.
+    fn keep(work: &mut Vec<Value>, c: Value) {
+        if c.is_nested() {
+            work.push(c);
+        }
+    }
     while let Some(v) = work.pop() {
         match v {
-            Value::List(mut l) | Value::Tuple(mut l) if l.0.iter().any(Value::is_nested) => work.append(&mut l.0),
-            Value::Dict(mut d) if d.store.slice().iter().any(|(k, v)| k.is_nested() || v.is_nested()) => {
-                for (k, v) in d.store.take() {
-                    work.push(k);
-                    work.push(v);
+            Value::List(mut l) | Value::Tuple(mut l) => {
+                for c in l.0.drain(..) {
+                    keep(&mut work, c);
                 }
             }
-            Value::Set(mut s) | Value::FrozenSet(mut s) if s.store.slice().iter().any(Value::is_nested) => {
-                work.extend(s.store.take())
+            Value::Dict(mut d) => {
+                for (k, v) in d.store.take() {
+                    keep(&mut work, k);
+                    keep(&mut work, v);
+                }
             }
-            Value::Object(mut o) if o.children_nested() => o.take_children(&mut work),
+            Value::Set(mut s) | Value::FrozenSet(mut s) => {
+                for c in s.store.take() {
+                    keep(&mut work, c);
+                }
+            }
+            Value::Object(mut o) => {
+                let mut children = Vec::new();
+                o.take_children(&mut children);
+                for c in children {
+                    keep(&mut work, c);
+                }
+            }
             Value::Shared(a) => {
                 if let Ok(inner) = Arc::try_unwrap(a) {
                     work.push(inner);
