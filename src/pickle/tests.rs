@@ -684,3 +684,41 @@ fn mutated_cpython_pickles_never_panic_and_what_decodes_re_encodes() {
     }
     assert!(decoded > 100, "{decoded}");
 }
+
+/// The smallest budget each pickle decodes under, per byte of input: what `EXPANSION` must
+/// cover. `cargo test --release --lib pickle::tests::expansion_measured -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn expansion_measured() {
+    let dir = std::env::var("PICKLE_TIMING_DIR").unwrap_or_else(|_| "/tmp/pk".into());
+    let n = 1_000_000;
+    let mut samples: Vec<(String, Vec<u8>)> = vec![
+        ("[None]*N".into(), dumps_value(&Value::from(vec![Value::None; n]), 4).unwrap()),
+        ("[()]*N".into(), dumps_value(&Value::from(vec![Value::tuple(vec![]); n]), 4).unwrap()),
+        ("[{}]*N".into(), dumps_value(&Value::from(vec![Value::Dict(Dict::new()); n]), 4).unwrap()),
+        ("[True]*N".into(), dumps_value(&Value::from(vec![Value::Bool(true); n]), 4).unwrap()),
+    ];
+    let shared = Value::Shared(Arc::new(Value::from(vec![Value::Int(1)])));
+    samples.push(("[a]*N, a shared".into(), dumps_value(&Value::from(vec![shared; n]), 4).unwrap()));
+    for name in ["records", "ints", "strings"] {
+        if let Ok(b) = std::fs::read(format!("{dir}/{name}.pkl")) {
+            samples.push((name.into(), b));
+        }
+    }
+    for (name, p) in samples {
+        let (mut lo, mut hi) = (0u64, 1u64 << 34);
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if loads_value_with(&p, &DecodeOptions::new().max_bytes(mid)).is_ok() {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        eprintln!(
+            "{name}: {} bytes of pickle, {hi} bytes counted, {:.1} per byte",
+            p.len(),
+            hi as f64 / p.len() as f64
+        );
+    }
+}
