@@ -207,13 +207,18 @@ impl<'a> Enc<'a> {
 
     fn str(&mut self, s: &'a str) -> R<()> {
         let h = self.hasher.hash_one(s.as_bytes());
-        if let Some(&(_, _, id)) = self.strs.find(h, |&(hh, x, _)| hh == h && x == s) {
-            self.get(id);
-            return Ok(());
+        match self.strs.entry(h, |&(hh, x, _)| hh == h && x == s, |&(h, _, _)| h) {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                let id = e.get().2;
+                self.get(id);
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let id = self.memo_len;
+                e.insert((h, s, id));
+                self.raw_str(s)?;
+                self.put();
+            }
         }
-        self.raw_str(s)?;
-        let id = self.put();
-        self.strs.insert_unique(h, (h, s, id), |&(h, _, _)| h);
         Ok(())
     }
 
