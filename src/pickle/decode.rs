@@ -410,7 +410,12 @@ pub(crate) fn decode(data: &[u8], options: &DecodeOptions) -> R<Value> {
     vm.charge(dense as u64 * std::mem::size_of::<Option<Memo>>() as u64)?;
     vm.memo_dense.resize(dense, None);
     let work = key::WorkBudget::new(limit);
-    let v = vm.run();
+    let v = vm.run().map_err(|e| match e {
+        PickleError::Unhashable { type_name, offset: None } => {
+            PickleError::Unhashable { type_name, offset: Some(vm.start) }
+        }
+        e => e,
+    });
     if work.spent() {
         return Err(PickleError::TooComplex);
     }

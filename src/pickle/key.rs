@@ -80,7 +80,7 @@ fn state() -> &'static std::collections::hash_map::RandomState {
 }
 
 fn unhashable(v: &Value) -> PickleError {
-    PickleError::Unhashable { type_name: v.type_name() }
+    PickleError::Unhashable { type_name: v.type_name(), offset: None }
 }
 
 /// Hashes one value that is not a tuple or frozenset.

@@ -400,7 +400,7 @@ fn refusals_name_what_and_where() {
         (b"\x80\x02\x82\x01.", "EXT1 at offset 2 is not supported"),
         (b"\x80\x04\x8c\x03\xed\xa0\x80.", "lone surrogate"),
         (b"\x80\x04\x8c\x02\xff\xfe.", "SHORT_BINUNICODE at offset 2 is not valid UTF-8"),
-        (b"\x80\x02}]K\x01s.", "unhashable type: 'list'"),
+        (b"\x80\x02}]K\x01s.", "unhashable type: 'list' (as a dict key or set element) at offset 6"),
         (b"\x80\x04(]\x91.", "unhashable type: 'list'"),
         (b"\x80\x02}(K\x03]\x86K\x04u.", "unhashable type: 'list'"),
         (b"\x80\x02a.", "APPEND at offset 2: the stack is empty"),
