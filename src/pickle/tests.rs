@@ -722,3 +722,16 @@ fn expansion_measured() {
         );
     }
 }
+
+#[test]
+fn a_value_inside_a_typed_value() {
+    // ('#RETURN', {'a': [1, b'x']}) as a (String, Value).
+    let v = Value::tuple(vec![
+        Value::from("#RETURN"),
+        Value::dict([(Value::from("a"), Value::from(vec![Value::Int(1), Value::Bytes(b"x".to_vec())]))]).unwrap(),
+    ]);
+    let p = dumps_value(&v, 4).unwrap();
+    let (kind, result): (String, Value) = loads(&p).unwrap();
+    assert_eq!(kind, "#RETURN");
+    assert_eq!(repr(&result), "{'a': [1, b'x']}");
+}
