@@ -73,10 +73,16 @@ fn value_is_small() {
     assert!(std::mem::size_of::<Value>() <= 32);
 }
 
-/// Release-mode timing of the three ~5 MB payloads against CPython's numbers measured beside it:
-/// `cargo test --release --lib pickle::tests::timing -- --ignored --nocapture`, with the files
-/// written by CPython 3.13 into `$PICKLE_TIMING_DIR` (default `/tmp/pk`): `records.pkl`,
-/// `ints.pkl`, `strings.pkl` (protocol 4).
+/// Release-mode timing of the three ~5 MB payloads, to compare with CPython's C pickle timed the
+/// same way (best of 11 wall-clock runs) on the same files:
+///
+/// ```text
+/// python3.13 src/pickle/testdata/bench_payloads.py /tmp/pk      # writes records/ints/strings.pkl
+/// cargo test --release --lib pickle::tests::timing -- --ignored --nocapture
+/// python3.13 src/pickle/testdata/cpython_times.py /tmp/pk
+/// ```
+/// `PICKLE_TIMING_DIR` changes the folder, `PICKLE_TIMING_ONLY=records` runs one payload,
+/// `PICKLE_TIMING_NO_DUMPS=1` times decoding only.
 #[test]
 #[ignore]
 fn timing() {
