@@ -260,3 +260,83 @@ impl ser::SerializeStructVariant for MapSer {
         self.done()
     }
 }
+
+/// A [`Value`] inside a typed value being sent: `conn.send(&("#RETURN", value))`. Plain data maps
+/// to serde's data model (a set or frozenset as a sequence, bytearray as bytes, a big int as
+/// i128/u128 when it fits); a class instance or global is an error (send the whole message with
+/// `send_value` instead). Nesting beyond [`SERDE_DEPTH_LIMIT`](super::SERDE_DEPTH_LIMIT) is an
+/// error rather than deep recursion.
+impl Serialize for Value {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Depth { v: self, depth: 0 }.serialize(s)
+    }
+}
+
+struct Depth<'a> {
+    v: &'a Value,
+    depth: usize,
+}
+
+impl Serialize for Depth<'_> {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use ser::{Error, SerializeMap, SerializeSeq, SerializeTuple};
+        if self.depth > super::SERDE_DEPTH_LIMIT {
+            return Err(S::Error::custom(PickleError::TooDeep { limit: super::SERDE_DEPTH_LIMIT }));
+        }
+        let child = |v| Depth { v, depth: self.depth + 1 };
+        match self.v.resolved() {
+            Value::None => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::BigInt(b) => {
+                if let Ok(i) = i128::try_from(&**b) {
+                    s.serialize_i128(i)
+                } else if let Ok(u) = u128::try_from(&**b) {
+                    s.serialize_u128(u)
+                } else {
+                    Err(S::Error::custom(format!("the int {b} does not fit 128 bits")))
+                }
+            }
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Str(x) => s.serialize_str(x),
+            Value::Bytes(b) | Value::ByteArray(b) => s.serialize_bytes(b),
+            Value::List(l) => {
+                let mut seq = s.serialize_seq(Some(l.len()))?;
+                for v in l.iter() {
+                    seq.serialize_element(&child(v))?;
+                }
+                seq.end()
+            }
+            Value::Tuple(t) => {
+                let mut tup = s.serialize_tuple(t.len())?;
+                for v in t.iter() {
+                    tup.serialize_element(&child(v))?;
+                }
+                tup.end()
+            }
+            Value::Set(x) | Value::FrozenSet(x) => {
+                let mut seq = s.serialize_seq(Some(x.len()))?;
+                for v in x.iter() {
+                    seq.serialize_element(&child(v))?;
+                }
+                seq.end()
+            }
+            Value::Dict(d) => {
+                let mut map = s.serialize_map(Some(d.len()))?;
+                for (k, v) in d.iter() {
+                    map.serialize_entry(&child(k), &child(v))?;
+                }
+                map.end()
+            }
+            Value::Global(g) => Err(S::Error::custom(format!(
+                "{}.{} is a Python global: send the message with send_value",
+                g.module, g.name
+            ))),
+            Value::Object(o) => Err(S::Error::custom(format!(
+                "an instance of {}.{}: send the message with send_value",
+                o.class.module, o.class.name
+            ))),
+            Value::Shared(_) => s.serialize_unit(),
+        }
+    }
+}

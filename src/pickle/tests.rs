@@ -741,3 +741,21 @@ fn a_value_inside_a_typed_value() {
     assert_eq!(kind, "#RETURN");
     assert_eq!(repr(&result), "{'a': [1, b'x']}");
 }
+
+#[test]
+fn a_value_inside_a_typed_value_being_sent() {
+    let inner =
+        Value::dict([(Value::from("k"), Value::tuple(vec![Value::Int(1), Value::Bytes(b"x".to_vec())]))]).unwrap();
+    let p = dumps(&("#RETURN", &inner), 3).unwrap();
+    assert_eq!(repr(&loads_value(&p).unwrap()), "('#RETURN', {'k': (1, b'x')})");
+    let obj = Value::from(Object::new("_queue", "Empty", vec![]));
+    assert!(dumps(&("#ERROR", &obj), 3).unwrap_err().to_string().contains("_queue.Empty"));
+    let deep = loads_value(&[&b"\x80\x02"[..], &b"]".repeat(1000), &b"a".repeat(999), b"."].concat()).unwrap();
+    let e = std::thread::Builder::new()
+        .stack_size(4 << 20)
+        .spawn(move || dumps(&deep, 3).unwrap_err().to_string())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(e.contains("deeper than 128"), "{e}");
+}
