@@ -538,7 +538,13 @@ fn mpconn_listen_survives_every_bomb() {
         if line.is_none() {
             problems.push("no message line".into());
         }
-        let alive = server.alive();
+        // A server that closed the bomb's connection may be dying: give it a moment to show.
+        let mut alive = server.alive();
+        let dying = Instant::now();
+        while alive && !problems.is_empty() && dying.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(20));
+            alive = server.alive();
+        }
         if !alive {
             problems.push(format!("the server died: {:?}", server.child.try_wait()));
         } else if !good.progresses(3, Duration::from_secs(10)) {
