@@ -40,9 +40,9 @@ pub fn run(args: &[String], out: &mut dyn Write) -> mpconn::Result<()> {
     // Python 2's `str` is bytes: a `processing` peer gets 'junk' as a byte string.
     let junk = match dialect {
         Dialect::Processing => Value::Bytes(b"junk".to_vec()),
-        _ => Value::String("junk".into()),
+        _ => Value::Str("junk".into()),
     };
-    conn.send_value(&Value::List(vec![Value::F64(2.25), Value::None, junk]))?;
+    conn.send_value(&Value::from(vec![Value::Float(2.25), Value::None, junk]))?;
     conn.send_bytes(b"hello")?;
     let array: Vec<u8> = [42i32, 1729].iter().flat_map(|n| n.to_ne_bytes()).collect();
     conn.send_bytes(&array)?;

@@ -1,17 +1,22 @@
 //! How the command shows messages: a pickle as Python would print it, other bytes as a Python
 //! bytes literal; and JSON given on the command line as Python values.
 
-use mpconn::pickle::{HashableValue, Value, loads_value, repr};
+use mpconn::pickle::{Value, loads_value, repr_limited};
 use mpconn::{Error, Result};
 
-/// A pickle (protocol 2+) as its Python repr, anything else as a bytes literal.
+/// The most of one message's repr that is printed (a small pickle can share one big list many
+/// times; Python would print it in full at every reference).
+pub const MAX_SHOWN: usize = 1 << 20;
+
+/// A pickle (protocol 2+) as its Python repr, anything else as a bytes literal; cut with `...`
+/// after [`MAX_SHOWN`] bytes.
 pub fn show(message: &[u8]) -> String {
     if message.first() == Some(&0x80) {
         if let Ok(v) = loads_value(message) {
-            return repr(&v);
+            return repr_limited(&v, MAX_SHOWN);
         }
     }
-    repr(&Value::Bytes(message.to_vec()))
+    repr_limited(&Value::Bytes(message.to_vec()), MAX_SHOWN)
 }
 
 /// A JSON value as a Python value. Bytes are written `{"$bytes": "<hex>"}`, tuples
@@ -22,13 +27,14 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
         J::Null => Value::None,
         J::Bool(b) => Value::Bool(*b),
         J::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Value::I64(i),
-            (None, Some(f)) if n.is_f64() => Value::F64(f),
-            _ => {
-                return Err(Error::Config(format!("the number {n} does not fit a 64-bit integer")));
-            }
+            (Some(i), _) => Value::Int(i),
+            (None, Some(f)) if n.is_f64() => Value::Float(f),
+            _ => match n.as_u64() {
+                Some(u) => Value::from(u),
+                None => return Err(Error::Config(format!("the number {n} does not fit a 64-bit integer"))),
+            },
         },
-        J::String(s) => Value::String(s.clone()),
+        J::String(s) => Value::Str(s.clone()),
         J::Array(items) => Value::List(items.iter().map(json_to_value).collect::<Result<_>>()?),
         J::Object(map) => {
             if map.len() == 1 {
@@ -44,9 +50,9 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
                     return Ok(Value::Tuple(items.iter().map(json_to_value).collect::<Result<_>>()?));
                 }
             }
-            let mut dict = std::collections::BTreeMap::new();
+            let mut dict = mpconn::pickle::Dict::new();
             for (k, v) in map {
-                dict.insert(HashableValue::String(k.clone()), json_to_value(v)?);
+                dict.insert(Value::Str(k.clone()), json_to_value(v)?)?;
             }
             Value::Dict(dict)
         }
@@ -56,6 +62,7 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mpconn::pickle::repr;
 
     #[test]
     fn json_becomes_python_values() {

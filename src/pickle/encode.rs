@@ -1,0 +1,515 @@
+//! The pickler: protocols 2 to 5, written as CPython's `_pickle.c` writes them.
+//!
+//! Why it is built this way: it walks the value with an explicit stack of frames (no recursion
+//! on depth); lists, dicts and sets go out in batches of 1000 as CPython's; every `str` is
+//! memoised the first time and referenced by content afterwards (CPython memoises every str by
+//! identity, so the output is never larger than CPython's), and [`Value::Shared`] by pointer
+//! identity, so sharing survives a round trip. At protocol 2, `bytes`, `bytearray`, `set` and
+//! `frozenset` are written exactly as Python 3 writes them (`_codecs.encode` / `__builtin__`
+//! `REDUCE`), which Python 2.7 reads; module names are mapped back to Python 2's at protocol 2,
+//! as CPython's `fix_imports`. No FRAME opcode: it only adds bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use num_bigint::BigInt;
+
+use super::PickleError;
+use super::key::FastState;
+use super::value::{Global, Object, ObjectKind, Value};
+
+const BATCH: usize = 1000;
+
+enum Frame<'a> {
+    /// Items of a list (or an object's `list_items`), in APPEND(S) batches.
+    List { items: &'a [Value], pos: usize },
+    /// Entries of a dict (or an object's `dict_items`), in SETITEM(S) batches; `pos` counts
+    /// keys and values.
+    Dict { entries: &'a [(Value, Value)], pos: usize },
+    /// Elements of a set, in MARK ... ADDITEMS batches.
+    Set { items: &'a [Value], pos: usize },
+    /// Values written one after the other.
+    Items { items: &'a [Value], pos: usize },
+    /// One value.
+    Val(&'a Value),
+    /// Bytes to write.
+    Bytes(&'static [u8]),
+    /// Memoise the shared value just written.
+    Memo(*const Value),
+}
+
+struct Enc<'a> {
+    out: Vec<u8>,
+    proto: u8,
+    memo_len: u32,
+    strs: HashMap<&'a str, u32, FastState>,
+    globals: HashMap<(&'a str, &'a str), u32, FastState>,
+    shared: HashMap<*const Value, u32, FastState>,
+}
+
+type R<T> = Result<T, PickleError>;
+
+pub(crate) fn encode(v: &Value, proto: u8) -> R<Vec<u8>> {
+    if !(2..=5).contains(&proto) {
+        return Err(PickleError::UnsupportedProtocol(proto));
+    }
+    let mut e = Enc {
+        out: Vec::with_capacity(256),
+        proto,
+        memo_len: 0,
+        strs: HashMap::with_hasher(FastState::new()),
+        globals: HashMap::with_hasher(FastState::new()),
+        shared: HashMap::with_hasher(FastState::new()),
+    };
+    e.out.extend_from_slice(&[0x80, proto]);
+    let mut frames: Vec<Frame<'_>> = Vec::new();
+    e.value(v, &mut frames)?;
+    e.run(&mut frames)?;
+    e.out.push(b'.');
+    Ok(e.out)
+}
+
+/// Python 2's name of a Python 3 global (CPython's `REVERSE_NAME_MAPPING`, the common part).
+fn py2_name<'a>(module: &'a str, name: &str) -> &'a str {
+    match module {
+        "builtins" if is_py2_exception(name) => "exceptions",
+        "builtins" => "__builtin__",
+        "copyreg" => "copy_reg",
+        "queue" => "Queue",
+        _ => module,
+    }
+}
+
+fn is_py2_exception(name: &str) -> bool {
+    matches!(
+        name,
+        "ArithmeticError"
+            | "AssertionError"
+            | "AttributeError"
+            | "BaseException"
+            | "BufferError"
+            | "BytesWarning"
+            | "DeprecationWarning"
+            | "EOFError"
+            | "EnvironmentError"
+            | "Exception"
+            | "FloatingPointError"
+            | "FutureWarning"
+            | "GeneratorExit"
+            | "IOError"
+            | "ImportError"
+            | "ImportWarning"
+            | "IndentationError"
+            | "IndexError"
+            | "KeyError"
+            | "KeyboardInterrupt"
+            | "LookupError"
+            | "MemoryError"
+            | "NameError"
+            | "NotImplementedError"
+            | "OSError"
+            | "OverflowError"
+            | "PendingDeprecationWarning"
+            | "ReferenceError"
+            | "RuntimeError"
+            | "RuntimeWarning"
+            | "StopIteration"
+            | "SyntaxError"
+            | "SyntaxWarning"
+            | "SystemError"
+            | "SystemExit"
+            | "TabError"
+            | "TypeError"
+            | "UnboundLocalError"
+            | "UnicodeDecodeError"
+            | "UnicodeEncodeError"
+            | "UnicodeError"
+            | "UnicodeTranslateError"
+            | "UnicodeWarning"
+            | "UserWarning"
+            | "ValueError"
+            | "Warning"
+            | "ZeroDivisionError"
+    )
+}
+
+fn long_bytes(n: i64) -> Vec<u8> {
+    let mut b = n.to_le_bytes().to_vec();
+    while b.len() > 1 {
+        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
+        if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
+            b.pop();
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+impl<'a> Enc<'a> {
+    fn put(&mut self) -> u32 {
+        let id = self.memo_len;
+        self.memo_len += 1;
+        if self.proto >= 4 {
+            self.out.push(0x94);
+        } else if id < 256 {
+            self.out.extend_from_slice(&[b'q', id as u8]);
+        } else {
+            self.out.push(b'r');
+            self.out.extend_from_slice(&id.to_le_bytes());
+        }
+        id
+    }
+
+    fn get(&mut self, id: u32) {
+        if id < 256 {
+            self.out.extend_from_slice(&[b'h', id as u8]);
+        } else {
+            self.out.push(b'j');
+            self.out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+
+    fn int(&mut self, n: i64) {
+        if (0..=0xff).contains(&n) {
+            self.out.extend_from_slice(&[b'K', n as u8]);
+        } else if (0..=0xffff).contains(&n) {
+            self.out.push(b'M');
+            self.out.extend_from_slice(&(n as u16).to_le_bytes());
+        } else if (i32::MIN as i64..=i32::MAX as i64).contains(&n) {
+            self.out.push(b'J');
+            self.out.extend_from_slice(&(n as i32).to_le_bytes());
+        } else {
+            let b = long_bytes(n);
+            self.out.extend_from_slice(&[0x8a, b.len() as u8]);
+            self.out.extend_from_slice(&b);
+        }
+    }
+
+    fn bigint(&mut self, n: &BigInt) {
+        if let Ok(i) = i64::try_from(n) {
+            return self.int(i);
+        }
+        let b = n.to_signed_bytes_le();
+        if b.len() < 256 {
+            self.out.extend_from_slice(&[0x8a, b.len() as u8]);
+        } else {
+            self.out.push(0x8b);
+            self.out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        }
+        self.out.extend_from_slice(&b);
+    }
+
+    fn str(&mut self, s: &'a str) -> R<()> {
+        if let Some(&id) = self.strs.get(s) {
+            self.get(id);
+            return Ok(());
+        }
+        self.raw_str(s)?;
+        let id = self.put();
+        self.strs.insert(s, id);
+        Ok(())
+    }
+
+    fn raw_str(&mut self, s: &str) -> R<()> {
+        let n = s.len();
+        if self.proto >= 4 && n < 256 {
+            self.out.extend_from_slice(&[0x8c, n as u8]);
+        } else if n <= u32::MAX as usize {
+            self.out.push(b'X');
+            self.out.extend_from_slice(&(n as u32).to_le_bytes());
+        } else if self.proto >= 4 {
+            self.out.push(0x8d);
+            self.out.extend_from_slice(&(n as u64).to_le_bytes());
+        } else {
+            return Err(PickleError::Serde("a str over 4 GiB needs protocol 4".into()));
+        }
+        self.out.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    /// A global reference, memoised by name.
+    fn global(&mut self, module: &'a str, name: &'a str) -> R<()> {
+        if let Some(&id) = self.globals.get(&(module, name)) {
+            self.get(id);
+            return Ok(());
+        }
+        if self.proto >= 4 {
+            self.str(module)?;
+            self.str(name)?;
+            self.out.push(0x93);
+        } else {
+            let m = if self.proto < 3 { py2_name(module, name) } else { module };
+            self.out.push(b'c');
+            self.out.extend_from_slice(m.as_bytes());
+            self.out.push(b'\n');
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.push(b'\n');
+        }
+        let id = self.put();
+        self.globals.insert((module, name), id);
+        Ok(())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> R<()> {
+        let n = b.len();
+        if self.proto < 3 {
+            if n == 0 {
+                self.global("builtins", "bytes")?;
+                self.out.extend_from_slice(b")R");
+            } else {
+                self.global("_codecs", "encode")?;
+                let text: String = b.iter().map(|&c| c as char).collect();
+                self.raw_str(&text)?;
+                self.str("latin1")?;
+                self.out.extend_from_slice(b"\x86R");
+            }
+            return Ok(());
+        }
+        if n < 256 {
+            self.out.extend_from_slice(&[b'C', n as u8]);
+        } else if n <= u32::MAX as usize {
+            self.out.push(b'B');
+            self.out.extend_from_slice(&(n as u32).to_le_bytes());
+        } else if self.proto >= 4 {
+            self.out.push(0x8e);
+            self.out.extend_from_slice(&(n as u64).to_le_bytes());
+        } else {
+            return Err(PickleError::Serde("bytes over 4 GiB need protocol 4".into()));
+        }
+        self.out.extend_from_slice(b);
+        Ok(())
+    }
+
+    /// Writes `v`, or starts it and pushes the frames that finish it.
+    fn value(&mut self, v: &'a Value, frames: &mut Vec<Frame<'a>>) -> R<()> {
+        match v {
+            Value::None => self.out.push(b'N'),
+            Value::Bool(true) => self.out.push(0x88),
+            Value::Bool(false) => self.out.push(0x89),
+            Value::Int(n) => self.int(*n),
+            Value::BigInt(n) => self.bigint(n),
+            Value::Float(f) => {
+                self.out.push(b'G');
+                self.out.extend_from_slice(&f.to_be_bytes());
+            }
+            Value::Str(s) => self.str(s)?,
+            Value::Bytes(b) => self.bytes(b)?,
+            Value::ByteArray(b) => {
+                if self.proto >= 5 {
+                    self.out.push(0x96);
+                    self.out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                    self.out.extend_from_slice(b);
+                } else if b.is_empty() {
+                    self.global("builtins", "bytearray")?;
+                    self.out.extend_from_slice(b")R");
+                } else {
+                    self.global("builtins", "bytearray")?;
+                    self.bytes(b)?;
+                    self.out.extend_from_slice(b"\x85R");
+                }
+            }
+            Value::List(l) => {
+                self.out.push(b']');
+                frames.push(Frame::List { items: l, pos: 0 });
+            }
+            Value::Tuple(t) => match t.len() {
+                0 => self.out.push(b')'),
+                n @ 1..=3 => {
+                    frames.push(Frame::Bytes(match n {
+                        1 => b"\x85",
+                        2 => b"\x86",
+                        _ => b"\x87",
+                    }));
+                    frames.push(Frame::Items { items: t, pos: 0 });
+                }
+                _ => {
+                    self.out.push(b'(');
+                    frames.push(Frame::Bytes(b"t"));
+                    frames.push(Frame::Items { items: t, pos: 0 });
+                }
+            },
+            Value::Dict(d) => {
+                self.out.push(b'}');
+                frames.push(Frame::Dict { entries: d.entries(), pos: 0 });
+            }
+            Value::Set(s) | Value::FrozenSet(s) => {
+                let frozen = matches!(v, Value::FrozenSet(_));
+                if self.proto >= 4 {
+                    if frozen {
+                        self.out.push(b'(');
+                        frames.push(Frame::Bytes(b"\x91"));
+                        frames.push(Frame::Items { items: s.as_slice(), pos: 0 });
+                    } else {
+                        self.out.push(0x8f);
+                        frames.push(Frame::Set { items: s.as_slice(), pos: 0 });
+                    }
+                } else {
+                    self.global("builtins", if frozen { "frozenset" } else { "set" })?;
+                    self.out.push(b']');
+                    frames.push(Frame::Bytes(b"\x85R"));
+                    frames.push(Frame::List { items: s.as_slice(), pos: 0 });
+                }
+            }
+            Value::Global(g) => self.global(&g.module, &g.name)?,
+            Value::Object(o) => self.object(o, frames)?,
+            Value::Shared(a) => {
+                let p = Arc::as_ptr(a);
+                if let Some(&id) = self.shared.get(&p) {
+                    self.get(id);
+                } else {
+                    frames.push(Frame::Memo(p));
+                    frames.push(Frame::Val(a));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, o: &'a Object, frames: &mut Vec<Frame<'a>>) -> R<()> {
+        if let Some(state) = &o.state {
+            frames.push(Frame::Bytes(b"b"));
+            frames.push(Frame::Val(state));
+        }
+        if !o.dict_items.is_empty() {
+            frames.push(Frame::Dict { entries: &o.dict_items, pos: 0 });
+        }
+        if !o.list_items.is_empty() {
+            frames.push(Frame::List { items: &o.list_items, pos: 0 });
+        }
+        let Global { module, name } = &o.class;
+        match o.kind {
+            ObjectKind::Reduce | ObjectKind::Inst => {
+                frames.push(Frame::Bytes(b"R"));
+                frames.push(Frame::Val(&o.args));
+                self.global(module, name)?;
+            }
+            ObjectKind::NewObj => {
+                frames.push(Frame::Bytes(b"\x81"));
+                frames.push(Frame::Val(&o.args));
+                self.global(module, name)?;
+            }
+            ObjectKind::NewObjEx => {
+                let Some(kwargs) = &o.kwargs else {
+                    return Err(PickleError::Serde(format!("{module}.{name}: NEWOBJ_EX without kwargs")));
+                };
+                if self.proto >= 4 {
+                    frames.push(Frame::Bytes(b"\x92"));
+                    frames.push(Frame::Val(kwargs));
+                    frames.push(Frame::Val(&o.args));
+                    self.global(module, name)?;
+                } else {
+                    frames.push(Frame::Bytes(b"\x87R"));
+                    frames.push(Frame::Val(kwargs));
+                    frames.push(Frame::Val(&o.args));
+                    self.global("copyreg", "__newobj_ex__")?;
+                    self.global(module, name)?;
+                }
+            }
+            ObjectKind::Reconstructor => {
+                let parts = o.args.as_slice().filter(|p| p.len() == 2).ok_or_else(|| {
+                    PickleError::Serde(format!("{module}.{name}: a _reconstructor object needs (base, state) args"))
+                })?;
+                frames.push(Frame::Bytes(b"\x87R"));
+                frames.push(Frame::Items { items: parts, pos: 0 });
+                self.global("copyreg", "_reconstructor")?;
+                self.global(module, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, frames: &mut Vec<Frame<'a>>) -> R<()> {
+        loop {
+            let next: &'a Value = match frames.last_mut() {
+                None => return Ok(()),
+                Some(Frame::Val(v)) => {
+                    let v = *v;
+                    frames.pop();
+                    v
+                }
+                Some(Frame::Bytes(b)) => {
+                    self.out.extend_from_slice(b);
+                    frames.pop();
+                    continue;
+                }
+                Some(Frame::Memo(p)) => {
+                    let p = *p;
+                    frames.pop();
+                    let id = self.put();
+                    self.shared.insert(p, id);
+                    continue;
+                }
+                Some(Frame::Items { items, pos }) => {
+                    if *pos == items.len() {
+                        frames.pop();
+                        continue;
+                    }
+                    *pos += 1;
+                    &items[*pos - 1]
+                }
+                Some(Frame::List { items, pos }) => {
+                    let len = items.len();
+                    if *pos % BATCH == 0 && *pos > 0 {
+                        self.out.push(b'e');
+                    }
+                    if *pos == len {
+                        if len % BATCH == 1 {
+                            self.out.push(b'a');
+                        } else if len % BATCH != 0 {
+                            self.out.push(b'e');
+                        }
+                        frames.pop();
+                        continue;
+                    }
+                    if *pos % BATCH == 0 && len - *pos > 1 {
+                        self.out.push(b'(');
+                    }
+                    *pos += 1;
+                    &items[*pos - 1]
+                }
+                Some(Frame::Dict { entries, pos }) => {
+                    let len = entries.len() * 2;
+                    let b2 = BATCH * 2;
+                    if *pos % b2 == 0 && *pos > 0 {
+                        self.out.push(b'u');
+                    }
+                    if *pos == len {
+                        if len % b2 == 2 {
+                            self.out.push(b's');
+                        } else if len % b2 != 0 {
+                            self.out.push(b'u');
+                        }
+                        frames.pop();
+                        continue;
+                    }
+                    if *pos % b2 == 0 && len - *pos > 2 {
+                        self.out.push(b'(');
+                    }
+                    let (k, v) = &entries[*pos / 2];
+                    *pos += 1;
+                    if *pos % 2 == 1 { k } else { v }
+                }
+                Some(Frame::Set { items, pos }) => {
+                    let len = items.len();
+                    if *pos % BATCH == 0 && *pos > 0 {
+                        self.out.push(0x90);
+                    }
+                    if *pos == len {
+                        if len % BATCH != 0 {
+                            self.out.push(0x90);
+                        }
+                        frames.pop();
+                        continue;
+                    }
+                    if *pos % BATCH == 0 {
+                        self.out.push(b'(');
+                    }
+                    *pos += 1;
+                    &items[*pos - 1]
+                }
+            };
+            self.value(next, frames)?;
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Python's key semantics: hashing and equality of values, and the dict / set index built on them.
+//!
+//! Why a module of its own: dict keys and set elements must behave as in Python (`1 == 1.0 ==
+//! True`, `'a' != b'a'`, tuples and frozensets as keys, NaN never equal, lists unhashable), and
+//! must do so on hostile input without recursion on depth and without quadratic time. Hashing is
+//! iterative (frozensets hash order-independently); equality is an iterative lockstep walk that
+//! sees through [`Value::Shared`] and shortcuts on `Arc::ptr_eq`. Only a lookup inside a nested
+//! set or dict (a frozenset inside a frozenset key) recurses, and that is bounded by
+//! [`MAX_KEY_DEPTH`].
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use num_bigint::BigInt;
+use num_traits::FromPrimitive;
+
+use super::PickleError;
+use super::value::{Dict, Object, Set, Value};
+
+/// Dicts and sets with more entries than this keep a hash index; smaller ones are scanned.
+const INDEX_AT: usize = 8;
+
+/// How deep lookups inside nested sets and dicts (a frozenset in a frozenset in a key) may go
+/// when comparing; beyond it two values compare unequal.
+pub const MAX_KEY_DEPTH: usize = 64;
+
+/// The hash index of a big dict or set: (hash, position) pairs.
+#[derive(Clone, Default)]
+pub(crate) struct Index {
+    table: hashbrown::HashTable<(u64, u32)>,
+}
+
+/// The storage of a dict's entries or a set's elements: a plain vector while small, the vector
+/// and its hash index once big. An enum so that it takes 24 bytes, as a `Vec` (the vector's
+/// capacity has room for the tag), which keeps [`Value`] at 32 bytes.
+#[derive(Clone)]
+pub(crate) enum Store<T> {
+    Small(Vec<T>),
+    Big(Box<(Vec<T>, Index)>),
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Store::Small(Vec::new())
+    }
+}
+
+impl<T> Store<T> {
+    pub(crate) fn slice(&self) -> &[T] {
+        match self {
+            Store::Small(v) => v,
+            Store::Big(b) => &b.0,
+        }
+    }
+
+    pub(crate) fn index(&self) -> Option<&Index> {
+        match self {
+            Store::Small(_) => None,
+            Store::Big(b) => Some(&b.1),
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<T> {
+        match std::mem::take(self) {
+            Store::Small(v) => v,
+            Store::Big(b) => b.0,
+        }
+    }
+}
+
+fn state() -> &'static std::collections::hash_map::RandomState {
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    STATE.get_or_init(Default::default)
+}
+
+fn unhashable(v: &Value) -> PickleError {
+    PickleError::Unhashable { type_name: v.type_name() }
+}
+
+/// Hashes one value that is not a tuple or frozenset.
+fn leaf_hash(v: &Value, h: &mut impl Hasher) -> Result<(), PickleError> {
+    match v {
+        Value::None => 0u8.hash(h),
+        Value::Bool(b) => (1u8, *b as i64).hash(h),
+        Value::Int(i) => (1u8, *i).hash(h),
+        Value::BigInt(b) => match i64::try_from(&**b) {
+            Ok(i) => (1u8, i).hash(h),
+            Err(_) => (2u8, b.to_signed_bytes_le()).hash(h),
+        },
+        Value::Float(f) => {
+            if f.fract() == 0.0 {
+                if *f >= -9.223_372_036_854_775_808e18 && *f < 9.223_372_036_854_775_808e18 {
+                    (1u8, *f as i64).hash(h)
+                } else if let Some(b) = BigInt::from_f64(*f) {
+                    (2u8, b.to_signed_bytes_le()).hash(h)
+                } else {
+                    (3u8, f.to_bits()).hash(h)
+                }
+            } else {
+                (3u8, f.to_bits()).hash(h)
+            }
+        }
+        Value::Str(s) => (4u8, s.as_str()).hash(h),
+        Value::Bytes(b) => (5u8, b.as_slice()).hash(h),
+        Value::Global(g) => (6u8, &g.module, &g.name).hash(h),
+        // Instances hash by identity in Python; here by class, and compare by content.
+        Value::Object(o) => (7u8, &o.class.module, &o.class.name).hash(h),
+        _ => return Err(unhashable(v)),
+    }
+    Ok(())
+}
+
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Python's `hash(v)` in spirit: equal keys hash equal; an unhashable value (list, dict, set,
+/// bytearray, or a tuple holding one) is [`PickleError::Unhashable`]. Iterative.
+pub(crate) fn hash_key(v: &Value) -> Result<u64, PickleError> {
+    let v = v.resolved();
+    if !matches!(v, Value::Tuple(_) | Value::FrozenSet(_)) {
+        let mut h = state().build_hasher();
+        leaf_hash(v, &mut h)?;
+        return Ok(h.finish());
+    }
+    // Frames: (items, next position, accumulator, is a frozenset).
+    let mut frames: Vec<(&[Value], usize, u64, bool)> = Vec::new();
+    fn open(v: &Value) -> Option<(&[Value], usize, u64, bool)> {
+        match v {
+            Value::Tuple(t) => Some((t.as_slice(), 0, 0x345678, false)),
+            Value::FrozenSet(s) => Some((s.as_slice(), 0, 0x9e37_79b9, true)),
+            _ => None,
+        }
+    }
+    frames.extend(open(v));
+    let mut done: Option<u64> = None;
+    loop {
+        let Some(top) = frames.last_mut() else { break };
+        if let Some(h) = done.take() {
+            top.2 = if top.3 { top.2.wrapping_add(mix(h)) } else { mix(top.2 ^ h).wrapping_add(top.1 as u64) };
+        }
+        if top.1 == top.0.len() {
+            let (items, _, acc, fset) = frames.pop().unwrap_or((&[], 0, 0, false));
+            done = Some(mix(acc ^ (items.len() as u64) ^ if fset { 0x5555 } else { 0xaaaa }));
+            continue;
+        }
+        if !spend() {
+            return Err(PickleError::TooComplex);
+        }
+        let child = top.0[top.1].resolved();
+        top.1 += 1;
+        match open(child) {
+            Some(f) => frames.push(f),
+            None => {
+                let mut h = state().build_hasher();
+                leaf_hash(child, &mut h)?;
+                done = Some(h.finish());
+            }
+        }
+    }
+    Ok(done.unwrap_or(0))
+}
+
+/// Python's `==` for two values with no containers to walk, or `None` when either is one.
+fn scalar_eq(a: &Value, b: &Value) -> Option<bool> {
+    use Value::*;
+    Some(match (a, b) {
+        (None, None) => true,
+        (Str(x), Str(y)) => x == y,
+        (Bytes(x) | ByteArray(x), Bytes(y) | ByteArray(y)) => x == y,
+        (Int(x), Int(y)) => x == y,
+        (Float(x), Float(y)) => x == y,
+        (Bool(x), Bool(y)) => x == y,
+        (Global(x), Global(y)) => x == y,
+        (Int(_) | Bool(_) | BigInt(_) | Float(_), Int(_) | Bool(_) | BigInt(_) | Float(_)) => num_eq(a, b),
+        (List(_) | Tuple(_) | Dict(_) | Set(_) | FrozenSet(_) | Object(_) | Shared(_), _)
+        | (_, List(_) | Tuple(_) | Dict(_) | Set(_) | FrozenSet(_) | Object(_) | Shared(_)) => return Option::None,
+        _ => false,
+    })
+}
+
+enum Num<'a> {
+    I(i64),
+    B(&'a BigInt),
+    F(f64),
+}
+
+fn num(v: &Value) -> Num<'_> {
+    match v {
+        Value::Int(i) => Num::I(*i),
+        Value::Bool(b) => Num::I(*b as i64),
+        Value::BigInt(b) => Num::B(b),
+        Value::Float(f) => Num::F(*f),
+        _ => Num::F(f64::NAN),
+    }
+}
+
+fn num_eq(a: &Value, b: &Value) -> bool {
+    let int_float = |i: &BigInt, f: f64| f.fract() == 0.0 && BigInt::from_f64(f).is_some_and(|g| &g == i);
+    match (num(a), num(b)) {
+        (Num::I(x), Num::I(y)) => x == y,
+        (Num::F(x), Num::F(y)) => x == y,
+        (Num::B(x), Num::B(y)) => x == y,
+        (Num::I(x), Num::B(y)) | (Num::B(y), Num::I(x)) => BigInt::from(x) == *y,
+        (Num::I(x), Num::F(f)) | (Num::F(f), Num::I(x)) => int_float(&BigInt::from(x), f),
+        (Num::B(x), Num::F(f)) | (Num::F(f), Num::B(x)) => int_float(x, f),
+    }
+}
+
+type Work<'a> = Vec<(&'a Value, &'a Value)>;
+
+/// Python's `a == b`.
+pub(crate) fn eq(a: &Value, b: &Value) -> bool {
+    if let Some(r) = scalar_eq(a, b) {
+        return r;
+    }
+    eq_walk(vec![(a, b)], 0)
+}
+
+fn eq_at(a: &Value, b: &Value, depth: usize) -> bool {
+    if let Some(r) = scalar_eq(a, b) {
+        return r;
+    }
+    if depth > MAX_KEY_DEPTH {
+        return false;
+    }
+    eq_walk(vec![(a, b)], depth)
+}
+
+fn push_dicts<'a>(x: &'a Dict, y: &'a Dict, depth: usize, work: &mut Work<'a>) -> bool {
+    if x.len() != y.len() {
+        return false;
+    }
+    for (k, v) in x.iter() {
+        match find_in_dict(y, k, depth + 1) {
+            Some(i) => work.push((v, &y.store.slice()[i].1)),
+            None => return false,
+        }
+    }
+    true
+}
+
+fn sets_equal(x: &Set, y: &Set, depth: usize) -> bool {
+    x.len() == y.len() && x.iter().all(|v| find_in_set(y, v, depth + 1).is_some())
+}
+
+fn push_objects<'a>(x: &'a Object, y: &'a Object, work: &mut Work<'a>) -> bool {
+    if x.class != y.class
+        || x.kind != y.kind
+        || x.kwargs.is_some() != y.kwargs.is_some()
+        || x.state.is_some() != y.state.is_some()
+        || x.list_items.len() != y.list_items.len()
+        || x.dict_items.len() != y.dict_items.len()
+    {
+        return false;
+    }
+    work.push((&x.args, &y.args));
+    if let (Some(a), Some(b)) = (&x.kwargs, &y.kwargs) {
+        work.push((a, b));
+    }
+    if let (Some(a), Some(b)) = (&x.state, &y.state) {
+        work.push((a, b));
+    }
+    work.extend(x.list_items.iter().zip(&y.list_items));
+    for ((k1, v1), (k2, v2)) in x.dict_items.iter().zip(&y.dict_items) {
+        work.push((k1, k2));
+        work.push((v1, v2));
+    }
+    true
+}
+
+fn eq_walk<'a>(mut work: Work<'a>, depth: usize) -> bool {
+    while let Some((a, b)) = work.pop() {
+        if !spend() {
+            return false;
+        }
+        if let (Value::Shared(x), Value::Shared(y)) = (a, b) {
+            if Arc::ptr_eq(x, y) {
+                continue;
+            }
+        }
+        // The same container is equal to itself (Python's identity shortcut in comparisons).
+        if a.is_nested() && std::ptr::eq(a, b) {
+            continue;
+        }
+        let (a, b) = (a.resolved(), b.resolved());
+        if let Some(r) = scalar_eq(a, b) {
+            if r {
+                continue;
+            }
+            return false;
+        }
+        let ok = match (a, b) {
+            (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
+                work.extend(x.iter().zip(y.iter()));
+                x.len() == y.len()
+            }
+            (Value::Dict(x), Value::Dict(y)) => push_dicts(x, y, depth, &mut work),
+            (Value::Set(x) | Value::FrozenSet(x), Value::Set(y) | Value::FrozenSet(y)) => sets_equal(x, y, depth),
+            (Value::Object(x), Value::Object(y)) => push_objects(x, y, &mut work),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+pub(crate) fn eq_dicts(x: &Dict, y: &Dict) -> bool {
+    let mut work = Vec::new();
+    push_dicts(x, y, 0, &mut work) && eq_walk(work, 0)
+}
+
+pub(crate) fn eq_sets(x: &Set, y: &Set) -> bool {
+    sets_equal(x, y, 0)
+}
+
+pub(crate) fn eq_objects(x: &Object, y: &Object) -> bool {
+    let mut work = Vec::new();
+    push_objects(x, y, &mut work) && eq_walk(work, 0)
+}
+
+thread_local! {
+    /// Steps of key hashing and comparison the current decode may still take (unbounded
+    /// outside a decode).
+    static STEPS: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// Takes one step of the work budget; false once it is spent.
+#[inline]
+fn spend() -> bool {
+    STEPS.with(|c| {
+        let v = c.get();
+        if v == 0 {
+            false
+        } else {
+            c.set(v - 1);
+            true
+        }
+    })
+}
+
+/// A budget of hashing and comparison steps for one decode: a small pickle could otherwise ask
+/// for the same deep tuple key to be hashed and compared in many dicts (quadratic time). Restores
+/// the unbounded default when dropped.
+pub(crate) struct WorkBudget {
+    before: u64,
+}
+
+impl WorkBudget {
+    pub(crate) fn new(steps: u64) -> WorkBudget {
+        WorkBudget { before: STEPS.with(|c| c.replace(steps)) }
+    }
+
+    /// The budget ran out: some comparison answered "unequal" without finishing.
+    pub(crate) fn spent(&self) -> bool {
+        STEPS.with(|c| c.get() == 0)
+    }
+}
+
+impl Drop for WorkBudget {
+    fn drop(&mut self) {
+        STEPS.with(|c| c.set(self.before));
+    }
+}
+
+/// Python's hashability check without computing the hash: tuples are walked (iteratively); a
+/// frozenset's elements were checked when it was built, so it is not entered.
+fn check_hashable(k: &Value) -> Result<(), PickleError> {
+    let mut work: Vec<&Value> = vec![k];
+    while let Some(v) = work.pop() {
+        if !spend() {
+            return Err(PickleError::TooComplex);
+        }
+        match v.resolved() {
+            Value::Tuple(t) => work.extend(t.iter().filter(|x| x.is_nested() || matches!(x, Value::ByteArray(_)))),
+            Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::ByteArray(_) => return Err(unhashable(v)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A key whose hash the index never needs: compared by a scan in small containers.
+fn fast_key(k: &Value) -> bool {
+    matches!(k, Value::Str(_) | Value::Int(_) | Value::None | Value::Bytes(_))
+}
+
+fn find_in_dict(d: &Dict, k: &Value, depth: usize) -> Option<usize> {
+    let entries = d.store.slice();
+    match d.store.index() {
+        None => entries.iter().position(|(kk, _)| eq_at(kk, k, depth)),
+        Some(ix) => {
+            let h = hash_key(k).ok()?;
+            ix.table.find(h, |&(hh, i)| hh == h && eq_at(&entries[i as usize].0, k, depth)).map(|&(_, i)| i as usize)
+        }
+    }
+}
+
+fn find_in_set(s: &Set, k: &Value, depth: usize) -> Option<usize> {
+    let items = s.store.slice();
+    match s.store.index() {
+        None => items.iter().position(|kk| eq_at(kk, k, depth)),
+        Some(ix) => {
+            let h = hash_key(k).ok()?;
+            ix.table.find(h, |&(hh, i)| hh == h && eq_at(&items[i as usize], k, depth)).map(|&(_, i)| i as usize)
+        }
+    }
+}
+
+pub(crate) fn dict_find(d: &Dict, k: &Value) -> Option<usize> {
+    find_in_dict(d, k, 0)
+}
+
+pub(crate) fn set_find(s: &Set, k: &Value) -> Option<usize> {
+    find_in_set(s, k, 0)
+}
+
+fn build_index<'a>(keys: impl Iterator<Item = &'a Value>) -> Result<Index, PickleError> {
+    let mut ix = Index::default();
+    for (i, k) in keys.enumerate() {
+        let h = hash_key(k)?;
+        ix.table.insert_unique(h, (h, i as u32), |&(h, _)| h);
+    }
+    Ok(ix)
+}
+
+/// Where `k` is (`Ok(position)`), or `Err(hash)` to insert it, checking it is hashable.
+fn locate<T>(
+    store: &Store<T>,
+    k: &Value,
+    key_of: impl Fn(&T) -> &Value,
+) -> Result<Result<usize, Option<u64>>, PickleError> {
+    let items = store.slice();
+    match store.index() {
+        None => {
+            if !fast_key(k) {
+                check_hashable(k)?;
+            }
+            Ok(items.iter().position(|x| eq_at(key_of(x), k, 0)).ok_or(None))
+        }
+        Some(ix) => {
+            let h = hash_key(k)?;
+            Ok(ix
+                .table
+                .find(h, |&(hh, i)| hh == h && eq_at(key_of(&items[i as usize]), k, 0))
+                .map(|&(_, i)| i as usize)
+                .ok_or(Some(h)))
+        }
+    }
+}
+
+/// Appends a new key (hash `h` when known) and indexes it, building the index when the store
+/// grows past [`INDEX_AT`].
+fn append<T>(store: &mut Store<T>, item: T, h: Option<u64>, key_of: impl Fn(&T) -> &Value) -> Result<(), PickleError> {
+    match store {
+        Store::Small(v) => {
+            if v.len() >= INDEX_AT {
+                let ix = build_index(v.iter().map(&key_of).chain(std::iter::once(key_of(&item))))?;
+                let mut v = std::mem::take(v);
+                v.push(item);
+                *store = Store::Big(Box::new((v, ix)));
+            } else {
+                v.push(item);
+            }
+        }
+        Store::Big(b) => {
+            if b.0.len() >= u32::MAX as usize {
+                return Err(PickleError::TooLarge { limit: u32::MAX as u64, offset: 0 });
+            }
+            let h = match h {
+                Some(h) => h,
+                None => hash_key(key_of(&item))?,
+            };
+            let i = b.0.len() as u32;
+            b.0.push(item);
+            b.1.table.insert_unique(h, (h, i), |&(h, _)| h);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn dict_insert(d: &mut Dict, k: Value, v: Value) -> Result<(), PickleError> {
+    match locate(&d.store, &k, |e| &e.0)? {
+        Ok(i) => {
+            match &mut d.store {
+                Store::Small(e) => e[i].1 = v,
+                Store::Big(b) => b.0[i].1 = v,
+            }
+            Ok(())
+        }
+        Err(h) => append(&mut d.store, (k, v), h, |e| &e.0),
+    }
+}
+
+pub(crate) fn set_insert(s: &mut Set, k: Value) -> Result<bool, PickleError> {
+    match locate(&s.store, &k, |e| e)? {
+        Ok(_) => Ok(false),
+        Err(h) => append(&mut s.store, k, h, |e| e).map(|()| true),
+    }
+}
+
+/// A fast keyed hash for the encoder's memo of strings (wyhash's multiply-fold over 8-byte
+/// words, seeded per process from the OS-random `RandomState`): SipHash was a fifth of the
+/// encoder's time, and the seed keeps collisions unpredictable to a peer.
+#[derive(Clone, Copy)]
+pub(crate) struct FastState {
+    seed: u64,
+}
+
+impl FastState {
+    pub(crate) fn new() -> FastState {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        FastState { seed: *SEED.get_or_init(|| state().hash_one(0x5eed_u64) | 1) }
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher { h: self.seed }
+    }
+}
+
+/// The hasher of [`FastState`].
+pub(crate) struct FastHasher {
+    h: u64,
+}
+
+#[inline]
+fn mum(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.h;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = mum(h ^ u64::from_le_bytes(w), 0xa076_1d64_78bd_642f);
+        }
+        let r = chunks.remainder();
+        if !r.is_empty() {
+            let mut w = [0u8; 8];
+            w[..r.len()].copy_from_slice(r);
+            h = mum(h ^ u64::from_le_bytes(w), 0xe703_7ed1_a0b4_28db);
+        }
+        self.h = mum(h ^ bytes.len() as u64, 0x8ebc_6af0_9c88_c6e3) ^ self.h;
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.h = mum(self.h ^ n, 0xa076_1d64_78bd_642f);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        mum(self.h, 0x5899_65cc_7537_4cc3)
+    }
+}

@@ -1,0 +1,262 @@
+//! `serde::Serialize` into a [`Value`]: how typed Rust values are pickled.
+//!
+//! Why a module of its own: typed `send` goes Rust value → [`Value`] → pickle, so the one encoder
+//! writes everything. Structs and maps become dicts in field / insertion order, sequences lists,
+//! tuples tuples, `Option::None` and `()` `None`, `serde_bytes` bytes; a unit enum variant is its
+//! name as a str, any other variant a one-entry dict `{name: payload}` (serde_json's external
+//! tagging). It recurses on the Rust value's own nesting, which the program controls.
+
+use serde::ser::{self, Serialize};
+
+use super::PickleError;
+use super::value::{Dict, List, Value};
+
+pub(crate) fn to_value<T: Serialize + ?Sized>(v: &T) -> Result<Value, PickleError> {
+    v.serialize(ValueSerializer)
+}
+
+struct ValueSerializer;
+
+pub(crate) struct SeqSer {
+    items: Vec<Value>,
+    tuple: bool,
+    variant: Option<&'static str>,
+}
+
+pub(crate) struct MapSer {
+    dict: Dict,
+    key: Option<Value>,
+    variant: Option<&'static str>,
+}
+
+fn tagged(variant: &'static str, v: Value) -> Result<Value, PickleError> {
+    let mut d = Dict::new();
+    d.insert(Value::Str(variant.to_owned()), v)?;
+    Ok(Value::Dict(d))
+}
+
+impl ser::Serializer for ValueSerializer {
+    type Ok = Value;
+    type Error = PickleError;
+    type SerializeSeq = SeqSer;
+    type SerializeTuple = SeqSer;
+    type SerializeTupleStruct = SeqSer;
+    type SerializeTupleVariant = SeqSer;
+    type SerializeMap = MapSer;
+    type SerializeStruct = MapSer;
+    type SerializeStructVariant = MapSer;
+
+    fn serialize_bool(self, v: bool) -> Result<Value, PickleError> {
+        Ok(Value::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Result<Value, PickleError> {
+        Ok(Value::Int(v as i64))
+    }
+    fn serialize_i16(self, v: i16) -> Result<Value, PickleError> {
+        Ok(Value::Int(v as i64))
+    }
+    fn serialize_i32(self, v: i32) -> Result<Value, PickleError> {
+        Ok(Value::Int(v as i64))
+    }
+    fn serialize_i64(self, v: i64) -> Result<Value, PickleError> {
+        Ok(Value::Int(v))
+    }
+    fn serialize_i128(self, v: i128) -> Result<Value, PickleError> {
+        Ok(Value::from(v))
+    }
+    fn serialize_u8(self, v: u8) -> Result<Value, PickleError> {
+        Ok(Value::Int(v as i64))
+    }
+    fn serialize_u16(self, v: u16) -> Result<Value, PickleError> {
+        Ok(Value::Int(v as i64))
+    }
+    fn serialize_u32(self, v: u32) -> Result<Value, PickleError> {
+        Ok(Value::Int(v as i64))
+    }
+    fn serialize_u64(self, v: u64) -> Result<Value, PickleError> {
+        Ok(Value::from(v))
+    }
+    fn serialize_u128(self, v: u128) -> Result<Value, PickleError> {
+        Ok(Value::from(v))
+    }
+    fn serialize_f32(self, v: f32) -> Result<Value, PickleError> {
+        Ok(Value::Float(v as f64))
+    }
+    fn serialize_f64(self, v: f64) -> Result<Value, PickleError> {
+        Ok(Value::Float(v))
+    }
+    fn serialize_char(self, v: char) -> Result<Value, PickleError> {
+        Ok(Value::Str(v.to_string()))
+    }
+    fn serialize_str(self, v: &str) -> Result<Value, PickleError> {
+        Ok(Value::Str(v.to_owned()))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<Value, PickleError> {
+        Ok(Value::Bytes(v.to_vec()))
+    }
+    fn serialize_none(self) -> Result<Value, PickleError> {
+        Ok(Value::None)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<Value, PickleError> {
+        v.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<Value, PickleError> {
+        Ok(Value::None)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<Value, PickleError> {
+        Ok(Value::None)
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<Value, PickleError> {
+        Ok(Value::Str(variant.to_owned()))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result<Value, PickleError> {
+        v.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        v: &T,
+    ) -> Result<Value, PickleError> {
+        tagged(variant, v.serialize(ValueSerializer)?)
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqSer, PickleError> {
+        Ok(SeqSer { items: Vec::with_capacity(len.unwrap_or(0).min(4096)), tuple: false, variant: None })
+    }
+    fn serialize_tuple(self, len: usize) -> Result<SeqSer, PickleError> {
+        Ok(SeqSer { items: Vec::with_capacity(len.min(4096)), tuple: true, variant: None })
+    }
+    fn serialize_tuple_struct(self, _: &'static str, len: usize) -> Result<SeqSer, PickleError> {
+        self.serialize_tuple(len)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<SeqSer, PickleError> {
+        Ok(SeqSer { items: Vec::with_capacity(len.min(4096)), tuple: true, variant: Some(variant) })
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<MapSer, PickleError> {
+        Ok(MapSer { dict: Dict::new(), key: None, variant: None })
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<MapSer, PickleError> {
+        Ok(MapSer { dict: Dict::new(), key: None, variant: None })
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+        _: usize,
+    ) -> Result<MapSer, PickleError> {
+        Ok(MapSer { dict: Dict::new(), key: None, variant: Some(variant) })
+    }
+}
+
+impl SeqSer {
+    fn done(self) -> Result<Value, PickleError> {
+        let v = if self.tuple { Value::Tuple(List(self.items)) } else { Value::List(List(self.items)) };
+        match self.variant {
+            Some(name) => tagged(name, v),
+            None => Ok(v),
+        }
+    }
+}
+
+impl ser::SerializeSeq for SeqSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
+        self.items.push(to_value(v)?);
+        Ok(())
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
+
+impl ser::SerializeTuple for SeqSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
+        self.items.push(to_value(v)?);
+        Ok(())
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
+        self.items.push(to_value(v)?);
+        Ok(())
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
+
+impl ser::SerializeTupleVariant for SeqSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
+        self.items.push(to_value(v)?);
+        Ok(())
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
+
+impl MapSer {
+    fn done(self) -> Result<Value, PickleError> {
+        match self.variant {
+            Some(name) => tagged(name, Value::Dict(self.dict)),
+            None => Ok(Value::Dict(self.dict)),
+        }
+    }
+}
+
+impl ser::SerializeMap for MapSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<(), PickleError> {
+        self.key = Some(to_value(k)?);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
+        let k = self.key.take().ok_or_else(|| PickleError::Serde("a map value without a key".into()))?;
+        self.dict.insert(k, to_value(v)?)
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
+
+impl ser::SerializeStruct for MapSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
+        self.dict.insert(Value::Str(key.to_owned()), to_value(v)?)
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
+
+impl ser::SerializeStructVariant for MapSer {
+    type Ok = Value;
+    type Error = PickleError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
+        self.dict.insert(Value::Str(key.to_owned()), to_value(v)?)
+    }
+    fn end(self) -> Result<Value, PickleError> {
+        self.done()
+    }
+}
