@@ -15,7 +15,8 @@
 //!   few hand-written pickles (CPython's `pickle.loads` is the oracle).
 //!
 //! Values go through one Python process per interpreter and step (JSON lines of hex). The seed is
-//! printed; `MPCONN_PICKLE_SEED=<n>` replays a run, `MPCONN_PICKLE_COUNT=<n>` changes its size.
+//! printed; `MPCONN_PICKLE_SEED=<n>` replays a run, `MPCONN_PICKLE_COUNT=<n>` changes its size,
+//! `MPCONN_PICKLE_SHOW=<n>` shows n failures of each test (12 by default).
 //! Needs pyenv with CPython 3.13.0 and 2.7.18 (as the interop tests and .ci/run do).
 #![cfg(unix)]
 
@@ -225,7 +226,8 @@ fn verdict(what: &str, checked: usize, failures: &[String]) {
     let seed = data().seed;
     eprintln!("{what}: {checked} checked, {} failed (seed {seed})", failures.len());
     if !failures.is_empty() {
-        let shown: Vec<&str> = failures.iter().take(12).map(String::as_str).collect();
+        let show = std::env::var("MPCONN_PICKLE_SHOW").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+        let shown: Vec<&str> = failures.iter().take(show).map(String::as_str).collect();
         panic!(
             "{what}: {} of {checked} failed (replay with MPCONN_PICKLE_SEED={seed}); the first:\n\n{}",
             failures.len(),
@@ -269,6 +271,14 @@ fn unescape_non_ascii(s: &str) -> String {
     out
 }
 
+/// Where two reprs first differ, with 40 characters of context from each.
+fn first_difference(a: &str, b: &str) -> String {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let i = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let ctx = |v: &[char]| v[i.saturating_sub(20)..(i + 20).min(v.len())].iter().collect::<String>();
+    format!("char {i}: python …{}… rust …{}…", ctx(&a), ctx(&b))
+}
+
 fn repr_failures(cases: &[Case]) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -279,13 +289,14 @@ fn repr_failures(cases: &[Case]) -> (usize, Vec<String>) {
             match decode_repr(p) {
                 Ok(got) if got == want => {}
                 Ok(got) => failures.push(format!(
-                    "{} protocol {proto}: repr differs{}\n  python: {}\n  rust:   {}\n  pickle: {}",
+                    "{} protocol {proto}: repr differs{}\n  first difference: {}\n  python: {}\n  rust:   {}\n  pickle: {}",
                     c.id,
                     if unescape_non_ascii(want) == unescape_non_ascii(&got) {
                         " (only in which non-ASCII characters are escaped: Python escapes those str.isprintable() rejects)"
                     } else {
                         ""
                     },
+                    first_difference(want, &got),
                     short(want),
                     short(&got),
                     short(&hex(p))

@@ -38,9 +38,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_mpconn");
 
 /// The value as the server would show it: bounded in length whatever the value.
 fn shown(v: &Value) -> String {
-    // Today's API has only the full repr; once the codec lands this is `repr_limited`.
-    let s = mpconn::pickle::repr(v);
-    s.chars().take(200).collect()
+    mpconn::pickle::repr_limited(v, 200)
 }
 
 struct Bomb {

@@ -69,11 +69,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// The most heap a decode may use at its peak for an input of `len` bytes: the codec's budget
-/// (K bytes of decoded memory per input byte, issue 10), plus the fixed cost of a decoder.
+/// The most heap a decode may use at its peak for an input of `len` bytes: the codec's budget for
+/// decoded memory (`EXPANSION` bytes per input byte plus `EXPANSION_FLOOR`, issue 10) counts the
+/// values it builds; the heap also holds the VM's stack, marks and memo and what `Vec` growth
+/// leaves spare, so the proxy may reach twice the budget, plus a fixed 4 MiB, and no more.
 fn heap_budget(len: usize) -> usize {
-    const K: usize = 512;
-    len.saturating_mul(K) + (64 << 20)
+    let b = mpconn::pickle::budget(len, u64::MAX);
+    usize::try_from(b.saturating_mul(2)).unwrap_or(usize::MAX).saturating_add(4 << 20)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,8 +339,7 @@ fn pickle_of(input: &Input) -> Vec<u8> {
 
 /// The value shown as the server shows it: bounded whatever the value.
 fn shown(v: &Value) -> String {
-    // Today's API has only the full repr; with the codec this is `repr_limited`.
-    mpconn::pickle::repr(v).chars().take(200).collect()
+    mpconn::pickle::repr_limited(v, 200)
 }
 
 fn check(p: Vec<u8>) {

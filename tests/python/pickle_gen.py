@@ -286,6 +286,10 @@ def fixed():
     value("set", set([1, u"a", (2, 3)]), "value", protos=(2,))
     value("frozenset", frozenset([2, b"b"]), "value", protos=(2,))
     value("empty set and frozenset", [set(), frozenset()], "value", protos=(2,))
+    # Found by the random values: reprs that must be exactly CPython's.
+    value("bytearray holding a single quote", [bytearray(b"'"), bytearray(b"'\""), b"'"], "value", protos=(2, 4))
+    value("float 1e15 + 0.3 (a digit tie: Python rounds half to even)", [1e15 + 0.3, 2.5e-05, 1e16, 0.1], "value", protos=(2, 4))
+    value("unassigned code points are escaped", u"\uffff\ud7ff\u0378\U0010fffe\U000e0080", "value", protos=(2, 4))
     value("dict insertion order", {u"b": 1, u"a": 2, 3: 3, u"c": 4, 1: 5}, "value")
     cyc = []
     cyc.append(cyc)
