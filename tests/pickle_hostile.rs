@@ -415,15 +415,38 @@ impl Server {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
-    /// Waits for a "message ... (len bytes)" line.
+    /// Consumes lines up to the next "open" (the good client's, before any bomb is sent).
+    fn skip_open(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with("open ") => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("mpconn listen did not print the good client's open line");
+    }
+
+    /// Waits for the line of the bomb's message: the next connection opened is the bomb's (the
+    /// good client's is older), then its "message N (len bytes): ..." line.
     fn message_line(&self, len: usize, within: Duration) -> Option<String> {
         let deadline = Instant::now() + within;
         let want = format!("({len} bytes)");
+        let mut conn: Option<String> = None;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with("message ") && l.contains(&want) => return Some(l),
-                Ok(_) => {}
-                Err(_) => return None,
+            let l = self.lines.recv_timeout(left).ok()?;
+            match &conn {
+                None => {
+                    if let Some(rest) = l.strip_prefix("open ") {
+                        conn = rest.split_whitespace().next().map(String::from);
+                    }
+                }
+                Some(c) => {
+                    if l.starts_with(&format!("message {c} ")) && l.contains(&want) {
+                        return Some(l);
+                    }
+                }
             }
         }
         None
@@ -511,6 +534,7 @@ fn mpconn_listen_survives_every_bomb() {
     let mut restarts = 0;
     let mut server = Server::start(dir.path(), restarts);
     let mut good = Good::start(&server.address);
+    server.skip_open();
     assert!(good.progresses(3, Duration::from_secs(30)), "the good client works before any bomb");
     let mut failures = Vec::new();
     let mut report = Vec::new();
@@ -579,6 +603,7 @@ fn mpconn_listen_survives_every_bomb() {
             restarts += 1;
             server = Server::start(dir.path(), restarts);
             good = Good::start(&server.address);
+            server.skip_open();
         }
     }
     eprintln!("{}", report.join("\n"));
