@@ -176,8 +176,10 @@ struct Input {
     ops: Vec<Op>,
 }
 
-/// The most a pickle may grow to when the repeats are expanded.
-const MAX_PICKLE: usize = 8 << 20;
+/// The most a pickle may grow to when the repeats are expanded: 2 MiB holds a 1,048,576-level
+/// TUPLE1 chain or a 1M-level `]`/`a` list, and keeps the heap bound (twice the budget of 2 MiB,
+/// about 260 MiB) well under the 1 GiB RSS limit, so that an RSS crash is a real bomb.
+const MAX_PICKLE: usize = 2 << 20;
 const MEMO_IDS: u8 = 8;
 
 struct Writer {
