@@ -47,12 +47,17 @@ fn payloads() -> Vec<(&'static str, Vec<u8>)> {
 fn bench(c: &mut Criterion) {
     let mut sizes = Vec::new();
     for (name, bytes) in payloads() {
-        let value = loads_value(&bytes).unwrap_or_else(|e| panic!("{name}: mpconn cannot decode CPython's pickle: {e}"));
+        let value =
+            loads_value(&bytes).unwrap_or_else(|e| panic!("{name}: mpconn cannot decode CPython's pickle: {e}"));
         let (protocol, written) = match dumps_value(&value, 4) {
             Ok(w) => (4, w),
             Err(_) => (3, dumps_value(&value, 3).unwrap()),
         };
-        sizes.push(format!(r#""{name}": {{"protocol": {protocol}, "bytes": {}, "input_bytes": {}}}"#, written.len(), bytes.len()));
+        sizes.push(format!(
+            r#""{name}": {{"protocol": {protocol}, "bytes": {}, "input_bytes": {}}}"#,
+            written.len(),
+            bytes.len()
+        ));
 
         let mut g = c.benchmark_group("pickle_decode");
         g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
