@@ -251,6 +251,7 @@ fn hostile_child() {
 
 /// Runs `cmd` with an address-space limit; returns (exit status text, stdout, peak RSS in bytes,
 /// how long), killing it past `limit`.
+#[allow(clippy::zombie_processes, reason = "reaped by wait4 below, which also reports its peak RSS")]
 fn run_bounded(mut cmd: Command, limit: Duration) -> (String, String, u64, Duration) {
     unsafe {
         cmd.pre_exec(|| {
@@ -296,7 +297,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> (String, String, u64, Durat
     } else if libc::WIFEXITED(status) {
         format!("exit {}", libc::WEXITSTATUS(status))
     } else {
-        let last = stderr.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").to_string();
+        let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").to_string();
         format!("signal {} ({last})", libc::WTERMSIG(status))
     };
     (how, stdout, usage.ru_maxrss as u64 * 1024, took)
