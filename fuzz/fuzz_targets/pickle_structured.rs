@@ -370,7 +370,11 @@ fn check(p: Vec<u8>) {
         .expect("a thread")
         .join()
         .expect("the decoding thread panicked (see above)");
-    assert!(peak <= heap_budget(len), "decoding {len} bytes took {peak} bytes of heap at its peak, over the budget {}", heap_budget(len));
+    assert!(
+        peak <= heap_budget(len),
+        "decoding {len} bytes took {peak} bytes of heap at its peak, over the budget {}",
+        heap_budget(len)
+    );
 }
 
 fuzz_target!(|input: Input| {
