@@ -17,8 +17,9 @@ pub fn run(args: &[String], out: &mut dyn Write) -> mpconn::Result<()> {
     let address = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("localhost:6000");
     let mut conn = Client::new(address).authkey("secret password").connect()?;
 
-    // The seed's Python listener sends [2.25, None, 'junk', float]: a type object has no Rust
-    // value, so that arrives as an error naming it; the connection stays usable.
+    // The seed's Python listener sends [2.25, None, 'junk', float]: the type object arrives as a
+    // Global naming it (`builtins.float`); nothing is run. A decode error would leave the
+    // connection usable.
     match conn.recv_value() {
         Ok(v) => writeln!(out, "{}", repr(&v))?,
         Err(e) => writeln!(out, "could not decode the object: {e}")?,

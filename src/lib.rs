@@ -44,8 +44,8 @@
 //! tunnel through TLS/SSH across machines.
 //!
 //! ## Cargo features
-//! * `pickle` (default): `send` / `recv` of serde values and [`pickle::Value`] through
-//!   serde-pickle.
+//! * `pickle` (default): `send` / `recv` of serde values and [`pickle::Value`] through the crate's
+//!   own pickle codec (protocols 0-5 read, 2-5 written).
 #![deny(missing_docs)]
 // Unsafe code only where Windows named pipes call the Windows API (`transport::pipe`).
 #![cfg_attr(not(windows), forbid(unsafe_code))]

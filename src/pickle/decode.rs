@@ -410,7 +410,12 @@ pub(crate) fn decode(data: &[u8], options: &DecodeOptions) -> R<Value> {
     vm.charge(dense as u64 * std::mem::size_of::<Option<Memo>>() as u64)?;
     vm.memo_dense.resize(dense, None);
     let work = key::WorkBudget::new(limit);
-    let v = vm.run();
+    let v = vm.run().map_err(|e| match e {
+        PickleError::Unhashable { type_name, offset: None } => {
+            PickleError::Unhashable { type_name, offset: Some(vm.start) }
+        }
+        e => e,
+    });
     if work.spent() {
         return Err(PickleError::TooComplex);
     }
@@ -971,8 +976,24 @@ impl<'a> Vm<'a> {
                     if k == 0 {
                         return Err(self.invalid("no list below the MARK"));
                     }
-                    let items = self.drain_embedded(k)?;
-                    self.extend_list(k - 1, items)?
+                    let in_place = !self.refuse_objects
+                        && matches!(self.stack.get(k - 1), Some(Item::V(Value::List(_))))
+                        && self.stack[k..].iter().all(|i| matches!(i, Item::V(_)));
+                    if in_place {
+                        let (head, tail) = self.stack.split_at_mut(k);
+                        if let Some(Item::V(Value::List(l))) = head.last_mut() {
+                            l.0.reserve(tail.len());
+                            for it in tail.iter_mut() {
+                                if let Item::V(v) = std::mem::replace(it, Item::V(Value::None)) {
+                                    l.0.push(v);
+                                }
+                            }
+                        }
+                        self.stack.truncate(k);
+                    } else {
+                        let items = self.drain_embedded(k)?;
+                        self.extend_list(k - 1, items)?
+                    }
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -990,8 +1011,10 @@ impl<'a> Vm<'a> {
                     if (self.stack.len() - k) % 2 != 0 {
                         return Err(self.invalid("odd number of items for SETITEMS"));
                     }
-                    let items = self.drain_embedded(k)?;
-                    self.set_items(k - 1, items)?
+                    if !self.set_items_in_place(k)? {
+                        let items = self.drain_embedded(k)?;
+                        self.set_items(k - 1, items)?
+                    }
                 }
                 0x90 => {
                     let k = self.pop_mark()?;
@@ -1216,6 +1239,34 @@ impl<'a> Vm<'a> {
         Ok(())
     }
 
+    /// SETITEMS straight from the stack into a dict the stack owns (the common case: no handles,
+    /// no objects to refuse); false when it does not apply.
+    fn set_items_in_place(&mut self, k: usize) -> R<bool> {
+        let applies = !self.refuse_objects
+            && matches!(self.stack.get(k - 1), Some(Item::V(Value::Dict(_))))
+            && self.stack[k..].iter().all(|i| matches!(i, Item::V(_)));
+        if !applies {
+            return Ok(false);
+        }
+        let n = (self.stack.len() - k) / 2;
+        if matches!(self.stack.get(k - 1), Some(Item::V(Value::Dict(d))) if d.len() + n > 8) {
+            self.charge(key_cost(n))?;
+        }
+        let (head, tail) = self.stack.split_at_mut(k);
+        if let Some(Item::V(Value::Dict(d))) = head.last_mut() {
+            d.reserve(n);
+            let mut it = tail.iter_mut();
+            while let (Some(a), Some(b)) = (it.next(), it.next()) {
+                let (a, b) = (std::mem::replace(a, Item::V(Value::None)), std::mem::replace(b, Item::V(Value::None)));
+                if let (Item::V(key), Item::V(value)) = (a, b) {
+                    d.insert(key, value)?;
+                }
+            }
+        }
+        self.stack.truncate(k);
+        Ok(true)
+    }
+
     fn set_items(&mut self, i: usize, mut items: Vec<Value>) -> R<()> {
         let offset = self.start;
         let op = self.op;
@@ -1226,6 +1277,7 @@ impl<'a> Vm<'a> {
         }
         match self.target(i)? {
             Value::Dict(d) => {
+                d.reserve(n);
                 let mut it = items.drain(..);
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     d.insert(k, v)?;

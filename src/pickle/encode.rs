@@ -10,6 +10,7 @@
 //! as CPython's `fix_imports`. No FRAME opcode: it only adds bytes.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use num_bigint::BigInt;
@@ -42,7 +43,10 @@ struct Enc<'a> {
     out: Vec<u8>,
     proto: u8,
     memo_len: u32,
-    strs: HashMap<&'a str, u32, FastState>,
+    /// (hash, str, memo id): the hash is kept so growing the table never reads the strings again
+    /// (they are scattered in memory; re-reading them was most of the memo's cost).
+    strs: hashbrown::HashTable<(u64, &'a str, u32)>,
+    hasher: FastState,
     globals: HashMap<(&'a str, &'a str), u32, FastState>,
     shared: HashMap<*const Value, u32, FastState>,
 }
@@ -57,7 +61,8 @@ pub(crate) fn encode(v: &Value, proto: u8) -> R<Vec<u8>> {
         out: Vec::with_capacity(256),
         proto,
         memo_len: 0,
-        strs: HashMap::with_hasher(FastState::new()),
+        strs: hashbrown::HashTable::new(),
+        hasher: FastState::new(),
         globals: HashMap::with_hasher(FastState::new()),
         shared: HashMap::with_hasher(FastState::new()),
     };
@@ -201,13 +206,19 @@ impl<'a> Enc<'a> {
     }
 
     fn str(&mut self, s: &'a str) -> R<()> {
-        if let Some(&id) = self.strs.get(s) {
-            self.get(id);
-            return Ok(());
+        let h = self.hasher.hash_one(s.as_bytes());
+        match self.strs.entry(h, |&(hh, x, _)| hh == h && x == s, |&(h, _, _)| h) {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                let id = e.get().2;
+                self.get(id);
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let id = self.memo_len;
+                e.insert((h, s, id));
+                self.raw_str(s)?;
+                self.put();
+            }
         }
-        self.raw_str(s)?;
-        let id = self.put();
-        self.strs.insert(s, id);
         Ok(())
     }
 
@@ -239,6 +250,11 @@ impl<'a> Enc<'a> {
             self.str(name)?;
             self.out.push(0x93);
         } else {
+            if module.contains('\n') || name.contains('\n') {
+                return Err(PickleError::Serde(format!(
+                    "the global {module:?}.{name:?} has a newline: it cannot be written below protocol 4"
+                )));
+            }
             let m = if self.proto < 3 { py2_name(module, name) } else { module };
             self.out.push(b'c');
             self.out.extend_from_slice(m.as_bytes());

@@ -61,6 +61,11 @@ impl<T> Store<T> {
         }
     }
 
+    /// A copy of the index, for a copy of the store with the same keys in the same places.
+    pub(crate) fn index_clone(&self) -> Option<Index> {
+        self.index().cloned()
+    }
+
     pub(crate) fn take(&mut self) -> Vec<T> {
         match std::mem::take(self) {
             Store::Small(v) => v,
@@ -75,7 +80,7 @@ fn state() -> &'static std::collections::hash_map::RandomState {
 }
 
 fn unhashable(v: &Value) -> PickleError {
-    PickleError::Unhashable { type_name: v.type_name() }
+    PickleError::Unhashable { type_name: v.type_name(), offset: None }
 }
 
 /// Hashes one value that is not a tuple or frozenset.
@@ -90,7 +95,7 @@ fn leaf_hash(v: &Value, h: &mut impl Hasher) -> Result<(), PickleError> {
         },
         Value::Float(f) => {
             if f.fract() == 0.0 {
-                if *f >= -9.223_372_036_854_775_808e18 && *f < 9.223_372_036_854_775_808e18 {
+                if *f >= -9.223_372_036_854_776e18 && *f < 9.223_372_036_854_776e18 {
                     (1u8, *f as i64).hash(h)
                 } else if let Some(b) = BigInt::from_f64(*f) {
                     (2u8, b.to_signed_bytes_le()).hash(h)
@@ -137,8 +142,7 @@ pub(crate) fn hash_key(v: &Value) -> Result<u64, PickleError> {
     }
     frames.extend(open(v));
     let mut done: Option<u64> = None;
-    loop {
-        let Some(top) = frames.last_mut() else { break };
+    while let Some(top) = frames.last_mut() {
         if let Some(h) = done.take() {
             top.2 = if top.3 { top.2.wrapping_add(mix(h)) } else { mix(top.2 ^ h).wrapping_add(top.1 as u64) };
         }
@@ -553,7 +557,7 @@ impl Hasher for FastHasher {
             w[..r.len()].copy_from_slice(r);
             h = mum(h ^ u64::from_le_bytes(w), 0xe703_7ed1_a0b4_28db);
         }
-        self.h = mum(h ^ bytes.len() as u64, 0x8ebc_6af0_9c88_c6e3) ^ self.h;
+        self.h ^= mum(h ^ bytes.len() as u64, 0x8ebc_6af0_9c88_c6e3);
     }
 
     #[inline]

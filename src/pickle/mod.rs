@@ -97,10 +97,12 @@ pub enum PickleError {
     #[error("the pickle's dict keys and set elements are too costly to compare (deep keys used many times); refused")]
     TooComplex,
     /// A dict key or set element of a type Python cannot hash (as Python's `TypeError`).
-    #[error("unhashable type: '{type_name}' (as a dict key or set element)")]
+    #[error("unhashable type: '{type_name}' (as a dict key or set element){}", at_offset(*.offset))]
     Unhashable {
         /// Python's name of the type.
         type_name: &'static str,
+        /// Where in the pickle (for a decode).
+        offset: Option<usize>,
     },
     /// A pickle feature this decoder refuses by design: out-of-band buffers (protocol 5),
     /// persistent ids, the extension registry.
@@ -152,6 +154,10 @@ pub enum PickleError {
     /// A [`Value`] does not fit the requested Rust type, or a Rust value cannot be a [`Value`].
     #[error("{0}")]
     Serde(String),
+}
+
+fn at_offset(offset: Option<usize>) -> String {
+    offset.map(|o| format!(" at offset {o}")).unwrap_or_default()
 }
 
 impl serde::ser::Error for PickleError {

@@ -27,7 +27,6 @@ use super::key;
 /// Equality is Python's `==`: `1 == 1.0 == True`, `b'a' == bytearray(b'a')`, a set equals a
 /// frozenset of the same elements, dicts compare without regard to order, and a NaN is not equal
 /// to itself (except through the same [`Value::Shared`]).
-#[derive(Clone)]
 #[non_exhaustive]
 pub enum Value {
     /// `None`.
@@ -159,6 +158,14 @@ impl Dict {
         self.store.slice().iter().map(|(k, _)| k)
     }
 
+    /// Room for `n` more entries.
+    pub fn reserve(&mut self, n: usize) {
+        match &mut self.store {
+            key::Store::Small(v) => v.reserve(n),
+            key::Store::Big(b) => b.0.reserve(n),
+        }
+    }
+
     /// The value under `key` (Python's `d[key]`, `1` finds `1.0`).
     pub fn get(&self, key: &Value) -> Option<&Value> {
         key::dict_find(self, key).map(|i| &self.store.slice()[i].1)
@@ -194,11 +201,13 @@ impl std::fmt::Debug for Dict {
 impl Drop for Dict {
     fn drop(&mut self) {
         if self.store.slice().iter().any(|(k, v)| k.is_nested() || v.is_nested()) {
-            let entries = self.store.take();
-            let mut work = Vec::with_capacity(entries.len() * 2);
-            for (k, v) in entries {
-                work.push(k);
-                work.push(v);
+            let mut work = Vec::new();
+            for (k, v) in self.store.take() {
+                for c in [k, v] {
+                    if c.is_nested() {
+                        work.push(c);
+                    }
+                }
             }
             drop_flat(work);
         }
@@ -380,29 +389,36 @@ impl Drop for Object {
 /// Drops values without recursion: a container popped from the work list gives its nested
 /// children to the list before it is dropped, so every `Drop` call below sees only flat children.
 fn drop_flat(mut work: Vec<Value>) {
+    // Children without children of their own are dropped on the spot; only containers go to the
+    // work list, so it never grows beyond the number of containers pending.
+    fn keep(work: &mut Vec<Value>, c: Value) {
+        if c.is_nested() {
+            work.push(c);
+        }
+    }
     while let Some(v) = work.pop() {
         match v {
             Value::List(mut l) | Value::Tuple(mut l) => {
-                if l.0.iter().any(Value::is_nested) {
-                    work.append(&mut l.0);
+                for c in l.0.drain(..) {
+                    keep(&mut work, c);
                 }
             }
             Value::Dict(mut d) => {
-                if d.store.slice().iter().any(|(k, v)| k.is_nested() || v.is_nested()) {
-                    for (k, v) in d.store.take() {
-                        work.push(k);
-                        work.push(v);
-                    }
+                for (k, v) in d.store.take() {
+                    keep(&mut work, k);
+                    keep(&mut work, v);
                 }
             }
             Value::Set(mut s) | Value::FrozenSet(mut s) => {
-                if s.store.slice().iter().any(Value::is_nested) {
-                    work.extend(s.store.take());
+                for c in s.store.take() {
+                    keep(&mut work, c);
                 }
             }
             Value::Object(mut o) => {
-                if o.children_nested() {
-                    o.take_children(&mut work);
+                let mut children = Vec::new();
+                o.take_children(&mut children);
+                for c in children {
+                    keep(&mut work, c);
                 }
             }
             Value::Shared(a) => {
@@ -616,6 +632,125 @@ impl Value {
             s.insert(v)?;
         }
         Ok(Value::Set(s))
+    }
+}
+
+impl Clone for Value {
+    /// A deep copy (a [`Value::Shared`] stays shared: its `Arc` is cloned), built without
+    /// recursion, so a value nested a million deep can be cloned on a small stack.
+    fn clone(&self) -> Value {
+        if !self.is_nested() || matches!(self, Value::Shared(_)) {
+            return shallow_clone(self);
+        }
+        // Frames: the container being copied, its children, the next child, the copies so far.
+        let mut stack: Vec<(&Value, Vec<&Value>, usize, Vec<Value>)> = Vec::new();
+        fn open(v: &Value) -> (Vec<&Value>, Vec<Value>) {
+            let c = children(v);
+            let n = c.len();
+            (c, Vec::with_capacity(n))
+        }
+        let (c, out) = open(self);
+        stack.push((self, c, 0, out));
+        loop {
+            let Some(top) = stack.last_mut() else { return Value::None };
+            if top.2 == top.1.len() {
+                let Some((src, _, _, out)) = stack.pop() else { return Value::None };
+                let built = assemble(src, out);
+                match stack.last_mut() {
+                    Some(parent) => parent.3.push(built),
+                    None => return built,
+                }
+                continue;
+            }
+            let child = top.1[top.2];
+            top.2 += 1;
+            if child.is_nested() && !matches!(child, Value::Shared(_)) {
+                let (c, out) = open(child);
+                stack.push((child, c, 0, out));
+            } else {
+                top.3.push(shallow_clone(child));
+            }
+        }
+    }
+}
+
+/// A copy of a value without children to copy (a shared value's `Arc` is cloned).
+fn shallow_clone(v: &Value) -> Value {
+    match v {
+        Value::None => Value::None,
+        Value::Bool(b) => Value::Bool(*b),
+        Value::Int(i) => Value::Int(*i),
+        Value::BigInt(b) => Value::BigInt(b.clone()),
+        Value::Float(f) => Value::Float(*f),
+        Value::Str(s) => Value::Str(s.clone()),
+        Value::Bytes(b) => Value::Bytes(b.clone()),
+        Value::ByteArray(b) => Value::ByteArray(b.clone()),
+        Value::Global(g) => Value::Global(g.clone()),
+        Value::Shared(a) => Value::Shared(a.clone()),
+        Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Set(_) | Value::FrozenSet(_) | Value::Object(_) => {
+            Value::None
+        }
+    }
+}
+
+/// The children of a container, in the order `assemble` takes them back.
+fn children(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::List(l) | Value::Tuple(l) => l.iter().collect(),
+        Value::Dict(d) => d.iter().flat_map(|(k, v)| [k, v]).collect(),
+        Value::Set(s) | Value::FrozenSet(s) => s.iter().collect(),
+        Value::Object(o) => {
+            let mut c = vec![&o.args];
+            c.extend(o.kwargs.iter());
+            c.extend(o.state.iter());
+            c.extend(o.list_items.iter());
+            c.extend(o.dict_items.iter().flat_map(|(k, v)| [k, v]));
+            c
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A container like `src` holding the copies `out` of its children.
+fn assemble(src: &Value, out: Vec<Value>) -> Value {
+    fn pairs(out: Vec<Value>) -> Vec<(Value, Value)> {
+        let mut it = out.into_iter();
+        let mut v = Vec::with_capacity(it.len() / 2);
+        while let (Some(k), Some(x)) = (it.next(), it.next()) {
+            v.push((k, x));
+        }
+        v
+    }
+    fn store<T>(like: &key::Store<impl Sized>, items: Vec<T>) -> key::Store<T> {
+        match like.index_clone() {
+            Some(ix) => key::Store::Big(Box::new((items, ix))),
+            None => key::Store::Small(items),
+        }
+    }
+    match src {
+        Value::List(_) => Value::List(List(out)),
+        Value::Tuple(_) => Value::Tuple(List(out)),
+        Value::Dict(d) => Value::Dict(Dict { store: store(&d.store, pairs(out)) }),
+        Value::Set(s) => Value::Set(Set { store: store(&s.store, out) }),
+        Value::FrozenSet(s) => Value::FrozenSet(Set { store: store(&s.store, out) }),
+        Value::Object(o) => {
+            let mut it = out.into_iter();
+            let args = it.next().unwrap_or(Value::None);
+            let kwargs = if o.kwargs.is_some() { it.next() } else { None };
+            let state = if o.state.is_some() { it.next() } else { None };
+            let list_items: Vec<Value> = it.by_ref().take(o.list_items.len()).collect();
+            let dict_items = pairs(it.collect());
+            Value::Object(Box::new(Object {
+                class: o.class.clone(),
+                kind: o.kind,
+                args,
+                kwargs,
+                state,
+                list_items,
+                dict_items,
+            }))
+        }
+        other => shallow_clone(other),
     }
 }
 

@@ -74,6 +74,18 @@ mod tests {
     }
 
     #[test]
+    fn a_small_pickle_that_shares_a_list_a_million_times_prints_cut() {
+        // t = ('a', 'a'); t = (t, t) forty times: 90 bytes, 2^40 leaves if printed in full.
+        let mut p = b"\x80\x02X\x01\x00\x00\x00a".to_vec();
+        for _ in 0..40 {
+            p.extend_from_slice(b"2\x86");
+        }
+        p.push(b'.');
+        let shown = show(&p);
+        assert!(shown.len() <= MAX_SHOWN + 3 && shown.ends_with("..."), "{}", shown.len());
+    }
+
+    #[test]
     fn pickles_show_as_repr_and_other_bytes_as_literals() {
         let p = mpconn::pickle::dumps(&vec![1, 2], 3).unwrap();
         assert_eq!(show(&p), "[1, 2]");
