@@ -20,8 +20,9 @@
 //! * **Nothing runs.** Globals are names; `REDUCE` / `NEWOBJ` / `INST` / `OBJ` build a
 //!   [`Value::Object`]. Only the forms CPython itself uses for plain data are turned into plain
 //!   values: `_codecs.encode(str, 'latin1')` and `bytes()` (Python 3's bytes at protocol 2),
-//!   `bytearray(...)`, `set(...)` / `frozenset(...)`, `collections.OrderedDict` (a dict), and
-//!   `copyreg._reconstructor(cls, object, None)` (an [`Object`] of `cls`).
+//!   `bytearray(...)`, `set(...)` / `frozenset(...)`, and `copyreg._reconstructor(cls, object,
+//!   None)` (an [`Object`] of `cls`). `collections.OrderedDict` stays an [`Object`] (its items in
+//!   `dict_items`, printed as Python prints it), so it goes back to Python as an `OrderedDict`.
 //!
 //! Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING) decodes as `Str` when it is ASCII and as
 //! `Bytes` otherwise; protocol 0's `I01` / `I00` are `True` / `False`, as in CPython.
@@ -34,6 +35,10 @@ use num_bigint::BigInt;
 use super::PickleError;
 use super::key;
 use super::value::{Dict, Global, List, Object, ObjectKind, Set, Value};
+
+/// The most decimal digits a protocol-0 integer may have: CPython's default
+/// `sys.get_int_max_str_digits()`, for the same reason (the conversion is quadratic).
+pub const MAX_INT_TEXT_DIGITS: usize = 4300;
 
 /// Bytes of decoded memory the budget allows per byte of pickle.
 ///
@@ -568,6 +573,7 @@ impl<'a> Vm<'a> {
         self.push(Value::int(BigInt::from_signed_bytes_le(b)))
     }
 
+    /// INT and LONG (protocol 0's decimal integers).
     fn push_int_text(&mut self, s: &[u8], allow_bool: bool) -> R<()> {
         if allow_bool {
             if s == b"00" {
@@ -581,6 +587,14 @@ impl<'a> Vm<'a> {
         let t = t.strip_suffix('L').unwrap_or(t);
         if let Ok(i) = t.parse::<i64>() {
             return self.push(Value::Int(i));
+        }
+        let digits = t.trim_start_matches(['-', '+']).len();
+        if digits > MAX_INT_TEXT_DIGITS {
+            // Decimal to binary is quadratic: a megabyte of digits would hold the thread for
+            // seconds. CPython refuses the same (sys.get_int_max_str_digits).
+            return Err(self.invalid(format!(
+                "an integer of {digits} decimal digits; the limit is {MAX_INT_TEXT_DIGITS}, as CPython's"
+            )));
         }
         self.charge(32 + t.len() as u64)?;
         match t.parse::<BigInt>() {
@@ -1337,12 +1351,7 @@ fn is_latin1_name(e: &str) -> bool {
 fn plain_reduce(class: &Global, args: Value) -> R<Result<Value, Value>> {
     let m = class.module.as_str();
     let n = class.name.as_str();
-    let known = matches!(
-        (m, n),
-        ("_codecs", "encode")
-            | ("builtins", "bytes" | "bytearray" | "set" | "frozenset")
-            | ("collections", "OrderedDict")
-    );
+    let known = matches!((m, n), ("_codecs", "encode") | ("builtins", "bytes" | "bytearray" | "set" | "frozenset"));
     if !known {
         return Ok(Err(args));
     }
@@ -1362,32 +1371,19 @@ fn plain_reduce(class: &Global, args: Value) -> R<Result<Value, Value>> {
         (("builtins", "set" | "frozenset"), []) => {
             Some(if n == "set" { Value::Set(Set::new()) } else { Value::FrozenSet(Set::new()) })
         }
-        (("collections", "OrderedDict"), []) => Some(Value::Dict(Dict::new())),
         _ => None,
     };
     if let Some(v) = out {
         return Ok(Ok(v));
     }
-    // set(list) / frozenset(list) / OrderedDict(pairs): take the one argument's items.
+    // set(list) / frozenset(list): take the one argument's items.
     let mut items = items;
-    if items.len() == 1 && matches!((m, n), ("builtins", "set" | "frozenset") | ("collections", "OrderedDict")) {
+    if items.len() == 1 && matches!((m, n), ("builtins", "set" | "frozenset")) {
         let Some(arg) = items.pop() else { return Ok(Err(Value::Tuple(List(items)))) };
         let elems = match into_items(arg) {
             Ok(e) => e,
             Err(arg) => return Ok(Err(Value::Tuple(List(vec![arg])))),
         };
-        if n == "OrderedDict" {
-            if !elems.iter().all(|p| p.as_slice().is_some_and(|s| s.len() == 2)) {
-                return Ok(Err(Value::Tuple(List(vec![Value::List(List(elems))]))));
-            }
-            let mut d = Dict::new();
-            for p in elems {
-                let Ok(mut kv) = into_items(p) else { continue };
-                let (Some(v), Some(k)) = (kv.pop(), kv.pop()) else { continue };
-                d.insert(k, v)?;
-            }
-            return Ok(Ok(Value::Dict(d)));
-        }
         let mut s = Set::new();
         for v in elems {
             s.insert(v)?;

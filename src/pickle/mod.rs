@@ -20,6 +20,7 @@ mod encode;
 mod key;
 mod repr;
 mod ser;
+mod unprintable;
 mod value;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ mod tests;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use decode::{DecodeOptions, EXPANSION, EXPANSION_FLOOR, ObjectPolicy, budget};
+pub use decode::{DecodeOptions, EXPANSION, EXPANSION_FLOOR, MAX_INT_TEXT_DIGITS, ObjectPolicy, budget};
 pub use key::MAX_KEY_DEPTH;
 pub use num_bigint::BigInt;
 pub use repr::{repr, repr_limited};

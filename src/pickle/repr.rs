@@ -9,11 +9,16 @@
 //!
 //! Objects print as `module.name(args)`, with `<state=...>`, `<items=[...]>` and
 //! `<dict_items={...}>` after it when the pickle gave them; `builtins.complex(re, im)` prints as
-//! Python prints a complex (`(1+2j)`).
+//! Python prints a complex (`(1+2j)`), `collections.OrderedDict` as Python 3.12+ prints it.
 
 use std::fmt::Write as _;
 
+use super::unprintable::UNPRINTABLE;
 use super::value::{Dict, Object, ObjectKind, Set, Value};
+
+/// Integers up to this many bits (about 4,200 decimal digits) print in decimal; longer ones in
+/// hex (CPython's own repr refuses ints above 4,300 digits).
+const BIGINT_DECIMAL_BITS: u64 = 14_000;
 
 enum Frame<'a> {
     Seq { items: &'a [Value], pos: usize, close: &'static str, one_comma: bool },
@@ -158,14 +163,21 @@ impl<'a> Printer<'a> {
                 let _ = write!(self.out, "{n}");
             }
             Value::BigInt(n) => {
-                let _ = write!(self.out, "{n}");
+                // Decimal conversion is quadratic; beyond CPython's 4300-digit limit (where its own
+                // repr refuses) print the same number as a hex literal, in linear time.
+                if n.bits() > BIGINT_DECIMAL_BITS {
+                    let sign = if n.sign() == num_bigint::Sign::Minus { "-" } else { "" };
+                    let _ = write!(self.out, "{sign}0x{:x}", n.magnitude());
+                } else {
+                    let _ = write!(self.out, "{n}");
+                }
             }
             Value::Float(f) => float_repr(&mut self.out, *f),
             Value::Str(s) => str_repr(&mut self.out, s),
-            Value::Bytes(b) => bytes_repr(&mut self.out, b),
+            Value::Bytes(b) => bytes_repr(&mut self.out, b, false),
             Value::ByteArray(b) => {
                 self.out.push_str("bytearray(");
-                bytes_repr(&mut self.out, b);
+                bytes_repr(&mut self.out, b, true);
                 self.out.push(')');
             }
             Value::List(l) => self.seq("[", l, "]", false),
@@ -189,6 +201,18 @@ impl<'a> Printer<'a> {
     fn object(&mut self, o: &'a Object) {
         if let Some(c) = complex_repr(o) {
             self.out.push_str(&c);
+            return;
+        }
+        if is_plain_ordered_dict(o) {
+            // As CPython 3.12+ prints it: OrderedDict() or OrderedDict({'a': 1}).
+            self.out.push_str("OrderedDict(");
+            if o.dict_items.is_empty() {
+                self.out.push(')');
+            } else {
+                self.out.push('{');
+                self.frames.push(Frame::Text(")"));
+                self.frames.push(Frame::Dict { entries: &o.dict_items, pos: 0, close: "}" });
+            }
             return;
         }
         let _ = write!(self.out, "{}.{}(", o.class.module, o.class.name);
@@ -221,6 +245,16 @@ impl<'a> Printer<'a> {
             }
         }
     }
+}
+
+/// A `collections.OrderedDict` as CPython pickles one: no arguments, no state, its items set.
+fn is_plain_ordered_dict(o: &Object) -> bool {
+    o.class.module == "collections"
+        && o.class.name == "OrderedDict"
+        && o.args().is_empty()
+        && o.state.is_none()
+        && o.kwargs.is_none()
+        && o.list_items.is_empty()
 }
 
 /// `builtins.complex(re, im)` as Python prints the complex number.
@@ -258,29 +292,89 @@ pub(crate) fn float_repr(out: &mut String, f: f64) {
         out.push_str(if f > 0.0 { "inf" } else { "-inf" });
         return;
     }
-    let a = f.abs();
-    if a == 0.0 || (1e-4..1e16).contains(&a) {
-        let start = out.len();
-        let _ = write!(out, "{f}");
-        if !out[start..].contains('.') {
-            out.push_str(".0");
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if f == 0.0 {
+        out.push_str("0.0");
+        return;
+    }
+    let (digits, exp) = shortest_digits(f.abs());
+    // Python's repr: positional from 1e-4 up to 1e16, scientific outside.
+    if (-4..16).contains(&exp) {
+        if exp >= 0 {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+                out.push_str(".0");
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
         }
     } else {
-        let s = format!("{f:e}");
-        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let (sign, digits) = match exp.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', exp),
-        };
-        let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.unsigned_abs());
     }
+}
+
+/// The shortest digits that read back as `a` (> 0, finite) and the decimal exponent of the
+/// first one (`a = d.ddd × 10^exp`), as Python's `repr` chooses them: where two candidates of
+/// that length lie exactly as far from `a`, the even last digit wins (CPython's dtoa rounds half
+/// to even; Rust's shortest formatting may pick the odd one, e.g. 1e15 + 0.25).
+fn shortest_digits(a: f64) -> (String, i32) {
+    let (digits, exp) = split_exp(&format!("{a:e}"));
+    let n = digits.len();
+    let last = digits.as_bytes()[n - 1];
+    if last % 2 == 1 {
+        // A double has at most 767 significant decimal digits: 800 is its exact expansion.
+        let (exact, exact_exp) = split_exp(&format!("{a:.800e}"));
+        if exact_exp == exp {
+            for alt in [last - 1, last + 1] {
+                if alt > b'9' {
+                    continue;
+                }
+                let mut mid = digits[..n - 1].to_string();
+                mid.push(last.min(alt) as char);
+                mid.push('5');
+                let tie = exact.starts_with(&mid) && exact[mid.len()..].bytes().all(|d| d == b'0');
+                if tie {
+                    let mut candidate = digits[..n - 1].to_string();
+                    candidate.push(alt as char);
+                    let back: Option<f64> = format!("0.{candidate}e{}", exp + 1).parse().ok();
+                    if back == Some(a) {
+                        return (candidate, exp);
+                    }
+                }
+            }
+        }
+    }
+    (digits, exp)
+}
+
+/// `d.ddde±x` (Rust's `{:e}`) as its digits without the point, and the exponent.
+fn split_exp(s: &str) -> (String, i32) {
+    let (mantissa, exp) = s.split_once('e').unwrap_or((s, "0"));
+    (mantissa.replace('.', ""), exp.parse().unwrap_or(0))
 }
 
 fn quote_for(has_single: bool, has_double: bool) -> char {
     if has_single && !has_double { '"' } else { '\'' }
 }
 
-fn bytes_repr(out: &mut String, b: &[u8]) {
+/// A bytes literal as Python writes it. `bytearray`'s repr (CPython's `bytearray_repr`) escapes
+/// a single quote even inside double quotes: `bytearray(b"\'")`.
+fn bytes_repr(out: &mut String, b: &[u8], bytearray: bool) {
     let q = quote_for(b.contains(&b'\''), b.contains(&b'"'));
     out.push('b');
     out.push(q);
@@ -290,9 +384,9 @@ fn bytes_repr(out: &mut String, b: &[u8]) {
             b'\n' => out.push_str("\\n"),
             b'\r' => out.push_str("\\r"),
             b'\t' => out.push_str("\\t"),
-            c if c as char == q => {
+            c if c as char == q || (bytearray && c == b'\'') => {
                 out.push('\\');
-                out.push(q);
+                out.push(c as char);
             }
             0x20..=0x7e => out.push(c as char),
             c => {
@@ -303,18 +397,21 @@ fn bytes_repr(out: &mut String, b: &[u8]) {
     out.push(q);
 }
 
-/// Python's `str.isprintable` for one character, from the Unicode categories Python treats as
-/// unprintable (Cc, Cf, Zl, Zp, Zs but space, Co, Cs); unassigned code points (Cn) are not
-/// known here and print as themselves.
+/// Python's `str.isprintable` for one character: false for the categories Python escapes (Cc,
+/// Cf, Cs, Co, Cn, Zl, Zp, Zs but space), from a table generated by CPython 3.13 itself.
 fn printable(c: char) -> bool {
     let u = c as u32;
-    !matches!(u,
-        0..=0x1f | 0x7f..=0xa0 | 0xad
-        | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x890..=0x891 | 0x8e2 | 0x1680 | 0x180e
-        | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064 | 0x2066..=0x206f | 0x3000
-        | 0xd800..=0xf8ff | 0xfeff | 0xfff9..=0xfffb
-        | 0x110bd | 0x110cd | 0x13430..=0x1343f | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a
-        | 0xe0001 | 0xe0020..=0xe007f | 0xf0000..=0x10ffff)
+    UNPRINTABLE
+        .binary_search_by(|&(lo, hi)| {
+            if hi < u {
+                std::cmp::Ordering::Less
+            } else if lo > u {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_err()
 }
 
 fn str_repr(out: &mut String, s: &str) {
@@ -346,4 +443,40 @@ fn str_repr(out: &mut String, s: &str) {
         }
     }
     out.push(q);
+}
+
+#[cfg(test)]
+mod float_tests {
+    use super::float_repr;
+
+    #[test]
+    fn floats_print_as_cpython_3_13_prints_them() {
+        // (bits, repr(x)) from CPython 3.13, ties to even included (1e15 + 0.25, 1e15 + 0.75).
+        let cases = [
+            (0x430c6bf526340002_u64, "1000000000000000.2"),
+            (0x430c6bf526340006, "1000000000000000.8"),
+            (0x3fb999999999999a, "0.1"),
+            (0x4341c37937e08000, "1e+16"),
+            (0x3eef75104d551d69, "1.5e-05"),
+            (0x437b69b4ba630f35, "1.2345678901234568e+17"),
+            (0x8000000000000000, "-0.0"),
+            (0x0000000000000001, "5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0x3f1a36e2eb1c432d, "0.0001"),
+            (0x3ee4f8b588e368f1, "1e-05"),
+            (0x4004000000000000, "2.5"),
+            (0x4480f0cf064dd592, "1e+22"),
+            (0x4340000000000000, "9007199254740992.0"),
+            (0x3fd3333333333333, "0.3"),
+            (0x3fe5555555555555, "0.6666666666666666"),
+            (0x4011666666666666, "4.35"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x3f0a36e2eb1c432d, "5e-05"),
+        ];
+        for (bits, want) in cases {
+            let mut got = String::new();
+            float_repr(&mut got, f64::from_bits(bits));
+            assert_eq!(got, want, "{bits:#x}");
+        }
+    }
 }

@@ -49,7 +49,8 @@ pub enum Value {
     List(List),
     /// A `tuple`.
     Tuple(List),
-    /// A `dict` (also what `collections.OrderedDict` decodes to), in insertion order.
+    /// A `dict`, in insertion order. (A `collections.OrderedDict` is an [`Object`] with its
+    /// items in [`Object::dict_items`], so it goes back to Python as one.)
     Dict(Dict),
     /// A `set`, in insertion order.
     Set(Set),

@@ -52,7 +52,7 @@ else:
     special = {
         "complex(1, 2)": "(1+2j)",
         "complex(0, -1.5)": "-1.5j",
-        "collections.OrderedDict([('z', 1), ('a', 2)])": "{'z': 1, 'a': 2}",
+        "collections.OrderedDict([('z', 1), ('a', 2)])": "OrderedDict({'z': 1, 'a': 2})",
         "queue.Empty()": "_queue.Empty()",
         "ValueError": "builtins.ValueError",
         "ValueError('boom', 2)": "builtins.ValueError('boom', 2)",
