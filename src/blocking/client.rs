@@ -4,13 +4,13 @@ use std::time::{Duration, Instant};
 
 use crate::address::{Address, Family};
 use crate::authkey::{AuthKey, resolve_key};
-use crate::blocking::listener::DEFAULT_HANDSHAKE_TIMEOUT;
 use crate::blocking::{Connection, IntoAddress};
 use crate::error::{Error, Result};
 use crate::transport::Stream;
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Handshake, HandshakeConfig, Nonce};
+use crate::wire::handshake::{HandshakeConfig, Nonce};
+use crate::wire::session::{DEFAULT_HANDSHAKE_TIMEOUT, Session, Timeouts};
 
 /// Connects to a listener (Python's `Client`), as a builder:
 ///
@@ -100,16 +100,21 @@ impl Client {
             address.check_family(f)?;
         }
         let stream = Stream::connect(&address, self.connect_timeout)?;
-        let mut conn = Connection::new(stream, self.max_message_size);
         let key = resolve_key(self.authkey, self.authenticate)?;
-        match key {
-            Some(key) => {
-                let mut config = HandshakeConfig::new(key);
-                config.policy = self.policy;
-                let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-                conn.authenticate(Handshake::client(&config, Nonce::random()?), deadline)?;
-            }
-            None => conn.expect_no_challenge(),
+        let config = key.map(|key| {
+            let mut config = HandshakeConfig::new(key);
+            config.policy = self.policy;
+            config
+        });
+        let nonce = match config {
+            Some(_) => Some(Nonce::random()?),
+            None => None,
+        };
+        let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
+        let session = Session::client(config.as_ref().zip(nonce), timeouts, Instant::now());
+        let mut conn = Connection::new(stream, self.max_message_size, session);
+        if config.is_some() {
+            conn.handshake()?;
         }
         Ok(conn)
     }

@@ -11,10 +11,8 @@ use crate::error::{Error, Result};
 use crate::transport::{RawDescriptor, SocketListener};
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Dialect, Handshake, HandshakeConfig, Nonce};
-
-/// Default time a peer has to complete the handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::wire::handshake::{Dialect, HandshakeConfig, Nonce};
+use crate::wire::session::{DEFAULT_HANDSHAKE_TIMEOUT, Session, Timeouts};
 
 /// Default listen backlog. Python's is 1, which refuses bursts of clients; this is larger.
 pub const DEFAULT_BACKLOG: i32 = 128;
@@ -223,11 +221,15 @@ impl Listener {
         };
         log::debug!("accepted a connection from {peer}");
         self.last_accepted = Some(peer);
-        let mut conn = Connection::new(stream, self.max_message_size);
-        if let Some(config) = &self.handshake {
-            let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-            let hs = Handshake::listener(config, Nonce::random()?);
-            if let Err(e) = conn.authenticate(hs, deadline) {
+        let nonce = match self.handshake {
+            Some(_) => Some(Nonce::random()?),
+            None => None,
+        };
+        let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
+        let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
+        let mut conn = Connection::new(stream, self.max_message_size, session);
+        if self.handshake.is_some() {
+            if let Err(e) = conn.handshake() {
                 log::info!(
                     "handshake with {} failed: {e}",
                     self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()

@@ -117,6 +117,14 @@ pub enum TimerKind {
     ReleaseBuffer = 4,
 }
 
+/// The read block of a connection's frame decoder while it authenticates: one handshake
+/// message at its cap plus the longest header. With it a handshake in progress holds a few
+/// hundred bytes of buffer, not a 64 KiB read block.
+pub const HANDSHAKE_READ_BLOCK: usize = HANDSHAKE_MAX_MESSAGE + crate::wire::frame::MAX_HEADER_LEN;
+
+/// Default time a peer has to connect and complete the handshake, on every face.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Number of deadline kinds (the size of a session's table).
 pub const TIMER_KINDS: usize = 5;
 
@@ -203,6 +211,9 @@ pub struct Session {
     last_activity: Instant,
     partial_since: Option<Instant>,
     opened: bool,
+    /// The driver stopped reading (flow control): silence and an incomplete message are ours,
+    /// so the idle and partial-message deadlines wait.
+    reading_paused: bool,
     closed: Option<CloseReason>,
     /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
     transmit: Vec<Vec<u8>>,
@@ -222,6 +233,15 @@ impl Session {
             }
             None => s.open(Screen::NoKeyListener),
         }
+        s
+    }
+
+    /// A session that is open from the start with no handshake and no first-message check: the
+    /// two ends of a `pipe()`.
+    pub fn established(now: Instant) -> Session {
+        let mut s = Session::new(Role::Client, Timeouts::NONE, now);
+        s.open(Screen::Off);
+        s.opened = false;
         s
     }
 
@@ -254,6 +274,7 @@ impl Session {
             last_activity: now,
             partial_since: None,
             opened: false,
+            reading_paused: false,
             closed: None,
             transmit: Vec::new(),
         }
@@ -482,6 +503,18 @@ impl Session {
         }
     }
 
+    /// The driver stops (`true`) or resumes reading. While paused, the idle and partial-message
+    /// deadlines do not close the connection; resuming restarts their clocks at `now`.
+    pub fn set_reading_paused(&mut self, paused: bool, now: Instant) {
+        if self.reading_paused && !paused {
+            self.last_activity = now;
+            if self.partial_since.is_some() {
+                self.partial_since = Some(now);
+            }
+        }
+        self.reading_paused = paused;
+    }
+
     /// The driver holds a read buffer for this connection: arm its release.
     #[inline]
     pub fn buffer_held(&mut self) {
@@ -555,6 +588,13 @@ impl Session {
                     }
                 }
                 TimerKind::CloseFlush => self.close_with(CloseReason::Local),
+                TimerKind::PartialMessage | TimerKind::Idle if self.reading_paused => {
+                    let t = match kind {
+                        TimerKind::Idle => self.timeouts.idle,
+                        _ => self.timeouts.partial_message,
+                    };
+                    self.timers[slot] = t.map(|t| now + t);
+                }
                 TimerKind::PartialMessage => {
                     if let (Some(since), Some(t)) = (self.partial_since, self.timeouts.partial_message) {
                         if now >= since + t {
