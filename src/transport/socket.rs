@@ -122,14 +122,6 @@ impl Stream {
         Ok((Stream::Unix(a), Stream::Unix(b)))
     }
 
-    /// The family of the stream.
-    pub fn family(&self) -> Family {
-        match self {
-            Stream::Tcp(_) => Family::Inet,
-            Stream::Unix(_) => Family::Unix,
-        }
-    }
-
     /// Sets a timeout on blocking reads (`None`: block).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         each!(self, s => s.set_read_timeout(t))
@@ -138,11 +130,6 @@ impl Stream {
     /// Sets a timeout on blocking writes (`None`: block).
     pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         each!(self, s => s.set_write_timeout(t))
-    }
-
-    /// Switches non-blocking mode.
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        each!(self, s => s.set_nonblocking(on))
     }
 
     /// Shuts down one or both directions.
