@@ -75,3 +75,4 @@ pub use error::{AuthenticationError, BufferTooShort, Error, Result};
 pub use transport::RawDescriptor;
 pub use wire::digest::{Digest, DigestPolicy};
 pub use wire::handshake::Dialect;
+pub use wire::session::AuthOptions;

@@ -7,7 +7,7 @@ use crate::authkey::AuthKey;
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::wire::handshake::{Dialect, HandshakeConfig};
-use crate::wire::session::Timeouts;
+use crate::wire::session::{AuthOptions, Timeouts};
 
 /// Default [`ReactorConfig::read_budget`]: 512 KiB per connection per turn.
 pub const DEFAULT_READ_BUDGET: usize = 512 * 1024;
@@ -61,16 +61,10 @@ impl Default for ReactorConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConnectionOptions {
-    /// Run the challenge-response with this key (none: no handshake).
-    pub authkey: Option<AuthKey>,
-    /// The dialect a listener offers (a connecting side detects it).
-    pub dialect: Dialect,
-    /// Which digests are acceptable.
-    pub digest_policy: DigestPolicy,
+    /// Key, dialect, digest policy and handshake timeout: the settings every face shares.
+    pub auth: AuthOptions,
     /// Limit on one received message.
     pub max_message_size: usize,
-    /// Time allowed to connect and complete the handshake.
-    pub handshake_timeout: Duration,
     /// Close a connection with no traffic for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// Close a connection whose current message stays incomplete this long (a peer dribbling a
@@ -88,11 +82,8 @@ pub struct ConnectionOptions {
 impl Default for ConnectionOptions {
     fn default() -> Self {
         ConnectionOptions {
-            authkey: None,
-            dialect: Dialect::Cpython,
-            digest_policy: DigestPolicy::CpythonCompatible,
+            auth: AuthOptions::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            handshake_timeout: crate::wire::session::DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: None,
             partial_message_timeout: DEFAULT_PARTIAL_MESSAGE_TIMEOUT,
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
@@ -110,19 +101,25 @@ impl ConnectionOptions {
 
     /// Authenticate with `key`.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.authkey = Some(key.into());
+        self.auth.authkey = Some(key.into());
+        self
+    }
+
+    /// Key, dialect, digest policy and handshake timeout at once.
+    pub fn auth(mut self, auth: AuthOptions) -> Self {
+        self.auth = auth;
         self
     }
 
     /// The dialect to offer when listening.
     pub fn dialect(mut self, dialect: Dialect) -> Self {
-        self.dialect = dialect;
+        self.auth.dialect = dialect;
         self
     }
 
     /// Which digests to accept.
     pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.digest_policy = policy;
+        self.auth.digest_policy = policy;
         self
     }
 
@@ -134,7 +131,7 @@ impl ConnectionOptions {
 
     /// Time allowed for connecting and the handshake.
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.handshake_timeout = t;
+        self.auth.handshake_timeout = Some(t);
         self
     }
 
@@ -164,7 +161,7 @@ impl ConnectionOptions {
 
     pub(crate) fn timeouts(&self, config: &ReactorConfig) -> Timeouts {
         Timeouts {
-            handshake: Some(self.handshake_timeout),
+            handshake: self.auth.handshake_timeout,
             idle: self.idle_timeout,
             partial_message: Some(self.partial_message_timeout),
             close_flush: config.stop_timeout,
@@ -173,12 +170,7 @@ impl ConnectionOptions {
     }
 
     pub(crate) fn handshake_config(&self) -> Option<HandshakeConfig> {
-        self.authkey.as_ref().map(|key| {
-            let mut c = HandshakeConfig::new(key.clone());
-            c.dialect = self.dialect;
-            c.policy = self.digest_policy;
-            c
-        })
+        self.auth.handshake_config(None)
     }
 }
 
@@ -208,7 +200,7 @@ impl ListenOptions {
 
     /// Demand the challenge-response with `key`.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.connection.authkey = Some(key.into());
+        self.connection.auth.authkey = Some(key.into());
         self
     }
 

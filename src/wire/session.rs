@@ -125,6 +125,75 @@ pub const HANDSHAKE_READ_BLOCK: usize = HANDSHAKE_MAX_MESSAGE + crate::wire::fra
 /// Default time a peer has to connect and complete the handshake, on every face.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The authentication settings every face shares: [`crate::Client`], [`crate::ListenerBuilder`]
+/// and the reactor's [`crate::reactor::options::ConnectionOptions`] each hold one, and the
+/// builder methods of those forward to it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthOptions {
+    /// Run the challenge-response with this key (`None`: no handshake; a peer that runs one is
+    /// refused with [`AuthenticationError::KeyRequired`]).
+    pub authkey: Option<crate::AuthKey>,
+    /// The dialect a listener offers (a connecting side detects it from the challenge).
+    pub dialect: Dialect,
+    /// Which digests are acceptable.
+    pub digest_policy: crate::DigestPolicy,
+    /// Time allowed to connect and complete the handshake (`None`: no limit, as in Python).
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            authkey: None,
+            dialect: Dialect::Cpython,
+            digest_policy: crate::DigestPolicy::CpythonCompatible,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
+impl AuthOptions {
+    /// Defaults: no key, CPython dialect, CPython's digest policy, [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn new() -> AuthOptions {
+        AuthOptions::default()
+    }
+
+    /// Authenticate with `key`.
+    pub fn authkey(mut self, key: impl Into<crate::AuthKey>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// The dialect to offer when listening.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// Which digests to accept.
+    pub fn digest_policy(mut self, policy: crate::DigestPolicy) -> Self {
+        self.digest_policy = policy;
+        self
+    }
+
+    /// Time allowed for connecting and the handshake (`None`: no limit).
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The handshake settings for `key` (this struct's key unless one is given), if any.
+    pub(crate) fn handshake_config(&self, key: Option<crate::AuthKey>) -> Option<HandshakeConfig> {
+        key.or_else(|| self.authkey.clone()).map(|key| {
+            let mut c = HandshakeConfig::new(key);
+            c.dialect = self.dialect;
+            c.policy = self.digest_policy;
+            c
+        })
+    }
+}
+
 /// Number of deadline kinds (the size of a session's table).
 pub const TIMER_KINDS: usize = 5;
 
