@@ -288,7 +288,7 @@ pub struct Session {
     reading_paused: bool,
     closed: Option<Box<CloseReason>>,
     /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
-    transmit: Option<Box<Vec<Vec<u8>>>>,
+    transmit: Vec<Vec<u8>>,
 }
 
 /// "No time": an empty slot, no incomplete message, no limit.
@@ -384,7 +384,7 @@ impl Session {
             opened: false,
             reading_paused: false,
             closed: None,
-            transmit: None,
+            transmit: Vec::new(),
         }
     }
 
@@ -462,12 +462,7 @@ impl Session {
                 return Some(m);
             }
         }
-        let queue = self.transmit.as_mut()?;
-        let m = if queue.is_empty() { None } else { Some(queue.remove(0)) };
-        if queue.is_empty() {
-            self.transmit = None;
-        }
-        m
+        if self.transmit.is_empty() { None } else { Some(self.transmit.remove(0)) }
     }
 
     /// The next event: [`Event::Opened`] once, then [`Event::Closed`] once.
@@ -521,7 +516,7 @@ impl Session {
             Ok(()) if hs.is_authenticated() => {
                 // A last message (the client's #WELCOME#) may remain.
                 while let Some(m) = hs.poll_transmit() {
-                    self.transmit.get_or_insert_default().push(m);
+                    self.transmit.push(m);
                 }
                 self.open(Screen::Off);
                 Delivery::Consumed
@@ -534,7 +529,7 @@ impl Session {
     fn fail_handshake(&mut self, e: AuthenticationError) {
         if let Phase::Handshaking(hs) = &mut self.phase {
             while let Some(m) = hs.poll_transmit() {
-                self.transmit.get_or_insert_default().push(m);
+                self.transmit.push(m);
             }
         }
         self.close_with(CloseReason::AuthenticationFailed(e));
@@ -1121,7 +1116,7 @@ mod tests {
 #[cfg(test)]
 mod size {
     /// Every connection holds one session: keep it small (times are milliseconds since the
-    /// session began, the close reason and leftover bodies are boxed).
+    /// session began, the close reason is boxed).
     #[test]
     fn a_session_stays_small() {
         let n = std::mem::size_of::<super::Session>();
