@@ -76,9 +76,10 @@ pub(crate) struct ListenerEntry {
     pub(crate) paused: bool,
 }
 
+/// A slot of the slab: boxed both ways, so a slot costs a pointer and a tag per connection.
 pub(crate) enum Entry {
     Conn(Box<ConnEntry>),
-    Listener(ListenerEntry),
+    Listener(Box<ListenerEntry>),
 }
 
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -193,7 +194,7 @@ impl Core {
         let entry = self.entries.vacant_entry();
         let id = ListenerId(pack(entry.key(), generation));
         socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
-        entry.insert(Entry::Listener(ListenerEntry {
+        entry.insert(Entry::Listener(Box::new(ListenerEntry {
             id,
             timer_at: None,
             socket,
@@ -201,7 +202,7 @@ impl Core {
             max_connections: options.max_connections.max(1),
             open: 0,
             paused: false,
-        }));
+        })));
         // Clients may already be waiting.
         self.accept_retry.push(id.0);
         Ok(id)

@@ -117,10 +117,11 @@ pub enum TimerKind {
     ReleaseBuffer = 4,
 }
 
-/// The read block of a connection's frame decoder while it authenticates: one handshake
-/// message at its cap plus the longest header. With it a handshake in progress holds a few
-/// hundred bytes of buffer, not a 64 KiB read block.
-pub const HANDSHAKE_READ_BLOCK: usize = HANDSHAKE_MAX_MESSAGE + crate::wire::frame::MAX_HEADER_LEN;
+/// The read block of a connection's frame decoder while it authenticates: enough for a whole
+/// modern challenge or reply with its header. A handshake message up to its 256-byte cap grows
+/// the buffer to at most the cap plus a header, so an unauthenticated connection holds a few
+/// dozen bytes of buffer (a few hundred at worst), never a 64 KiB read block.
+pub const HANDSHAKE_READ_BLOCK: usize = 64;
 
 /// Default time a peer has to connect and complete the handshake, on every face.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
