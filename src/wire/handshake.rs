@@ -162,10 +162,9 @@ pub enum AuthenticationError {
     /// The peer's reply or challenge is not a handshake message at all.
     #[error("authentication failed: protocol error: {0}")]
     Protocol(String),
-    /// The peer runs the challenge-response but this side has no key: a client without a key
-    /// received a challenge (cpython#123736), or a listener without a key received a handshake
-    /// message as the first message.
-    #[error("authentication failed: the peer runs the challenge-response but this side has no authentication key")]
+    /// The listener demands authentication but this client has no key: it received a challenge
+    /// as its first message (cpython#123736).
+    #[error("authentication failed: the listener sent a challenge but this client has no authentication key")]
     KeyRequired,
     /// The peer answers in another handshake dialect (for example a `processing` peer against a
     /// CPython listener).
