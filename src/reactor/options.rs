@@ -9,9 +9,9 @@ use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::wire::handshake::{Dialect, HandshakeConfig};
 use crate::wire::session::{AuthOptions, Timeouts};
 
-/// Default [`ReactorConfig::read_budget`]: 512 KiB per connection per turn.
+/// Default [`ReactorConfig::read_budget`]: 256 KiB per connection per turn.
 pub const DEFAULT_READ_BUDGET: usize = 256 * 1024;
-/// Default [`ReactorConfig::turn_read_budget`]: 4 MiB per turn over all connections.
+/// Default [`ReactorConfig::turn_read_budget`]: 1 MiB per turn over all connections.
 pub const DEFAULT_TURN_READ_BUDGET: usize = 1024 * 1024;
 /// Default [`ConnectionOptions::high_water_mark`]: 16 MiB.
 pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024 * 1024;
