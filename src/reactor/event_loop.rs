@@ -239,9 +239,12 @@ impl<H: Handler> Reactor<H> {
             let Some(c) = self.core.conn(id) else {
                 continue;
             };
-            if past || c.out.is_empty() || !c.session.is_open() {
+            // Open connections flush first (a closing one keeps flushing until the deadline);
+            // one still connecting or authenticating closes at once.
+            let unopened = c.session.is_connecting() || c.session.is_handshaking();
+            if past || c.out.is_empty() || unopened {
                 c.session.close_with(CloseReason::ReactorStopped);
-            } else if !c.session.is_closing() {
+            } else if c.session.is_open() {
                 c.session.close(now, false);
                 let cid = c.id;
                 self.core.mark_dirty(cid);
