@@ -459,7 +459,8 @@ impl Context<'_> {
     /// Queues `message` on `conn` (copied; small messages are coalesced into one write). Refused
     /// with [`SendError::Full`] while the connection's queue is above its high-water mark; the
     /// caller still has the message, and [`crate::reactor::Handler::on_drained`] says when to
-    /// try again.
+    /// try again. With `auto_pause_reading` (the default) reading `conn` stops once its queue
+    /// reaches the mark, so a handler answering the connection it reads from never gets there.
     pub fn send(&mut self, conn: ConnId, message: &[u8]) -> Result<(), SendError> {
         self.core.send(conn, message)
     }
