@@ -17,10 +17,8 @@
 //! The answering side detects the dialect from the challenge. On a failure the state machine
 //! still yields the `#FAILURE#` message to send before the connection is closed, as Python does.
 
-use std::collections::VecDeque;
-
 use crate::authkey::{AuthKey, fill_random};
-use crate::error::{AuthenticationError, Result};
+use crate::error::Result;
 use crate::wire::digest::{Digest, DigestPolicy};
 
 /// Every handshake message is refused above this many bytes, as Python's `recv_bytes(256)`.
@@ -66,6 +64,15 @@ impl Dialect {
         match self {
             Dialect::Processing => 2,
             _ => 3,
+        }
+    }
+
+    /// A short name for messages: `cpython`, `cpython-legacy` or `processing`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Cpython => "cpython",
+            Dialect::CpythonLegacy => "cpython-legacy",
+            Dialect::Processing => "processing",
         }
     }
 
@@ -139,6 +146,40 @@ impl HandshakeConfig {
     }
 }
 
+/// The handshake failed. Python raises `multiprocessing.AuthenticationError` in the same cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthenticationError {
+    /// The peer's answer to our challenge did not match (wrong key, or a mangled reply).
+    #[error("authentication failed: digest received was wrong")]
+    DigestMismatch,
+    /// The peer rejected our answer to its challenge (it has another key).
+    #[error("authentication failed: digest sent was rejected")]
+    Rejected,
+    /// The peer's reply uses a digest that our policy refuses (for example MD5 under the strict policy).
+    #[error("authentication failed: digest {0} refused by the digest policy")]
+    DigestRefused(String),
+    /// The peer's reply or challenge is not a handshake message at all.
+    #[error("authentication failed: protocol error: {0}")]
+    Protocol(String),
+    /// The listener demands authentication but this client has no key: it received a challenge
+    /// as its first message (cpython#123736).
+    #[error("authentication failed: the listener sent a challenge but this client has no authentication key")]
+    KeyRequired,
+    /// The peer answers in another handshake dialect (for example a `processing` peer against a
+    /// CPython listener).
+    #[error("authentication failed: the peer seems to speak the {peer} handshake, this side expected {expected}")]
+    DialectMismatch {
+        /// What the peer seems to speak.
+        peer: &'static str,
+        /// What this side expected.
+        expected: &'static str,
+    },
+    /// The connection ended during the handshake.
+    #[error("authentication failed: the peer closed the connection during the handshake")]
+    Disconnected,
+}
+
 /// Which side of the handshake this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -150,10 +191,9 @@ pub enum Role {
 
 #[derive(Debug)]
 enum State {
-    /// Waiting for the peer's reply to our challenge; `message` is what the MAC covers.
-    AwaitReply {
-        message: Vec<u8>,
-    },
+    /// Waiting for the peer's reply to our challenge (what the MAC covers is recomputed from
+    /// the nonce, so a handshake in progress holds no buffer of its own).
+    AwaitReply,
     /// Waiting for the peer's challenge.
     AwaitChallenge,
     /// Waiting for the verdict on our reply.
@@ -173,7 +213,8 @@ pub struct Handshake {
     dialect: Dialect,
     nonce: Nonce,
     state: State,
-    transmit: VecDeque<Vec<u8>>,
+    /// Bodies to send, oldest first (never more than two at once).
+    transmit: [Option<Vec<u8>>; 2],
     peer_digest: Option<Digest>,
 }
 
@@ -207,7 +248,7 @@ impl Handshake {
             dialect,
             nonce,
             state: State::Done,
-            transmit: VecDeque::with_capacity(2),
+            transmit: [None, None],
             peer_digest: None,
         }
     }
@@ -229,12 +270,22 @@ impl Handshake {
 
     /// The next message body to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmit.pop_front()
+        let first = self.transmit[0].take();
+        self.transmit[0] = self.transmit[1].take();
+        first
+    }
+
+    fn push_transmit(&mut self, body: Vec<u8>) {
+        match &mut self.transmit {
+            [slot @ None, _] | [Some(_), slot @ None] => *slot = Some(body),
+            // Never happens (the driver polls after each message); keep the newest.
+            [_, last] => *last = Some(body),
+        }
     }
 
     /// True once both directions succeeded and nothing is left to send.
     pub fn is_complete(&self) -> bool {
-        matches!(self.state, State::Done) && self.transmit.is_empty()
+        matches!(self.state, State::Done) && self.transmit[0].is_none()
     }
 
     /// True once both directions succeeded (the last message may still wait in
@@ -261,7 +312,10 @@ impl Handshake {
             )));
         }
         match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitReply { message } => self.on_reply(&message, body),
+            State::AwaitReply => {
+                let message = self.challenge_message();
+                self.on_reply(&message, body)
+            }
             State::AwaitChallenge => self.on_challenge(body),
             State::AwaitWelcome => self.on_welcome(body),
             State::Done => {
@@ -292,31 +346,39 @@ impl Handshake {
         Err(e)
     }
 
-    fn deliver_challenge(&mut self) {
-        let (prefix, message) = match self.dialect {
+    /// What our challenge asks the peer to MAC: the part after the prefix.
+    fn challenge_message(&self) -> Vec<u8> {
+        match self.dialect {
             Dialect::Cpython => {
                 let mut m = Vec::with_capacity(2 + MAX_DIGEST_NAME + MODERN_NONCE_LEN);
                 m.push(b'{');
                 m.extend_from_slice(self.challenge_digest.name().as_bytes());
                 m.push(b'}');
                 m.extend_from_slice(&self.nonce.0);
-                (CHALLENGE, m)
+                m
             }
-            Dialect::CpythonLegacy => (CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
-            Dialect::Processing => (PROCESSING_CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
+            Dialect::CpythonLegacy | Dialect::Processing => self.nonce.0[..LEGACY_NONCE_LEN].to_vec(),
+        }
+    }
+
+    fn deliver_challenge(&mut self) {
+        let prefix = match self.dialect {
+            Dialect::Processing => PROCESSING_CHALLENGE,
+            Dialect::Cpython | Dialect::CpythonLegacy => CHALLENGE,
         };
+        let message = self.challenge_message();
         let mut out = Vec::with_capacity(prefix.len() + message.len());
         out.extend_from_slice(prefix);
         out.extend_from_slice(&message);
-        self.transmit.push_back(out);
-        self.state = State::AwaitReply { message };
+        self.push_transmit(out);
+        self.state = State::AwaitReply;
     }
 
     fn on_reply(&mut self, message: &[u8], reply: &[u8]) -> Result<(), AuthenticationError> {
         match self.verify_reply(message, reply) {
             Ok(digest) => {
                 self.peer_digest = Some(digest);
-                self.transmit.push_back(self.dialect.welcome().to_vec());
+                self.push_transmit(self.dialect.welcome().to_vec());
                 self.state = match self.role {
                     Role::Listener => State::AwaitChallenge,
                     Role::Client => State::Done,
@@ -324,7 +386,7 @@ impl Handshake {
                 Ok(())
             }
             Err(e) => {
-                self.transmit.push_back(self.dialect.failure().to_vec());
+                self.push_transmit(self.dialect.failure().to_vec());
                 self.fail(e)
             }
         }
@@ -333,7 +395,21 @@ impl Handshake {
     /// Checks the peer's reply to our challenge; returns the digest it used.
     fn verify_reply(&self, message: &[u8], reply: &[u8]) -> Result<Digest, AuthenticationError> {
         let (digest, mac) = match self.dialect {
+            Dialect::Processing if reply.first() == Some(&b'{') || reply.len() == Digest::Md5.mac_len() => {
+                // A `{name}` prefix or a raw HMAC-MD5: a CPython peer.
+                return Err(AuthenticationError::DialectMismatch {
+                    peer: Dialect::Cpython.name(),
+                    expected: Dialect::Processing.name(),
+                });
+            }
             Dialect::Processing => (Digest::Sha1, reply),
+            Dialect::Cpython | Dialect::CpythonLegacy if reply.len() == Digest::Sha1.mac_len() => {
+                // No CPython sends a raw 20-byte reply: that is processing's HMAC-SHA1.
+                return Err(AuthenticationError::DialectMismatch {
+                    peer: Dialect::Processing.name(),
+                    expected: self.dialect.name(),
+                });
+            }
             Dialect::Cpython | Dialect::CpythonLegacy => split_cpython_mac(reply)?,
         };
         if !self.policy.allows(digest) {
@@ -359,7 +435,7 @@ impl Handshake {
             Ok(r) => r,
             Err(e) => return self.fail(e),
         };
-        self.transmit.push_back(reply);
+        self.push_transmit(reply);
         self.state = State::AwaitWelcome;
         Ok(())
     }
@@ -372,14 +448,15 @@ impl Handshake {
             (Dialect::Cpython, m)
         } else {
             return Err(AuthenticationError::Protocol(
-                "expected a challenge, got something else (wrong protocol, or no handshake on the other side)".into(),
+                "expected a challenge, got another message (the listener has no key, or speaks another protocol)"
+                    .into(),
             ));
         };
         match (self.role, self.dialect, dialect) {
             (Role::Client, _, d) => self.dialect = d,
             (Role::Listener, Dialect::Processing, Dialect::Processing) => {}
-            (Role::Listener, Dialect::Processing, _) | (Role::Listener, _, Dialect::Processing) => {
-                return Err(AuthenticationError::Protocol("the peer speaks another handshake dialect".into()));
+            (Role::Listener, expected, peer) if (expected == Dialect::Processing) != (peer == Dialect::Processing) => {
+                return Err(AuthenticationError::DialectMismatch { peer: peer.name(), expected: expected.name() });
             }
             _ => {}
         }
@@ -655,7 +732,7 @@ mod tests {
         l.handle_message(Digest::Sha1.mac(b"k", &challenge[PROCESSING_CHALLENGE.len()..]).as_bytes()).unwrap();
         assert_eq!(l.poll_transmit().unwrap(), PROCESSING_WELCOME);
         let cpy = Handshake::listener(&config("k"), nonce(2)).poll_transmit().unwrap();
-        assert!(matches!(l.handle_message(&cpy), Err(AuthenticationError::Protocol(_))));
+        assert!(matches!(l.handle_message(&cpy), Err(AuthenticationError::DialectMismatch { .. })));
         // A CPython client receiving the processing welcome is rejected, not confused.
         let mut c = Handshake::client(&config("k"), nonce(3));
         c.handle_message(&cpy).unwrap();
