@@ -86,6 +86,8 @@ struct Rec {
     tx: mpsc::Sender<Ev>,
     /// Send this once open (a command a Python peer echoes).
     greet: Option<Vec<u8>>,
+    /// Echo every message (a listener serving Rust clients).
+    echo: bool,
 }
 
 impl Handler for Rec {
@@ -95,8 +97,11 @@ impl Handler for Rec {
             let _ = ctx.send(conn, g);
         }
     }
-    fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, message: &[u8]) {
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
         let _ = self.tx.send(Ev::Msg(message.to_vec()));
+        if self.echo {
+            let _ = ctx.send(conn, message);
+        }
     }
     fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, reason: CloseReason) {
         let _ = self.tx.send(Ev::Close(format!("{reason:?}")));
@@ -115,7 +120,7 @@ fn reactor_client(
     let key = key.map(str::to_string);
     let greet = greet.map(<[u8]>::to_vec);
     let t = thread::spawn(move || {
-        let mut reactor = Reactor::new(Rec { tx, greet }).unwrap();
+        let mut reactor = Reactor::new(Rec { tx, greet, echo: false }).unwrap();
         let mut opts = ConnectionOptions::new().handshake_timeout(Duration::from_secs(10));
         if let Some(k) = key {
             opts = opts.authkey(k.as_str());
@@ -133,7 +138,7 @@ fn reactor_listener(key: &str, dialect: Dialect) -> (String, mpsc::Receiver<Ev>,
     let (rtx, rrx) = mpsc::channel();
     let key = key.to_string();
     let t = thread::spawn(move || {
-        let mut reactor = Reactor::new(Rec { tx, greet: None }).unwrap();
+        let mut reactor = Reactor::new(Rec { tx, greet: None, echo: true }).unwrap();
         let opts =
             ConnectionOptions::new().authkey(key.as_str()).dialect(dialect).handshake_timeout(Duration::from_secs(10));
         let l = reactor.listen("127.0.0.1:0", ListenOptions::new().connection(opts)).unwrap();
