@@ -6,12 +6,23 @@
 //! Prints `listening on <address>` once ready. With no address it binds a fresh Unix socket.
 //! Python clients work as they are:
 //! `Client(address, authkey=b"KEY").send_bytes(b"hi")`.
+//!
+//! A client that sends faster than it reads is never dropped: the reactor stops reading it
+//! while its echoes wait above the high-water mark (`auto_pause_reading`, on by default), so
+//! TCP slows it down. Should an echo still be refused, it is kept, reading is paused, and it
+//! goes out when the queue drains.
+
+use std::collections::HashMap;
 
 use mpconn::reactor::options::{CloseReason, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor};
 use mpconn::{Address, Family, arbitrary_address};
 
-struct Echo;
+#[derive(Default)]
+struct Echo {
+    /// Echoes refused for a full queue, sent on `on_drained`.
+    held: HashMap<ConnId, Vec<u8>>,
+}
 
 impl Handler for Echo {
     fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, peer: &Address) {
@@ -20,12 +31,24 @@ impl Handler for Echo {
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
         if let Err(e) = ctx.send(conn, message) {
-            log::warn!("{conn}: echo refused ({e}); closing");
-            ctx.close(conn);
+            log::debug!("{conn}: echo refused ({e}); held until the queue drains");
+            self.held.insert(conn, message.to_vec());
+            ctx.pause_reading(conn);
+        }
+    }
+
+    fn on_drained(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        if let Some(message) = self.held.remove(&conn) {
+            if let Err((_, message)) = ctx.send_owned(conn, message) {
+                self.held.insert(conn, message);
+                return;
+            }
+            ctx.resume_reading(conn);
         }
     }
 
     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
+        self.held.remove(&conn);
         log::info!("{conn} closed: {reason}");
     }
 }
@@ -47,7 +70,7 @@ fn main() -> mpconn::Result<()> {
         Some(a) => a,
         None => arbitrary_address(Family::fastest())?,
     };
-    let mut reactor = Reactor::new(Echo)?;
+    let mut reactor = Reactor::new(Echo::default())?;
     let listener = reactor.listen(address, options)?;
     println!("listening on {}", reactor.listener_address(listener).expect("just bound"));
     reactor.run()

@@ -265,6 +265,62 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Anything that names an address: an [`Address`], a string in the forms
+/// [`Address`'s parser](Address#impl-FromStr-for-Address) reads, a `SocketAddr`, a
+/// `(host, port)` pair, or a path.
+pub trait IntoAddress {
+    /// Converts, reporting a malformed address.
+    fn into_address(self) -> Result<Address>;
+}
+
+impl IntoAddress for Address {
+    fn into_address(self) -> Result<Address> {
+        Ok(self)
+    }
+}
+
+impl IntoAddress for &Address {
+    fn into_address(self) -> Result<Address> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoAddress for &str {
+    fn into_address(self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl IntoAddress for String {
+    fn into_address(self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl IntoAddress for std::net::SocketAddr {
+    fn into_address(self) -> Result<Address> {
+        Ok(self.into())
+    }
+}
+
+impl IntoAddress for (&str, u16) {
+    fn into_address(self) -> Result<Address> {
+        Ok(self.into())
+    }
+}
+
+impl IntoAddress for &std::path::Path {
+    fn into_address(self) -> Result<Address> {
+        Ok(Address::Unix(self.to_path_buf()))
+    }
+}
+
+impl IntoAddress for std::path::PathBuf {
+    fn into_address(self) -> Result<Address> {
+        Ok(Address::Unix(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

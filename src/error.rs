@@ -10,6 +10,7 @@ use std::fmt;
 use std::io;
 
 use crate::wire::frame::FrameError;
+pub use crate::wire::handshake::AuthenticationError;
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -85,30 +86,6 @@ impl Error {
             _ => false,
         }
     }
-}
-
-/// The handshake failed. Python raises `multiprocessing.AuthenticationError` in the same cases.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AuthenticationError {
-    /// The peer's answer to our challenge did not match (wrong key, or a mangled reply).
-    #[error("authentication failed: digest received was wrong")]
-    DigestMismatch,
-    /// The peer rejected our answer to its challenge (it has another key).
-    #[error("authentication failed: digest sent was rejected")]
-    Rejected,
-    /// The peer's reply uses a digest that our policy refuses (for example MD5 under the strict policy).
-    #[error("authentication failed: digest {0} refused by the digest policy")]
-    DigestRefused(String),
-    /// The peer's reply or challenge is not a handshake message at all.
-    #[error("authentication failed: protocol error: {0}")]
-    Protocol(String),
-    /// The listener demands authentication but this side has no key (cpython#123736).
-    #[error("authentication failed: the listener sent a challenge but this client has no authentication key")]
-    KeyRequired,
-    /// The connection ended during the handshake.
-    #[error("authentication failed: the peer closed the connection during the handshake")]
-    Disconnected,
 }
 
 /// `recv_bytes_into` was given a buffer too small for the message. Holds the complete message, as

@@ -33,11 +33,13 @@
 //! ```
 //!
 //! ## Layers
-//! * [`wire`]: the sans-IO core: the frame codec ([`wire::frame`]) and the handshake state
-//!   machines ([`wire::handshake`]). Bytes in, messages and bytes out; no sockets, no clock.
-//! * [`transport`]: TCP, Unix sockets and Windows named pipes behind one stream and one listener
-//!   type.
-//! * [`blocking`]: the API that mirrors Python's.
+//! * [`wire`]: the sans-IO core: the frame codec ([`wire::frame`]), the handshake state
+//!   machines ([`wire::handshake`]) and the connection itself ([`wire::session`]: phase,
+//!   no-key rule, what end of file and errors mean, every deadline). Bytes and time in,
+//!   messages, bytes and events out; no sockets, no clock reads.
+//! * the transport (internal): TCP, Unix sockets and Windows named pipes behind one stream and
+//!   one listener type.
+//! * [`blocking`]: the API that mirrors Python's; [`reactor`]: one thread, many connections.
 //!
 //! What it does not do: encrypt. The key authenticates both ends at connect time; everything after
 //! the handshake travels in the clear, as in Python. Use Unix sockets (mode 0600) or loopback, or
@@ -58,7 +60,7 @@ pub mod error;
 #[cfg(feature = "pickle")]
 pub mod pickle;
 pub mod reactor;
-pub mod transport;
+pub(crate) mod transport;
 pub mod wire;
 
 // The README's Rust examples compile as doctests.
@@ -70,5 +72,7 @@ pub use address::{Address, Family, arbitrary_address};
 pub use authkey::{AuthKey, default_authkey, set_default_authkey};
 pub use blocking::{Client, Connection, IntoAddress, Listener, ListenerBuilder, pipe, wait};
 pub use error::{AuthenticationError, BufferTooShort, Error, Result};
+pub use transport::RawDescriptor;
 pub use wire::digest::{Digest, DigestPolicy};
 pub use wire::handshake::Dialect;
+pub use wire::session::AuthOptions;

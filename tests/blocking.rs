@@ -350,3 +350,27 @@ fn accepted_tcp_connections_have_nodelay() {
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     assert!(socket2::SockRef::from(&borrowed).tcp_nodelay().unwrap());
 }
+
+#[test]
+fn binding_over_a_live_listener_with_a_full_backlog_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = unix_address(&dir, "busy.sock");
+    let _live = Listener::builder().address(&address).backlog(0).bind().unwrap();
+    // Fill the backlog: nobody accepts, so these wait in it (or are refused once it is full).
+    let path = address.unix_path().unwrap().to_path_buf();
+    let mut waiting = Vec::new();
+    for _ in 0..8 {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&socket2::SockAddr::unix(&path).unwrap());
+        waiting.push(s);
+    }
+    let t0 = Instant::now();
+    let again = Listener::builder().address(&address).bind();
+    assert!(t0.elapsed() < Duration::from_secs(5), "the probe waited {:?}", t0.elapsed());
+    match again {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}"),
+        other => panic!("expected AddrInUse, got {other:?}"),
+    }
+    assert!(path.exists(), "a live listener's socket file is never removed");
+}

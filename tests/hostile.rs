@@ -333,23 +333,37 @@ fn hostile_frames_after_authentication_close_only_that_connection() {
     socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
     drop(s);
     let reason = server.next_hostile_close();
-    assert!(reason == "PeerClosedMidMessage" || reason.starts_with("Error("), "{reason}");
+    // The reset may overtake the client's last handshake message (an RST discards what the
+    // server had not read yet): then the session sees a peer gone during the handshake.
+    assert!(
+        reason == "PeerClosedMidMessage"
+            || reason.starts_with("Error(")
+            || reason == "AuthenticationFailed(Disconnected)",
+        "{reason}"
+    );
 
-    // A reader that never reads, while it floods: its queue stops at the high-water mark and the
-    // connection is closed; memory stays bounded.
+    // A reader that never reads, while it floods: with `auto_pause_reading` (the default) the
+    // server stops reading it once its queue reaches the high-water mark, so TCP throttles the
+    // flood instead of the server dropping it; memory stays bounded. When the flooder gives up
+    // (its write times out) and goes, the connection closes.
     let mut s = authenticated(&server);
     let body = vec![9u8; 64 * 1024];
     let flood = thread::spawn(move || {
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut sent = 0;
         for _ in 0..3200 {
             // 200 MiB offered.
             if s.write_all(&(body.len() as u32).to_be_bytes()).is_err() || s.write_all(&body).is_err() {
                 break;
             }
+            sent += 1;
         }
+        sent
     });
-    assert_eq!(server.next_hostile_close(), "Local");
-    flood.join().unwrap();
+    let reason = server.next_hostile_close();
+    assert!(reason.starts_with("Error(") || reason.starts_with("PeerClosed"), "{reason}");
+    let sent = flood.join().unwrap();
+    assert!(sent < 3200, "the flood was throttled, not swallowed ({sent} messages went out)");
     server.assert_good_client_unharmed();
     let grown = rss().saturating_sub(rss0);
     assert!(grown < 48 << 20, "memory grew by {grown} bytes");

@@ -4,13 +4,13 @@ use std::time::{Duration, Instant};
 
 use crate::address::{Address, Family};
 use crate::authkey::{AuthKey, resolve_key};
-use crate::blocking::listener::DEFAULT_HANDSHAKE_TIMEOUT;
 use crate::blocking::{Connection, IntoAddress};
 use crate::error::{Error, Result};
 use crate::transport::Stream;
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Handshake, HandshakeConfig, Nonce};
+use crate::wire::handshake::Nonce;
+use crate::wire::session::{AuthOptions, Session, Timeouts};
 
 /// Connects to a listener (Python's `Client`), as a builder:
 ///
@@ -28,12 +28,10 @@ use crate::wire::handshake::{Handshake, HandshakeConfig, Nonce};
 pub struct Client {
     address: Result<Address, String>,
     family: Option<Family>,
-    authkey: Option<AuthKey>,
+    auth: AuthOptions,
     authenticate: bool,
-    policy: DigestPolicy,
     max_message_size: usize,
     connect_timeout: Option<Duration>,
-    handshake_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -42,12 +40,10 @@ impl Client {
         Client {
             address: address.into_address().map_err(|e| e.to_string()),
             family: None,
-            authkey: None,
+            auth: AuthOptions::default(),
             authenticate: false,
-            policy: DigestPolicy::CpythonCompatible,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             connect_timeout: None,
-            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 
@@ -59,7 +55,14 @@ impl Client {
 
     /// Answer and deliver the challenge-response with this key.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.authkey = Some(key.into());
+        self.auth.authkey = Some(key.into());
+        self
+    }
+
+    /// Key, digest policy and handshake timeout at once (the dialect is detected from the
+    /// challenge).
+    pub fn auth(mut self, auth: AuthOptions) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -71,7 +74,7 @@ impl Client {
 
     /// Which digests to accept and answer with (default: what CPython accepts).
     pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.policy = policy;
+        self.auth.digest_policy = policy;
         self
     }
 
@@ -89,7 +92,7 @@ impl Client {
 
     /// Limit on the handshake (default 10 s; `None`: no limit).
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.handshake_timeout = timeout;
+        self.auth.handshake_timeout = timeout;
         self
     }
 
@@ -100,16 +103,17 @@ impl Client {
             address.check_family(f)?;
         }
         let stream = Stream::connect(&address, self.connect_timeout)?;
-        let mut conn = Connection::new(stream, self.max_message_size);
-        let key = resolve_key(self.authkey, self.authenticate)?;
-        match key {
-            Some(key) => {
-                let mut config = HandshakeConfig::new(key);
-                config.policy = self.policy;
-                let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-                conn.authenticate(Handshake::client(&config, Nonce::random()?), deadline)?;
-            }
-            None => conn.expect_no_challenge(),
+        let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
+        let config = self.auth.handshake_config(key);
+        let nonce = match config {
+            Some(_) => Some(Nonce::random()?),
+            None => None,
+        };
+        let timeouts = Timeouts { handshake: self.auth.handshake_timeout, ..Timeouts::NONE };
+        let session = Session::client(config.as_ref().zip(nonce), timeouts, Instant::now());
+        let mut conn = Connection::new(stream, self.max_message_size, session);
+        if config.is_some() {
+            conn.handshake()?;
         }
         Ok(conn)
     }

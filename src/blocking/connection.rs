@@ -1,9 +1,11 @@
 //! The blocking connection object: Python's `Connection` (`send_bytes`, `recv_bytes`,
 //! `recv_bytes_into`, `poll`, `close`, `fileno`, `send` / `recv`).
 //!
-//! It owns a [`Stream`] and a [`FrameDecoder`]; reads go through the decoder's buffer (one read
-//! may bring several small messages, a large message is read straight into the buffer it is
-//! returned in), writes are one vectored write of header and body.
+//! It owns a [`Stream`], a [`FrameDecoder`] and a [`Session`]: it moves bytes and time, and the
+//! session decides what they mean (the handshake, a challenge met without a key, what end of
+//! file or a bad length is), exactly as for the reactor. Reads go through the decoder's buffer
+//! (one read may bring several small messages, a large message is read straight into the buffer
+//! it is returned in), writes are one vectored write of header and body.
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
@@ -12,10 +14,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::address::Address;
-use crate::error::{AuthenticationError, BufferTooShort, Error, Result};
+use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::{RawDescriptor, Stream, wait_readable};
-use crate::wire::frame::{FrameDecoder, FrameError, Header};
-use crate::wire::handshake::{CHALLENGE, Dialect, HANDSHAKE_MAX_MESSAGE, Handshake, PROCESSING_CHALLENGE};
+use crate::wire::frame::{FrameDecoder, Header};
+use crate::wire::handshake::Dialect;
+use crate::wire::session::{Delivery, Event, Session};
 
 /// A connection to a peer: a Python `Connection` over a socket.
 ///
@@ -25,23 +28,20 @@ use crate::wire::handshake::{CHALLENGE, Dialect, HANDSHAKE_MAX_MESSAGE, Handshak
 pub struct Connection {
     stream: Option<Stream>,
     decoder: FrameDecoder,
+    /// The protocol state: handshake, no-key rule, what end of file and errors mean.
+    session: Session,
     /// False after an error that left the read side unusable (a refused length, end of file).
     readable: bool,
-    /// The connection was opened without a key: a challenge as the first message means the peer
-    /// wants authentication (cpython#123736).
-    expect_no_challenge: bool,
-    dialect: Dialect,
     pickle_protocol: u8,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: Stream, max_message_size: usize) -> Connection {
+    pub(crate) fn new(stream: Stream, max_message_size: usize, session: Session) -> Connection {
         Connection {
             stream: Some(stream),
             decoder: FrameDecoder::new(max_message_size),
+            session,
             readable: true,
-            expect_no_challenge: false,
-            dialect: Dialect::Cpython,
             pickle_protocol: Dialect::Cpython.pickle_protocol(),
         }
     }
@@ -80,10 +80,37 @@ impl Connection {
     /// A longer message is an error ("bad message length") and leaves the connection unreadable,
     /// as in Python.
     pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>> {
-        self.wait_for_message(maxlength)?;
-        let msg = self.decoder.take_frame_limited(maxlength)?.ok_or(Error::Closed("decoder lost a message"))?;
-        screen_first_message(&mut self.expect_no_challenge, &mut self.readable, &msg)?;
-        Ok(msg)
+        self.recv_frame(maxlength)?.ok_or(Error::Closed("the handshake is not finished"))
+    }
+
+    /// Receives one frame and hands it to the session: `Some` for a message, `None` for a
+    /// handshake message the session took.
+    fn recv_frame(&mut self, limit: usize) -> Result<Option<Vec<u8>>> {
+        self.wait_for_message(limit)?;
+        let msg = match self.decoder.take_frame_limited(limit) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(Error::Closed("decoder lost a message")),
+            Err(e) => {
+                self.session.handle_frame_error(e);
+                return Err(self.close_error());
+            }
+        };
+        match self.session.handle_frame(&msg) {
+            Delivery::Message => Ok(Some(msg)),
+            Delivery::Consumed => Ok(None),
+            Delivery::Closed => Err(self.close_error()),
+        }
+    }
+
+    /// The error for the session's close; the read side is unusable from now on.
+    fn close_error(&mut self) -> Error {
+        self.readable = false;
+        while let Some(e) = self.session.poll_event() {
+            if let Event::Closed(reason) = e {
+                return reason.into();
+            }
+        }
+        Error::Closed("the connection is not readable")
     }
 
     /// Receives one message into `buf` and returns its length (Python's `recv_bytes_into`; for an
@@ -91,8 +118,17 @@ impl Connection {
     /// error is [`Error::BufferTooShort`] carrying the complete message; the connection stays usable.
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.wait_for_message(usize::MAX)?;
-        let msg = self.decoder.next_frame()?.ok_or(Error::Closed("decoder lost a message"))?;
-        screen_first_message(&mut self.expect_no_challenge, &mut self.readable, msg)?;
+        let msg = match self.decoder.next_frame() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(Error::Closed("decoder lost a message")),
+            Err(e) => {
+                self.session.handle_frame_error(e);
+                return Err(self.close_error());
+            }
+        };
+        if self.session.handle_frame(msg) != Delivery::Message {
+            return Err(self.close_error());
+        }
         if msg.len() > buf.len() {
             return Err(BufferTooShort { message: msg.to_vec(), buffer_len: buf.len() }.into());
         }
@@ -150,7 +186,7 @@ impl Connection {
 
     /// The handshake dialect of this connection (from the listener's choice or the challenge).
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        self.session.dialect()
     }
 
     /// The limit on one received message.
@@ -180,7 +216,9 @@ impl Connection {
         self.pickle_protocol = protocol;
     }
 
-    /// Reads until a whole message (within `limit`) is buffered.
+    /// Reads until a whole message (within `limit`) is buffered. End of file and a refused
+    /// length close the session (the error says what it decided); a read timeout is returned as
+    /// it is, the connection stays usable.
     fn wait_for_message(&mut self, limit: usize) -> Result<()> {
         if !self.readable {
             return Err(Error::Closed("the connection is not readable"));
@@ -190,56 +228,73 @@ impl Connection {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => {}
                 Err(e) => {
-                    self.readable = false;
-                    return Err(e.into());
+                    self.session.handle_frame_error(e);
+                    return Err(self.close_error());
                 }
             }
             let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
-            let n = stream.read_retry(self.decoder.read_buf())?;
+            let n = match stream.read_retry(self.decoder.read_buf()) {
+                Ok(n) => n,
+                Err(e) if self.session.is_handshaking() && is_disconnect(&e) => {
+                    self.session.handle_io_error(e);
+                    return Err(self.close_error());
+                }
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
-                self.readable = false;
-                return Err(if self.decoder.in_message() { Error::EofInMessage } else { Error::Eof });
+                self.session.handle_eof(self.decoder.in_message());
+                return Err(self.close_error());
             }
             self.decoder.advance(n);
         }
     }
 
-    pub(crate) fn expect_no_challenge(&mut self) {
-        self.expect_no_challenge = true;
-    }
-
-    /// Runs a handshake to completion over this connection, within `deadline`.
-    pub(crate) fn authenticate(&mut self, mut hs: Handshake, deadline: Option<Instant>) -> Result<()> {
-        let result = self.drive_handshake(&mut hs, deadline);
+    /// Runs the session's handshake to completion over this connection, within the session's
+    /// handshake deadline; on failure the pending `#FAILURE#` is sent, as Python does.
+    pub(crate) fn handshake(&mut self) -> Result<()> {
+        let result = self.drive_handshake();
         if result.is_err() {
-            // Send #FAILURE# (or what else is pending) as Python does; the peer may be gone.
-            while let Some(m) = hs.poll_transmit() {
+            // The peer may be gone.
+            while let Some(m) = self.session.poll_transmit() {
                 if self.send_bytes(&m).is_err() {
                     break;
                 }
             }
         }
-        if deadline.is_some() {
-            let stream = self.stream()?;
+        if let Some(stream) = self.stream.as_mut() {
             stream.set_read_timeout(None)?;
             stream.set_write_timeout(None)?;
         }
         result?;
-        self.dialect = hs.dialect();
-        self.pickle_protocol = self.dialect.pickle_protocol();
+        self.pickle_protocol = self.session.dialect().pickle_protocol();
         Ok(())
     }
 
-    fn drive_handshake(&mut self, hs: &mut Handshake, deadline: Option<Instant>) -> Result<()> {
+    fn drive_handshake(&mut self) -> Result<()> {
         // Socket timeouts enforce the deadline. They are set again only when the time left has
         // fallen below half of what is set, so a handshake usually costs two setsockopt calls,
         // and a peer answering each step at the last moment stays under twice the deadline.
         let mut timeout_set: Option<Duration> = None;
         loop {
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
+            while let Some(m) = self.session.poll_transmit() {
+                if let Err(e) = self.send_bytes(&m) {
+                    return Err(self.handshake_io_error(e, "handshake deadline passed while sending"));
+                }
+            }
+            if self.session.is_open() {
+                // Drop the Opened event; nothing else waits.
+                while self.session.poll_event().is_some() {}
+                return Ok(());
+            }
+            if self.session.is_closed() {
+                return Err(self.close_error());
+            }
+            if let Some(d) = self.session.poll_timeout() {
+                let now = Instant::now();
+                let left = d.saturating_duration_since(now);
                 if left.is_zero() {
-                    return Err(Error::Timeout("handshake deadline passed"));
+                    self.session.handle_timeout(now);
+                    return Err(self.close_error());
                 }
                 if timeout_set.is_none_or(|set| left < set / 2) {
                     let stream = self.stream()?;
@@ -248,53 +303,36 @@ impl Connection {
                     timeout_set = Some(left);
                 }
             }
-            while let Some(m) = hs.poll_transmit() {
-                self.send_bytes(&m).map_err(|e| timeout_or(e, "handshake deadline passed while sending"))?;
+            match self.recv_frame(self.session.frame_limit()) {
+                Ok(_) => {}
+                Err(e) if self.readable => return Err(self.handshake_io_error(e, "handshake deadline passed")),
+                Err(e) => return Err(e),
             }
-            if hs.is_complete() {
-                return Ok(());
+        }
+    }
+
+    /// A timeout while authenticating is the session's handshake deadline; other errors stay.
+    fn handshake_io_error(&mut self, e: Error, what: &'static str) -> Error {
+        match &e {
+            Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                // The socket timeout is the deadline (or within a clock tick of it).
+                self.session.close_with(crate::wire::session::CloseReason::HandshakeTimeout);
+                let _ = self.close_error();
+                Error::Timeout(what)
             }
-            let msg = match self.recv_bytes_max(HANDSHAKE_MAX_MESSAGE) {
-                Ok(m) => m,
-                Err(e) if e.is_disconnect() => return Err(hs.handle_eof().into()),
-                Err(Error::Protocol(FrameError::TooLarge { len, .. })) => {
-                    return Err(AuthenticationError::Protocol(format!(
-                        "handshake message of {len} bytes declared, the limit is {HANDSHAKE_MAX_MESSAGE}"
-                    ))
-                    .into());
-                }
-                Err(Error::Protocol(e)) => {
-                    return Err(AuthenticationError::Protocol(e.to_string()).into());
-                }
-                Err(e) => return Err(timeout_or(e, "handshake deadline passed")),
-            };
-            hs.handle_message(&msg)?;
+            _ => e,
         }
     }
 }
 
-/// On a connection opened without a key, the first message may not be a challenge: that means
-/// the listener demands a key (cpython#123736). Takes the two fields apart so callers can hold a
-/// borrow of the decoder's message meanwhile.
-fn screen_first_message(expect_no_challenge: &mut bool, readable: &mut bool, msg: &[u8]) -> Result<()> {
-    if *expect_no_challenge {
-        if msg.starts_with(CHALLENGE) || msg.starts_with(PROCESSING_CHALLENGE) {
-            *readable = false;
-            return Err(AuthenticationError::KeyRequired.into());
-        }
-        *expect_no_challenge = false;
-    }
-    Ok(())
-}
-
-/// Maps the I/O errors a socket timeout produces to [`Error::Timeout`].
-fn timeout_or(e: Error, what: &'static str) -> Error {
-    match &e {
-        Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            Error::Timeout(what)
-        }
-        _ => e,
-    }
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
 }
 
 #[cfg(unix)]
@@ -343,5 +381,6 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
         b.shutdown(Shutdown::Read)?;
     }
     let max = crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-    Ok((Connection::new(a, max), Connection::new(b, max)))
+    let now = Instant::now();
+    Ok((Connection::new(a, max, Session::established(now)), Connection::new(b, max, Session::established(now))))
 }

@@ -11,10 +11,8 @@ use crate::error::{Error, Result};
 use crate::transport::{RawDescriptor, SocketListener};
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Dialect, Handshake, HandshakeConfig, Nonce};
-
-/// Default time a peer has to complete the handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::wire::handshake::{Dialect, HandshakeConfig, Nonce};
+use crate::wire::session::{AuthOptions, Session, Timeouts};
 
 /// Default listen backlog. Python's is 1, which refuses bursts of clients; this is larger.
 pub const DEFAULT_BACKLOG: i32 = 128;
@@ -26,12 +24,9 @@ pub struct ListenerBuilder {
     address: Option<Result<Address, String>>,
     family: Option<Family>,
     backlog: i32,
-    authkey: Option<AuthKey>,
+    auth: AuthOptions,
     authenticate: bool,
-    dialect: Dialect,
-    policy: DigestPolicy,
     max_message_size: usize,
-    handshake_timeout: Option<Duration>,
     accept_timeout: Option<Duration>,
 }
 
@@ -56,7 +51,13 @@ impl ListenerBuilder {
 
     /// Demand the challenge-response with this key from every client.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.authkey = Some(key.into());
+        self.auth.authkey = Some(key.into());
+        self
+    }
+
+    /// Key, dialect, digest policy and handshake timeout at once.
+    pub fn auth(mut self, auth: AuthOptions) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -69,13 +70,13 @@ impl ListenerBuilder {
 
     /// The handshake dialect to offer (default: CPython, which every CPython since 2.7 answers).
     pub fn dialect(mut self, dialect: Dialect) -> Self {
-        self.dialect = dialect;
+        self.auth.dialect = dialect;
         self
     }
 
     /// Which digests to accept (default: what CPython accepts).
     pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.policy = policy;
+        self.auth.digest_policy = policy;
         self
     }
 
@@ -85,10 +86,10 @@ impl ListenerBuilder {
         self
     }
 
-    /// Time a client has to complete the handshake (default [`DEFAULT_HANDSHAKE_TIMEOUT`];
+    /// Time a client has to complete the handshake (default [`crate::blocking::DEFAULT_HANDSHAKE_TIMEOUT`];
     /// `None`: no limit, as in Python).
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.handshake_timeout = timeout;
+        self.auth.handshake_timeout = timeout;
         self
     }
 
@@ -124,20 +125,15 @@ impl ListenerBuilder {
                 socket.own_dir(dir.to_path_buf());
             }
         }
-        let key = resolve_key(self.authkey, self.authenticate)?;
-        let handshake = key.map(|key| {
-            let mut c = HandshakeConfig::new(key);
-            c.dialect = self.dialect;
-            c.policy = self.policy;
-            c
-        });
+        let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
+        let handshake = self.auth.handshake_config(key);
         log::debug!("listening on {}", socket.address());
         Ok(Listener {
             address: socket.address().clone(),
             socket: Some(socket),
             handshake,
             max_message_size: self.max_message_size,
-            handshake_timeout: self.handshake_timeout,
+            handshake_timeout: self.auth.handshake_timeout,
             accept_timeout: self.accept_timeout,
             last_accepted: None,
         })
@@ -189,12 +185,9 @@ impl Listener {
             address: None,
             family: None,
             backlog: DEFAULT_BACKLOG,
-            authkey: None,
+            auth: AuthOptions::default(),
             authenticate: false,
-            dialect: Dialect::Cpython,
-            policy: DigestPolicy::CpythonCompatible,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             accept_timeout: None,
         }
     }
@@ -223,11 +216,15 @@ impl Listener {
         };
         log::debug!("accepted a connection from {peer}");
         self.last_accepted = Some(peer);
-        let mut conn = Connection::new(stream, self.max_message_size);
-        if let Some(config) = &self.handshake {
-            let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
-            let hs = Handshake::listener(config, Nonce::random()?);
-            if let Err(e) = conn.authenticate(hs, deadline) {
+        let nonce = match self.handshake {
+            Some(_) => Some(Nonce::random()?),
+            None => None,
+        };
+        let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
+        let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
+        let mut conn = Connection::new(stream, self.max_message_size, session);
+        if self.handshake.is_some() {
+            if let Err(e) = conn.handshake() {
                 log::info!(
                     "handshake with {} failed: {e}",
                     self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()

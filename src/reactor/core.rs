@@ -11,47 +11,63 @@ use slab::Slab;
 
 use crate::address::Address;
 use crate::error::{Error, Result};
+use crate::reactor::deadlines::Timers;
 use crate::reactor::handle::{Handle, Shared};
 use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
-use crate::reactor::timers::{TimerKind, Timers};
 use crate::reactor::write_queue::WriteQueue;
 use crate::reactor::{ConnId, ListenerId, SendError};
 use crate::transport::{Notify, SocketListener, Stream};
-use crate::wire::frame::FrameDecoder;
-use crate::wire::handshake::{Handshake, Nonce};
+use crate::wire::frame::{DEFAULT_READ_BLOCK, FrameDecoder};
+use crate::wire::handshake::Nonce;
+use crate::wire::session::{Event, HANDSHAKE_READ_BLOCK, Session};
 
-/// Where a connection is in its life.
-pub(crate) enum Phase {
-    /// A non-blocking connect in progress; the handshake to run once connected.
-    Connecting(Option<Box<Handshake>>),
-    /// The challenge-response in progress.
-    Handshaking(Box<Handshake>),
-    /// Authenticated (or no key): messages flow.
-    Open,
-}
-
+/// One connection: its socket, its buffers, and its [`Session`] (where every protocol decision
+/// is made); the rest is the reactor's bookkeeping.
 pub(crate) struct ConnEntry {
     pub(crate) id: ConnId,
     pub(crate) stream: Stream,
     pub(crate) decoder: FrameDecoder,
-    pub(crate) phase: Phase,
+    pub(crate) session: Session,
     pub(crate) out: WriteQueue,
     pub(crate) peer: Address,
     pub(crate) listener: Option<ListenerId>,
     pub(crate) opts: Arc<ConnectionOptions>,
     pub(crate) write_interest: bool,
     pub(crate) backpressured: bool,
-    /// A local close was asked for: no more reads or deliveries; close once flushed.
-    pub(crate) closing: bool,
-    pub(crate) last_activity: Instant,
-    pub(crate) partial_since: Option<Instant>,
     pub(crate) dirty: bool,
-    /// A buffer-release deadline is pending.
-    pub(crate) release_armed: bool,
+    /// The deadline this connection has in the timer set (its session's `poll_timeout` when
+    /// last synced): at most one entry per connection.
+    pub(crate) timer_at: Option<Instant>,
+    /// On the carry-over list (read again next turn); never on it twice.
+    pub(crate) carried: bool,
+    /// Reading paused by the user (`pause_reading`).
+    pub(crate) paused: bool,
+    /// Reading paused because the output queue is above the high-water mark.
+    pub(crate) auto_paused: bool,
+}
+
+impl ConnEntry {
+    pub(crate) fn reading_paused(&self) -> bool {
+        self.paused || self.auto_paused
+    }
+
+    /// With `auto_pause_reading`, stops reading once the output queue reaches the high-water
+    /// mark (the delivery loop looks at this before each message).
+    #[inline]
+    pub(crate) fn check_high_water(&mut self) {
+        if self.opts.auto_pause_reading && !self.auto_paused && self.out.queued() >= self.opts.high_water_mark {
+            self.auto_paused = true;
+            if !self.paused {
+                self.session.set_reading_paused(true, Instant::now());
+            }
+        }
+    }
 }
 
 pub(crate) struct ListenerEntry {
     pub(crate) id: ListenerId,
+    /// The accept-resume deadline in the timer set, if any.
+    pub(crate) timer_at: Option<Instant>,
     pub(crate) socket: SocketListener,
     pub(crate) opts: Arc<ConnectionOptions>,
     pub(crate) max_connections: usize,
@@ -87,8 +103,11 @@ pub(crate) struct Core {
     notify: Arc<dyn Notify>,
     /// Connections with queued output, flushed at the end of the turn.
     pub(crate) dirty: Vec<u64>,
-    /// Connections whose read budget ran out with bytes left: read again next turn.
+    /// Connections whose read budget ran out with bytes left (or that were resumed): read
+    /// first next turn, in this order. A connection is on it at most once (`carried`).
     pub(crate) carry: Vec<u64>,
+    /// Bytes read in this turn, against `config.turn_read_budget`.
+    pub(crate) turn_read: usize,
     /// Connections to close, with why.
     pub(crate) to_close: Vec<(ConnId, CloseReason)>,
     /// Connections that became open outside a read (to call `on_open`).
@@ -122,6 +141,7 @@ impl Core {
             notify,
             dirty: Vec::new(),
             carry: Vec::new(),
+            turn_read: 0,
             to_close: Vec::new(),
             opened: Vec::new(),
             drained: Vec::new(),
@@ -171,6 +191,7 @@ impl Core {
         socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
         entry.insert(Entry::Listener(ListenerEntry {
             id,
+            timer_at: None,
             socket,
             opts: Arc::new(options.connection),
             max_connections: options.max_connections.max(1),
@@ -182,50 +203,89 @@ impl Core {
         Ok(id)
     }
 
-    /// Registers a new connection (accepted or connecting) and arms its handshake deadline.
+    /// Registers a new connection (accepted or connecting) with its session.
     pub(crate) fn add_conn(
         &mut self,
         mut stream: Stream,
         peer: Address,
-        phase: Phase,
+        session: Session,
         opts: Arc<ConnectionOptions>,
         listener: Option<ListenerId>,
     ) -> Result<ConnId> {
-        let now = Instant::now();
-        let connecting = matches!(phase, Phase::Connecting(_));
-        let has_deadline = !matches!(phase, Phase::Open);
+        let connecting = session.is_connecting();
         let generation = self.generation();
         let entry = self.entries.vacant_entry();
         let id = ConnId(pack(entry.key(), generation));
         let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         stream.register(self.poll.registry(), Token(id.0 as usize), interest, &self.notify)?;
-        let idle = opts.idle_timeout;
-        let handshake_timeout = opts.handshake_timeout;
-        let max = opts.max_message_size;
+        // Until authenticated, reads are bounded by the handshake's cap, not a read block.
+        let read_block = if session.is_open() { DEFAULT_READ_BLOCK } else { HANDSHAKE_READ_BLOCK };
+        let mut decoder = FrameDecoder::new(opts.max_message_size);
+        decoder.set_read_block(read_block);
         entry.insert(Entry::Conn(Box::new(ConnEntry {
             id,
             stream,
-            decoder: FrameDecoder::new(max),
-            phase,
+            decoder,
+            session,
             out: WriteQueue::default(),
             peer,
             listener,
             opts,
             write_interest: connecting,
             backpressured: false,
-            closing: false,
-            last_activity: now,
-            partial_since: None,
             dirty: false,
-            release_armed: false,
+            timer_at: None,
+            carried: false,
+            paused: false,
+            auto_paused: false,
         })));
-        if has_deadline {
-            self.timers.add(now + handshake_timeout, id.0, TimerKind::Handshake);
-        }
-        if let Some(t) = idle {
-            self.timers.add(now + t, id.0, TimerKind::Idle);
-        }
+        self.pump(id.0);
         Ok(id)
+    }
+
+    /// Carries out what a connection's session asks for: its bodies into the write queue,
+    /// `Opened` onto the opened list (for callers outside a read), `Closed` onto the close list;
+    /// then syncs its deadline. Returns true if the session reported `Opened`.
+    pub(crate) fn pump(&mut self, id: u64) -> bool {
+        let Some(c) = self.conn(id) else { return false };
+        let cid = c.id;
+        let mut queued = false;
+        while let Some(m) = c.session.poll_transmit() {
+            c.out.push_owned(m);
+            queued = true;
+        }
+        let mut opened = false;
+        let mut closed = None;
+        while let Some(e) = c.session.poll_event() {
+            match e {
+                Event::Opened => {
+                    opened = true;
+                    c.decoder.set_read_block(DEFAULT_READ_BLOCK);
+                }
+                Event::Closed(reason) => closed = Some(reason),
+            }
+        }
+        let next = c.session.poll_timeout();
+        if next != c.timer_at {
+            self.set_deadline(id, next);
+        }
+        if queued {
+            self.mark_dirty(cid);
+        }
+        if let Some(reason) = closed {
+            self.to_close.push((cid, reason));
+        }
+        opened
+    }
+
+    /// Moves the timer-set entry of a connection or listener to `next`.
+    pub(crate) fn set_deadline(&mut self, id: u64, next: Option<Instant>) {
+        let at = match self.entries.get_mut(index_of(id)) {
+            Some(Entry::Conn(c)) if c.id.0 == id => &mut c.timer_at,
+            Some(Entry::Listener(l)) if l.id.0 == id => &mut l.timer_at,
+            _ => return,
+        };
+        self.timers.sync(id, at, next);
     }
 
     pub(crate) fn connect(&mut self, address: &Address, options: ConnectionOptions) -> Result<ConnId> {
@@ -233,17 +293,21 @@ impl Core {
             return Err(Error::Closed("the reactor is stopping"));
         }
         let (stream, _connected) = Stream::connect_nonblocking(address)?;
-        let handshake = match options.handshake_config() {
-            Some(c) => Some(Box::new(Handshake::client(&c, Nonce::random()?))),
+        let config = options.handshake_config();
+        let nonce = match config {
+            Some(_) => Some(Nonce::random()?),
             None => None,
         };
-        self.add_conn(stream, address.clone(), Phase::Connecting(handshake), Arc::new(options), None)
+        let auth = config.as_ref().zip(nonce);
+        let session = Session::connecting(auth, options.timeouts(&self.config), Instant::now());
+        self.add_conn(stream, address.clone(), session, Arc::new(options), None)
     }
 
     /// Queues a framed message on an open connection.
     pub(crate) fn send(&mut self, id: ConnId, message: &[u8]) -> Result<(), SendError> {
         let c = self.writable_conn(id)?;
         c.out.push_copy(message);
+        c.check_high_water();
         self.mark_dirty(id);
         Ok(())
     }
@@ -254,16 +318,17 @@ impl Core {
             Err(e) => return Err((e, message)),
         };
         c.out.push_owned(message);
+        c.check_high_water();
         self.mark_dirty(id);
         Ok(())
     }
 
     fn writable_conn(&mut self, id: ConnId) -> Result<&mut ConnEntry, SendError> {
         let c = self.conn(id.0).ok_or(SendError::NoSuchConnection)?;
-        if c.closing {
+        if c.session.is_closing() {
             return Err(SendError::Closing);
         }
-        if !matches!(c.phase, Phase::Open) {
+        if !c.session.is_open() {
             return Err(SendError::NotOpen);
         }
         if c.out.queued() >= c.opts.high_water_mark {
@@ -285,66 +350,54 @@ impl Core {
     /// Asks for a local close: after the queued messages are written (bounded by the stop
     /// timeout), or at once if nothing is queued.
     pub(crate) fn close(&mut self, id: ConnId) {
-        let timeout = self.config.stop_timeout;
         let Some(c) = self.conn(id.0) else { return };
-        if c.closing {
-            return;
-        }
-        c.closing = true;
-        if c.out.is_empty() || !matches!(c.phase, Phase::Open) {
-            self.to_close.push((id, CloseReason::Local));
-        } else {
+        let flushed = c.out.is_empty();
+        c.session.close(Instant::now(), flushed);
+        if !flushed {
             self.mark_dirty(id);
-            self.timers.add(Instant::now() + timeout, id.0, TimerKind::CloseFlush);
+        }
+        self.pump(id.0);
+    }
+
+    /// Stops (`pause`) or resumes reading a connection. False for an unknown id.
+    pub(crate) fn set_paused(&mut self, id: ConnId, pause: bool) -> bool {
+        let Some(c) = self.conn(id.0) else { return false };
+        let was = c.reading_paused();
+        c.paused = pause;
+        self.reading_changed(id.0, was);
+        true
+    }
+
+    /// After a change of `paused` / `auto_paused`: tells the session, and schedules a read when
+    /// reading resumes (bytes may have arrived meanwhile; their edge was not acted on).
+    pub(crate) fn reading_changed(&mut self, id: u64, was_paused: bool) {
+        let Some(c) = self.conn(id) else { return };
+        let paused = c.reading_paused();
+        if paused == was_paused {
+            return;
+        }
+        c.session.set_reading_paused(paused, Instant::now());
+        if !paused {
+            self.schedule_read(id);
         }
     }
 
-    /// Writes what a connection has queued; records drain, close or the need for write
-    /// readiness.
-    pub(crate) fn flush(&mut self, id: u64) {
-        let Some(c) = self.entries.get_mut(index_of(id)) else {
-            return;
-        };
-        let Entry::Conn(c) = c else { return };
-        if c.id.0 != id {
-            return;
-        }
-        c.dirty = false;
-        if matches!(c.phase, Phase::Connecting(_)) {
-            return;
-        }
-        let token = Token(id as usize);
-        match c.out.flush(&mut c.stream) {
-            Ok(true) => {
-                if c.write_interest {
-                    c.write_interest = false;
-                    let _ = c.stream.reregister(self.poll.registry(), token, Interest::READABLE);
-                }
-                if c.backpressured {
-                    c.backpressured = false;
-                    self.drained.push(c.id);
-                }
-                if c.closing {
-                    self.to_close.push((c.id, CloseReason::Local));
-                }
-            }
-            Ok(false) => {
-                if !c.write_interest {
-                    c.write_interest = true;
-                    let _ = c.stream.reregister(self.poll.registry(), token, Interest::READABLE | Interest::WRITABLE);
-                }
-            }
-            Err(e) => {
-                let id = c.id;
-                self.to_close.push((id, CloseReason::Error(e.into())));
+    /// Puts a connection on the carry-over list (read first next turn), unless it is on it.
+    pub(crate) fn schedule_read(&mut self, id: u64) {
+        if let Some(c) = self.conn(id) {
+            if !c.carried {
+                c.carried = true;
+                self.carry.push(id);
             }
         }
     }
 
-    /// Removes a connection from the poll and the slab; returns it if it was there.
+    /// Removes a connection from the poll, the slab and the timer set; returns it if it was
+    /// there.
     pub(crate) fn remove_conn(&mut self, id: ConnId) -> Option<Box<ConnEntry>> {
         self.conn(id.0)?;
-        let Entry::Conn(c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
+        let Entry::Conn(mut c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
+        self.timers.sync(id.0, &mut c.timer_at, None);
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
         // dropped) removes it from the epoll set.
         if let Some(l) = c.listener {
@@ -363,6 +416,7 @@ impl Core {
             return false;
         }
         if let Entry::Listener(mut l) = self.entries.remove(index_of(id.0)) {
+            self.timers.sync(id.0, &mut l.timer_at, None);
             let _ = l.socket.deregister(self.poll.registry());
         }
         true
@@ -408,11 +462,8 @@ impl Context<'_> {
     #[cfg(feature = "pickle")]
     pub fn send_pickle<T: serde::Serialize>(&mut self, conn: ConnId, value: &T) -> Result<()> {
         let protocol = match self.core.conn(conn.0) {
-            Some(c) => match &c.phase {
-                Phase::Open => c.opts.dialect.pickle_protocol(),
-                _ => 3,
-            },
-            None => 3,
+            Some(c) if c.session.is_open() => c.session.dialect().pickle_protocol(),
+            _ => 3,
         };
         let bytes = crate::pickle::dumps(value, protocol)?;
         self.core.send_owned(conn, bytes).map_err(|(e, _)| Error::Closed(e.as_str()))
@@ -422,6 +473,21 @@ impl Context<'_> {
     /// [`CloseReason::Local`]. No more messages are delivered for it.
     pub fn close(&mut self, conn: ConnId) {
         self.core.close(conn);
+    }
+
+    /// Stops reading `conn`: no more messages are delivered for it (messages already read stay
+    /// buffered) until [`Context::resume_reading`], and the peer is throttled by the transport
+    /// (TCP's window, a full Unix socket buffer). Its idle and partial-message deadlines wait
+    /// meanwhile. False for an unknown id.
+    pub fn pause_reading(&mut self, conn: ConnId) -> bool {
+        self.core.set_paused(conn, true)
+    }
+
+    /// Resumes reading `conn` after [`Context::pause_reading`] (buffered messages are delivered
+    /// first, in the next turn). Reading stays paused while the connection's own output queue is
+    /// above its high-water mark with `auto_pause_reading`. False for an unknown id.
+    pub fn resume_reading(&mut self, conn: ConnId) -> bool {
+        self.core.set_paused(conn, false)
     }
 
     /// Listens on `address`.

@@ -14,6 +14,8 @@ pub type Call = Box<dyn FnOnce(&mut Context<'_>) + Send>;
 pub(crate) enum Command {
     Send(ConnId, Vec<u8>),
     Close(ConnId),
+    PauseReading(ConnId),
+    ResumeReading(ConnId),
     Stop,
     Call(Call),
 }
@@ -74,6 +76,16 @@ impl Handle {
     /// Closes `conn` (after its queued messages are written).
     pub fn close(&self, conn: ConnId) -> Result<()> {
         self.push(Command::Close(conn))
+    }
+
+    /// Stops reading `conn` (see [`Context::pause_reading`]); an unknown id is ignored.
+    pub fn pause_reading(&self, conn: ConnId) -> Result<()> {
+        self.push(Command::PauseReading(conn))
+    }
+
+    /// Resumes reading `conn` (see [`Context::resume_reading`]); an unknown id is ignored.
+    pub fn resume_reading(&self, conn: ConnId) -> Result<()> {
+        self.push(Command::ResumeReading(conn))
     }
 
     /// Stops the reactor gracefully.

@@ -4,10 +4,19 @@
 use std::time::Duration;
 
 use crate::authkey::AuthKey;
-use crate::error::{AuthenticationError, Error};
 use crate::wire::digest::DigestPolicy;
-use crate::wire::frame::{DEFAULT_MAX_MESSAGE_SIZE, FrameError};
+use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::wire::handshake::{Dialect, HandshakeConfig};
+use crate::wire::session::{AuthOptions, Timeouts};
+
+/// Default [`ReactorConfig::read_budget`]: 512 KiB per connection per turn.
+pub const DEFAULT_READ_BUDGET: usize = 512 * 1024;
+/// Default [`ReactorConfig::turn_read_budget`]: 4 MiB per turn over all connections.
+pub const DEFAULT_TURN_READ_BUDGET: usize = 4 * 1024 * 1024;
+/// Default [`ConnectionOptions::high_water_mark`]: 16 MiB.
+pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024 * 1024;
+/// Default [`ConnectionOptions::partial_message_timeout`]: 60 s.
+pub const DEFAULT_PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings of the reactor itself.
 #[derive(Debug, Clone)]
@@ -17,8 +26,13 @@ pub struct ReactorConfig {
     pub events_capacity: usize,
     /// Size of the shared read buffer: one read per connection brings at most this much.
     pub read_buffer_size: usize,
-    /// Bytes read from one connection in one turn before others get their turn (fairness).
+    /// Bytes read from one connection in one turn before the others get their turn: also the
+    /// largest single read. A connection with more waiting is read again first next turn.
     pub read_budget: usize,
+    /// Bytes read from all connections together in one turn; once spent, connections with
+    /// readiness are carried to the next turn. With `read_budget` it bounds how long one turn
+    /// can keep a waiting connection from its reply (see ARCHITECTURE.md).
+    pub turn_read_budget: usize,
     /// How long a graceful stop waits for queues to drain before closing regardless.
     pub stop_timeout: Duration,
     /// Pause before accepting again after the process ran out of file descriptors.
@@ -33,7 +47,8 @@ impl Default for ReactorConfig {
         ReactorConfig {
             events_capacity: 1024,
             read_buffer_size: 1024 * 1024,
-            read_budget: 4 * 1024 * 1024,
+            read_budget: DEFAULT_READ_BUDGET,
+            turn_read_budget: DEFAULT_TURN_READ_BUDGET,
             stop_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(100),
             buffer_release_after: Duration::from_secs(1),
@@ -46,16 +61,10 @@ impl Default for ReactorConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConnectionOptions {
-    /// Run the challenge-response with this key (none: no handshake).
-    pub authkey: Option<AuthKey>,
-    /// The dialect a listener offers (a connecting side detects it).
-    pub dialect: Dialect,
-    /// Which digests are acceptable.
-    pub digest_policy: DigestPolicy,
+    /// Key, dialect, digest policy and handshake timeout: the settings every face shares.
+    pub auth: AuthOptions,
     /// Limit on one received message.
     pub max_message_size: usize,
-    /// Time allowed to connect and complete the handshake.
-    pub handshake_timeout: Duration,
     /// Close a connection with no traffic for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// Close a connection whose current message stays incomplete this long (a peer dribbling a
@@ -63,45 +72,54 @@ pub struct ConnectionOptions {
     pub partial_message_timeout: Duration,
     /// Queued outgoing bytes above which `send` refuses more and hands the message back.
     pub high_water_mark: usize,
+    /// Stop reading the connection while its own output queue is at or above the high-water
+    /// mark, and read again once it drains below half of it: a peer that writes faster than it
+    /// reads is throttled by the transport instead of filling memory or being dropped. On by
+    /// default.
+    pub auto_pause_reading: bool,
 }
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
         ConnectionOptions {
-            authkey: None,
-            dialect: Dialect::Cpython,
-            digest_policy: DigestPolicy::CpythonCompatible,
+            auth: AuthOptions::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            handshake_timeout: Duration::from_secs(10),
             idle_timeout: None,
-            partial_message_timeout: Duration::from_secs(60),
-            high_water_mark: 16 * 1024 * 1024,
+            partial_message_timeout: DEFAULT_PARTIAL_MESSAGE_TIMEOUT,
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            auto_pause_reading: true,
         }
     }
 }
 
 impl ConnectionOptions {
     /// Defaults: no key, CPython dialect, 128 MiB messages, 10 s handshake, 60 s per partial
-    /// message, 16 MiB write high-water mark.
+    /// message, 16 MiB write high-water mark, reading paused automatically above it.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Authenticate with `key`.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.authkey = Some(key.into());
+        self.auth.authkey = Some(key.into());
+        self
+    }
+
+    /// Key, dialect, digest policy and handshake timeout at once.
+    pub fn auth(mut self, auth: AuthOptions) -> Self {
+        self.auth = auth;
         self
     }
 
     /// The dialect to offer when listening.
     pub fn dialect(mut self, dialect: Dialect) -> Self {
-        self.dialect = dialect;
+        self.auth.dialect = dialect;
         self
     }
 
     /// Which digests to accept.
     pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.digest_policy = policy;
+        self.auth.digest_policy = policy;
         self
     }
 
@@ -113,7 +131,7 @@ impl ConnectionOptions {
 
     /// Time allowed for connecting and the handshake.
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
-        self.handshake_timeout = t;
+        self.auth.handshake_timeout = Some(t);
         self
     }
 
@@ -135,13 +153,24 @@ impl ConnectionOptions {
         self
     }
 
+    /// Pause reading while the output queue is above the high-water mark (default on).
+    pub fn auto_pause_reading(mut self, on: bool) -> Self {
+        self.auto_pause_reading = on;
+        self
+    }
+
+    pub(crate) fn timeouts(&self, config: &ReactorConfig) -> Timeouts {
+        Timeouts {
+            handshake: self.auth.handshake_timeout,
+            idle: self.idle_timeout,
+            partial_message: Some(self.partial_message_timeout),
+            close_flush: config.stop_timeout,
+            buffer_release: Some(config.buffer_release_after),
+        }
+    }
+
     pub(crate) fn handshake_config(&self) -> Option<HandshakeConfig> {
-        self.authkey.as_ref().map(|key| {
-            let mut c = HandshakeConfig::new(key.clone());
-            c.dialect = self.dialect;
-            c.policy = self.digest_policy;
-            c
-        })
+        self.auth.handshake_config(None)
     }
 }
 
@@ -171,7 +200,7 @@ impl ListenOptions {
 
     /// Demand the challenge-response with `key`.
     pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.connection.authkey = Some(key.into());
+        self.connection.auth.authkey = Some(key.into());
         self
     }
 
@@ -194,52 +223,4 @@ impl ListenOptions {
     }
 }
 
-/// Why a connection closed; given to [`crate::reactor::Handler::on_close`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The peer closed the connection between messages.
-    PeerClosed,
-    /// The peer closed the connection in the middle of a message.
-    PeerClosedMidMessage,
-    /// The connection was closed locally (`close`).
-    Local,
-    /// The reactor stopped.
-    ReactorStopped,
-    /// The handshake failed.
-    AuthenticationFailed(AuthenticationError),
-    /// The peer broke the framing rules (for example a length above the limit).
-    Protocol(FrameError),
-    /// Connecting or the handshake took longer than the handshake timeout.
-    HandshakeTimeout,
-    /// No traffic for the idle timeout.
-    IdleTimeout,
-    /// One message stayed incomplete for the partial-message timeout.
-    PartialMessageTimeout,
-    /// An I/O error (connect refused, reset, ...).
-    Error(Error),
-}
-
-impl CloseReason {
-    /// True for the reasons that are not failures (peer or local close, stop).
-    pub fn is_clean(&self) -> bool {
-        matches!(self, CloseReason::PeerClosed | CloseReason::Local | CloseReason::ReactorStopped)
-    }
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
-            CloseReason::PeerClosedMidMessage => f.write_str("the peer closed the connection during a message"),
-            CloseReason::Local => f.write_str("closed locally"),
-            CloseReason::ReactorStopped => f.write_str("the reactor stopped"),
-            CloseReason::AuthenticationFailed(e) => write!(f, "{e}"),
-            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            CloseReason::HandshakeTimeout => f.write_str("the handshake timed out"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::PartialMessageTimeout => f.write_str("a message stayed incomplete too long"),
-            CloseReason::Error(e) => write!(f, "{e}"),
-        }
-    }
-}
+pub use crate::wire::session::CloseReason;

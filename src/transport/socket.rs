@@ -122,14 +122,6 @@ impl Stream {
         Ok((Stream::Unix(a), Stream::Unix(b)))
     }
 
-    /// The family of the stream.
-    pub fn family(&self) -> Family {
-        match self {
-            Stream::Tcp(_) => Family::Inet,
-            Stream::Unix(_) => Family::Unix,
-        }
-    }
-
     /// Sets a timeout on blocking reads (`None`: block).
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         each!(self, s => s.set_read_timeout(t))
@@ -138,11 +130,6 @@ impl Stream {
     /// Sets a timeout on blocking writes (`None`: block).
     pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         each!(self, s => s.set_write_timeout(t))
-    }
-
-    /// Switches non-blocking mode.
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        each!(self, s => s.set_nonblocking(on))
     }
 
     /// Shuts down one or both directions.
@@ -450,16 +437,80 @@ fn remove_stale_socket(path: &Path) -> Result<()> {
             format!("{} exists and is not a socket; refusing to replace it", path.display()),
         )));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(Error::Io(io::Error::new(
+    match probe_unix_listener(path, STALE_PROBE_TIMEOUT) {
+        Probe::Live => Err(Error::Io(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("{} is in use by a listening socket", path.display()),
         ))),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+        Probe::Undecided => Err(Error::Io(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} is a socket whose listener did not answer within {} ms (busy, or its backlog is \
+                 full); treated as in use",
+                path.display(),
+                STALE_PROBE_TIMEOUT.as_millis()
+            ),
+        ))),
+        Probe::Stale => {
             log::debug!("removing stale socket file {}", path.display());
             fs::remove_file(path)?;
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Probe::Failed(e) => Err(e.into()),
     }
+}
+
+/// How long binding waits to learn whether an existing socket file has a live listener.
+pub(crate) const STALE_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+enum Probe {
+    /// A listener accepted the connection (or its backlog is full: it exists).
+    Live,
+    /// Connection refused: nobody listens.
+    Stale,
+    /// No answer within the timeout.
+    Undecided,
+    Failed(io::Error),
+}
+
+/// Connects to `path` without blocking and waits at most `timeout` for the outcome, so a live
+/// listener with a full backlog cannot hang the caller in `connect`.
+fn probe_unix_listener(path: &Path, timeout: Duration) -> Probe {
+    let result = (|| -> io::Result<Probe> {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        let addr = SockAddr::unix(path)?;
+        match socket.connect(&addr) {
+            Ok(()) => return Ok(Probe::Live),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(Probe::Stale),
+            // Linux: a full backlog refuses a non-blocking connect with EAGAIN: someone listens.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Probe::Live),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        // Elsewhere the connect may be in progress: wait for writability, bounded.
+        let mut poll = mio::Poll::new()?;
+        let fd = socket.as_raw_fd();
+        poll.registry().register(&mut SourceFd(&fd), Token(0), Interest::WRITABLE)?;
+        let mut events = mio::Events::with_capacity(1);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Probe::Undecided);
+            }
+            match poll.poll(&mut events, Some(left)) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+                Ok(()) if events.is_empty() => continue,
+                Ok(()) => break,
+            }
+        }
+        Ok(match socket.take_error()? {
+            None => Probe::Live,
+            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Probe::Stale,
+            Some(e) => return Err(e),
+        })
+    })();
+    result.unwrap_or_else(Probe::Failed)
 }

@@ -140,6 +140,12 @@ impl FrameDecoder {
         FrameDecoder { buf: Vec::new(), start: 0, end: 0, body: None, max_message_size, read_block: read_block.max(16) }
     }
 
+    /// Changes the size of one read block (at least 16 bytes): small while a connection
+    /// authenticates, so a handshake in progress holds a few hundred bytes, not a read block.
+    pub fn set_read_block(&mut self, read_block: usize) {
+        self.read_block = read_block.max(16);
+    }
+
     /// The limit on one message.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 
 use crate::authkey::{AuthKey, fill_random};
-use crate::error::{AuthenticationError, Result};
+use crate::error::Result;
 use crate::wire::digest::{Digest, DigestPolicy};
 
 /// Every handshake message is refused above this many bytes, as Python's `recv_bytes(256)`.
@@ -66,6 +66,15 @@ impl Dialect {
         match self {
             Dialect::Processing => 2,
             _ => 3,
+        }
+    }
+
+    /// A short name for messages: `cpython`, `cpython-legacy` or `processing`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Cpython => "cpython",
+            Dialect::CpythonLegacy => "cpython-legacy",
+            Dialect::Processing => "processing",
         }
     }
 
@@ -137,6 +146,41 @@ impl HandshakeConfig {
             challenge_digest: Digest::Sha256,
         }
     }
+}
+
+/// The handshake failed. Python raises `multiprocessing.AuthenticationError` in the same cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthenticationError {
+    /// The peer's answer to our challenge did not match (wrong key, or a mangled reply).
+    #[error("authentication failed: digest received was wrong")]
+    DigestMismatch,
+    /// The peer rejected our answer to its challenge (it has another key).
+    #[error("authentication failed: digest sent was rejected")]
+    Rejected,
+    /// The peer's reply uses a digest that our policy refuses (for example MD5 under the strict policy).
+    #[error("authentication failed: digest {0} refused by the digest policy")]
+    DigestRefused(String),
+    /// The peer's reply or challenge is not a handshake message at all.
+    #[error("authentication failed: protocol error: {0}")]
+    Protocol(String),
+    /// The peer runs the challenge-response but this side has no key: a client without a key
+    /// received a challenge (cpython#123736), or a listener without a key received a handshake
+    /// message as the first message.
+    #[error("authentication failed: the peer runs the challenge-response but this side has no authentication key")]
+    KeyRequired,
+    /// The peer answers in another handshake dialect (for example a `processing` peer against a
+    /// CPython listener).
+    #[error("authentication failed: the peer seems to speak the {peer} handshake, this side expected {expected}")]
+    DialectMismatch {
+        /// What the peer seems to speak.
+        peer: &'static str,
+        /// What this side expected.
+        expected: &'static str,
+    },
+    /// The connection ended during the handshake.
+    #[error("authentication failed: the peer closed the connection during the handshake")]
+    Disconnected,
 }
 
 /// Which side of the handshake this is.
@@ -333,7 +377,21 @@ impl Handshake {
     /// Checks the peer's reply to our challenge; returns the digest it used.
     fn verify_reply(&self, message: &[u8], reply: &[u8]) -> Result<Digest, AuthenticationError> {
         let (digest, mac) = match self.dialect {
+            Dialect::Processing if reply.first() == Some(&b'{') || reply.len() == Digest::Md5.mac_len() => {
+                // A `{name}` prefix or a raw HMAC-MD5: a CPython peer.
+                return Err(AuthenticationError::DialectMismatch {
+                    peer: Dialect::Cpython.name(),
+                    expected: Dialect::Processing.name(),
+                });
+            }
             Dialect::Processing => (Digest::Sha1, reply),
+            Dialect::Cpython | Dialect::CpythonLegacy if reply.len() == Digest::Sha1.mac_len() => {
+                // No CPython sends a raw 20-byte reply: that is processing's HMAC-SHA1.
+                return Err(AuthenticationError::DialectMismatch {
+                    peer: Dialect::Processing.name(),
+                    expected: self.dialect.name(),
+                });
+            }
             Dialect::Cpython | Dialect::CpythonLegacy => split_cpython_mac(reply)?,
         };
         if !self.policy.allows(digest) {
@@ -372,14 +430,15 @@ impl Handshake {
             (Dialect::Cpython, m)
         } else {
             return Err(AuthenticationError::Protocol(
-                "expected a challenge, got something else (wrong protocol, or no handshake on the other side)".into(),
+                "expected a challenge, got another message (the listener has no key, or speaks another protocol)"
+                    .into(),
             ));
         };
         match (self.role, self.dialect, dialect) {
             (Role::Client, _, d) => self.dialect = d,
             (Role::Listener, Dialect::Processing, Dialect::Processing) => {}
-            (Role::Listener, Dialect::Processing, _) | (Role::Listener, _, Dialect::Processing) => {
-                return Err(AuthenticationError::Protocol("the peer speaks another handshake dialect".into()));
+            (Role::Listener, expected, peer) if (expected == Dialect::Processing) != (peer == Dialect::Processing) => {
+                return Err(AuthenticationError::DialectMismatch { peer: peer.name(), expected: expected.name() });
             }
             _ => {}
         }
@@ -655,7 +714,7 @@ mod tests {
         l.handle_message(Digest::Sha1.mac(b"k", &challenge[PROCESSING_CHALLENGE.len()..]).as_bytes()).unwrap();
         assert_eq!(l.poll_transmit().unwrap(), PROCESSING_WELCOME);
         let cpy = Handshake::listener(&config("k"), nonce(2)).poll_transmit().unwrap();
-        assert!(matches!(l.handle_message(&cpy), Err(AuthenticationError::Protocol(_))));
+        assert!(matches!(l.handle_message(&cpy), Err(AuthenticationError::DialectMismatch { .. })));
         // A CPython client receiving the processing welcome is rejected, not confused.
         let mut c = Handshake::client(&config("k"), nonce(3));
         c.handle_message(&cpy).unwrap();

@@ -4,3 +4,4 @@
 pub mod digest;
 pub mod frame;
 pub mod handshake;
+pub mod session;

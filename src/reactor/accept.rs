@@ -1,0 +1,102 @@
+//! Accepting and connecting: a new socket gets its session (listener or client role, keyed or
+//! not) and joins the reactor; the session decides the rest.
+
+use std::io;
+use std::time::Instant;
+
+use crate::reactor::{Handler, Reactor};
+use crate::wire::handshake::Nonce;
+use crate::wire::session::Session;
+
+impl<H: Handler> Reactor<H> {
+    /// Accepts on a listener until it would block, the connection limit is reached, or the
+    /// process is out of descriptors (then accepting pauses for the backoff).
+    pub(super) fn accept(&mut self, id: u64) {
+        loop {
+            if self.core.stopping.is_some() {
+                return;
+            }
+            let backoff = self.core.config.accept_backoff;
+            let Some(l) = self.core.listener(id) else {
+                return;
+            };
+            if l.open >= l.max_connections {
+                l.paused = true;
+                return;
+            }
+            match l.socket.accept_nonblocking() {
+                Ok((stream, peer)) => {
+                    l.paused = false;
+                    let opts = l.opts.clone();
+                    let lid = l.id;
+                    let config = opts.handshake_config();
+                    let nonce = match config {
+                        Some(_) => match Nonce::random() {
+                            Ok(n) => Some(n),
+                            Err(e) => {
+                                log::error!("no random challenge, connection dropped: {e}");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    let timeouts = opts.timeouts(&self.core.config);
+                    let session = Session::listener(config.as_ref().zip(nonce), timeouts, Instant::now());
+                    match self.core.add_conn(stream, peer, session, opts, Some(lid)) {
+                        Ok(cid) => {
+                            if let Some(l) = self.core.listener(id) {
+                                l.open += 1;
+                            }
+                            // add_conn pumped the session: the challenge is queued, or the
+                            // connection opened (no key).
+                            if self.core.conn(cid.0).is_some_and(|c| c.session.is_open()) {
+                                self.core.opened.push(cid);
+                            }
+                        }
+                        Err(e) => log::warn!("accepted connection dropped: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if crate::transport::is_transient_accept_error(&e) => {
+                    continue;
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning; existing
+                    // connections keep being served.
+                    log::warn!("accept on {} failed: {e}; pausing accepts", l.socket.address());
+                    l.paused = true;
+                    self.core.set_deadline(id, Some(Instant::now() + backoff));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A non-blocking connect finished (or failed).
+    pub(super) fn finish_connect(&mut self, id: u64) {
+        let Some(c) = self.core.conn(id) else { return };
+        let result = match c.stream.take_error() {
+            Ok(None) => c.stream.peer_address().map(|_| ()),
+            Ok(Some(e)) | Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if e.kind() == io::ErrorKind::NotConnected {
+                return; // not finished yet (a spurious wakeup)
+            }
+            c.session.handle_io_error(e);
+            self.core.pump(id);
+            return;
+        }
+        c.session.handle_connected(Instant::now());
+        let open = c.session.is_open();
+        let cid = c.id;
+        self.core.read_interest_only(id);
+        if open {
+            self.core.pump(id);
+            self.core.opened.push(cid);
+        } else {
+            // The listener speaks first; bytes may already be waiting.
+            self.read_conn(id, false);
+        }
+    }
+}

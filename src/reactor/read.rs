@@ -1,0 +1,206 @@
+//! Reading: bytes from a connection's socket to its session and the handler, within the turn's
+//! budget.
+//!
+//! A connection whose decoder is idle (or holds only a small tail) reads into the reactor's
+//! shared scratch buffer, and whole messages are handed out in place; only an incomplete tail
+//! is copied into the connection's own decoder. A connection streaming large messages reads into
+//! its own decoder, whose read window ends at the message's end. While authenticating, the
+//! decoder's read block is the handshake cap, so an unauthenticated connection holds a few
+//! hundred bytes at most.
+
+use std::io;
+use std::time::Instant;
+
+use crate::reactor::{ConnId, Context, Handler, Reactor};
+use crate::wire::frame::{DEFAULT_READ_BLOCK, FrameDecoder, FrameError, SliceFrames};
+use crate::wire::session::Delivery;
+
+impl<H: Handler> Reactor<H> {
+    /// Reads a connection within its budget and delivers what arrived.
+    /// `short_read_ends`: a read that returns less than asked means the socket is empty (true
+    /// for an ordinary readiness edge; false when the peer has closed, or without an edge).
+    pub(super) fn read_conn(&mut self, id: u64, short_read_ends: bool) {
+        let slice = self.core.config.read_budget.max(1);
+        let turn_budget = self.core.config.turn_read_budget;
+        let mut read = 0usize;
+        let turn_before = self.core.turn_read;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        loop {
+            let Some(c) = self.core.conn(id) else { break };
+            if c.session.is_closing() || c.session.is_connecting() || c.reading_paused() {
+                break;
+            }
+            let cid = c.id;
+            // Messages that a pause left buffered go first.
+            if c.decoder.has_frame() {
+                let mut decoder = std::mem::take(&mut c.decoder);
+                self.deliver(cid, &mut decoder);
+                if let Some(c) = self.core.conn(id) {
+                    if c.session.is_open() {
+                        decoder.set_read_block(DEFAULT_READ_BLOCK);
+                    }
+                    c.decoder = decoder;
+                    c.session.on_read(Instant::now(), c.decoder.in_message());
+                }
+                continue;
+            }
+            // The budget: a slice per connection per turn, and a total per turn. The rest waits
+            // on the carry-over list (once).
+            if read >= slice || turn_before + read >= turn_budget {
+                self.core.schedule_read(id);
+                break;
+            }
+            // A small incomplete tail left by the last read moves to the front of the shared
+            // buffer (re-framed) so reads stay large; a connection streaming large messages
+            // keeps reading into its own (kept) buffer.
+            let small_tail = scratch.len() / 16;
+            let prefix = if c.decoder.capacity() >= scratch.len() {
+                None
+            } else if c.decoder.is_idle() {
+                Some(0)
+            } else {
+                c.decoder.drain_pending_into(&mut scratch[..small_tail])
+            };
+            let own = prefix.is_none();
+            let prefix = prefix.unwrap_or(0);
+            // Whether a short read empties the source depends on the transport.
+            let short_read_ends = short_read_ends && c.stream.short_read_drains();
+            let (result, asked) = if own {
+                let buf = c.decoder.read_buf();
+                let asked = buf.len().min(slice);
+                (c.stream.read_retry(&mut buf[..asked]), asked)
+            } else {
+                let end = scratch.len().min(prefix + slice);
+                (c.stream.read_retry(&mut scratch[prefix..end]), end - prefix)
+            };
+            match result {
+                Ok(0) => {
+                    let mid = prefix > 0 || c.decoder.in_message();
+                    c.session.handle_eof(mid);
+                    self.core.pump(id);
+                    break;
+                }
+                Ok(n) => {
+                    read += n;
+                    let now = Instant::now();
+                    let completed = if own {
+                        c.decoder.advance(n);
+                        let mut decoder = std::mem::take(&mut c.decoder);
+                        let completed = self.deliver(cid, &mut decoder);
+                        if let Some(c) = self.core.conn(id) {
+                            c.decoder = decoder;
+                        }
+                        completed
+                    } else {
+                        let mut frames = SliceFrames::new(&scratch[..prefix + n]);
+                        let completed = self.deliver(cid, &mut frames);
+                        if let Some(c) = self.core.conn(id) {
+                            if !c.session.is_closing() {
+                                if c.session.is_open() {
+                                    c.decoder.set_read_block(DEFAULT_READ_BLOCK);
+                                }
+                                c.decoder.feed(frames.rest());
+                            }
+                        }
+                        completed
+                    };
+                    let Some(c) = self.core.conn(id) else { break };
+                    if completed > 0 {
+                        c.session.on_message_boundary(now);
+                    }
+                    c.session.on_read(now, c.decoder.in_message());
+                    if c.decoder.capacity() > 0 {
+                        c.session.buffer_held();
+                    }
+                    self.core.pump(id);
+                    // A short read means the socket is empty now; data that arrives later
+                    // raises a new edge, so no read that would only say WouldBlock.
+                    if short_read_ends && n < asked {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing new: the tail goes back where it was.
+                    c.decoder.feed(&scratch[..prefix]);
+                    break;
+                }
+                Err(e) => {
+                    c.decoder.feed(&scratch[..prefix]);
+                    c.session.handle_io_error(e);
+                    self.core.pump(id);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+        self.core.turn_read = turn_before + read;
+        // Replies written in the callbacks leave now, in one write.
+        if let Some(c) = self.core.conn(id) {
+            if c.dirty {
+                self.core.flush(id);
+            }
+        }
+    }
+
+    /// Hands every complete frame of `source` to the session, and the messages among them to
+    /// the handler. Stops at the end of the source, when the connection closes, or when its
+    /// reading is paused (the rest stays in the source). Returns how many frames were taken.
+    fn deliver(&mut self, cid: ConnId, source: &mut impl FrameSource) -> usize {
+        let mut count = 0;
+        loop {
+            let Some(c) = self.core.conn(cid.0) else {
+                return count;
+            };
+            if c.reading_paused() || c.session.is_closing() {
+                return count;
+            }
+            let limit = c.session.frame_limit().min(c.opts.max_message_size);
+            let frame = match source.next(limit) {
+                Ok(Some(f)) => f,
+                Ok(None) => return count,
+                Err(e) => {
+                    c.session.handle_frame_error(e);
+                    self.core.pump(cid.0);
+                    return count;
+                }
+            };
+            count += 1;
+            match c.session.handle_frame(frame) {
+                Delivery::Message => {
+                    let (h, mut ctx) = (&mut self.handler, Context { core: &mut self.core });
+                    h.on_message(&mut ctx, cid, frame);
+                }
+                Delivery::Consumed => {
+                    if self.core.pump(cid.0) {
+                        // Open: on_open runs before the messages that follow in this read.
+                        let Some(c) = self.core.conn(cid.0) else { return count };
+                        let peer = c.peer.clone();
+                        let (h, mut ctx) = self.ctx();
+                        h.on_open(&mut ctx, cid, &peer);
+                    }
+                }
+                Delivery::Closed => {
+                    self.core.pump(cid.0);
+                    return count;
+                }
+            }
+        }
+    }
+}
+
+/// Where frames come from during delivery: the shared read buffer or a connection's own.
+trait FrameSource {
+    fn next(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError>;
+}
+
+impl FrameSource for FrameDecoder {
+    fn next(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError> {
+        self.next_frame_limited(limit)
+    }
+}
+
+impl FrameSource for SliceFrames<'_> {
+    fn next(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError> {
+        self.next_frame_limited(limit)
+    }
+}

@@ -1,0 +1,67 @@
+//! Writing: a connection's queue is flushed once after its reads and for every dirty connection
+//! at the end of a turn; `WouldBlock` asks the poller for writability; a queue that drains below
+//! the low-water mark resumes an auto-paused connection and reports `on_drained`.
+
+use mio::{Interest, Token};
+
+use crate::reactor::core::{Core, Entry, index_of};
+use crate::reactor::{Handler, Reactor};
+
+impl Core {
+    /// Writes what a connection has queued; records drain, close, resume or the need for write
+    /// readiness.
+    pub(crate) fn flush(&mut self, id: u64) {
+        let Some(Entry::Conn(c)) = self.entries.get_mut(index_of(id)) else {
+            return;
+        };
+        if c.id.0 != id {
+            return;
+        }
+        c.dirty = false;
+        if c.session.is_connecting() {
+            return;
+        }
+        let token = Token(id as usize);
+        let result = c.out.flush(&mut c.stream);
+        // Below the low-water mark (half the high-water mark) an auto-paused connection reads
+        // again.
+        let resume = c.auto_paused && c.out.queued() < c.opts.high_water_mark / 2;
+        if resume {
+            c.auto_paused = false;
+        }
+        match result {
+            Ok(true) => {
+                if c.write_interest {
+                    c.write_interest = false;
+                    let _ = c.stream.reregister(self.poll.registry(), token, Interest::READABLE);
+                }
+                if c.backpressured {
+                    c.backpressured = false;
+                    self.drained.push(c.id);
+                }
+                c.session.flushed();
+            }
+            Ok(false) => {
+                if !c.write_interest {
+                    c.write_interest = true;
+                    let _ = c.stream.reregister(self.poll.registry(), token, Interest::READABLE | Interest::WRITABLE);
+                }
+            }
+            Err(e) => c.session.handle_io_error(e),
+        }
+        if resume {
+            self.reading_changed(id, true);
+        }
+        self.pump(id);
+    }
+}
+
+impl<H: Handler> Reactor<H> {
+    /// Flushes every connection with queued output.
+    pub(super) fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        for id in dirty {
+            self.core.flush(id);
+        }
+    }
+}

@@ -1,0 +1,1066 @@
+//! The sans-IO connection: the one place where protocol decisions are made.
+//!
+//! A [`Session`] is what a connection *is*, without its socket: its phase (connecting,
+//! handshaking, open, closing, closed), its [`Handshake`], the dialect in use, the rule for a side
+//! without a key that meets a peer running the challenge-response, the mapping of end of file,
+//! frame errors and I/O errors to a [`CloseReason`], and every per-connection deadline, kept as a
+//! fixed table (one slot per kind) behind [`Session::poll_timeout`] / [`Session::handle_timeout`],
+//! as quinn-proto's `Connection` does. It reads no clock and no socket: a driver (the blocking
+//! [`crate::Connection`] or the reactor) moves bytes and time in and out:
+//!
+//! * in: [`Session::handle_frame`] for each received message body (framed by
+//!   [`crate::wire::frame`]), [`Session::handle_frame_error`], [`Session::handle_eof`],
+//!   [`Session::handle_io_error`], [`Session::on_read`] (activity), [`Session::handle_timeout`];
+//! * out: [`Session::poll_transmit`] (bodies to frame and send), [`Session::poll_event`]
+//!   ([`Event::Opened`], [`Event::Closed`]), [`Session::poll_timeout`].
+//!
+//! Deadlines are armed lazily: a read does not move a slot; when a slot fires the session checks
+//! whether its condition still holds and re-arms it for the remaining time otherwise. So the next
+//! deadline of a busy connection changes only when a slot is armed or fires, never per read, and a
+//! driver's timer structure needs at most one live entry per connection.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{AuthenticationError, Error};
+use crate::wire::frame::FrameError;
+use crate::wire::handshake::{
+    CHALLENGE, FAILURE, HANDSHAKE_MAX_MESSAGE, Handshake, HandshakeConfig, Nonce, PROCESSING_CHALLENGE,
+    PROCESSING_FAILURE, PROCESSING_WELCOME, Role, WELCOME,
+};
+
+pub use crate::wire::handshake::Dialect;
+
+/// Why a connection closed; given to [`crate::reactor::Handler::on_close`], and turned into an
+/// [`Error`] by the blocking face.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed the connection between messages.
+    PeerClosed,
+    /// The peer closed the connection in the middle of a message.
+    PeerClosedMidMessage,
+    /// The connection was closed locally (`close`).
+    Local,
+    /// The reactor stopped.
+    ReactorStopped,
+    /// The handshake failed (wrong key, no key on one side, another dialect, a peer that is no
+    /// handshake peer at all).
+    AuthenticationFailed(AuthenticationError),
+    /// The peer broke the framing rules (for example a length above the limit).
+    Protocol(FrameError),
+    /// Connecting or the handshake took longer than the handshake timeout.
+    HandshakeTimeout,
+    /// No traffic for the idle timeout.
+    IdleTimeout,
+    /// One message stayed incomplete for the partial-message timeout.
+    PartialMessageTimeout,
+    /// An I/O error (connect refused, reset, ...).
+    Error(Error),
+}
+
+impl CloseReason {
+    /// True for the reasons that are not failures (peer or local close, stop).
+    pub fn is_clean(&self) -> bool {
+        matches!(self, CloseReason::PeerClosed | CloseReason::Local | CloseReason::ReactorStopped)
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
+            CloseReason::PeerClosedMidMessage => f.write_str("the peer closed the connection during a message"),
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::ReactorStopped => f.write_str("the reactor stopped"),
+            CloseReason::AuthenticationFailed(e) => write!(f, "{e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::HandshakeTimeout => f.write_str("the handshake timed out"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::PartialMessageTimeout => f.write_str("a message stayed incomplete too long"),
+            CloseReason::Error(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<CloseReason> for Error {
+    /// The blocking face's view of a close: end of file, an authentication error, a protocol
+    /// error, a timeout, or the I/O error itself.
+    fn from(reason: CloseReason) -> Error {
+        match reason {
+            CloseReason::PeerClosed => Error::Eof,
+            CloseReason::PeerClosedMidMessage => Error::EofInMessage,
+            CloseReason::Local => Error::Closed(""),
+            CloseReason::ReactorStopped => Error::Closed("the reactor stopped"),
+            CloseReason::AuthenticationFailed(e) => Error::Authentication(e),
+            CloseReason::Protocol(e) => Error::Protocol(e),
+            CloseReason::HandshakeTimeout => Error::Timeout("handshake deadline passed"),
+            CloseReason::IdleTimeout => Error::Timeout("idle timeout"),
+            CloseReason::PartialMessageTimeout => Error::Timeout("a message stayed incomplete too long"),
+            CloseReason::Error(e) => e,
+        }
+    }
+}
+
+/// The deadline kinds of a session: one slot each in its fixed table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum TimerKind {
+    /// Connect plus handshake must finish.
+    Handshake = 0,
+    /// No traffic for the idle timeout.
+    Idle = 1,
+    /// One message incomplete too long.
+    PartialMessage = 2,
+    /// Flushing before a local close must finish.
+    CloseFlush = 3,
+    /// A quiet connection's read buffer may be freed.
+    ReleaseBuffer = 4,
+}
+
+/// The read block of a connection's frame decoder while it authenticates: one handshake
+/// message at its cap plus the longest header. With it a handshake in progress holds a few
+/// hundred bytes of buffer, not a 64 KiB read block.
+pub const HANDSHAKE_READ_BLOCK: usize = HANDSHAKE_MAX_MESSAGE + crate::wire::frame::MAX_HEADER_LEN;
+
+/// Default time a peer has to connect and complete the handshake, on every face.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The authentication settings every face shares: [`crate::Client`], [`crate::ListenerBuilder`]
+/// and the reactor's [`crate::reactor::options::ConnectionOptions`] each hold one, and the
+/// builder methods of those forward to it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuthOptions {
+    /// Run the challenge-response with this key (`None`: no handshake; a peer that runs one is
+    /// refused with [`AuthenticationError::KeyRequired`]).
+    pub authkey: Option<crate::AuthKey>,
+    /// The dialect a listener offers (a connecting side detects it from the challenge).
+    pub dialect: Dialect,
+    /// Which digests are acceptable.
+    pub digest_policy: crate::DigestPolicy,
+    /// Time allowed to connect and complete the handshake (`None`: no limit, as in Python).
+    pub handshake_timeout: Option<Duration>,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions {
+            authkey: None,
+            dialect: Dialect::Cpython,
+            digest_policy: crate::DigestPolicy::CpythonCompatible,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        }
+    }
+}
+
+impl AuthOptions {
+    /// Defaults: no key, CPython dialect, CPython's digest policy, [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn new() -> AuthOptions {
+        AuthOptions::default()
+    }
+
+    /// Authenticate with `key`.
+    pub fn authkey(mut self, key: impl Into<crate::AuthKey>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// The dialect to offer when listening.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// Which digests to accept.
+    pub fn digest_policy(mut self, policy: crate::DigestPolicy) -> Self {
+        self.digest_policy = policy;
+        self
+    }
+
+    /// Time allowed for connecting and the handshake (`None`: no limit).
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The handshake settings for `key` (this struct's key unless one is given), if any.
+    pub(crate) fn handshake_config(&self, key: Option<crate::AuthKey>) -> Option<HandshakeConfig> {
+        key.or_else(|| self.authkey.clone()).map(|key| {
+            let mut c = HandshakeConfig::new(key);
+            c.dialect = self.dialect;
+            c.policy = self.digest_policy;
+            c
+        })
+    }
+}
+
+/// Number of deadline kinds (the size of a session's table).
+pub const TIMER_KINDS: usize = 5;
+
+/// The per-connection time limits a session enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect plus handshake (`None`: no limit).
+    pub handshake: Option<Duration>,
+    /// No traffic at all for this long closes (`None`: never).
+    pub idle: Option<Duration>,
+    /// One message incomplete for this long closes (`None`: never).
+    pub partial_message: Option<Duration>,
+    /// A local close waits this long for queued output to leave.
+    pub close_flush: Duration,
+    /// A read buffer held by a quiet connection is released after this long (`None`: never).
+    pub buffer_release: Option<Duration>,
+}
+
+impl Timeouts {
+    /// No deadlines at all (the blocking face after the handshake).
+    pub const NONE: Timeouts = Timeouts {
+        handshake: None,
+        idle: None,
+        partial_message: None,
+        close_flush: Duration::from_secs(5),
+        buffer_release: None,
+    };
+}
+
+/// What a session yields to its driver besides bytes.
+#[derive(Debug)]
+pub enum Event {
+    /// The connection is open: authenticated, or it has no key. Messages flow from now on.
+    Opened,
+    /// The connection is closed; the driver closes the socket after sending what
+    /// [`Session::poll_transmit`] still yields.
+    Closed(CloseReason),
+}
+
+/// What the driver does with a received message body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// An application message: hand it to the user.
+    Message,
+    /// The session took it (a handshake message); look at `poll_transmit` and `poll_event`.
+    Consumed,
+    /// The session closed (or was closed already); look at `poll_event`.
+    Closed,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// A connect in progress; the handshake to run once connected (none without a key).
+    Connecting(Option<Box<Handshake>>),
+    Handshaking(Box<Handshake>),
+    Open,
+    /// Closing locally: no more deliveries; closed when the output is flushed.
+    Closing,
+    Closed,
+}
+
+/// What the first message of a session without a key is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Screen {
+    /// Nothing (a keyed session, or the first message passed).
+    Off,
+    /// A client without a key: a challenge means the listener demands a key.
+    NoKeyClient,
+    /// A listener without a key: a challenge, welcome or failure means the client runs the
+    /// challenge-response.
+    NoKeyListener,
+}
+
+/// One connection's protocol state. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    phase: Phase,
+    screen: Screen,
+    dialect: Dialect,
+    timeouts: Timeouts,
+    /// The fixed deadline table, indexed by [`TimerKind`].
+    timers: [Option<Instant>; TIMER_KINDS],
+    last_activity: Instant,
+    partial_since: Option<Instant>,
+    opened: bool,
+    /// The driver stopped reading (flow control): silence and an incomplete message are ours,
+    /// so the idle and partial-message deadlines wait.
+    reading_paused: bool,
+    closed: Option<CloseReason>,
+    /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
+    transmit: Vec<Vec<u8>>,
+}
+
+impl Session {
+    /// A session on a connection accepted by a listener. With a handshake config it runs the
+    /// challenge-response (the challenge is ready in [`Session::poll_transmit`] at once);
+    /// without, it is open at once (an [`Event::Opened`] waits).
+    pub fn listener(auth: Option<(&HandshakeConfig, Nonce)>, timeouts: Timeouts, now: Instant) -> Session {
+        let mut s = Session::new(Role::Listener, timeouts, now);
+        match auth {
+            Some((config, nonce)) => {
+                s.dialect = config.dialect;
+                s.phase = Phase::Handshaking(Box::new(Handshake::listener(config, nonce)));
+                s.arm_handshake(now);
+            }
+            None => s.open(Screen::NoKeyListener),
+        }
+        s
+    }
+
+    /// A session that is open from the start with no handshake and no first-message check: the
+    /// two ends of a `pipe()`.
+    pub fn established(now: Instant) -> Session {
+        let mut s = Session::new(Role::Client, Timeouts::NONE, now);
+        s.open(Screen::Off);
+        s.opened = false;
+        s
+    }
+
+    /// A session on a connection this side opened, already connected.
+    pub fn client(auth: Option<(&HandshakeConfig, Nonce)>, timeouts: Timeouts, now: Instant) -> Session {
+        let mut s = Session::connecting(auth, timeouts, now);
+        s.handle_connected(now);
+        s
+    }
+
+    /// A session on a connection this side is still connecting; [`Session::handle_connected`]
+    /// follows. The handshake deadline covers the connect.
+    pub fn connecting(auth: Option<(&HandshakeConfig, Nonce)>, timeouts: Timeouts, now: Instant) -> Session {
+        let mut s = Session::new(Role::Client, timeouts, now);
+        s.phase = Phase::Connecting(auth.map(|(config, nonce)| Box::new(Handshake::client(config, nonce))));
+        s.arm_handshake(now);
+        s
+    }
+
+    fn new(role: Role, timeouts: Timeouts, now: Instant) -> Session {
+        let mut timers = [None; TIMER_KINDS];
+        timers[TimerKind::Idle as usize] = timeouts.idle.map(|t| now + t);
+        Session {
+            role,
+            phase: Phase::Closed,
+            screen: Screen::Off,
+            dialect: Dialect::Cpython,
+            timeouts,
+            timers,
+            last_activity: now,
+            partial_since: None,
+            opened: false,
+            reading_paused: false,
+            closed: None,
+            transmit: Vec::new(),
+        }
+    }
+
+    fn arm_handshake(&mut self, now: Instant) {
+        self.timers[TimerKind::Handshake as usize] = self.timeouts.handshake.map(|t| now + t);
+    }
+
+    fn open(&mut self, screen: Screen) {
+        self.phase = Phase::Open;
+        self.screen = screen;
+        self.opened = true;
+        self.timers[TimerKind::Handshake as usize] = None;
+    }
+
+    /// The connect finished: the handshake starts (the listener speaks first), or, without a key,
+    /// the connection is open.
+    pub fn handle_connected(&mut self, _now: Instant) {
+        if let Phase::Connecting(hs) = std::mem::replace(&mut self.phase, Phase::Closed) {
+            match hs {
+                Some(hs) => self.phase = Phase::Handshaking(hs),
+                None => self.open(Screen::NoKeyClient),
+            }
+        }
+    }
+
+    /// Which side this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The dialect in use: the listener's choice, or what a client detected from the challenge.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// True while connecting.
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting(_))
+    }
+
+    /// True while the challenge-response runs.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.phase, Phase::Handshaking(_))
+    }
+
+    /// True once open and until closing: messages are delivered and may be sent.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// True after a local close was asked for (output still flushing) or once closed.
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing | Phase::Closed)
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The largest message body the next frame may have: the handshake cap while
+    /// authenticating, otherwise no limit beyond the decoder's own.
+    #[inline]
+    pub fn frame_limit(&self) -> usize {
+        match self.phase {
+            Phase::Open => usize::MAX,
+            _ => HANDSHAKE_MAX_MESSAGE,
+        }
+    }
+
+    /// The next body to frame and send (handshake messages, a last `#FAILURE#`).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if let Phase::Handshaking(hs) | Phase::Connecting(Some(hs)) = &mut self.phase {
+            if let Some(m) = hs.poll_transmit() {
+                return Some(m);
+            }
+        }
+        if self.transmit.is_empty() { None } else { Some(self.transmit.remove(0)) }
+    }
+
+    /// The next event: [`Event::Opened`] once, then [`Event::Closed`] once.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.opened {
+            self.opened = false;
+            return Some(Event::Opened);
+        }
+        self.closed.take().map(Event::Closed)
+    }
+
+    /// Feeds one received message body.
+    #[inline]
+    pub fn handle_frame(&mut self, body: &[u8]) -> Delivery {
+        match &mut self.phase {
+            Phase::Open if self.screen == Screen::Off => Delivery::Message,
+            Phase::Open => self.screen_first(body),
+            Phase::Handshaking(_) => self.handshake_message(body),
+            Phase::Connecting(_) | Phase::Closing | Phase::Closed => Delivery::Closed,
+        }
+    }
+
+    fn screen_first(&mut self, body: &[u8]) -> Delivery {
+        let challenge = body.starts_with(CHALLENGE) || body.starts_with(PROCESSING_CHALLENGE);
+        let handshake_like =
+            challenge || body == WELCOME || body == FAILURE || body == PROCESSING_WELCOME || body == PROCESSING_FAILURE;
+        let refuse = match self.screen {
+            Screen::NoKeyClient => challenge,
+            Screen::NoKeyListener => handshake_like,
+            Screen::Off => false,
+        };
+        self.screen = Screen::Off;
+        if refuse {
+            log::info!("the peer runs the challenge-response but this side has no authentication key");
+            self.close_with(CloseReason::AuthenticationFailed(AuthenticationError::KeyRequired));
+            Delivery::Closed
+        } else {
+            Delivery::Message
+        }
+    }
+
+    fn handshake_message(&mut self, body: &[u8]) -> Delivery {
+        let Phase::Handshaking(hs) = &mut self.phase else { return Delivery::Closed };
+        let result = hs.handle_message(body);
+        self.dialect = hs.dialect();
+        match result {
+            Err(e) => {
+                self.fail_handshake(e);
+                Delivery::Closed
+            }
+            Ok(()) if hs.is_authenticated() => {
+                // A last message (the client's #WELCOME#) may remain.
+                while let Some(m) = hs.poll_transmit() {
+                    self.transmit.push(m);
+                }
+                self.open(Screen::Off);
+                Delivery::Consumed
+            }
+            Ok(()) => Delivery::Consumed,
+        }
+    }
+
+    /// Closes after a failed handshake, keeping the failure message (if any) to send.
+    fn fail_handshake(&mut self, e: AuthenticationError) {
+        if let Phase::Handshaking(hs) = &mut self.phase {
+            while let Some(m) = hs.poll_transmit() {
+                self.transmit.push(m);
+            }
+        }
+        self.close_with(CloseReason::AuthenticationFailed(e));
+    }
+
+    /// The frame decoder refused the input (a negative or oversized length).
+    pub fn handle_frame_error(&mut self, e: FrameError) {
+        match self.phase {
+            Phase::Handshaking(_) | Phase::Connecting(_) => {
+                let e = match e {
+                    FrameError::TooLarge { len, .. } => AuthenticationError::Protocol(format!(
+                        "handshake message of {len} bytes declared, the limit is {HANDSHAKE_MAX_MESSAGE}"
+                    )),
+                    e => AuthenticationError::Protocol(e.to_string()),
+                };
+                self.fail_handshake(e);
+            }
+            _ => self.close_with(CloseReason::Protocol(e)),
+        }
+    }
+
+    /// The peer closed its side. `mid_message`: an incomplete message was buffered.
+    pub fn handle_eof(&mut self, mid_message: bool) {
+        let reason = match self.phase {
+            Phase::Handshaking(_) | Phase::Connecting(_) => {
+                CloseReason::AuthenticationFailed(AuthenticationError::Disconnected)
+            }
+            _ if mid_message => CloseReason::PeerClosedMidMessage,
+            _ => CloseReason::PeerClosed,
+        };
+        self.close_with(reason);
+    }
+
+    /// A read or write failed.
+    pub fn handle_io_error(&mut self, e: std::io::Error) {
+        let reason = match self.phase {
+            Phase::Handshaking(_)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                CloseReason::AuthenticationFailed(AuthenticationError::Disconnected)
+            }
+            _ => CloseReason::Error(e.into()),
+        };
+        self.close_with(reason);
+    }
+
+    /// Bytes arrived at `now`; `in_message`: an incomplete message is buffered after them.
+    /// Cheap: arms a slot only when one was empty, never moves one.
+    #[inline]
+    pub fn on_read(&mut self, now: Instant, in_message: bool) {
+        self.last_activity = now;
+        if !in_message {
+            self.partial_since = None;
+            return;
+        }
+        // A message that began earlier and is still incomplete keeps its start; a new one starts
+        // now. A read that completes messages and leaves a new partial one restarts the clock.
+        if self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
+        let slot = &mut self.timers[TimerKind::PartialMessage as usize];
+        if slot.is_none() {
+            *slot = self.timeouts.partial_message.map(|t| now + t);
+        }
+    }
+
+    /// A read completed at least one message and left another incomplete: the incomplete one
+    /// starts now.
+    #[inline]
+    pub fn on_message_boundary(&mut self, now: Instant) {
+        if self.partial_since.is_some() {
+            self.partial_since = Some(now);
+        }
+    }
+
+    /// The driver stops (`true`) or resumes reading. While paused, the idle and partial-message
+    /// deadlines do not close the connection; resuming restarts their clocks at `now`.
+    pub fn set_reading_paused(&mut self, paused: bool, now: Instant) {
+        if self.reading_paused && !paused {
+            self.last_activity = now;
+            if self.partial_since.is_some() {
+                self.partial_since = Some(now);
+            }
+        }
+        self.reading_paused = paused;
+    }
+
+    /// The driver holds a read buffer for this connection: arm its release.
+    #[inline]
+    pub fn buffer_held(&mut self) {
+        let slot = &mut self.timers[TimerKind::ReleaseBuffer as usize];
+        if slot.is_none() {
+            *slot = self.timeouts.buffer_release.map(|t| self.last_activity + t);
+        }
+    }
+
+    /// Asks for a local close: no more deliveries. `flushed`: nothing is queued to send, so the
+    /// session closes now ([`CloseReason::Local`]); otherwise it waits for [`Session::flushed`]
+    /// until the close-flush deadline.
+    pub fn close(&mut self, now: Instant, flushed: bool) {
+        if self.is_closing() {
+            return;
+        }
+        if flushed || !self.is_open() {
+            self.close_with(CloseReason::Local);
+        } else {
+            self.phase = Phase::Closing;
+            self.timers = [None; TIMER_KINDS];
+            self.timers[TimerKind::CloseFlush as usize] = Some(now + self.timeouts.close_flush);
+        }
+    }
+
+    /// The driver's output queue is empty.
+    pub fn flushed(&mut self) {
+        if matches!(self.phase, Phase::Closing) {
+            self.close_with(CloseReason::Local);
+        }
+    }
+
+    /// Closes with `reason` unless already closed.
+    pub fn close_with(&mut self, reason: CloseReason) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        log::debug!("session closing: {reason}");
+        self.phase = Phase::Closed;
+        self.opened = false;
+        self.timers = [None; TIMER_KINDS];
+        self.closed = Some(reason);
+    }
+
+    /// The earliest deadline of the table.
+    #[inline]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Handles every deadline due at `now`. Returns true when the driver should release the
+    /// connection's read buffer (if nothing is buffered in it).
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        let mut release = false;
+        for kind in [
+            TimerKind::Handshake,
+            TimerKind::CloseFlush,
+            TimerKind::PartialMessage,
+            TimerKind::Idle,
+            TimerKind::ReleaseBuffer,
+        ] {
+            let slot = kind as usize;
+            match self.timers[slot] {
+                Some(when) if when <= now => self.timers[slot] = None,
+                _ => continue,
+            }
+            match kind {
+                TimerKind::Handshake => {
+                    if !matches!(self.phase, Phase::Open | Phase::Closing | Phase::Closed) {
+                        self.close_with(CloseReason::HandshakeTimeout);
+                    }
+                }
+                TimerKind::CloseFlush => self.close_with(CloseReason::Local),
+                TimerKind::PartialMessage | TimerKind::Idle if self.reading_paused => {
+                    let t = match kind {
+                        TimerKind::Idle => self.timeouts.idle,
+                        _ => self.timeouts.partial_message,
+                    };
+                    self.timers[slot] = t.map(|t| now + t);
+                }
+                TimerKind::PartialMessage => {
+                    if let (Some(since), Some(t)) = (self.partial_since, self.timeouts.partial_message) {
+                        if now >= since + t {
+                            self.close_with(CloseReason::PartialMessageTimeout);
+                        } else {
+                            self.timers[slot] = Some(since + t);
+                        }
+                    }
+                }
+                TimerKind::Idle => {
+                    if let Some(t) = self.timeouts.idle {
+                        if now >= self.last_activity + t {
+                            self.close_with(CloseReason::IdleTimeout);
+                        } else {
+                            self.timers[slot] = Some(self.last_activity + t);
+                        }
+                    }
+                }
+                TimerKind::ReleaseBuffer => {
+                    if let Some(t) = self.timeouts.buffer_release {
+                        if now >= self.last_activity + t {
+                            release = true;
+                        } else {
+                            self.timers[slot] = Some(self.last_activity + t);
+                        }
+                    }
+                }
+            }
+            if self.is_closed() {
+                return false;
+            }
+        }
+        release
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authkey::AuthKey;
+    use crate::wire::handshake::MODERN_NONCE_LEN;
+
+    fn config(key: &str, dialect: Dialect) -> HandshakeConfig {
+        let mut c = HandshakeConfig::new(AuthKey::from(key));
+        c.dialect = dialect;
+        c
+    }
+
+    fn nonce(b: u8) -> Nonce {
+        Nonce::from_bytes([b; MODERN_NONCE_LEN])
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            handshake: Some(Duration::from_secs(10)),
+            idle: None,
+            partial_message: Some(Duration::from_secs(60)),
+            close_flush: Duration::from_secs(5),
+            buffer_release: Some(Duration::from_secs(1)),
+        }
+    }
+
+    /// The outcome of one side of a pair.
+    #[derive(Debug, Default)]
+    struct Side {
+        opened: bool,
+        closed: Option<String>,
+        reason: Option<CloseReason>,
+        messages: Vec<Vec<u8>>,
+    }
+
+    /// Moves bodies both ways until nothing moves; returns both sides' outcomes.
+    fn pump(listener: &mut Session, client: &mut Session, app_first: Option<&[u8]>) -> (Side, Side) {
+        let (mut ls, mut cs) = (Side::default(), Side::default());
+        let mut app_first = app_first;
+        for _ in 0..20 {
+            let mut moved = false;
+            let mut to_client = Vec::new();
+            while let Some(m) = listener.poll_transmit() {
+                to_client.push(m);
+            }
+            if listener.is_open() {
+                if let Some(m) = app_first.take() {
+                    to_client.push(m.to_vec());
+                }
+            }
+            for m in to_client {
+                moved = true;
+                if client.handle_frame(&m) == Delivery::Message {
+                    cs.messages.push(m);
+                }
+            }
+            while let Some(m) = client.poll_transmit() {
+                moved = true;
+                if listener.handle_frame(&m) == Delivery::Message {
+                    ls.messages.push(m);
+                }
+            }
+            for (s, side) in [(&mut *listener, &mut ls), (&mut *client, &mut cs)] {
+                while let Some(e) = s.poll_event() {
+                    moved = true;
+                    match e {
+                        Event::Opened => side.opened = true,
+                        Event::Closed(r) => {
+                            side.closed = Some(r.to_string());
+                            side.reason = Some(r);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        (ls, cs)
+    }
+
+    fn pair(lkey: Option<&str>, ldialect: Dialect, ckey: Option<&str>) -> (Side, Side, Session, Session) {
+        let now = Instant::now();
+        let lc = lkey.map(|k| config(k, ldialect));
+        let cc = ckey.map(|k| config(k, Dialect::Cpython));
+        let mut l = Session::listener(lc.as_ref().map(|c| (c, nonce(1))), timeouts(), now);
+        let mut c = Session::client(cc.as_ref().map(|c| (c, nonce(2))), timeouts(), now);
+        let (ls, cs) = pump(&mut l, &mut c, Some(b"hello"));
+        (ls, cs, l, c)
+    }
+
+    const DIALECTS: [Dialect; 3] = [Dialect::Cpython, Dialect::CpythonLegacy, Dialect::Processing];
+
+    #[test]
+    fn right_key_opens_both_sides_in_every_dialect() {
+        for d in DIALECTS {
+            let (ls, cs, l, c) = pair(Some("k"), d, Some("k"));
+            assert!(ls.opened && cs.opened, "{d:?}: {ls:?} {cs:?}");
+            assert!(ls.closed.is_none() && cs.closed.is_none(), "{d:?}");
+            assert_eq!(cs.messages, vec![b"hello".to_vec()], "{d:?}");
+            assert!(l.is_open() && c.is_open());
+            assert_eq!(l.poll_timeout(), None, "no deadline left once open");
+            let expect = if d == Dialect::Processing { Dialect::Processing } else { Dialect::Cpython };
+            assert_eq!(c.dialect(), expect);
+        }
+    }
+
+    #[test]
+    fn wrong_key_fails_both_sides_with_reasons_that_say_so() {
+        for d in DIALECTS {
+            let (ls, cs, ..) = pair(Some("right"), d, Some("wrong"));
+            assert!(!ls.opened && !cs.opened);
+            assert!(matches!(ls.reason, Some(CloseReason::AuthenticationFailed(AuthenticationError::DigestMismatch))));
+            assert!(matches!(cs.reason, Some(CloseReason::AuthenticationFailed(AuthenticationError::Rejected))));
+            assert!(cs.messages.is_empty());
+        }
+    }
+
+    #[test]
+    fn client_without_key_meets_a_keyed_listener_as_key_required() {
+        for d in DIALECTS {
+            let (ls, cs, ..) = pair(Some("k"), d, None);
+            assert!(
+                matches!(cs.reason, Some(CloseReason::AuthenticationFailed(AuthenticationError::KeyRequired))),
+                "{d:?}: {cs:?}"
+            );
+            assert!(cs.messages.is_empty(), "the challenge is never a message");
+            assert!(!ls.opened);
+        }
+    }
+
+    #[test]
+    fn listener_without_key_meets_a_keyed_client_speaking_first() {
+        let now = Instant::now();
+        let mut l = Session::listener(None, timeouts(), now);
+        assert!(matches!(l.poll_event(), Some(Event::Opened)));
+        // What a keyed client would say if it spoke first: a challenge or a verdict.
+        for first in [&b"#CHALLENGE#{sha256}0123456789012345678901234567890123456789"[..], WELCOME, FAILURE] {
+            let mut l = Session::listener(None, timeouts(), now);
+            assert_eq!(l.handle_frame(first), Delivery::Closed);
+            assert!(matches!(
+                l.poll_event(),
+                Some(Event::Closed(CloseReason::AuthenticationFailed(AuthenticationError::KeyRequired)))
+            ));
+        }
+        // An ordinary first message passes, and so does a challenge-like second one.
+        assert_eq!(l.handle_frame(b"hi"), Delivery::Message);
+        assert_eq!(l.handle_frame(WELCOME), Delivery::Message);
+    }
+
+    #[test]
+    fn keyed_client_meeting_a_listener_without_key_fails_on_its_first_message() {
+        let (ls, cs, ..) = pair(None, Dialect::Cpython, Some("k"));
+        assert!(ls.opened);
+        assert!(matches!(cs.reason, Some(CloseReason::AuthenticationFailed(AuthenticationError::Protocol(_)))));
+        assert!(cs.messages.is_empty());
+    }
+
+    #[test]
+    fn no_key_on_either_side_opens_at_once() {
+        let (ls, cs, ..) = pair(None, Dialect::Cpython, None);
+        assert!(ls.opened && cs.opened);
+        assert_eq!(cs.messages, vec![b"hello".to_vec()]);
+    }
+
+    #[test]
+    fn every_dialect_pair_either_opens_or_names_the_mismatch() {
+        // A processing listener meets a client that answers in the CPython way, and the reverse.
+        let now = Instant::now();
+        let lc = config("k", Dialect::Processing);
+        let mut l = Session::listener(Some((&lc, nonce(1))), timeouts(), now);
+        l.poll_transmit().unwrap();
+        let mut reply = b"{sha256}".to_vec();
+        reply.extend_from_slice(&[0; 32]);
+        assert_eq!(l.handle_frame(&reply), Delivery::Closed);
+        assert!(matches!(
+            l.poll_event(),
+            Some(Event::Closed(CloseReason::AuthenticationFailed(AuthenticationError::DialectMismatch { .. })))
+        ));
+        // A CPython listener meets a processing-style (HMAC-SHA1, 20 bytes) reply.
+        let lc = config("k", Dialect::Cpython);
+        let mut l = Session::listener(Some((&lc, nonce(1))), timeouts(), now);
+        l.poll_transmit().unwrap();
+        assert_eq!(l.handle_frame(&[7; 20]), Delivery::Closed);
+        let Some(Event::Closed(CloseReason::AuthenticationFailed(e @ AuthenticationError::DialectMismatch { .. }))) =
+            l.poll_event()
+        else {
+            panic!("expected a dialect mismatch")
+        };
+        assert!(e.to_string().contains("processing"), "{e}");
+        assert_eq!(l.poll_transmit().as_deref(), Some(FAILURE), "#FAILURE# is still sent");
+        // Every listener dialect against our (adaptive) client opens.
+        for d in DIALECTS {
+            let (ls, cs, ..) = pair(Some("k"), d, Some("k"));
+            assert!(ls.opened && cs.opened);
+        }
+    }
+
+    #[test]
+    fn handshake_deadline_closes_with_handshake_timeout() {
+        let t0 = Instant::now();
+        let lc = config("k", Dialect::Cpython);
+        let mut l = Session::listener(Some((&lc, nonce(1))), timeouts(), t0);
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        assert!(!l.handle_timeout(t0 + Duration::from_secs(9)));
+        assert!(!l.is_closed());
+        l.handle_timeout(t0 + Duration::from_secs(10));
+        assert!(matches!(l.poll_event(), Some(Event::Closed(CloseReason::HandshakeTimeout))));
+        assert_eq!(l.poll_timeout(), None);
+        // A connecting client: the deadline covers the connect too.
+        let mut c = Session::connecting(Some((&lc, nonce(2))), timeouts(), t0);
+        c.handle_timeout(t0 + Duration::from_secs(11));
+        assert!(matches!(c.poll_event(), Some(Event::Closed(CloseReason::HandshakeTimeout))));
+    }
+
+    #[test]
+    fn idle_deadline_is_lazy_and_fires_only_after_real_silence() {
+        let t0 = Instant::now();
+        let mut t = timeouts();
+        t.idle = Some(Duration::from_secs(5));
+        let mut s = Session::listener(None, t, t0);
+        assert!(matches!(s.poll_event(), Some(Event::Opened)));
+        for i in 1..=100 {
+            s.on_read(t0 + Duration::from_millis(40 * i), false);
+            // The table does not move on a read.
+            assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        }
+        s.handle_timeout(t0 + Duration::from_secs(5));
+        assert!(!s.is_closed());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(9)));
+        s.handle_timeout(t0 + Duration::from_secs(9));
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
+    }
+
+    #[test]
+    fn partial_message_deadline_follows_the_oldest_incomplete_message() {
+        let t0 = Instant::now();
+        let mut s = Session::listener(None, timeouts(), t0);
+        s.poll_event();
+        s.on_read(t0, true);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        // Streaming on: messages complete and new ones begin; the slot stays put.
+        for i in 1..1000 {
+            let now = t0 + Duration::from_millis(50 * i);
+            s.on_message_boundary(now);
+            s.on_read(now, true);
+        }
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        s.handle_timeout(t0 + Duration::from_secs(60));
+        assert!(!s.is_closed(), "the incomplete message began later");
+        let rearmed = s.poll_timeout().unwrap();
+        assert!(rearmed > t0 + Duration::from_secs(60));
+        s.handle_timeout(rearmed);
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::PartialMessageTimeout))));
+    }
+
+    #[test]
+    fn buffer_release_fires_once_quiet() {
+        let t0 = Instant::now();
+        let mut s = Session::listener(None, timeouts(), t0);
+        s.on_read(t0, true);
+        s.buffer_held();
+        s.on_read(t0 + Duration::from_millis(500), false);
+        assert!(!s.handle_timeout(t0 + Duration::from_secs(1)), "not quiet yet");
+        assert!(s.handle_timeout(t0 + Duration::from_millis(1500)));
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)), "only the partial-message slot is left");
+    }
+
+    #[test]
+    fn eof_at_each_point_gives_the_reason_for_that_point() {
+        let now = Instant::now();
+        let lc = config("k", Dialect::Cpython);
+        // During the handshake.
+        let mut l = Session::listener(Some((&lc, nonce(1))), timeouts(), now);
+        l.handle_eof(false);
+        assert!(matches!(
+            l.poll_event(),
+            Some(Event::Closed(CloseReason::AuthenticationFailed(AuthenticationError::Disconnected)))
+        ));
+        // While connecting.
+        let mut c = Session::connecting(Some((&lc, nonce(1))), timeouts(), now);
+        c.handle_eof(false);
+        assert!(matches!(c.poll_event(), Some(Event::Closed(CloseReason::AuthenticationFailed(_)))));
+        // Open, between and inside messages.
+        let (.., mut l, mut c) = pair(Some("k"), Dialect::Cpython, Some("k"));
+        l.handle_eof(false);
+        assert!(matches!(l.poll_event(), Some(Event::Closed(CloseReason::PeerClosed))));
+        c.handle_eof(true);
+        assert!(matches!(c.poll_event(), Some(Event::Closed(CloseReason::PeerClosedMidMessage))));
+        // Once closed, nothing else is reported.
+        c.handle_eof(false);
+        assert!(c.poll_event().is_none());
+        assert_eq!(c.handle_frame(b"late"), Delivery::Closed);
+    }
+
+    #[test]
+    fn frame_errors_map_to_protocol_or_authentication_failure() {
+        let now = Instant::now();
+        let lc = config("k", Dialect::Cpython);
+        let mut l = Session::listener(Some((&lc, nonce(1))), timeouts(), now);
+        l.poll_transmit();
+        l.handle_frame_error(FrameError::TooLarge { len: 1 << 40, limit: 256 });
+        assert!(matches!(
+            l.poll_event(),
+            Some(Event::Closed(CloseReason::AuthenticationFailed(AuthenticationError::Protocol(_))))
+        ));
+        let mut o = Session::listener(None, timeouts(), now);
+        o.poll_event();
+        o.handle_frame_error(FrameError::NegativeLength(-5));
+        assert!(matches!(o.poll_event(), Some(Event::Closed(CloseReason::Protocol(_)))));
+    }
+
+    #[test]
+    fn local_close_waits_for_the_flush_then_for_the_deadline() {
+        let t0 = Instant::now();
+        let mut s = Session::listener(None, timeouts(), t0);
+        s.poll_event();
+        s.close(t0, false);
+        assert!(s.is_closing() && !s.is_closed());
+        assert_eq!(s.handle_frame(b"x"), Delivery::Closed, "nothing delivered while closing");
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        s.flushed();
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::Local))));
+        let mut s = Session::listener(None, timeouts(), t0);
+        s.close(t0, false);
+        s.handle_timeout(t0 + Duration::from_secs(5));
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::Local))));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary message sequences in both roles with arbitrary clock steps: no panic, no
+        /// delivery before authentication, at most one close, the deadline table never empty
+        /// while a keyed handshake is in progress.
+        #[test]
+        fn arbitrary_input_and_time_never_deliver_before_authentication(
+            msgs in proptest::collection::vec((proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0u64..20_000), 0..8),
+            listener_role in proptest::prelude::any::<bool>(),
+        ) {
+            let t0 = Instant::now();
+            let c = config("k", Dialect::Cpython);
+            let mut s = if listener_role {
+                Session::listener(Some((&c, nonce(1))), timeouts(), t0)
+            } else {
+                Session::client(Some((&c, nonce(1))), timeouts(), t0)
+            };
+            let mut now = t0;
+            let mut closes = 0;
+            for (m, step) in &msgs {
+                now += Duration::from_millis(*step);
+                s.handle_timeout(now);
+                let d = s.handle_frame(m);
+                proptest::prop_assert_ne!(d, Delivery::Message);
+                while s.poll_transmit().is_some() {}
+                while let Some(e) = s.poll_event() {
+                    if let Event::Closed(_) = e { closes += 1; }
+                }
+                if s.is_handshaking() {
+                    proptest::prop_assert!(s.poll_timeout().is_some());
+                }
+            }
+            proptest::prop_assert!(closes <= 1);
+        }
+    }
+}
