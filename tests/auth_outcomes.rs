@@ -646,7 +646,7 @@ fn a_listener_challenged_in_the_other_dialect_reports_dialect_mismatch() {
             let outcome = ours.outcome();
             let seen = c.join().unwrap();
             let label = format!("{lface} ({dialect:?}) <- a client challenging in the other dialect");
-            let ok = outcome == "AuthenticationFailed(DialectMismatch)";
+            let ok = outcome.starts_with("AuthenticationFailed(DialectMismatch");
             println!("{} {label}: {outcome} (client saw {seen:?})", if ok { "ok  " } else { "FAIL" });
             if !ok {
                 failures.push(format!("{label}: {outcome}"));
@@ -661,7 +661,7 @@ fn real_python_peers_of_another_dialect_fail_authentication_on_both_sides() {
     // A Rust listener offering `processing`'s dialect to CPython clients, and CPython's to a
     // `processing` client: neither side opens; ours says which authentication failure it saw
     // (the peer leaves after our challenge: Disconnected, or DialectMismatch if recognised).
-    let allowed = ["AuthenticationFailed(Disconnected)", "AuthenticationFailed(DialectMismatch)"];
+    let allowed = ["AuthenticationFailed(Disconnected)", "AuthenticationFailed(DialectMismatch"];
     let mut failures = Vec::new();
     for listener_reactor in [false, true] {
         let lface = if listener_reactor { "reactor listener" } else { "blocking Listener" };
@@ -672,7 +672,7 @@ fn real_python_peers_of_another_dialect_fail_authentication_on_both_sides() {
             let outcome = ours.outcome();
             let said = peer.lines.recv_timeout(WAIT).unwrap_or_default();
             let label = format!("{lface} ({dialect:?}) <- {} client", py.label);
-            let ok = allowed.contains(&outcome.as_str()) && !said.starts_with("CONNECTED");
+            let ok = allowed.iter().any(|a| outcome.starts_with(a)) && !said.starts_with("CONNECTED");
             println!("{} {label}: {outcome}; the peer said {said:?}", if ok { "ok  " } else { "FAIL" });
             if !ok {
                 failures.push(format!("{label}: {outcome}, peer {said:?}"));

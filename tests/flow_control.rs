@@ -205,7 +205,6 @@ fn a_small_high_water_mark_still_throttles_instead_of_refusing() {
 }
 
 /// Pausing and resuming from the handler and from another thread (the API of issue 11).
-#[cfg(mpconn_session_api)]
 mod pause {
     use super::*;
     use mpconn::Client;
