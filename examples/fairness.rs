@@ -4,15 +4,18 @@
 //! ```text
 //! cargo build --release --examples
 //! cargo run --release --example fairness -- [--server reactor|python|ADDRESS] [--streamers 4]
-//!     [--seconds 10] [--size 65536] [--probe 64] [--python python3]
+//!     [--seconds 10] [--size 65536] [--probe 64] [--python python3] [--read-pause-ms 0]
 //! ```
 //! `--server reactor` (the default) starts `examples/echo_server` (the release build next to this
 //! example) on TCP 127.0.0.1 as a child process; `--server python` starts a threaded CPython
-//! echo listener (one thread per connection) for reference; anything else is the address of an
+//! echo listener (one thread per connection) for reference (`--echo-server PATH` runs another
+//! build of the echo example, such as one of an older commit); anything else is the address of an
 //! echo server already running with the same key (`--authkey`, default `fairness`).
 //!
 //! Each streamer writes `--size`-byte messages as fast as TCP takes them on one thread and reads
-//! its echoes on another. After a one-second warm-up, the probe client sends `--probe`-byte
+//! its echoes on another (with `--read-pause-ms N`, the reader sleeps N ms after each MiB it
+//! reads: streamers that write faster than they read, which a server must throttle, not drop).
+//! After a one-second warm-up, the probe client sends `--probe`-byte
 //! messages and waits for each echo, for `--seconds` seconds. Printed: the probe's round trip
 //! p50/p99/p99.9/max (hdrhistogram), the bytes streamed and echoed, and how many streamers the
 //! server closed or reset before the end. One JSON line follows for scripts.
@@ -75,6 +78,8 @@ while True:
         probe: usize,
         key: String,
         python: String,
+        read_pause: Duration,
+        echo_server: Option<PathBuf>,
     }
 
     fn parse() -> Result<Args, String> {
@@ -86,6 +91,8 @@ while True:
             probe: 64,
             key: "fairness".into(),
             python: "python3".into(),
+            read_pause: Duration::ZERO,
+            echo_server: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -98,6 +105,10 @@ while True:
                 "--probe" => a.probe = value()?.parse().map_err(|e| format!("--probe: {e}"))?,
                 "--authkey" => a.key = value()?,
                 "--python" => a.python = value()?,
+                "--echo-server" => a.echo_server = Some(PathBuf::from(value()?)),
+                "--read-pause-ms" => {
+                    a.read_pause = Duration::from_millis(value()?.parse().map_err(|e| format!("--read-pause-ms: {e}"))?)
+                }
                 "--bench" => {} // cargo bench passes this
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -126,7 +137,7 @@ while True:
                 let exe = std::env::current_exe().map_err(|e| e.to_string())?;
                 let dir = exe.parent().ok_or("no directory")?;
                 // examples/fairness and examples/echo_server are built side by side.
-                let echo: PathBuf = dir.join("echo_server");
+                let echo: PathBuf = args.echo_server.clone().unwrap_or_else(|| dir.join("echo_server"));
                 if !echo.exists() {
                     return Err(format!("{} is missing: cargo build --release --examples", echo.display()));
                 }
@@ -202,6 +213,7 @@ while True:
         key: &str,
         size: usize,
         seed: u8,
+        read_pause: Duration,
         stop: Arc<AtomicBool>,
         stats: Arc<StreamStats>,
     ) -> Result<(Vec<thread::JoinHandle<()>>, TcpStream), String> {
@@ -228,6 +240,7 @@ while True:
         let r = thread::spawn(move || {
             let expect = frame(size, seed);
             let mut buf = vec![0u8; size + 4];
+            let mut since_pause = 0usize;
             loop {
                 match reader.read_exact(&mut buf) {
                     Ok(()) => {
@@ -235,6 +248,11 @@ while True:
                             stats.corrupted.store(true, Ordering::Relaxed);
                         }
                         stats.echoed.fetch_add(size as u64, Ordering::Relaxed);
+                        since_pause += size;
+                        if !read_pause.is_zero() && since_pause >= 1 << 20 {
+                            since_pause = 0;
+                            thread::sleep(read_pause);
+                        }
                     }
                     Err(_) => {
                         // An end or a reset before the stop is the server's doing.
@@ -261,7 +279,8 @@ while True:
         let mut threads = Vec::new();
         let mut controls = Vec::new();
         for (i, s) in stats.iter().enumerate() {
-            let (t, control) = streamer(&address, &args.key, args.size, i as u8, stop.clone(), s.clone())?;
+            let (t, control) =
+                streamer(&address, &args.key, args.size, i as u8, args.read_pause, stop.clone(), s.clone())?;
             threads.extend(t);
             controls.push(control);
         }
@@ -317,8 +336,8 @@ while True:
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         println!("server: {label} at {address}");
         println!(
-            "load: {} streamers of {}-byte messages; probe: {}-byte round trips for {elapsed:.1} s",
-            args.streamers, args.size, args.probe
+            "load: {} streamers of {}-byte messages (reading pause {:?} per MiB); probe: {}-byte round trips for {elapsed:.1} s",
+            args.streamers, args.size, args.read_pause, args.probe
         );
         println!(
             "probe round trip: n={} p50={:.3} ms p99={:.3} ms p99.9={:.3} ms max={:.3} ms",
@@ -342,9 +361,10 @@ while True:
             println!("probe failed: {e}");
         }
         println!(
-            "{{\"server\":{:?},\"streamers\":{},\"size\":{},\"probe_n\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"written_mib\":{:.0},\"echoed_mib\":{:.0},\"dropped\":{dropped},\"probe_error\":{}}}",
+            "{{\"server\":{:?},\"streamers\":{},\"read_pause_ms\":{},\"size\":{},\"probe_n\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"written_mib\":{:.0},\"echoed_mib\":{:.0},\"dropped\":{dropped},\"probe_error\":{}}}",
             args.server,
             args.streamers,
+            args.read_pause.as_millis(),
             args.size,
             hist.len(),
             us(&hist, 0.5) / 1000.0,
