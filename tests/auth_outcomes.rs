@@ -681,3 +681,87 @@ fn real_python_peers_of_another_dialect_fail_authentication_on_both_sides() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Without keys on either side, every message is data (as CPython's `Listener(authkey=None)`).
+
+#[test]
+fn listeners_without_a_key_deliver_a_first_message_that_looks_like_a_handshake_message() {
+    // CPython's keyless Listener hands any first message to the application. A keyed CPython
+    // client never speaks first, so a first message equal to `#WELCOME#` or starting with
+    // `#CHALLENGE#` comes from an application, and closing on it breaks wire compatibility.
+    let firsts: [&[u8]; 3] =
+        [b"#WELCOME#", b"#FAILURE#", b"#CHALLENGE#{sha256}0123456789012345678901234567890123456789"];
+    let mut failures = Vec::new();
+    // CPython 3.13 first: what a keyless listener does with these.
+    let py = pythons().into_iter().find(|p| p.label.contains("3.13")).unwrap();
+    for first in firsts {
+        let peer = py_peer(&py, "listen", "127.0.0.1:0", None, 1);
+        let address = peer.expect_line("READY");
+        let mut conn = Client::new(address.as_str()).connect().unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        conn.send_bytes(first).unwrap();
+        let r = conn.recv_bytes();
+        println!("CPython 3.13 keyless listener, first message {:?}: {r:?}", String::from_utf8_lossy(first));
+        assert_eq!(r.unwrap(), b"unknown command", "CPython delivers it to the application");
+    }
+    for reactor in [false, true] {
+        for first in firsts {
+            let label = format!(
+                "{} without a key, first message {:?}",
+                if reactor { "reactor listener" } else { "blocking Listener" },
+                String::from_utf8_lossy(first)
+            );
+            let got = if reactor {
+                let (tx, rx) = mpsc::channel();
+                let (rtx, rrx) = mpsc::channel();
+                let t = thread::spawn(move || {
+                    let mut r = Reactor::new(Rec { tx, greet: None, echo: false }).unwrap();
+                    let l = r.listen("127.0.0.1:0", ListenOptions::new()).unwrap();
+                    rtx.send((r.listener_address(l).unwrap().to_string(), r.handle())).unwrap();
+                    r.run().unwrap();
+                });
+                let (a, h) = rrx.recv_timeout(WAIT).unwrap();
+                let mut c = Client::new(a.as_str()).connect().unwrap();
+                c.send_bytes(first).unwrap();
+                c.send_bytes(b"second").unwrap();
+                let evs: Vec<String> = (0..3)
+                    .filter_map(|_| rx.recv_timeout(Duration::from_secs(5)).ok())
+                    .map(|e| match e {
+                        Ev::Msg(m) => format!("Msg({:?})", String::from_utf8_lossy(&m)),
+                        e => format!("{e:?}"),
+                    })
+                    .collect();
+                stop(h, t);
+                evs.join(", ")
+            } else {
+                let mut l = Listener::builder().address("127.0.0.1:0").bind().unwrap();
+                let a = l.address().to_string();
+                let first = first.to_vec();
+                let c = thread::spawn(move || {
+                    let mut c = Client::new(a.as_str()).connect().unwrap();
+                    c.send_bytes(&first).unwrap();
+                    c.send_bytes(b"second").unwrap();
+                    thread::sleep(Duration::from_millis(500));
+                });
+                let mut conn = l.accept_within(Some(WAIT)).unwrap();
+                conn.set_read_timeout(Some(WAIT)).unwrap();
+                let a = conn.recv_bytes().map(|m| String::from_utf8_lossy(&m).into_owned());
+                let b = conn.recv_bytes().map(|m| String::from_utf8_lossy(&m).into_owned());
+                c.join().unwrap();
+                format!("Open, {a:?}, {b:?}")
+            };
+            let want = if reactor {
+                format!("Open, Msg({:?}), Msg(\"second\")", String::from_utf8_lossy(first))
+            } else {
+                format!("Open, Ok({:?}), Ok(\"second\")", String::from_utf8_lossy(first))
+            };
+            let ok = got == want;
+            println!("{} {label}: {got}", if ok { "ok  " } else { "FAIL" });
+            if !ok {
+                failures.push(format!("{label}: {got}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

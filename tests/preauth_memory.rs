@@ -6,6 +6,7 @@
 //! ```text
 //! cargo test --release --test preauth_memory -- --nocapture                     # N = 2,000
 //! MPCONN_PREAUTH_N=10000 cargo test --release --test preauth_memory -- --nocapture
+//! MPCONN_PREAUTH_SERVER=/path/to/mpconn ...   # measure another build of the server
 //! ```
 //! The server is a child process and the clients are in the test process, so each side holds
 //! N descriptors (the per-process limit here is 20,000; the test raises its soft limit to the
@@ -64,7 +65,9 @@ fn unauthenticated_connections_dribbling_their_reply_cost_at_most_a_kib_each() {
     assert!(limit as usize > n + 100, "the descriptor limit {limit} is too low for {n} connections");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("preauth.sock");
-    let mut cmd = Command::new(MPCONN);
+    // MPCONN_PREAUTH_SERVER: another `mpconn` build to measure (a release build, an older commit).
+    let server_exe = std::env::var("MPCONN_PREAUTH_SERVER").unwrap_or_else(|_| MPCONN.to_string());
+    let mut cmd = Command::new(&server_exe);
     cmd.args(["listen", path.to_str().unwrap(), "--quiet", "--authkey", KEY]);
     let server = Child2::spawn(cmd, "mpconn listen");
     server.expect_line("listening on");
