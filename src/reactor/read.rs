@@ -25,8 +25,7 @@ impl<H: Handler> Reactor<H> {
         let mut read = 0usize;
         let turn_before = self.core.turn_read;
         let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            let Some(c) = self.core.conn(id) else { break };
+        while let Some(c) = self.core.conn(id) {
             if c.session.is_closing() || c.session.is_connecting() || c.reading_paused() {
                 break;
             }

@@ -24,9 +24,6 @@ pub use socket::{SocketListener, Stream};
 #[cfg(windows)]
 pub use windows::{SocketListener, Stream, wait_readable};
 
-#[cfg(windows)]
-pub use pipe::{CONNECT_RETRY, PipeListener, PipeStream};
-
 use std::io::{self, IoSlice, Read, Write};
 
 use crate::error::Error;

@@ -106,14 +106,6 @@ impl Stream {
         Ok((Stream::Pipe(server), Stream::Pipe(client)))
     }
 
-    /// The family of the stream.
-    pub fn family(&self) -> Family {
-        match self {
-            Stream::Tcp(_) | Stream::TcpPolled(_) => Family::Inet,
-            Stream::Pipe(_) => Family::Pipe,
-        }
-    }
-
     /// Sets a timeout on blocking reads (`None`: block).
     pub fn set_read_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         match self {
@@ -401,18 +393,6 @@ impl SocketListener {
         let (mut s, a) = self.accept()?;
         s.set_nonblocking(true)?;
         Ok((s, a))
-    }
-
-    /// Switches non-blocking mode.
-    pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
-        match &mut self.inner {
-            ListenerInner::Tcp(l) => l.set_nonblocking(on),
-            ListenerInner::TcpPolled(_) | ListenerInner::Moving => Ok(()),
-            ListenerInner::Pipe(l) => {
-                l.set_nonblocking(on);
-                Ok(())
-            }
-        }
     }
 
     /// Registers with a reactor: TCP with mio's poller (as mio's listener type), a pipe listener

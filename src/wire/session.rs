@@ -274,18 +274,55 @@ pub struct Session {
     phase: Phase,
     screen: Screen,
     dialect: Dialect,
-    timeouts: Timeouts,
+    limits: Limits,
+    /// Times are kept as milliseconds since `epoch` (`NEVER`: none), so the whole table costs
+    /// a few words per connection.
+    epoch: Instant,
     /// The fixed deadline table, indexed by [`TimerKind`].
-    timers: [Option<Instant>; TIMER_KINDS],
-    last_activity: Instant,
-    partial_since: Option<Instant>,
+    timers: [u64; TIMER_KINDS],
+    last_activity: u64,
+    partial_since: u64,
     opened: bool,
     /// The driver stopped reading (flow control): silence and an incomplete message are ours,
     /// so the idle and partial-message deadlines wait.
     reading_paused: bool,
-    closed: Option<CloseReason>,
+    closed: Option<Box<CloseReason>>,
     /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
     transmit: Vec<Vec<u8>>,
+}
+
+/// "No time": an empty slot, no incomplete message, no limit.
+const NEVER: u64 = u64::MAX;
+
+/// [`Timeouts`] in milliseconds (`u32::MAX`: none).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    handshake: u32,
+    idle: u32,
+    partial_message: u32,
+    close_flush: u32,
+    buffer_release: u32,
+}
+
+fn limit_ms(d: Option<Duration>) -> u32 {
+    d.map_or(u32::MAX, |d| d.as_millis().min(u128::from(u32::MAX - 1)) as u32)
+}
+
+/// `at + limit`, or `NEVER` without a limit.
+fn after(at: u64, limit: u32) -> u64 {
+    if limit == u32::MAX || at == NEVER { NEVER } else { at + u64::from(limit) }
+}
+
+impl Limits {
+    fn new(t: &Timeouts) -> Limits {
+        Limits {
+            handshake: limit_ms(t.handshake),
+            idle: limit_ms(t.idle),
+            partial_message: limit_ms(t.partial_message),
+            close_flush: limit_ms(Some(t.close_flush)),
+            buffer_release: limit_ms(t.buffer_release),
+        }
+    }
 }
 
 impl Session {
@@ -331,17 +368,19 @@ impl Session {
     }
 
     fn new(role: Role, timeouts: Timeouts, now: Instant) -> Session {
-        let mut timers = [None; TIMER_KINDS];
-        timers[TimerKind::Idle as usize] = timeouts.idle.map(|t| now + t);
+        let limits = Limits::new(&timeouts);
+        let mut timers = [NEVER; TIMER_KINDS];
+        timers[TimerKind::Idle as usize] = after(0, limits.idle);
         Session {
             role,
             phase: Phase::Closed,
             screen: Screen::Off,
             dialect: Dialect::Cpython,
-            timeouts,
+            limits,
+            epoch: now,
             timers,
-            last_activity: now,
-            partial_since: None,
+            last_activity: 0,
+            partial_since: NEVER,
             opened: false,
             reading_paused: false,
             closed: None,
@@ -350,14 +389,14 @@ impl Session {
     }
 
     fn arm_handshake(&mut self, now: Instant) {
-        self.timers[TimerKind::Handshake as usize] = self.timeouts.handshake.map(|t| now + t);
+        self.timers[TimerKind::Handshake as usize] = after(self.ms(now), self.limits.handshake);
     }
 
     fn open(&mut self, screen: Screen) {
         self.phase = Phase::Open;
         self.screen = screen;
         self.opened = true;
-        self.timers[TimerKind::Handshake as usize] = None;
+        self.timers[TimerKind::Handshake as usize] = NEVER;
     }
 
     /// The connect finished: the handshake starts (the listener speaks first), or, without a key,
@@ -432,7 +471,7 @@ impl Session {
             self.opened = false;
             return Some(Event::Opened);
         }
-        self.closed.take().map(Event::Closed)
+        self.closed.take().map(|r| Event::Closed(*r))
     }
 
     /// Feeds one received message body.
@@ -543,23 +582,33 @@ impl Session {
         self.close_with(reason);
     }
 
+    /// Milliseconds since the session began.
+    #[inline]
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn instant(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
     /// Bytes arrived at `now`; `in_message`: an incomplete message is buffered after them.
     /// Cheap: arms a slot only when one was empty, never moves one.
     #[inline]
     pub fn on_read(&mut self, now: Instant, in_message: bool) {
+        let now = self.ms(now);
         self.last_activity = now;
         if !in_message {
-            self.partial_since = None;
+            self.partial_since = NEVER;
             return;
         }
-        // A message that began earlier and is still incomplete keeps its start; a new one starts
-        // now. A read that completes messages and leaves a new partial one restarts the clock.
-        if self.partial_since.is_none() {
-            self.partial_since = Some(now);
+        // A message that began earlier and is still incomplete keeps its start.
+        if self.partial_since == NEVER {
+            self.partial_since = now;
         }
         let slot = &mut self.timers[TimerKind::PartialMessage as usize];
-        if slot.is_none() {
-            *slot = self.timeouts.partial_message.map(|t| now + t);
+        if *slot == NEVER {
+            *slot = after(now, self.limits.partial_message);
         }
     }
 
@@ -567,8 +616,8 @@ impl Session {
     /// starts now.
     #[inline]
     pub fn on_message_boundary(&mut self, now: Instant) {
-        if self.partial_since.is_some() {
-            self.partial_since = Some(now);
+        if self.partial_since != NEVER {
+            self.partial_since = self.ms(now);
         }
     }
 
@@ -576,9 +625,10 @@ impl Session {
     /// deadlines do not close the connection; resuming restarts their clocks at `now`.
     pub fn set_reading_paused(&mut self, paused: bool, now: Instant) {
         if self.reading_paused && !paused {
+            let now = self.ms(now);
             self.last_activity = now;
-            if self.partial_since.is_some() {
-                self.partial_since = Some(now);
+            if self.partial_since != NEVER {
+                self.partial_since = now;
             }
         }
         self.reading_paused = paused;
@@ -588,8 +638,8 @@ impl Session {
     #[inline]
     pub fn buffer_held(&mut self) {
         let slot = &mut self.timers[TimerKind::ReleaseBuffer as usize];
-        if slot.is_none() {
-            *slot = self.timeouts.buffer_release.map(|t| self.last_activity + t);
+        if *slot == NEVER {
+            *slot = after(self.last_activity, self.limits.buffer_release);
         }
     }
 
@@ -604,8 +654,8 @@ impl Session {
             self.close_with(CloseReason::Local);
         } else {
             self.phase = Phase::Closing;
-            self.timers = [None; TIMER_KINDS];
-            self.timers[TimerKind::CloseFlush as usize] = Some(now + self.timeouts.close_flush);
+            self.timers = [NEVER; TIMER_KINDS];
+            self.timers[TimerKind::CloseFlush as usize] = after(self.ms(now), self.limits.close_flush);
         }
     }
 
@@ -624,19 +674,21 @@ impl Session {
         log::debug!("session closing: {reason}");
         self.phase = Phase::Closed;
         self.opened = false;
-        self.timers = [None; TIMER_KINDS];
-        self.closed = Some(reason);
+        self.timers = [NEVER; TIMER_KINDS];
+        self.closed = Some(Box::new(reason));
     }
 
     /// The earliest deadline of the table.
     #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
+        let first = self.timers.iter().copied().min().unwrap_or(NEVER);
+        (first != NEVER).then(|| self.instant(first))
     }
 
     /// Handles every deadline due at `now`. Returns true when the driver should release the
     /// connection's read buffer (if nothing is buffered in it).
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        let now = self.ms(now);
         let mut release = false;
         for kind in [
             TimerKind::Handshake,
@@ -646,10 +698,10 @@ impl Session {
             TimerKind::ReleaseBuffer,
         ] {
             let slot = kind as usize;
-            match self.timers[slot] {
-                Some(when) if when <= now => self.timers[slot] = None,
-                _ => continue,
+            if self.timers[slot] > now {
+                continue; // not due (or NEVER)
             }
+            self.timers[slot] = NEVER;
             match kind {
                 TimerKind::Handshake => {
                     if !matches!(self.phase, Phase::Open | Phase::Closing | Phase::Closed) {
@@ -658,37 +710,34 @@ impl Session {
                 }
                 TimerKind::CloseFlush => self.close_with(CloseReason::Local),
                 TimerKind::PartialMessage | TimerKind::Idle if self.reading_paused => {
-                    let t = match kind {
-                        TimerKind::Idle => self.timeouts.idle,
-                        _ => self.timeouts.partial_message,
+                    let limit = match kind {
+                        TimerKind::Idle => self.limits.idle,
+                        _ => self.limits.partial_message,
                     };
-                    self.timers[slot] = t.map(|t| now + t);
+                    self.timers[slot] = after(now, limit);
                 }
                 TimerKind::PartialMessage => {
-                    if let (Some(since), Some(t)) = (self.partial_since, self.timeouts.partial_message) {
-                        if now >= since + t {
-                            self.close_with(CloseReason::PartialMessageTimeout);
-                        } else {
-                            self.timers[slot] = Some(since + t);
-                        }
+                    let due = after(self.partial_since, self.limits.partial_message);
+                    if due <= now {
+                        self.close_with(CloseReason::PartialMessageTimeout);
+                    } else {
+                        self.timers[slot] = due;
                     }
                 }
                 TimerKind::Idle => {
-                    if let Some(t) = self.timeouts.idle {
-                        if now >= self.last_activity + t {
-                            self.close_with(CloseReason::IdleTimeout);
-                        } else {
-                            self.timers[slot] = Some(self.last_activity + t);
-                        }
+                    let due = after(self.last_activity, self.limits.idle);
+                    if due <= now {
+                        self.close_with(CloseReason::IdleTimeout);
+                    } else {
+                        self.timers[slot] = due;
                     }
                 }
                 TimerKind::ReleaseBuffer => {
-                    if let Some(t) = self.timeouts.buffer_release {
-                        if now >= self.last_activity + t {
-                            release = true;
-                        } else {
-                            self.timers[slot] = Some(self.last_activity + t);
-                        }
+                    let due = after(self.last_activity, self.limits.buffer_release);
+                    if due <= now {
+                        release = true;
+                    } else {
+                        self.timers[slot] = due;
                     }
                 }
             }
@@ -1062,5 +1111,15 @@ mod tests {
             }
             proptest::prop_assert!(closes <= 1);
         }
+    }
+}
+#[cfg(test)]
+mod size {
+    /// Every connection holds one session: keep it small (times are milliseconds since the
+    /// session began, the close reason is boxed).
+    #[test]
+    fn a_session_stays_small() {
+        let n = std::mem::size_of::<super::Session>();
+        assert!(n <= 160, "Session is {n} bytes");
     }
 }

@@ -361,11 +361,6 @@ impl PipeListener {
         Ok(PipeListener { shared, nonblocking: false })
     }
 
-    /// The pipe's name.
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
     /// Blocking (the default) or not.
     pub fn set_nonblocking(&mut self, on: bool) {
         self.nonblocking = on;

@@ -10,5 +10,5 @@ mod listener;
 mod stream;
 mod watcher;
 
-pub use listener::{CONNECT_RETRY, PipeListener, connect, connect_nonblocking};
+pub use listener::{PipeListener, connect, connect_nonblocking};
 pub use stream::PipeStream;
