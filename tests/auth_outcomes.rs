@@ -348,7 +348,7 @@ fn a_client_adapts_to_every_listener_dialect_in_both_faces() {
                     stop(h, t);
                     format!("{evs:?}")
                 } else {
-                    format!("{:?}", blocking_client(&address, Some(KEY)).map(|m| Ev::Msg(m)))
+                    format!("{:?}", blocking_client(&address, Some(KEY)).map(Ev::Msg))
                 };
                 let want = if reactor_face {
                     "[Open, Msg([101, 99, 104, 111, 58, 104, 101, 108, 108, 111])]"
@@ -495,6 +495,9 @@ fn rust_client_thread(address: &str, key: Option<&'static str>, reactor: bool) -
     })
 }
 
+/// Runs one client against an address; a Python peer is returned to be kept alive meanwhile.
+type ClientRun = Box<dyn FnOnce(&str) -> Option<Child2>>;
+
 #[test]
 fn a_listener_facing_a_client_without_a_key_never_opens_and_says_authentication() {
     // The listener cannot see that the peer has no key: it sees it leave (Disconnected) or
@@ -504,7 +507,7 @@ fn a_listener_facing_a_client_without_a_key_never_opens_and_says_authentication(
     let mut failures = Vec::new();
     for listener_reactor in [false, true] {
         let lface = if listener_reactor { "reactor listener" } else { "blocking Listener" };
-        let mut clients: Vec<(String, Box<dyn FnOnce(&str) -> Option<Child2>>)> = vec![
+        let mut clients: Vec<(String, ClientRun)> = vec![
             (
                 "Rust blocking Client".into(),
                 Box::new(|a: &str| {
