@@ -37,6 +37,8 @@ const KEY: &str = "preauth key";
 const TARGET: usize = 1024;
 /// Slack per connection for allocator and container overhead (see the module docs).
 const SLACK: usize = 1024;
+/// What dribbling part of a handshake message may add per connection.
+const DRIBBLE: usize = 512;
 
 fn status_kib(pid: u32, field: &str) -> usize {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -123,7 +125,15 @@ fn unauthenticated_connections_dribbling_their_reply_cost_at_most_a_kib_each() {
          {open_only} B per connection once accepted, {per_conn} B per connection at the peak (RssAnon: {per_conn_anon} B); bound {} B",
         TARGET + SLACK
     );
+    // What dribbling adds on top of an accepted connection: at most one partial handshake frame
+    // (header + 256-byte cap = 268 bytes) and malloc's rounding of it, well under 512 bytes.
+    let dribble = (peak_rss.saturating_sub(rss_open)) * 1024 / n;
+    println!(
+        "dribbling adds {dribble} B per connection (bound {DRIBBLE} B); the issue's target of {TARGET} B per connection is {}",
+        if per_conn <= TARGET { "met" } else { "NOT met (the test allows the slack)" }
+    );
     assert_eq!(dropped, 0, "writes failed: the server closed connections before their handshake timeout");
+    assert!(dribble <= DRIBBLE, "a partial handshake message costs {dribble} bytes per connection (a read block?)");
     drop(warm);
     assert!(
         per_conn <= TARGET + SLACK,
