@@ -76,9 +76,10 @@ pub(crate) struct ListenerEntry {
     pub(crate) paused: bool,
 }
 
+/// A slot of the slab: boxed both ways, so a slot costs a pointer and a tag per connection.
 pub(crate) enum Entry {
     Conn(Box<ConnEntry>),
-    Listener(ListenerEntry),
+    Listener(Box<ListenerEntry>),
 }
 
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -106,6 +107,9 @@ pub(crate) struct Core {
     /// Connections whose read budget ran out with bytes left (or that were resumed): read
     /// first next turn, in this order. A connection is on it at most once (`carried`).
     pub(crate) carry: Vec<u64>,
+    /// Connections put off without any read this turn (the turn's budget was spent, or reading
+    /// resumed): read before `carry` next turn, so none waits behind the same streamers twice.
+    pub(crate) carry_first: Vec<u64>,
     /// Bytes read in this turn, against `config.turn_read_budget`.
     pub(crate) turn_read: usize,
     /// Connections to close, with why.
@@ -141,6 +145,7 @@ impl Core {
             notify,
             dirty: Vec::new(),
             carry: Vec::new(),
+            carry_first: Vec::new(),
             turn_read: 0,
             to_close: Vec::new(),
             opened: Vec::new(),
@@ -189,7 +194,7 @@ impl Core {
         let entry = self.entries.vacant_entry();
         let id = ListenerId(pack(entry.key(), generation));
         socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
-        entry.insert(Entry::Listener(ListenerEntry {
+        entry.insert(Entry::Listener(Box::new(ListenerEntry {
             id,
             timer_at: None,
             socket,
@@ -197,7 +202,7 @@ impl Core {
             max_connections: options.max_connections.max(1),
             open: 0,
             paused: false,
-        }));
+        })));
         // Clients may already be waiting.
         self.accept_retry.push(id.0);
         Ok(id)
@@ -378,16 +383,22 @@ impl Core {
         }
         c.session.set_reading_paused(paused, Instant::now());
         if !paused {
-            self.schedule_read(id);
+            self.schedule_read(id, true);
         }
     }
 
-    /// Puts a connection on the carry-over list (read first next turn), unless it is on it.
-    pub(crate) fn schedule_read(&mut self, id: u64) {
+    /// Puts a connection on the carry-over list (read at the start of the next turn), unless
+    /// it is on it. `first`: it was not read at all this turn, so it goes ahead of those that
+    /// used their slice.
+    pub(crate) fn schedule_read(&mut self, id: u64, first: bool) {
         if let Some(c) = self.conn(id) {
             if !c.carried {
                 c.carried = true;
-                self.carry.push(id);
+                if first {
+                    self.carry_first.push(id);
+                } else {
+                    self.carry.push(id);
+                }
             }
         }
     }
@@ -429,6 +440,7 @@ impl Core {
     /// True when work is waiting that no OS event will announce.
     pub(crate) fn has_pending_work(&self) -> bool {
         !self.carry.is_empty()
+            || !self.carry_first.is_empty()
             || !self.dirty.is_empty()
             || !self.to_close.is_empty()
             || !self.opened.is_empty()

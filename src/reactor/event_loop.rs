@@ -2,15 +2,18 @@
 //!
 //! A turn (`run_once`):
 //! 1. waits for events (not at all when work is pending: carried reads, closes, opens);
-//! 2. reads the connections carried over from the last turn first, in the order they were
-//!    carried, then handles this turn's events in order (waker: cross-thread commands and pipe
-//!    readiness; listener: accept; connection: write, then read);
+//! 2. handles this turn's events in order (waker: cross-thread commands and pipe readiness;
+//!    listener: accept; connection: write, then read), then reads the connections carried over
+//!    from the last turn, in the order they were carried;
 //! 3. retries accepts, fires due deadlines, flushes every connection with queued output, and
 //!    runs the callbacks all of this recorded (`settle`).
 //!
 //! Reads are bounded: each connection gets at most `read_budget` bytes per turn (one read at
 //! most that large), and a turn reads at most `turn_read_budget` in all; a connection that hits
-//! either limit with data left goes on the carry-over list, once.
+//! either limit with data left goes on the carry-over list, once. Next turn, after the new
+//! events, the connections that got no read at all go first, then those that used their slice,
+//! so a connection put off by the turn's budget is read in the next turn whatever the streamers
+//! ahead of it do.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -44,22 +47,10 @@ impl<H: Handler> Reactor<H> {
             Err(e) => return Err(e.into()),
         }
         self.core.turn_read = 0;
-        // Connections carried over from the last turn are read first, each once.
-        let carry = std::mem::take(&mut self.core.carry);
-        for &id in &carry {
-            if let Some(c) = self.core.conn(id) {
-                c.carried = false;
-                self.read_conn(id, false);
-                self.settle();
-            }
-        }
-        // Keep the list's allocation for the next turn.
-        let mut carry = carry;
-        carry.clear();
-        if self.core.carry.is_empty() {
-            self.core.carry = carry;
-        }
-
+        // Last turn's carry-over list, read after the events (those carried during this turn's
+        // events wait for the next turn): no connection gets two slices in one turn.
+        let mut carry = std::mem::take(&mut self.core.carry_first);
+        carry.append(&mut self.core.carry);
         self.ready.clear();
         self.ready.extend(self.events.iter().map(|e| {
             let closed = e.is_read_closed() || e.is_error();
@@ -77,6 +68,23 @@ impl<H: Handler> Reactor<H> {
             self.settle();
         }
         self.ready = ready;
+
+        // Then the connections carried over from the last turn, each once (a carried connection
+        // with an event was not read above): those that got no read at all last turn first,
+        // then those that used their slice. Events go first so a connection that just became
+        // readable (an interactive peer) does not wait behind the streamers' slices.
+        for &id in &carry {
+            if let Some(c) = self.core.conn(id) {
+                c.carried = false;
+                self.read_conn(id, false);
+                self.settle();
+            }
+        }
+        // Keep the list's allocation for the next turn.
+        carry.clear();
+        if self.core.carry.is_empty() {
+            self.core.carry = carry;
+        }
 
         let retry = std::mem::take(&mut self.core.accept_retry);
         for id in retry {

@@ -10,9 +10,9 @@ use crate::wire::handshake::{Dialect, HandshakeConfig};
 use crate::wire::session::{AuthOptions, Timeouts};
 
 /// Default [`ReactorConfig::read_budget`]: 512 KiB per connection per turn.
-pub const DEFAULT_READ_BUDGET: usize = 512 * 1024;
+pub const DEFAULT_READ_BUDGET: usize = 256 * 1024;
 /// Default [`ReactorConfig::turn_read_budget`]: 4 MiB per turn over all connections.
-pub const DEFAULT_TURN_READ_BUDGET: usize = 4 * 1024 * 1024;
+pub const DEFAULT_TURN_READ_BUDGET: usize = 1024 * 1024;
 /// Default [`ConnectionOptions::high_water_mark`]: 16 MiB.
 pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024 * 1024;
 /// Default [`ConnectionOptions::partial_message_timeout`]: 60 s.

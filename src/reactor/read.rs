@@ -46,7 +46,7 @@ impl<H: Handler> Reactor<H> {
             // The budget: a slice per connection per turn, and a total per turn. The rest waits
             // on the carry-over list (once).
             if read >= slice || turn_before + read >= turn_budget {
-                self.core.schedule_read(id);
+                self.core.schedule_read(id, read == 0);
                 break;
             }
             // A small incomplete tail left by the last read moves to the front of the shared

@@ -17,8 +17,6 @@
 //! The answering side detects the dialect from the challenge. On a failure the state machine
 //! still yields the `#FAILURE#` message to send before the connection is closed, as Python does.
 
-use std::collections::VecDeque;
-
 use crate::authkey::{AuthKey, fill_random};
 use crate::error::Result;
 use crate::wire::digest::{Digest, DigestPolicy};
@@ -164,10 +162,9 @@ pub enum AuthenticationError {
     /// The peer's reply or challenge is not a handshake message at all.
     #[error("authentication failed: protocol error: {0}")]
     Protocol(String),
-    /// The peer runs the challenge-response but this side has no key: a client without a key
-    /// received a challenge (cpython#123736), or a listener without a key received a handshake
-    /// message as the first message.
-    #[error("authentication failed: the peer runs the challenge-response but this side has no authentication key")]
+    /// The listener demands authentication but this client has no key: it received a challenge
+    /// as its first message (cpython#123736).
+    #[error("authentication failed: the listener sent a challenge but this client has no authentication key")]
     KeyRequired,
     /// The peer answers in another handshake dialect (for example a `processing` peer against a
     /// CPython listener).
@@ -194,10 +191,9 @@ pub enum Role {
 
 #[derive(Debug)]
 enum State {
-    /// Waiting for the peer's reply to our challenge; `message` is what the MAC covers.
-    AwaitReply {
-        message: Vec<u8>,
-    },
+    /// Waiting for the peer's reply to our challenge (what the MAC covers is recomputed from
+    /// the nonce, so a handshake in progress holds no buffer of its own).
+    AwaitReply,
     /// Waiting for the peer's challenge.
     AwaitChallenge,
     /// Waiting for the verdict on our reply.
@@ -217,7 +213,8 @@ pub struct Handshake {
     dialect: Dialect,
     nonce: Nonce,
     state: State,
-    transmit: VecDeque<Vec<u8>>,
+    /// Bodies to send, oldest first (never more than two at once).
+    transmit: [Option<Vec<u8>>; 2],
     peer_digest: Option<Digest>,
 }
 
@@ -251,7 +248,7 @@ impl Handshake {
             dialect,
             nonce,
             state: State::Done,
-            transmit: VecDeque::with_capacity(2),
+            transmit: [None, None],
             peer_digest: None,
         }
     }
@@ -273,12 +270,22 @@ impl Handshake {
 
     /// The next message body to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmit.pop_front()
+        let first = self.transmit[0].take();
+        self.transmit[0] = self.transmit[1].take();
+        first
+    }
+
+    fn push_transmit(&mut self, body: Vec<u8>) {
+        match &mut self.transmit {
+            [slot @ None, _] | [Some(_), slot @ None] => *slot = Some(body),
+            // Never happens (the driver polls after each message); keep the newest.
+            [_, last] => *last = Some(body),
+        }
     }
 
     /// True once both directions succeeded and nothing is left to send.
     pub fn is_complete(&self) -> bool {
-        matches!(self.state, State::Done) && self.transmit.is_empty()
+        matches!(self.state, State::Done) && self.transmit[0].is_none()
     }
 
     /// True once both directions succeeded (the last message may still wait in
@@ -305,7 +312,10 @@ impl Handshake {
             )));
         }
         match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitReply { message } => self.on_reply(&message, body),
+            State::AwaitReply => {
+                let message = self.challenge_message();
+                self.on_reply(&message, body)
+            }
             State::AwaitChallenge => self.on_challenge(body),
             State::AwaitWelcome => self.on_welcome(body),
             State::Done => {
@@ -336,31 +346,39 @@ impl Handshake {
         Err(e)
     }
 
-    fn deliver_challenge(&mut self) {
-        let (prefix, message) = match self.dialect {
+    /// What our challenge asks the peer to MAC: the part after the prefix.
+    fn challenge_message(&self) -> Vec<u8> {
+        match self.dialect {
             Dialect::Cpython => {
                 let mut m = Vec::with_capacity(2 + MAX_DIGEST_NAME + MODERN_NONCE_LEN);
                 m.push(b'{');
                 m.extend_from_slice(self.challenge_digest.name().as_bytes());
                 m.push(b'}');
                 m.extend_from_slice(&self.nonce.0);
-                (CHALLENGE, m)
+                m
             }
-            Dialect::CpythonLegacy => (CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
-            Dialect::Processing => (PROCESSING_CHALLENGE, self.nonce.0[..LEGACY_NONCE_LEN].to_vec()),
+            Dialect::CpythonLegacy | Dialect::Processing => self.nonce.0[..LEGACY_NONCE_LEN].to_vec(),
+        }
+    }
+
+    fn deliver_challenge(&mut self) {
+        let prefix = match self.dialect {
+            Dialect::Processing => PROCESSING_CHALLENGE,
+            Dialect::Cpython | Dialect::CpythonLegacy => CHALLENGE,
         };
+        let message = self.challenge_message();
         let mut out = Vec::with_capacity(prefix.len() + message.len());
         out.extend_from_slice(prefix);
         out.extend_from_slice(&message);
-        self.transmit.push_back(out);
-        self.state = State::AwaitReply { message };
+        self.push_transmit(out);
+        self.state = State::AwaitReply;
     }
 
     fn on_reply(&mut self, message: &[u8], reply: &[u8]) -> Result<(), AuthenticationError> {
         match self.verify_reply(message, reply) {
             Ok(digest) => {
                 self.peer_digest = Some(digest);
-                self.transmit.push_back(self.dialect.welcome().to_vec());
+                self.push_transmit(self.dialect.welcome().to_vec());
                 self.state = match self.role {
                     Role::Listener => State::AwaitChallenge,
                     Role::Client => State::Done,
@@ -368,7 +386,7 @@ impl Handshake {
                 Ok(())
             }
             Err(e) => {
-                self.transmit.push_back(self.dialect.failure().to_vec());
+                self.push_transmit(self.dialect.failure().to_vec());
                 self.fail(e)
             }
         }
@@ -417,7 +435,7 @@ impl Handshake {
             Ok(r) => r,
             Err(e) => return self.fail(e),
         };
-        self.transmit.push_back(reply);
+        self.push_transmit(reply);
         self.state = State::AwaitWelcome;
         Ok(())
     }

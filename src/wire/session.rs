@@ -1,8 +1,8 @@
 //! The sans-IO connection: the one place where protocol decisions are made.
 //!
 //! A [`Session`] is what a connection *is*, without its socket: its phase (connecting,
-//! handshaking, open, closing, closed), its [`Handshake`], the dialect in use, the rule for a side
-//! without a key that meets a peer running the challenge-response, the mapping of end of file,
+//! handshaking, open, closing, closed), its [`Handshake`], the dialect in use, the rule for a client
+//! without a key that meets a listener running the challenge-response, the mapping of end of file,
 //! frame errors and I/O errors to a [`CloseReason`], and every per-connection deadline, kept as a
 //! fixed table (one slot per kind) behind [`Session::poll_timeout`] / [`Session::handle_timeout`],
 //! as quinn-proto's `Connection` does. It reads no clock and no socket: a driver (the blocking
@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AuthenticationError, Error};
 use crate::wire::frame::FrameError;
 use crate::wire::handshake::{
-    CHALLENGE, FAILURE, HANDSHAKE_MAX_MESSAGE, Handshake, HandshakeConfig, Nonce, PROCESSING_CHALLENGE,
-    PROCESSING_FAILURE, PROCESSING_WELCOME, Role, WELCOME,
+    CHALLENGE, HANDSHAKE_MAX_MESSAGE, Handshake, HandshakeConfig, Nonce, PROCESSING_CHALLENGE, Role,
 };
 
 pub use crate::wire::handshake::Dialect;
@@ -117,10 +116,11 @@ pub enum TimerKind {
     ReleaseBuffer = 4,
 }
 
-/// The read block of a connection's frame decoder while it authenticates: one handshake
-/// message at its cap plus the longest header. With it a handshake in progress holds a few
-/// hundred bytes of buffer, not a 64 KiB read block.
-pub const HANDSHAKE_READ_BLOCK: usize = HANDSHAKE_MAX_MESSAGE + crate::wire::frame::MAX_HEADER_LEN;
+/// The read block of a connection's frame decoder while it authenticates: enough for a whole
+/// modern challenge or reply with its header. A handshake message up to its 256-byte cap grows
+/// the buffer to at most the cap plus a header, so an unauthenticated connection holds a few
+/// dozen bytes of buffer (a few hundred at worst), never a 64 KiB read block.
+pub const HANDSHAKE_READ_BLOCK: usize = 64;
 
 /// Default time a peer has to connect and complete the handshake, on every face.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -262,9 +262,6 @@ enum Screen {
     Off,
     /// A client without a key: a challenge means the listener demands a key.
     NoKeyClient,
-    /// A listener without a key: a challenge, welcome or failure means the client runs the
-    /// challenge-response.
-    NoKeyListener,
 }
 
 /// One connection's protocol state. See the module docs.
@@ -337,7 +334,9 @@ impl Session {
                 s.phase = Phase::Handshaking(Box::new(Handshake::listener(config, nonce)));
                 s.arm_handshake(now);
             }
-            None => s.open(Screen::NoKeyListener),
+            // A keyed client never speaks first (it waits for our challenge), so whatever comes
+            // first here is the application's, as in CPython's keyless Listener: no check.
+            None => s.open(Screen::Off),
         }
         s
     }
@@ -487,13 +486,7 @@ impl Session {
 
     fn screen_first(&mut self, body: &[u8]) -> Delivery {
         let challenge = body.starts_with(CHALLENGE) || body.starts_with(PROCESSING_CHALLENGE);
-        let handshake_like =
-            challenge || body == WELCOME || body == FAILURE || body == PROCESSING_WELCOME || body == PROCESSING_FAILURE;
-        let refuse = match self.screen {
-            Screen::NoKeyClient => challenge,
-            Screen::NoKeyListener => handshake_like,
-            Screen::Off => false,
-        };
+        let refuse = self.screen == Screen::NoKeyClient && challenge;
         self.screen = Screen::Off;
         if refuse {
             log::info!("the peer runs the challenge-response but this side has no authentication key");
@@ -753,7 +746,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::authkey::AuthKey;
-    use crate::wire::handshake::MODERN_NONCE_LEN;
+    use crate::wire::handshake::{FAILURE, MODERN_NONCE_LEN, WELCOME};
 
     fn config(key: &str, dialect: Dialect) -> HandshakeConfig {
         let mut c = HandshakeConfig::new(AuthKey::from(key));
@@ -881,22 +874,16 @@ mod tests {
     }
 
     #[test]
-    fn listener_without_key_meets_a_keyed_client_speaking_first() {
+    fn listener_without_key_delivers_any_first_message_as_cpython_does() {
+        // A keyed client never speaks first (it waits for a challenge), so a first message that
+        // looks like a handshake message is the application's.
         let now = Instant::now();
-        let mut l = Session::listener(None, timeouts(), now);
-        assert!(matches!(l.poll_event(), Some(Event::Opened)));
-        // What a keyed client would say if it spoke first: a challenge or a verdict.
         for first in [&b"#CHALLENGE#{sha256}0123456789012345678901234567890123456789"[..], WELCOME, FAILURE] {
             let mut l = Session::listener(None, timeouts(), now);
-            assert_eq!(l.handle_frame(first), Delivery::Closed);
-            assert!(matches!(
-                l.poll_event(),
-                Some(Event::Closed(CloseReason::AuthenticationFailed(AuthenticationError::KeyRequired)))
-            ));
+            assert!(matches!(l.poll_event(), Some(Event::Opened)));
+            assert_eq!(l.handle_frame(first), Delivery::Message);
+            assert!(l.poll_event().is_none());
         }
-        // An ordinary first message passes, and so does a challenge-like second one.
-        assert_eq!(l.handle_frame(b"hi"), Delivery::Message);
-        assert_eq!(l.handle_frame(WELCOME), Delivery::Message);
     }
 
     #[test]
