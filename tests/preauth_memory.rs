@@ -13,13 +13,16 @@
 //! hard one, and the child inherits it).
 //!
 //! The bound: 1 KiB per connection (the issue's target for user-space memory per
-//! unauthenticated connection, which covers the connection's entry, its boxed handshake state
-//! and the partial reply of at most 256 bytes) plus 1 KiB of slack per connection for what the
+//! unauthenticated connection, which covers the connection's entry, its handshake state and the
+//! partial reply of at most 256 bytes) plus 512 bytes of slack per connection for what the
 //! allocator and the containers add on top of the live bytes: the slab and the poll's tables
-//! grow by doubling (up to 2x their live size), malloc rounds small blocks up and keeps freed
-//! ones in per-size lists (the challenge's write-queue buffers are freed while the replies
-//! arrive), and RSS counts whole 4 KiB pages. Kernel memory (socket buffers) is not in the
-//! process's RSS. Today a partial handshake message costs a 64 KiB read block.
+//! grow by doubling, malloc rounds small blocks up and keeps freed ones in per-size lists (the
+//! challenge's buffers are freed while the replies arrive), RSS counts whole 4 KiB pages, and an
+//! unoptimised (debug) build, which this test runs by default, measured about 400 B more per
+//! connection than a release build of the same code (1.17-1.27 KiB against 0.79-0.85 KiB on the
+//! issue-11 code; 66.7 KiB before it). Kernel memory (socket buffers) is not in the process's
+//! RSS. Separately, what dribbling adds on top of an accepted connection is bounded by one
+//! partial handshake frame: at most 512 bytes (64 KiB before issue 11: a read block).
 #![cfg(target_os = "linux")]
 
 mod attack;
@@ -36,7 +39,7 @@ const KEY: &str = "preauth key";
 /// Bytes of user-space memory allowed per unauthenticated connection (the target).
 const TARGET: usize = 1024;
 /// Slack per connection for allocator and container overhead (see the module docs).
-const SLACK: usize = 1024;
+const SLACK: usize = 512;
 /// What dribbling part of a handshake message may add per connection.
 const DRIBBLE: usize = 512;
 
