@@ -18,7 +18,7 @@ use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::{RawDescriptor, Stream, wait_readable};
 use crate::wire::frame::{FrameDecoder, Header};
 use crate::wire::handshake::Dialect;
-use crate::wire::session::{Delivery, Event, Session};
+use crate::wire::session::{Delivery, Event, Session, UNKNOWN_PEER_PICKLE_PROTOCOL};
 
 /// A connection to a peer: a Python `Connection` over a socket.
 ///
@@ -42,7 +42,7 @@ impl Connection {
             decoder: FrameDecoder::new(max_message_size),
             session,
             readable: true,
-            pickle_protocol: Dialect::Cpython.pickle_protocol(),
+            pickle_protocol: UNKNOWN_PEER_PICKLE_PROTOCOL,
         }
     }
 
@@ -206,12 +206,13 @@ impl Connection {
         Ok(())
     }
 
-    /// The pickle protocol `send` writes: 3, or 2 for a `processing` peer.
+    /// The pickle protocol `send` writes: what the handshake proved the peer reads (4 for
+    /// CPython 3.12+ and Red Hat's Python 3; 2 where it may be a Python 2, and without a key).
     pub fn pickle_protocol(&self) -> u8 {
         self.pickle_protocol
     }
 
-    /// Chooses the pickle protocol `send` writes (2 or 3).
+    /// Chooses the pickle protocol `send` writes (2 to 5), for those who know their peer.
     pub fn set_pickle_protocol(&mut self, protocol: u8) {
         self.pickle_protocol = protocol;
     }
@@ -266,7 +267,7 @@ impl Connection {
             stream.set_write_timeout(None)?;
         }
         result?;
-        self.pickle_protocol = self.session.dialect().pickle_protocol();
+        self.pickle_protocol = self.session.pickle_protocol();
         Ok(())
     }
 
@@ -383,4 +384,32 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let max = crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
     let now = Instant::now();
     Ok((Connection::new(a, max, Session::established(now)), Connection::new(b, max, Session::established(now))))
+}
+
+/// Python objects: pickled with [`crate::pickle`] (feature `pickle`).
+#[cfg(feature = "pickle")]
+impl Connection {
+    /// Sends a Rust value as a pickle (Python's `send(obj)`), with this connection's protocol.
+    pub fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
+        let bytes = crate::pickle::dumps(value, self.pickle_protocol())?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Sends a dynamic [`Value`] as a pickle.
+    pub fn send_value(&mut self, value: &crate::pickle::Value) -> Result<()> {
+        let bytes = crate::pickle::dumps_value(value, self.pickle_protocol())?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Receives a pickle into a Rust type (Python's `recv()`).
+    pub fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        let bytes = self.recv_bytes()?;
+        Ok(crate::pickle::loads(&bytes)?)
+    }
+
+    /// Receives a pickle as a dynamic [`Value`].
+    pub fn recv_value(&mut self) -> Result<crate::pickle::Value> {
+        let bytes = self.recv_bytes()?;
+        Ok(crate::pickle::loads_value(&bytes)?)
+    }
 }

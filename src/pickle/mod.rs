@@ -35,7 +35,6 @@ pub use num_bigint::BigInt;
 pub use repr::{repr, repr_limited};
 pub use value::{Dict, Global, List, Object, ObjectKind, Set, Value};
 
-use crate::blocking::Connection;
 use crate::error::Result;
 
 /// How deep the `serde` conversion from a [`Value`] into a typed value may go (as serde_json's
@@ -214,30 +213,4 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> 
 /// [`SERDE_DEPTH_LIMIT`]).
 pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, PickleError> {
     de::from_value(value)
-}
-
-impl Connection {
-    /// Sends a Rust value as a pickle (Python's `send(obj)`), with this connection's protocol.
-    pub fn send<T: Serialize>(&mut self, value: &T) -> Result<()> {
-        let bytes = dumps(value, self.pickle_protocol())?;
-        self.send_bytes(&bytes)
-    }
-
-    /// Sends a dynamic [`Value`] as a pickle.
-    pub fn send_value(&mut self, value: &Value) -> Result<()> {
-        let bytes = dumps_value(value, self.pickle_protocol())?;
-        self.send_bytes(&bytes)
-    }
-
-    /// Receives a pickle into a Rust type (Python's `recv()`).
-    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-        let bytes = self.recv_bytes()?;
-        Ok(loads(&bytes)?)
-    }
-
-    /// Receives a pickle as a dynamic [`Value`].
-    pub fn recv_value(&mut self) -> Result<Value> {
-        let bytes = self.recv_bytes()?;
-        Ok(loads_value(&bytes)?)
-    }
 }

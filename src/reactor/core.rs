@@ -471,12 +471,14 @@ impl Context<'_> {
         self.core.send_owned(conn, message)
     }
 
-    /// Pickles `value` (protocol 3, or 2 for `processing` peers) and queues it.
+    /// Pickles `value` with the protocol the peer reads (see
+    /// [`crate::wire::session::Session::pickle_protocol`]: 4 for CPython 3.12+, 2 where the peer
+    /// may be a Python 2) and queues it.
     #[cfg(feature = "pickle")]
     pub fn send_pickle<T: serde::Serialize>(&mut self, conn: ConnId, value: &T) -> Result<()> {
         let protocol = match self.core.conn(conn.0) {
-            Some(c) if c.session.is_open() => c.session.dialect().pickle_protocol(),
-            _ => 3,
+            Some(c) => c.session.pickle_protocol(),
+            None => crate::wire::session::UNKNOWN_PEER_PICKLE_PROTOCOL,
         };
         let bytes = crate::pickle::dumps(value, protocol)?;
         self.core.send_owned(conn, bytes).map_err(|(e, _)| Error::Closed(e.as_str()))

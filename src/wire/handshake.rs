@@ -13,6 +13,11 @@
 //!   listeners send).
 //! * [`Dialect::Processing`]: the original package: `#CHALLENGE:` + 20 bytes, raw HMAC-SHA1,
 //!   `#WELCOME` / `#AUTHENTICATION_FAILED`.
+//! * [`Dialect::CpythonLegacySha256`]: Red Hat's FIPS patch (`HMAC_DIGEST_NAME = 'sha256'`):
+//!   the legacy 20-byte challenge answered with a raw 32-byte HMAC-SHA256. A raw 32-byte reply is
+//!   unambiguous (no `{name}` reply and no legacy one has that length), so every side accepts it
+//!   and answers such a peer's own challenge the same way; a client must be told, because a
+//!   RHEL listener's challenge looks like any legacy one.
 //!
 //! The answering side detects the dialect from the challenge. On a failure the state machine
 //! still yields the `#FAILURE#` message to send before the connection is closed, as Python does.
@@ -56,23 +61,31 @@ pub enum Dialect {
     CpythonLegacy,
     /// The original `processing` package (0.40/0.52): HMAC-SHA1.
     Processing,
+    /// Red Hat's CPython 3.6-3.11 (FIPS): the legacy 20-byte challenge, answered with a raw
+    /// HMAC-SHA256 (python/cpython#16264, never merged upstream). Needed on the client side to
+    /// answer a RHEL listener; a listener recognises RHEL clients in every dialect.
+    CpythonLegacySha256,
 }
 
 impl Dialect {
-    /// The pickle protocol a peer of this dialect reads: 2 for `processing` (Python 2), 3 otherwise.
+    /// The pickle protocol every peer that speaks this dialect reads: 2 where the peer may be a
+    /// Python 2 (`processing`, and the legacy handshake of CPython 2.7-3.11), 4 for Red Hat's
+    /// Python 3 and CPython 3.12+. [`Handshake::pickle_protocol`] refines this from what the
+    /// peer actually sent.
     pub fn pickle_protocol(self) -> u8 {
         match self {
-            Dialect::Processing => 2,
-            _ => 3,
+            Dialect::Processing | Dialect::CpythonLegacy => 2,
+            Dialect::Cpython | Dialect::CpythonLegacySha256 => 4,
         }
     }
 
-    /// A short name for messages: `cpython`, `cpython-legacy` or `processing`.
+    /// The name the command line and [`std::str::FromStr`] use, also in messages.
     pub fn name(self) -> &'static str {
         match self {
             Dialect::Cpython => "cpython",
-            Dialect::CpythonLegacy => "cpython-legacy",
+            Dialect::CpythonLegacy => "legacy",
             Dialect::Processing => "processing",
+            Dialect::CpythonLegacySha256 => "legacy-sha256",
         }
     }
 
@@ -98,7 +111,10 @@ impl std::str::FromStr for Dialect {
             "cpython" | "modern" | "python" => Ok(Dialect::Cpython),
             "legacy" | "cpython-legacy" => Ok(Dialect::CpythonLegacy),
             "processing" => Ok(Dialect::Processing),
-            _ => Err(crate::Error::Config(format!("unknown dialect {s:?} (expected cpython, legacy or processing)"))),
+            "legacy-sha256" | "rhel" | "fips" => Ok(Dialect::CpythonLegacySha256),
+            _ => Err(crate::Error::Config(format!(
+                "unknown dialect {s:?} (expected cpython, legacy, legacy-sha256 or processing)"
+            ))),
         }
     }
 }
@@ -216,6 +232,11 @@ pub struct Handshake {
     /// Bodies to send, oldest first (never more than two at once).
     transmit: [Option<Vec<u8>>; 2],
     peer_digest: Option<Digest>,
+    /// The digest of a raw (unprefixed) answer to a legacy challenge: MD5 as upstream CPython,
+    /// SHA-256 for a Red Hat peer (configured, or seen in the peer's own raw reply).
+    raw_digest: Digest,
+    /// The highest pickle protocol the peer is known to read, from what it sent.
+    pickle_protocol: u8,
 }
 
 impl std::fmt::Debug for Nonce {
@@ -250,6 +271,8 @@ impl Handshake {
             state: State::Done,
             transmit: [None, None],
             peer_digest: None,
+            raw_digest: if config.dialect == Dialect::CpythonLegacySha256 { Digest::Sha256 } else { Digest::Md5 },
+            pickle_protocol: config.dialect.pickle_protocol(),
         }
     }
 
@@ -266,6 +289,14 @@ impl Handshake {
     /// The digest the peer used to answer our challenge, once verified.
     pub fn peer_digest(&self) -> Option<Digest> {
         self.peer_digest
+    }
+
+    /// The highest pickle protocol the peer is known to read, learnt from the handshake: 4 when
+    /// it proved to be CPython 3.12+ (a `{name}` digest) or Red Hat's Python 3 (raw SHA-256), 2
+    /// when it may be a Python 2 (`processing`, or the legacy raw MD5 that CPython 2.7-3.11 all
+    /// speak). Python 3 reads protocol 2 as written here, so 2 is always safe.
+    pub fn pickle_protocol(&self) -> u8 {
+        self.pickle_protocol
     }
 
     /// The next message body to send, if any.
@@ -357,14 +388,16 @@ impl Handshake {
                 m.extend_from_slice(&self.nonce.0);
                 m
             }
-            Dialect::CpythonLegacy | Dialect::Processing => self.nonce.0[..LEGACY_NONCE_LEN].to_vec(),
+            Dialect::CpythonLegacy | Dialect::CpythonLegacySha256 | Dialect::Processing => {
+                self.nonce.0[..LEGACY_NONCE_LEN].to_vec()
+            }
         }
     }
 
     fn deliver_challenge(&mut self) {
         let prefix = match self.dialect {
             Dialect::Processing => PROCESSING_CHALLENGE,
-            Dialect::Cpython | Dialect::CpythonLegacy => CHALLENGE,
+            Dialect::Cpython | Dialect::CpythonLegacy | Dialect::CpythonLegacySha256 => CHALLENGE,
         };
         let message = self.challenge_message();
         let mut out = Vec::with_capacity(prefix.len() + message.len());
@@ -376,8 +409,22 @@ impl Handshake {
 
     fn on_reply(&mut self, message: &[u8], reply: &[u8]) -> Result<(), AuthenticationError> {
         match self.verify_reply(message, reply) {
-            Ok(digest) => {
+            Ok((digest, raw)) => {
                 self.peer_digest = Some(digest);
+                if self.dialect != Dialect::Processing {
+                    // A raw MD5 reply: any CPython 2.7-3.11 (or 3.12+ answering a legacy
+                    // challenge). A raw SHA-256 one: Red Hat's Python 3, whose own challenge is
+                    // then answered the same way. A named one: CPython 3.12+.
+                    let proven = if raw && digest == Digest::Md5 { 2 } else { 4 };
+                    // A client already learnt from the listener's challenge: keep the lower.
+                    self.pickle_protocol = match self.role {
+                        Role::Listener => proven,
+                        Role::Client => self.pickle_protocol.min(proven),
+                    };
+                    if raw && digest == Digest::Sha256 {
+                        self.raw_digest = Digest::Sha256;
+                    }
+                }
                 self.push_transmit(self.dialect.welcome().to_vec());
                 self.state = match self.role {
                     Role::Listener => State::AwaitChallenge,
@@ -392,8 +439,9 @@ impl Handshake {
         }
     }
 
-    /// Checks the peer's reply to our challenge; returns the digest it used.
-    fn verify_reply(&self, message: &[u8], reply: &[u8]) -> Result<Digest, AuthenticationError> {
+    /// Checks the peer's reply to our challenge; returns the digest it used and whether the
+    /// reply was raw (no `{name}` prefix).
+    fn verify_reply(&self, message: &[u8], reply: &[u8]) -> Result<(Digest, bool), AuthenticationError> {
         let (digest, mac) = match self.dialect {
             Dialect::Processing if reply.first() == Some(&b'{') || reply.len() == Digest::Md5.mac_len() => {
                 // A `{name}` prefix or a raw HMAC-MD5: a CPython peer.
@@ -403,14 +451,16 @@ impl Handshake {
                 });
             }
             Dialect::Processing => (Digest::Sha1, reply),
-            Dialect::Cpython | Dialect::CpythonLegacy if reply.len() == Digest::Sha1.mac_len() => {
+            Dialect::Cpython | Dialect::CpythonLegacy | Dialect::CpythonLegacySha256
+                if reply.len() == Digest::Sha1.mac_len() =>
+            {
                 // No CPython sends a raw 20-byte reply: that is processing's HMAC-SHA1.
                 return Err(AuthenticationError::DialectMismatch {
                     peer: Dialect::Processing.name(),
                     expected: self.dialect.name(),
                 });
             }
-            Dialect::Cpython | Dialect::CpythonLegacy => split_cpython_mac(reply)?,
+            Dialect::Cpython | Dialect::CpythonLegacy | Dialect::CpythonLegacySha256 => split_cpython_mac(reply)?,
         };
         if !self.policy.allows(digest) {
             return Err(AuthenticationError::DigestRefused(digest.name().into()));
@@ -424,7 +474,7 @@ impl Handshake {
             )));
         }
         if digest.verify(self.key.as_bytes(), message, mac) {
-            Ok(digest)
+            Ok((digest, mac.len() == reply.len()))
         } else {
             Err(AuthenticationError::DigestMismatch)
         }
@@ -453,6 +503,7 @@ impl Handshake {
             ));
         };
         match (self.role, self.dialect, dialect) {
+            (Role::Client, Dialect::CpythonLegacySha256, Dialect::Cpython) => {}
             (Role::Client, _, d) => self.dialect = d,
             (Role::Listener, Dialect::Processing, Dialect::Processing) => {}
             (Role::Listener, expected, peer) if (expected == Dialect::Processing) != (peer == Dialect::Processing) => {
@@ -465,6 +516,7 @@ impl Handshake {
         }
         let key = self.key.as_bytes();
         if dialect == Dialect::Processing {
+            self.pickle_protocol = 2;
             if !self.policy.allows(Digest::Sha1) {
                 return Err(AuthenticationError::DigestRefused("sha1".into()));
             }
@@ -472,15 +524,23 @@ impl Handshake {
         }
         match named_digest(message)? {
             None => {
-                // A legacy (≤ 3.11) listener: raw HMAC-MD5, no prefix.
-                if !self.policy.allows(Digest::Md5) {
-                    return Err(AuthenticationError::DigestRefused("md5".into()));
+                // A legacy (≤ 3.11) peer: a raw HMAC, no prefix; MD5, or SHA-256 for Red Hat's.
+                let digest = self.raw_digest;
+                if !self.policy.allows(digest) {
+                    return Err(AuthenticationError::DigestRefused(digest.name().into()));
                 }
-                Ok(Digest::Md5.mac(key, message).as_bytes().to_vec())
+                if self.role == Role::Client {
+                    // A listener that sent a legacy challenge may be a Python 2.
+                    self.pickle_protocol = if digest == Digest::Md5 { 2 } else { 4 };
+                }
+                Ok(digest.mac(key, message).as_bytes().to_vec())
             }
             Some(digest) => {
                 if !self.policy.allows(digest) {
                     return Err(AuthenticationError::DigestRefused(digest.name().into()));
+                }
+                if self.role == Role::Client {
+                    self.pickle_protocol = 4; // only CPython 3.12+ names its digest
                 }
                 let mac = digest.mac(key, message);
                 let name = digest.name().as_bytes();
@@ -512,8 +572,12 @@ impl Handshake {
 }
 
 /// Splits a CPython reply into its digest and MAC: 16 or 20 bytes are a legacy raw HMAC-MD5,
+/// 32 bytes a raw HMAC-SHA256 (Red Hat's FIPS patch; no `{name}` reply has that length),
 /// otherwise `{name}mac` with a name CPython allows.
 fn split_cpython_mac(reply: &[u8]) -> Result<(Digest, &[u8]), AuthenticationError> {
+    if reply.len() == Digest::Sha256.mac_len() {
+        return Ok((Digest::Sha256, reply));
+    }
     match named_digest(reply)? {
         None => Ok((Digest::Md5, reply)),
         Some(d) => Ok((d, &reply[d.name().len() + 2..])),
@@ -760,6 +824,89 @@ mod tests {
         c.handle_message(&l.poll_transmit().unwrap()).unwrap();
         let challenge = c.poll_transmit().unwrap();
         assert!(challenge.starts_with(b"#CHALLENGE#{sha256}"));
+    }
+
+    /// A Red Hat (FIPS) Python's answer_challenge: raw HMAC-SHA256 over everything after
+    /// `#CHALLENGE#`, as the downstream patch computes it.
+    fn rhel_answer(key: &[u8], challenge: &[u8]) -> Vec<u8> {
+        Digest::Sha256.mac(key, &challenge[CHALLENGE.len()..]).as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_rhel_client_is_accepted_by_a_default_listener_and_answered_in_sha256() {
+        for dialect in [Dialect::Cpython, Dialect::CpythonLegacy] {
+            let mut lc = config("k");
+            lc.dialect = dialect;
+            let mut l = Handshake::listener(&lc, nonce(4));
+            let challenge = l.poll_transmit().unwrap();
+            let reply = rhel_answer(b"k", &challenge);
+            assert_eq!(reply.len(), 32);
+            l.handle_message(&reply).unwrap();
+            assert_eq!(l.poll_transmit().unwrap(), WELCOME, "{dialect:?}");
+            assert_eq!(l.peer_digest(), Some(Digest::Sha256));
+            // The RHEL client's own challenge: legacy, 20 bytes; answered with raw SHA-256.
+            let mut theirs = CHALLENGE.to_vec();
+            theirs.extend_from_slice(&[9; LEGACY_NONCE_LEN]);
+            l.handle_message(&theirs).unwrap();
+            assert_eq!(l.poll_transmit().unwrap(), rhel_answer(b"k", &theirs), "{dialect:?}");
+            l.handle_message(WELCOME).unwrap();
+            assert!(l.is_complete());
+            assert_eq!(l.pickle_protocol(), 4, "Red Hat's Python is a Python 3");
+        }
+    }
+
+    #[test]
+    fn a_wrong_raw_sha256_reply_is_a_digest_mismatch() {
+        let mut l = Handshake::listener(&config("k"), nonce(4));
+        let challenge = l.poll_transmit().unwrap();
+        let reply = rhel_answer(b"other", &challenge);
+        assert_eq!(l.handle_message(&reply), Err(AuthenticationError::DigestMismatch));
+        assert_eq!(l.poll_transmit().unwrap(), FAILURE);
+    }
+
+    #[test]
+    fn a_legacy_sha256_client_answers_a_rhel_listener_and_checks_its_answer() {
+        let mut lc = config("k");
+        lc.dialect = Dialect::CpythonLegacySha256;
+        let mut cc = config("k");
+        cc.dialect = Dialect::CpythonLegacySha256;
+        let mut l = Handshake::listener(&lc, nonce(1));
+        let mut c = Handshake::client(&cc, nonce(2));
+        let challenge = l.poll_transmit().unwrap();
+        assert_eq!(challenge.len(), CHALLENGE.len() + LEGACY_NONCE_LEN, "a RHEL listener's challenge is legacy");
+        c.handle_message(&challenge).unwrap();
+        let reply = c.poll_transmit().unwrap();
+        assert_eq!(reply, rhel_answer(b"k", &challenge));
+        l.handle_message(&reply).unwrap();
+        c.handle_message(&l.poll_transmit().unwrap()).unwrap();
+        // Our challenge to the RHEL listener; it answers with raw SHA-256 over all of it.
+        let ours = c.poll_transmit().unwrap();
+        c.handle_message(&rhel_answer(b"k", &ours)).unwrap();
+        assert_eq!(c.poll_transmit().unwrap(), WELCOME);
+        assert!(c.is_complete());
+        assert_eq!(c.pickle_protocol(), 4);
+    }
+
+    #[test]
+    fn the_pickle_protocol_follows_what_the_peer_proved() {
+        // Listener side: a raw MD5 reply may come from a Python 2.7 → 2; a named one → 4.
+        let mut l = Handshake::listener(&config("k"), nonce(9));
+        let challenge = l.poll_transmit().unwrap();
+        l.handle_message(Digest::Md5.mac(b"k", &challenge[CHALLENGE.len()..]).as_bytes()).unwrap();
+        assert_eq!(l.pickle_protocol(), 2);
+        let mut l = Handshake::listener(&config("k"), nonce(9));
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        assert_eq!(run_pair(&mut l, &mut c), (Ok(()), Ok(())));
+        assert_eq!((l.pickle_protocol(), c.pickle_protocol()), (4, 4));
+        // Client side: a legacy listener → 2; processing → 2.
+        for (dialect, expected) in [(Dialect::CpythonLegacy, 2), (Dialect::Processing, 2)] {
+            let mut lc = config("k");
+            lc.dialect = dialect;
+            let mut l = Handshake::listener(&lc, nonce(1));
+            let mut c = Handshake::client(&config("k"), nonce(2));
+            assert_eq!(run_pair(&mut l, &mut c), (Ok(()), Ok(())));
+            assert_eq!((l.pickle_protocol(), c.pickle_protocol()), (expected, expected), "{dialect:?}");
+        }
     }
 
     proptest::proptest! {

@@ -286,7 +286,13 @@ pub struct Session {
     closed: Option<Box<CloseReason>>,
     /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
     transmit: Vec<Vec<u8>>,
+    /// The pickle protocol the peer is known to read (see [`Session::pickle_protocol`]).
+    pickle_protocol: u8,
 }
+
+/// The pickle protocol written to a peer the handshake told nothing about (no key): 2, which
+/// every Python reads, 2.7 included, as Python 3 writes it.
+pub const UNKNOWN_PEER_PICKLE_PROTOCOL: u8 = 2;
 
 /// "No time": an empty slot, no incomplete message, no limit.
 const NEVER: u64 = u64::MAX;
@@ -384,6 +390,7 @@ impl Session {
             reading_paused: false,
             closed: None,
             transmit: Vec::new(),
+            pickle_protocol: UNKNOWN_PEER_PICKLE_PROTOCOL,
         }
     }
 
@@ -417,6 +424,14 @@ impl Session {
     /// The dialect in use: the listener's choice, or what a client detected from the challenge.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The pickle protocol to write to this peer: what the handshake proved it reads (4 for
+    /// CPython 3.12+ and Red Hat's Python 3, 2 for a peer that may be a Python 2: `processing`
+    /// or the legacy handshake of CPython 2.7-3.11), or [`UNKNOWN_PEER_PICKLE_PROTOCOL`] without
+    /// a handshake.
+    pub fn pickle_protocol(&self) -> u8 {
+        self.pickle_protocol
     }
 
     /// True while connecting.
@@ -507,6 +522,7 @@ impl Session {
                 Delivery::Closed
             }
             Ok(()) if hs.is_authenticated() => {
+                self.pickle_protocol = hs.pickle_protocol();
                 // A last message (the client's #WELCOME#) may remain.
                 while let Some(m) = hs.poll_transmit() {
                     self.transmit.push(m);

@@ -1,10 +1,12 @@
 """A real Python at the other end of the wire, for mpconn's interop tests.
 
-    peer.py listen  ADDRESS KEY [--processing] [--accepts N]
-    peer.py connect ADDRESS KEY [--processing]
+    peer.py listen  ADDRESS KEY [--processing | --rhel] [--accepts N]
+    peer.py connect ADDRESS KEY [--processing | --rhel]
 
 ADDRESS is host:port, a Unix socket path, or \\0name (abstract). KEY is hex, or "none".
 Runs on CPython 2.7 (with --processing: the original `processing` package) and 3.x.
+With --rhel (CPython 3.6-3.11) the handshake is patched as Red Hat's Python is (FIPS:
+HMAC_DIGEST_NAME = 'sha256': the legacy 20-byte challenge answered with a raw HMAC-SHA256).
 Prints READY <address> once listening, CONNECTED once a client is authenticated, AUTHFAIL <why>
 when a handshake fails, DONE at the end. Each connection then obeys the commands the Rust side
 sends (see serve()), until "quit" or end of file.
@@ -15,6 +17,7 @@ import sys
 
 args = sys.argv[1:]
 PROCESSING = "--processing" in args
+RHEL = "--rhel" in args
 accepts = 1
 if "--accepts" in args:
     accepts = int(args[args.index("--accepts") + 1])
@@ -28,6 +31,44 @@ else:
     from multiprocessing.connection import Listener, Client
     from multiprocessing import AuthenticationError, BufferTooShort
     SEND, RECV, RECV_INTO = "send_bytes", "recv_bytes", "recv_bytes_into"
+
+
+
+def patch_like_rhel():
+    """Red Hat's downstream patch to multiprocessing/connection.py (quoted in instructlab/sdg#587):
+    deliver_challenge and answer_challenge use HMAC_DIGEST_NAME = 'sha256' where upstream 3.11
+    and older use 'md5'. The bodies below are 3.11's, with that one change."""
+    import hmac
+    import os
+    import multiprocessing.connection as mc
+
+    def deliver_challenge(connection, authkey):
+        message = os.urandom(mc.MESSAGE_LENGTH)
+        connection.send_bytes(mc.CHALLENGE + message)
+        digest = hmac.new(authkey, message, "sha256").digest()
+        response = connection.recv_bytes(256)
+        if response == digest:
+            connection.send_bytes(mc.WELCOME)
+        else:
+            connection.send_bytes(mc.FAILURE)
+            raise AuthenticationError("digest received was wrong")
+
+    def answer_challenge(connection, authkey):
+        message = connection.recv_bytes(256)
+        assert message[:len(mc.CHALLENGE)] == mc.CHALLENGE, "message = %r" % message
+        message = message[len(mc.CHALLENGE):]
+        digest = hmac.new(authkey, message, "sha256").digest()
+        connection.send_bytes(digest)
+        response = connection.recv_bytes(256)
+        if response != mc.WELCOME:
+            raise AuthenticationError("digest sent was rejected")
+
+    mc.deliver_challenge = deliver_challenge
+    mc.answer_challenge = answer_challenge
+
+
+if RHEL:
+    patch_like_rhel()
 
 key = None if key_text == "none" else binascii.unhexlify(key_text.encode("ascii"))
 
