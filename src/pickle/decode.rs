@@ -30,6 +30,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use num_bigint::BigInt;
 
 use super::PickleError;
@@ -520,9 +521,9 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn str_of(&self, b: &[u8]) -> R<String> {
+    fn str_of(&self, b: &[u8]) -> R<CompactString> {
         match std::str::from_utf8(b) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(CompactString::from(s)),
             Err(e) => {
                 let at = e.valid_up_to();
                 if b.get(at) == Some(&0xed) && b.get(at + 1).is_some_and(|&c| (0xa0..=0xbf).contains(&c)) {
@@ -549,8 +550,8 @@ impl<'a> Vm<'a> {
     fn push_py2_str(&mut self, b: &[u8]) -> R<()> {
         self.charge(b.len() as u64)?;
         if b.is_ascii() {
-            let s = String::from_utf8(b.to_vec()).map_err(|_| self.invalid("not ASCII"))?;
-            self.push(Value::Str(s))
+            let s = std::str::from_utf8(b).map_err(|_| self.invalid("not ASCII"))?;
+            self.push(Value::Str(s.into()))
         } else {
             self.push(Value::Bytes(b.to_vec()))
         }
@@ -884,7 +885,7 @@ impl<'a> Vm<'a> {
                     let l = self.line()?;
                     let s = raw_unicode_escape(l).ok_or_else(|| self.invalid("bad \\u escape"))?;
                     self.charge(s.len() as u64)?;
-                    self.push(Value::Str(s))?
+                    self.push(Value::Str(s.into()))?
                 }
                 b'C' => {
                     let n = self.byte()? as usize;
@@ -1180,7 +1181,7 @@ impl<'a> Vm<'a> {
                     let items = self.stack.split_off(k);
                     let items = self.embed_all(items)?;
                     self.charge(NODE)?;
-                    let class = Global { module: py3_module(&m, &n), name: n };
+                    let class = Global { module: py3_module(&m, &n), name: n.into() };
                     let v = self.make_object(class, ObjectKind::Inst, Value::Tuple(List(items)), None)?;
                     self.push(v)?
                 }

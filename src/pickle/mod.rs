@@ -29,6 +29,7 @@ mod tests;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use compact_str::CompactString;
 pub use decode::{DecodeOptions, EXPANSION, EXPANSION_FLOOR, MAX_INT_TEXT_DIGITS, ObjectPolicy, budget};
 pub use key::MAX_KEY_DEPTH;
 pub use num_bigint::BigInt;

@@ -8,6 +8,8 @@
 
 use serde::ser::{self, Serialize};
 
+use compact_str::CompactString;
+
 use super::PickleError;
 use super::value::{Dict, List, Value};
 
@@ -31,7 +33,7 @@ pub(crate) struct MapSer {
 
 fn tagged(variant: &'static str, v: Value) -> Result<Value, PickleError> {
     let mut d = Dict::new();
-    d.insert(Value::Str(variant.to_owned()), v)?;
+    d.insert(Value::Str(variant.into()), v)?;
     Ok(Value::Dict(d))
 }
 
@@ -86,10 +88,10 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::Float(v))
     }
     fn serialize_char(self, v: char) -> Result<Value, PickleError> {
-        Ok(Value::Str(v.to_string()))
+        Ok(Value::Str(CompactString::from(&*v.encode_utf8(&mut [0; 4]))))
     }
     fn serialize_str(self, v: &str) -> Result<Value, PickleError> {
-        Ok(Value::Str(v.to_owned()))
+        Ok(Value::Str(v.into()))
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<Value, PickleError> {
         Ok(Value::Bytes(v.to_vec()))
@@ -107,7 +109,7 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::None)
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<Value, PickleError> {
-        Ok(Value::Str(variant.to_owned()))
+        Ok(Value::Str(variant.into()))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result<Value, PickleError> {
         v.serialize(self)
@@ -243,7 +245,7 @@ impl ser::SerializeStruct for MapSer {
     type Ok = Value;
     type Error = PickleError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
-        self.dict.insert(Value::Str(key.to_owned()), to_value(v)?)
+        self.dict.insert(Value::Str(key.into()), to_value(v)?)
     }
     fn end(self) -> Result<Value, PickleError> {
         self.done()
@@ -254,7 +256,7 @@ impl ser::SerializeStructVariant for MapSer {
     type Ok = Value;
     type Error = PickleError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
-        self.dict.insert(Value::Str(key.to_owned()), to_value(v)?)
+        self.dict.insert(Value::Str(key.into()), to_value(v)?)
     }
     fn end(self) -> Result<Value, PickleError> {
         self.done()

@@ -362,7 +362,7 @@ fn memo_bombs_stay_within_the_budget() {
     assert_eq!(loads_value(&p).unwrap().as_list().map(|l| l.len()), Some(1_000_001));
 
     // The configurable cap applies whatever the length.
-    let p = dumps_value(&Value::Str("x".repeat(10_000)), 4).unwrap();
+    let p = dumps_value(&Value::Str("x".repeat(10_000).into()), 4).unwrap();
     let e = loads_value_with(&p, &DecodeOptions::new().max_bytes(1000)).unwrap_err();
     assert!(matches!(e, PickleError::TooLarge { limit: 1000, .. }), "{e}");
     assert_eq!(budget(1000, u64::MAX), 1000 * EXPANSION + EXPANSION_FLOOR);

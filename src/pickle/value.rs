@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use num_bigint::BigInt;
 
 use super::PickleError;
@@ -39,8 +40,10 @@ pub enum Value {
     BigInt(Box<BigInt>),
     /// A `float`.
     Float(f64),
-    /// A `str` (and a Python 2 `str` made only of ASCII bytes).
-    Str(String),
+    /// A `str` (and a Python 2 `str` made only of ASCII bytes). A [`CompactString`]: up to 24
+    /// bytes inline, without an allocation (dict keys, short strings); it dereferences to `&str`
+    /// and converts from `String` and `&str` (`Value::Str("a".into())`).
+    Str(CompactString),
     /// `bytes` (and a Python 2 `str` holding a byte beyond ASCII).
     Bytes(Vec<u8>),
     /// A `bytearray`.
@@ -177,7 +180,7 @@ impl Dict {
         if self.store.index().is_none() {
             return self.store.slice().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
         }
-        self.get(&Value::Str(key.to_owned()))
+        self.get(&Value::Str(key.into()))
     }
 
     /// Python's `d[key] = value`: a new key goes last, an existing key keeps its place and takes
@@ -869,12 +872,18 @@ impl From<f32> for Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Value {
-        Value::Str(s.to_owned())
+        Value::Str(s.into())
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Value {
+        Value::Str(s.into())
+    }
+}
+
+impl From<CompactString> for Value {
+    fn from(s: CompactString) -> Value {
         Value::Str(s)
     }
 }

@@ -34,7 +34,7 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
                 None => return Err(Error::Config(format!("the number {n} does not fit a 64-bit integer"))),
             },
         },
-        J::String(s) => Value::Str(s.clone()),
+        J::String(s) => Value::Str(s.as_str().into()),
         J::Array(items) => Value::List(items.iter().map(json_to_value).collect::<Result<_>>()?),
         J::Object(map) => {
             if map.len() == 1 {
@@ -52,7 +52,7 @@ pub fn json_to_value(j: &serde_json::Value) -> Result<Value> {
             }
             let mut dict = mpconn::pickle::Dict::new();
             for (k, v) in map {
-                dict.insert(Value::Str(k.clone()), json_to_value(v)?)?;
+                dict.insert(Value::Str(k.as_str().into()), json_to_value(v)?)?;
             }
             Value::Dict(dict)
         }
