@@ -121,3 +121,29 @@ fn repr_limited_of_a_huge_int_is_quick() {
     let took = t.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?} ({s} chars)");
 }
+
+/// `repr(bytearray(b"'"))` is `bytearray(b"\'")` in CPython 3.11 and 3.13 (bytearray's repr
+/// escapes a single quote even inside double quotes); mpconn prints `bytearray(b"'")`.
+#[test]
+fn bytearray_with_a_single_quote_reprs_as_python() {
+    let p = b"\x80\x05\x95\x0c\x00\x00\x00\x00\x00\x00\x00\x96\x01\x00\x00\x00\x00\x00\x00\x00'\x94.";
+    let v = pickle::loads_value(p).unwrap();
+    assert_eq!(pickle::repr(&v), r#"bytearray(b"\'")"#);
+}
+
+/// Unassigned code points (category Cn, 829,823 of them) are not printable to Python, which
+/// escapes them: `repr('\u0378')` is `'\\u0378'`; mpconn prints the raw character.
+#[test]
+fn unassigned_code_points_are_escaped_in_repr() {
+    let p = b"\x80\x04\x8c\x02\xcd\xb8.";
+    let v = pickle::loads_value(p).unwrap();
+    assert_eq!(pickle::repr(&v), r"'\u0378'");
+}
+
+/// Protocol 0 `I010\n`: CPython reads it with `int(s, 0)` semantics (strtol base 0): 8.
+/// mpconn returns 10, a silently different number. (`I0x10` is 16 in CPython, refused here.)
+#[test]
+fn protocol0_int_with_leading_zero_is_octal_as_cpython() {
+    let v = pickle::loads_value(b"I010\n.").unwrap();
+    assert_eq!(v.as_i64(), Some(8));
+}
