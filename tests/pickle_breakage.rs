@@ -147,3 +147,29 @@ fn protocol0_int_with_leading_zero_is_octal_as_cpython() {
     let v = pickle::loads_value(b"I010\n.").unwrap();
     assert_eq!(v.as_i64(), Some(8));
 }
+
+/// A DAG through the memo: x0 = [], x(i+1) = [x(i), x(i)], `depth` levels (a 300-byte pickle at
+/// depth 40). Decode, clone, eq, encode are instant (sharing kept), but serde conversion
+/// (`loads::<T>`, `from_value`, typed `recv`) expands the sharing: 2^depth work and memory.
+/// At depth 40 it hangs (killed after 20 s); the 128-level serde depth limit does not bound it.
+fn dag(depth: u32) -> Vec<u8> {
+    let mut out = b"\x80\x04]\x94".to_vec();
+    for i in 0..depth {
+        out.extend_from_slice(b"](j");
+        out.extend_from_slice(&i.to_le_bytes());
+        out.push(b'j');
+        out.extend_from_slice(&i.to_le_bytes());
+        out.extend_from_slice(b"e\x94");
+    }
+    out.push(b'.');
+    out
+}
+
+#[test]
+fn serde_of_a_small_memo_dag_is_bounded() {
+    let p = dag(22);
+    let t = Instant::now();
+    let r = on_small_stack(move || pickle::loads::<Value>(&p).is_ok());
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(200), "a {}-byte pickle took {took:?} (ok: {r})", dag(22).len());
+}
