@@ -1,0 +1,175 @@
+//! Breakage found by the pickle review (branch break-pickle). Every test here fails on 858b3a9.
+//! The timing tests assume a release build: `cargo test --release --test pickle_breakage`.
+
+use std::time::{Duration, Instant};
+
+use mpconn::pickle::{self, Value};
+
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new().stack_size(256 * 1024).spawn(f).unwrap().join().unwrap()
+}
+
+fn binint(i: i32) -> Vec<u8> {
+    let mut v = vec![b'J'];
+    v.extend_from_slice(&i.to_le_bytes());
+    v
+}
+
+/// `{C(): 1, C(): 2}` (two distinct instances, equal content): CPython keeps two keys (instances
+/// hash by identity); mpconn merges them into `{m.C(): 2}` and loses an entry silently.
+#[test]
+fn distinct_instances_as_dict_keys_are_not_merged() {
+    let p = b"\x80\x02}(cm\nC\nq\x00)\x81K\x01h\x00)\x81K\x02u.";
+    let v = pickle::loads_value(p).unwrap();
+    assert_eq!(v.as_dict().unwrap().len(), 2, "got {}", pickle::repr(&v));
+}
+
+/// The same in a set: `{C(), C()}` has two elements in CPython.
+#[test]
+fn distinct_instances_in_a_set_are_not_merged() {
+    let p = b"\x80\x04\x8f(cm\nC\nq\x00)\x81h\x00)\x81\x90.";
+    let v = pickle::loads_value(p).unwrap();
+    assert_eq!(v.as_set().unwrap().len(), 2, "got {}", pickle::repr(&v));
+}
+
+/// frozenset nested `depth` levels around None.
+fn nested_frozenset(depth: usize) -> Vec<u8> {
+    let mut b = vec![b'('; depth];
+    b.push(b'N');
+    b.extend(std::iter::repeat_n(0x91u8, depth));
+    b
+}
+
+/// A set holding two equal frozensets nested 70 deep: CPython's set has one element, mpconn's has
+/// two (equality gives up past MAX_KEY_DEPTH = 64 and answers "unequal").
+#[test]
+fn equal_deep_frozensets_in_a_set_are_deduplicated() {
+    let mut p = b"\x80\x04\x8f(".to_vec();
+    p.extend(nested_frozenset(70));
+    p.extend(nested_frozenset(70));
+    p.extend_from_slice(b"\x90.");
+    let v = pickle::loads_value(&p).unwrap();
+    assert_eq!(v.as_set().unwrap().len(), 1);
+}
+
+/// `==` is not reflexive: a deep frozenset (no NaN anywhere) is unequal to its own clone.
+#[test]
+fn deep_frozenset_equals_its_clone() {
+    let mut p = b"\x80\x04".to_vec();
+    p.extend(nested_frozenset(70));
+    p.push(b'.');
+    let v = pickle::loads_value(&p).unwrap();
+    assert!(v.clone() == v);
+}
+
+/// A dict with 10,000 instance keys of one class (100 kB; a dict keyed by frozen dataclasses):
+/// CPython loads it at once. mpconn hashes instances by class only, so every insert compares with
+/// every earlier key: 2.5 s of CPU, then refused as "too costly to compare". At 100,000 keys
+/// (1 MB) it runs for minutes (the work budget does not bound it).
+#[test]
+fn many_instance_keys_of_one_class_decode_quickly() {
+    let mut p = b"\x80\x02cm\nC\nq\x000}(".to_vec();
+    for i in 0..10_000 {
+        p.extend_from_slice(b"h\x00");
+        p.extend(binint(i));
+        p.extend_from_slice(b"\x85\x81N");
+    }
+    p.extend_from_slice(b"u.");
+    let t = Instant::now();
+    let r = on_small_stack(move || pickle::loads_value(&p).map(|v| v.as_dict().map(|d| d.len())));
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(r.unwrap(), Some(10_000));
+}
+
+/// Protocol 0 `L` with 1,000,000 digits (a 1 MB pickle): decimal parsing is quadratic, 2.8 s
+/// here; a 10 MB message takes minutes of CPU on the reactor thread.
+#[test]
+fn long_text_of_a_million_digits_decodes_quickly() {
+    let mut p = b"L".to_vec();
+    p.extend(std::iter::repeat_n(b'9', 1_000_000));
+    p.extend_from_slice(b"L\n.");
+    let t = Instant::now();
+    let r = on_small_stack(move || pickle::loads_value(&p).is_ok());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?} (ok: {r})");
+}
+
+/// The same with `I`.
+#[test]
+fn int_text_of_a_million_digits_decodes_quickly() {
+    let mut p = b"I".to_vec();
+    p.extend(std::iter::repeat_n(b'9', 1_000_000));
+    p.extend_from_slice(b"\n.");
+    let t = Instant::now();
+    let r = on_small_stack(move || pickle::loads_value(&p).is_ok());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?} (ok: {r})");
+}
+
+/// LONG4 of 1 MB decodes in 2 ms, but `repr_limited(v, 1 MiB)` (what `mpconn listen` prints)
+/// formats the whole 2.4-million-digit number first: 2.9 s, quadratic (10 MB: minutes).
+#[test]
+fn repr_limited_of_a_huge_int_is_quick() {
+    let mut p = b"\x80\x04\x8b".to_vec();
+    p.extend_from_slice(&1_000_000u32.to_le_bytes());
+    p.extend(std::iter::repeat_n(0x7fu8, 1_000_000));
+    p.push(b'.');
+    let v: Value = pickle::loads_value(&p).unwrap();
+    let t = Instant::now();
+    let s = on_small_stack(move || pickle::repr_limited(&v, 1 << 20).len());
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?} ({s} chars)");
+}
+
+/// `repr(bytearray(b"'"))` is `bytearray(b"\'")` in CPython 3.11 and 3.13 (bytearray's repr
+/// escapes a single quote even inside double quotes); mpconn prints `bytearray(b"'")`.
+#[test]
+fn bytearray_with_a_single_quote_reprs_as_python() {
+    let p = b"\x80\x05\x95\x0c\x00\x00\x00\x00\x00\x00\x00\x96\x01\x00\x00\x00\x00\x00\x00\x00'\x94.";
+    let v = pickle::loads_value(p).unwrap();
+    assert_eq!(pickle::repr(&v), r#"bytearray(b"\'")"#);
+}
+
+/// Unassigned code points (category Cn, 829,823 of them) are not printable to Python, which
+/// escapes them: `repr('\u0378')` is `'\\u0378'`; mpconn prints the raw character.
+#[test]
+fn unassigned_code_points_are_escaped_in_repr() {
+    let p = b"\x80\x04\x8c\x02\xcd\xb8.";
+    let v = pickle::loads_value(p).unwrap();
+    assert_eq!(pickle::repr(&v), r"'\u0378'");
+}
+
+/// Protocol 0 `I010\n`: CPython reads it with `int(s, 0)` semantics (strtol base 0): 8.
+/// mpconn returns 10, a silently different number. (`I0x10` is 16 in CPython, refused here.)
+#[test]
+fn protocol0_int_with_leading_zero_is_octal_as_cpython() {
+    let v = pickle::loads_value(b"I010\n.").unwrap();
+    assert_eq!(v.as_i64(), Some(8));
+}
+
+/// A DAG through the memo: x0 = [], x(i+1) = [x(i), x(i)], `depth` levels (a 300-byte pickle at
+/// depth 40). Decode, clone, eq, encode are instant (sharing kept), but serde conversion
+/// (`loads::<T>`, `from_value`, typed `recv`) expands the sharing: 2^depth work and memory.
+/// At depth 40 it hangs (killed after 20 s); the 128-level serde depth limit does not bound it.
+fn dag(depth: u32) -> Vec<u8> {
+    let mut out = b"\x80\x04]\x94".to_vec();
+    for i in 0..depth {
+        out.extend_from_slice(b"](j");
+        out.extend_from_slice(&i.to_le_bytes());
+        out.push(b'j');
+        out.extend_from_slice(&i.to_le_bytes());
+        out.extend_from_slice(b"e\x94");
+    }
+    out.push(b'.');
+    out
+}
+
+#[test]
+fn serde_of_a_small_memo_dag_is_bounded() {
+    let p = dag(22);
+    let t = Instant::now();
+    let r = on_small_stack(move || pickle::loads::<Value>(&p).is_ok());
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(200), "a {}-byte pickle took {took:?} (ok: {r})", dag(22).len());
+}
