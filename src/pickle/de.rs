@@ -7,20 +7,56 @@
 //! `ser.rs`; lists, tuples, sets and frozensets all read as sequences, bytes and bytearray as
 //! bytes (or as a str when the Rust side asks for one and they are UTF-8), and a class instance
 //! is an error naming its class.
+//!
+//! A typed value cannot share: every [`Value::Shared`] it meets is materialised again, so a
+//! 300-byte pickle sharing a list with itself 40 levels deep would ask for 2^40 nodes. The walk
+//! therefore counts the nodes it visits against a budget of twice the value's own nodes (each
+//! shared one counted once) plus [`SERDE_NODE_FLOOR`]; beyond it, [`PickleError::TooComplex`].
+
+use std::cell::Cell;
+use std::collections::HashSet;
 
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 
-use super::value::Value;
+use super::value::{Value, children};
 use super::{PickleError, SERDE_DEPTH_LIMIT};
 
+/// Nodes a typed value may always materialise beyond twice its own (see the module docs).
+pub const SERDE_NODE_FLOOR: u64 = 1 << 16;
+
 pub(crate) fn from_value<T: DeserializeOwned>(v: &Value) -> Result<T, PickleError> {
-    T::deserialize(ValueDe { v, depth: 0 })
+    let limit = 2 * own_nodes(v) + SERDE_NODE_FLOOR;
+    let nodes = Cell::new(limit);
+    T::deserialize(ValueDe { v, depth: 0, nodes: &nodes }).map_err(|e| match e {
+        PickleError::SharedExpansion { .. } => PickleError::SharedExpansion { limit },
+        PickleError::Serde(_) if nodes.get() == 0 => PickleError::SharedExpansion { limit },
+        e => e,
+    })
+}
+
+/// The nodes of `v`, each shared one once (iterative).
+fn own_nodes(v: &Value) -> u64 {
+    let mut seen: HashSet<*const Value> = HashSet::new();
+    let mut work = vec![v];
+    let mut n = 0u64;
+    while let Some(v) = work.pop() {
+        n += 1;
+        match v {
+            Value::Shared(a) if seen.insert(std::sync::Arc::as_ptr(a)) => work.push(a),
+            Value::Shared(_) => {}
+            v if v.is_nested() => work.extend(children(v)),
+            _ => {}
+        }
+    }
+    n
 }
 
 #[derive(Clone, Copy)]
 struct ValueDe<'a> {
     v: &'a Value,
     depth: usize,
+    /// Nodes the walk may still visit.
+    nodes: &'a Cell<u64>,
 }
 
 impl<'a> ValueDe<'a> {
@@ -28,7 +64,12 @@ impl<'a> ValueDe<'a> {
         if self.depth >= SERDE_DEPTH_LIMIT {
             return Err(PickleError::TooDeep { limit: SERDE_DEPTH_LIMIT });
         }
-        Ok(ValueDe { v, depth: self.depth + 1 })
+        let left = self.nodes.get();
+        if left == 0 {
+            return Err(PickleError::SharedExpansion { limit: 0 });
+        }
+        self.nodes.set(left - 1);
+        Ok(ValueDe { v, depth: self.depth + 1, nodes: self.nodes })
     }
 }
 

@@ -586,6 +586,32 @@ impl<'a> Vm<'a> {
         }
         let t = std::str::from_utf8(s).map_err(|_| self.invalid("not a number"))?.trim();
         let t = t.strip_suffix('L').unwrap_or(t);
+        if allow_bool {
+            // INT is read by C's strtol(s, 0) (then Python's int(s, 0)): 0x.., 0o.., 0b.. and a
+            // leading 0 (octal) change the base, as in _pickle.c.
+            let (neg, body) = match t.as_bytes().first() {
+                Some(b'-') => (true, &t[1..]),
+                Some(b'+') => (false, &t[1..]),
+                _ => (false, t),
+            };
+            let lower = body.get(..2).map(str::to_ascii_lowercase);
+            let (radix, digits) = match lower.as_deref() {
+                Some("0x") => (16, &body[2..]),
+                Some("0o") => (8, &body[2..]),
+                Some("0b") => (2, &body[2..]),
+                _ if body.len() > 1 && body.starts_with('0') => (8, &body[1..]),
+                _ => (10, body),
+            };
+            if radix != 10 {
+                if digits.is_empty() || digits.len() > MAX_INT_TEXT_DIGITS {
+                    return Err(self.invalid(format!("{t:?} is not an integer")));
+                }
+                self.charge(32 + t.len() as u64)?;
+                let n = BigInt::parse_bytes(digits.as_bytes(), radix)
+                    .ok_or_else(|| self.invalid(format!("{t:?} is not an integer")))?;
+                return self.push(Value::int(if neg { -n } else { n }));
+            }
+        }
         if let Ok(i) = t.parse::<i64>() {
             return self.push(Value::Int(i));
         }

@@ -6,7 +6,7 @@
 //! iterative (frozensets hash order-independently); equality is an iterative lockstep walk that
 //! sees through [`Value::Shared`] and shortcuts on `Arc::ptr_eq`. Only a lookup inside a nested
 //! set or dict (a frozenset inside a frozenset key) recurses, and that is bounded by
-//! [`MAX_KEY_DEPTH`].
+//! [`MAX_KEY_DEPTH`]; deeper, two keys are equal when their keyed 64-bit hashes are.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -22,7 +22,7 @@ use super::value::{Dict, Object, Set, Value};
 const INDEX_AT: usize = 8;
 
 /// How deep lookups inside nested sets and dicts (a frozenset in a frozenset in a key) may go
-/// when comparing; beyond it two values compare unequal.
+/// when comparing; beyond it two keys are equal when their keyed 64-bit hashes are.
 pub const MAX_KEY_DEPTH: usize = 64;
 
 /// The hash index of a big dict or set: (hash, position) pairs.
@@ -109,11 +109,18 @@ fn leaf_hash(v: &Value, h: &mut impl Hasher) -> Result<(), PickleError> {
         Value::Str(s) => (4u8, s.as_str()).hash(h),
         Value::Bytes(b) => (5u8, b.as_slice()).hash(h),
         Value::Global(g) => (6u8, &g.module, &g.name).hash(h),
-        // Instances hash by identity in Python; here by class, and compare by content.
-        Value::Object(o) => (7u8, &o.class.module, &o.class.name).hash(h),
+        // Instances hash and compare by identity, as Python's default: the address of the
+        // boxed object, which stays put while the value moves and is the same through every
+        // `Shared` handle to it.
+        Value::Object(o) => (7u8, object_identity(o)).hash(h),
         _ => return Err(unhashable(v)),
     }
     Ok(())
+}
+
+/// An object's identity as a key: where its box lives.
+fn object_identity(o: &Object) -> usize {
+    o as *const Object as usize
 }
 
 fn mix(x: u64) -> u64 {
@@ -221,7 +228,7 @@ pub(crate) fn eq(a: &Value, b: &Value) -> bool {
     if let Some(r) = scalar_eq(a, b) {
         return r;
     }
-    eq_walk(vec![(a, b)], 0)
+    eq_walk(vec![(a, b)], 0, false)
 }
 
 fn eq_at(a: &Value, b: &Value, depth: usize) -> bool {
@@ -229,9 +236,11 @@ fn eq_at(a: &Value, b: &Value, depth: usize) -> bool {
         return r;
     }
     if depth > MAX_KEY_DEPTH {
-        return false;
+        // Deeper than the lookups may recurse: compare the keyed hashes, which are computed
+        // without recursion (equal values hash equal; a collision needs the per-process key).
+        return matches!((hash_key(a), hash_key(b)), (Ok(x), Ok(y)) if x == y);
     }
-    eq_walk(vec![(a, b)], depth)
+    eq_walk(vec![(a, b)], depth, true)
 }
 
 fn push_dicts<'a>(x: &'a Dict, y: &'a Dict, depth: usize, work: &mut Work<'a>) -> bool {
@@ -276,7 +285,10 @@ fn push_objects<'a>(x: &'a Object, y: &'a Object, work: &mut Work<'a>) -> bool {
     true
 }
 
-fn eq_walk<'a>(mut work: Work<'a>, depth: usize) -> bool {
+/// The lockstep walk. `keys`: the pairs are (parts of) dict keys or set members, where class
+/// instances are equal only to themselves (Python's default `__eq__` and `__hash__`); elsewhere
+/// two instances are equal when built the same way.
+fn eq_walk<'a>(mut work: Work<'a>, depth: usize, keys: bool) -> bool {
     while let Some((a, b)) = work.pop() {
         if !spend() {
             return false;
@@ -304,6 +316,7 @@ fn eq_walk<'a>(mut work: Work<'a>, depth: usize) -> bool {
             }
             (Value::Dict(x), Value::Dict(y)) => push_dicts(x, y, depth, &mut work),
             (Value::Set(x) | Value::FrozenSet(x), Value::Set(y) | Value::FrozenSet(y)) => sets_equal(x, y, depth),
+            (Value::Object(x), Value::Object(y)) if keys => object_identity(x) == object_identity(y),
             (Value::Object(x), Value::Object(y)) => push_objects(x, y, &mut work),
             _ => false,
         };
@@ -316,7 +329,7 @@ fn eq_walk<'a>(mut work: Work<'a>, depth: usize) -> bool {
 
 pub(crate) fn eq_dicts(x: &Dict, y: &Dict) -> bool {
     let mut work = Vec::new();
-    push_dicts(x, y, 0, &mut work) && eq_walk(work, 0)
+    push_dicts(x, y, 0, &mut work) && eq_walk(work, 0, false)
 }
 
 pub(crate) fn eq_sets(x: &Set, y: &Set) -> bool {
@@ -325,7 +338,7 @@ pub(crate) fn eq_sets(x: &Set, y: &Set) -> bool {
 
 pub(crate) fn eq_objects(x: &Object, y: &Object) -> bool {
     let mut work = Vec::new();
-    push_objects(x, y, &mut work) && eq_walk(work, 0)
+    push_objects(x, y, &mut work) && eq_walk(work, 0, false)
 }
 
 thread_local! {

@@ -30,6 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use compact_str::CompactString;
+pub use de::SERDE_NODE_FLOOR;
 pub use decode::{DecodeOptions, EXPANSION, EXPANSION_FLOOR, MAX_INT_TEXT_DIGITS, ObjectPolicy, budget};
 pub use key::MAX_KEY_DEPTH;
 pub use num_bigint::BigInt;
@@ -97,6 +98,15 @@ pub enum PickleError {
     /// its length allows (deep keys referenced from many dicts: quadratic time). Refused.
     #[error("the pickle's dict keys and set elements are too costly to compare (deep keys used many times); refused")]
     TooComplex,
+    /// A typed value would copy the shared sub-objects of the pickle beyond twice the value's
+    /// own size (a typed Rust value cannot share; a [`Value`] can). Refused.
+    #[error(
+        "the value shares sub-objects too often to be copied into a typed value (more than {limit} nodes); receive it as a Value"
+    )]
+    SharedExpansion {
+        /// The node budget that was exceeded.
+        limit: u64,
+    },
     /// A dict key or set element of a type Python cannot hash (as Python's `TypeError`).
     #[error("unhashable type: '{type_name}' (as a dict key or set element){}", at_offset(*.offset))]
     Unhashable {

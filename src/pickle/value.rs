@@ -698,7 +698,7 @@ fn shallow_clone(v: &Value) -> Value {
 }
 
 /// The children of a container, in the order `assemble` takes them back.
-fn children(v: &Value) -> Vec<&Value> {
+pub(crate) fn children(v: &Value) -> Vec<&Value> {
     match v {
         Value::List(l) | Value::Tuple(l) => l.iter().collect(),
         Value::Dict(d) => d.iter().flat_map(|(k, v)| [k, v]).collect(),
