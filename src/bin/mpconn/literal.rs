@@ -264,7 +264,7 @@ impl Parser<'_> {
             _ => None,
         };
         if let Some(radix) = radix {
-            return BigInt::parse_bytes(lower[2..].as_bytes(), radix)
+            return BigInt::parse_bytes(&lower.as_bytes()[2..], radix)
                 .map(Value::from)
                 .ok_or_else(|| self.err(&format!("bad number {text:?}")));
         }
