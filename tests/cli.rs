@@ -286,6 +286,7 @@ fn send_dialect_and_protocol_are_honoured() {
     let (mut rhel, address) = python_peer(&["--rhel", "--accepts", "2"]);
     let out = run(&["send", &address, "--authkey", "k", "echo:x", "--recv", "1"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("legacy-sha256"), "the error names the likely cause: {}", text(&out.stderr));
     let out = run(&["send", &address, "--authkey", "k", "--dialect", "legacy-sha256", "echo:rhel", "--recv", "1"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "b'rhel'\n");
