@@ -651,7 +651,8 @@ fn matrix_rust_client_talks_to_every_python_listener() {
             let p = peer.start("listen", &address.to_string(), Some(KEY), &["--accepts", "2"]);
             let bound = p.expect_line("READY");
             let auth = |key: &str| mpconn::AuthOptions::new().authkey(key).dialect(peer.client_dialect);
-            let r = Client::new(bound.as_str()).auth(auth("wrong")).connect();
+            // Client::dialect here, AuthOptions::dialect below: the same setting.
+            let r = Client::new(bound.as_str()).authkey("wrong").dialect(peer.client_dialect).connect();
             assert!(matches!(r, Err(Error::Authentication(AuthenticationError::Rejected))), "{}: {r:?}", peer.label);
             p.expect_line("AUTHFAIL");
             let mut conn = Client::new(bound.as_str())
