@@ -668,3 +668,14 @@ fn matrix_rust_client_talks_to_every_python_listener() {
     }
     println!("interop matrix: Rust client side took {:?}", started.elapsed());
 }
+
+#[test]
+fn keyless_python_client_against_keyed_rust_listener_is_an_authentication_failure() {
+    let py = pythons().remove(0);
+    let mut listener = Listener::builder().address("127.0.0.1:0").authkey(KEY).bind().unwrap();
+    for _ in 0..5 {
+        let _peer = Peer::start(&py, "connect", &listener.address().to_string(), None, &[]);
+        let r = listener.accept_within(Some(STEP));
+        assert!(matches!(r, Err(Error::Authentication(_))), "an authentication failure, not a reset: {r:?}");
+    }
+}

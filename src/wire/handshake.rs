@@ -195,7 +195,7 @@ pub enum AuthenticationError {
     },
     /// The connection ended during the handshake.
     #[error(
-        "authentication failed: the peer closed the connection during the handshake (another key, or a handshake dialect it does not speak: processing, legacy-sha256)"
+        "authentication failed: the peer closed the connection during the handshake (it has another key or none, or speaks another handshake dialect: processing, legacy-sha256)"
     )]
     Disconnected,
 }
