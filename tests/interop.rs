@@ -528,12 +528,18 @@ fn find_matrix_peers() -> Vec<MatrixPeer> {
             version: version.clone(),
         };
         if prefix == "2.7." {
-            let has_processing = Command::new(&exe)
-                .args(["-c", "import processing"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if has_processing {
+            let has_processing = || {
+                Command::new(&exe)
+                    .args(["-c", "import processing"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !has_processing() {
+                let status = Command::new(&exe).args(["-m", "pip", "install", "-q", "processing==0.52"]).status();
+                println!("interop matrix: installed processing 0.52 with pip: {status:?}");
+            }
+            if has_processing() {
                 found.push(MatrixPeer {
                     label: format!("processing 0.52 on CPython {version}"),
                     flags: vec!["--processing"],
