@@ -139,7 +139,7 @@ fn errors_are_one_line_on_stderr_with_a_non_zero_exit() {
 
     let out = run(&["send", nowhere.to_str().unwrap(), "--pickle", "{not json"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("is not JSON"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nor JSON"), "{}", text(&out.stderr));
 
     let out = run(&["send", "x", "--authkey", "a", "--authkey-env", "B"], &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -229,4 +229,85 @@ fn stress_against_a_server_that_drops_connections_reports_errors_and_ends() {
     assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("closed early"), "{stdout}");
     assert!(!stdout.contains("errors: none"), "{stdout}");
+}
+
+#[test]
+fn send_pickle_takes_python_literals_and_negative_numbers() {
+    let server = Listening::start(&["--echo", "--authkey", "k", "127.0.0.1:0"], &[]);
+    let literal = "{'a': {1, 2}, 'b': b'x', 3: (1, -2**100)}";
+    let out =
+        run(&["send", &server.address, "--authkey", "k", "--pickle", literal, "-1", "2**100", "--recv", "3"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "{'a': {1, 2}, 'b': b'x', 3: (1, -1267650600228229401496703205376)}\n-1\n1267650600228229401496703205376\n"
+    );
+    // JSON still works, and --json reads JSON only.
+    let out = run(&["send", &server.address, "--authkey", "k", "--json", "[1, null]", "--recv", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "[1, None]\n");
+    let out = run(&["send", &server.address, "--authkey", "k", "--pickle", "__import__('os')"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
+fn send_without_key_to_a_keyed_listener_fails_without_recv() {
+    let server = Listening::start(&["--authkey", "k", "127.0.0.1:0"], &[]);
+    let out = run(&["send", &server.address, "hello"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("challenge") || err.contains("key"), "{err}");
+    // A keyless listener: delivered, exit 0.
+    let open = Listening::start(&["127.0.0.1:0"], &[]);
+    let out = run(&["send", &open.address, "hello"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    open.expect_line("message ");
+}
+
+/// tests/python/peer.py listening with key "k" (hex 6b) on python3; its address.
+fn python_peer(extra: &[&str]) -> (Child, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/peer.py");
+    let mut child = Command::new("python3")
+        .args([script, "listen", "127.0.0.1:0", "6b"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let address = first.strip_prefix("READY ").expect("READY line").to_string();
+    thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    (child, address)
+}
+
+#[test]
+fn send_dialect_and_protocol_are_honoured() {
+    // A Red Hat (FIPS) listener: only with --dialect legacy-sha256.
+    let (mut rhel, address) = python_peer(&["--rhel", "--accepts", "2"]);
+    let out = run(&["send", &address, "--authkey", "k", "echo:x", "--recv", "1"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("legacy-sha256"), "the error names the likely cause: {}", text(&out.stderr));
+    let out = run(&["send", &address, "--authkey", "k", "--dialect", "legacy-sha256", "echo:rhel", "--recv", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "b'rhel'\n");
+    let _ = rhel.kill();
+    let _ = rhel.wait();
+
+    // --protocol: a Python listener answers with the first two bytes of each pickle (PROTO n).
+    let script = "import sys\nfrom multiprocessing.connection import Listener\nl = Listener(('127.0.0.1', 0), authkey=b'k')\nprint('READY %s:%d' % l.address)\nsys.stdout.flush()\nfor _ in range(2):\n    c = l.accept()\n    c.send_bytes(c.recv_bytes()[:2].hex().encode())\n    c.close()\n";
+    let mut py = Command::new("python3").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
+    let address = lines.next().unwrap().unwrap().strip_prefix("READY ").unwrap().to_string();
+    let default = run(&["send", &address, "--authkey", "k", "--pickle", "(1, 'x')", "--recv", "1"], &[]);
+    let chosen = run(&["send", &address, "--authkey", "k", "--protocol", "5", "--pickle", "1", "--recv", "1"], &[]);
+    let _ = py.kill();
+    let _ = py.wait();
+    assert!(default.status.success(), "{}", text(&default.stderr));
+    // python3 is a CPython <= 3.11 here (legacy handshake): protocol 2; 3.12+ would say 4.
+    assert!(["b'8002'\n", "b'8004'\n"].contains(&text(&default.stdout).as_str()), "{}", text(&default.stdout));
+    assert!(chosen.status.success(), "{}", text(&chosen.stderr));
+    assert_eq!(text(&chosen.stdout), "b'8005'\n");
+    let out = run(&["send", "x", "--protocol", "9", "--pickle", "1"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--protocol"), "{}", text(&out.stderr));
 }

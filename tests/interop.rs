@@ -4,6 +4,11 @@
 //! installed), and the original `processing` 0.52 package on CPython 2.7 (required: `.ci/run`
 //! installs it). Every interpreter that ran is named in the output (`--show-output`). Every wait
 //! on a peer is bounded.
+//!
+//! The matrix tests (`matrix_*`) run every CPython pyenv has (2.7 with stock `multiprocessing`,
+//! 3.6-3.13), `processing` 0.52 on 2.7 and Red Hat-patched 3.9 and 3.11 (peer.py `--rhel`), both
+//! directions, TCP and Unix, bytes and a fixed value set, and a wrong key; one Python process
+//! per peer, direction and family. A peer the machine lacks is named as SKIPPED in the output.
 // Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
@@ -348,7 +353,15 @@ fn free_tcp_port() -> u16 {
 #[test]
 fn seed_example_against_python_both_ways() {
     let seed_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python");
-    for py in pythons() {
+    // Plus CPython 2.7's own multiprocessing, with no setting on either side: the handshake
+    // tells the Rust side to write protocol 2.
+    let mut peers = pythons();
+    match pyenv_python("2.7.").and_then(|exe| version_of(&exe).map(|v| (exe, v))) {
+        Some((exe, v)) => peers.push(Python { label: format!("CPython {v} multiprocessing"), exe, processing: false }),
+        None => skip_loudly("CPython 2.7 multiprocessing (pyenv) for the seed example"),
+    }
+    for py in peers {
+        let py2 = py.label.contains(" 2.7.");
         // The Rust seed listener and the seed's Python client.
         let address = format!("127.0.0.1:{}", free_tcp_port());
         let mut args = vec![address.clone()];
@@ -365,7 +378,9 @@ fn seed_example_against_python_both_ways() {
             client.arg("--processing");
         }
         let out = retry_until_listening(&mut client);
-        assert_eq!(out, "[2.25, None, 'junk']\nhello\n8\narray('i', [42, 1729, 0, 0, 0])\n", "{}", py.label);
+        // Python 2 prints a str that came from Python 3 (or Rust) as unicode.
+        let junk = if py2 && !py.processing { "u'junk'" } else { "'junk'" };
+        assert_eq!(out, format!("[2.25, None, {junk}]\nhello\n8\narray('i', [42, 1729, 0, 0, 0])\n"), "{}", py.label);
         server.join().unwrap().unwrap();
 
         // The seed's Python listener and the Rust seed client.
@@ -460,4 +475,217 @@ fn a_large_realistic_pickle_with_shared_references_decodes() {
     assert_eq!(rows.len(), 200_000);
     // The shared string is one object referenced from every row.
     assert_eq!(rows[7].get("tags").and_then(Value::as_slice).map(|t| t[1].as_str()), Some(Some("shared string value")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interop matrix: every Python peer the machine has, both directions, TCP and Unix, bytes
+// and objects (a fixed value set, compared by Python's equality and repr), and a wrong key.
+
+/// One peer of the matrix: an interpreter and how peer.py runs on it.
+#[derive(Clone, Debug)]
+struct MatrixPeer {
+    label: String,
+    exe: PathBuf,
+    /// Extra peer.py flags (`--processing`, `--rhel`).
+    flags: Vec<&'static str>,
+    /// A Python 2 (its repr differs from Rust's, which prints as Python 3 does).
+    py2: bool,
+    /// The dialect a Rust listener must offer (`processing` answers only its own).
+    listener_dialect: Dialect,
+    /// The dialect a Rust client needs (a RHEL listener's challenge looks like the legacy one).
+    client_dialect: Dialect,
+    /// The version `sys.version` reports.
+    version: String,
+}
+
+const MATRIX_VERSIONS: [&str; 9] = ["2.7.", "3.6.", "3.7.", "3.8.", "3.9.", "3.10.", "3.11.", "3.12.", "3.13."];
+
+/// Every peer of the matrix this machine has; a missing one is named loudly.
+fn matrix_peers() -> Vec<MatrixPeer> {
+    static FOUND: std::sync::OnceLock<Vec<MatrixPeer>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_matrix_peers).clone()
+}
+
+fn skip_loudly(what: &str) {
+    println!("interop matrix: SKIPPED {what}: not installed on this machine");
+    eprintln!("interop matrix: SKIPPED {what}: not installed on this machine");
+}
+
+fn find_matrix_peers() -> Vec<MatrixPeer> {
+    let mut found = Vec::new();
+    for prefix in MATRIX_VERSIONS {
+        let Some((exe, version)) = pyenv_python(prefix).and_then(|exe| version_of(&exe).map(|v| (exe, v))) else {
+            skip_loudly(&format!("CPython {prefix}x (pyenv)"));
+            continue;
+        };
+        let plain = MatrixPeer {
+            label: format!("CPython {version} multiprocessing"),
+            exe: exe.clone(),
+            flags: vec![],
+            py2: prefix == "2.7.",
+            listener_dialect: Dialect::Cpython,
+            client_dialect: Dialect::Cpython,
+            version: version.clone(),
+        };
+        if prefix == "2.7." {
+            let has_processing = || {
+                Command::new(&exe)
+                    .args(["-c", "import processing"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !has_processing() {
+                let status = Command::new(&exe).args(["-m", "pip", "install", "-q", "processing==0.52"]).status();
+                println!("interop matrix: installed processing 0.52 with pip: {status:?}");
+            }
+            if has_processing() {
+                found.push(MatrixPeer {
+                    label: format!("processing 0.52 on CPython {version}"),
+                    flags: vec!["--processing"],
+                    listener_dialect: Dialect::Processing,
+                    client_dialect: Dialect::Processing,
+                    ..plain.clone()
+                });
+            } else {
+                skip_loudly(&format!(
+                    "processing 0.52 on CPython {version} ({} -m pip install processing==0.52)",
+                    exe.display()
+                ));
+            }
+        }
+        if prefix == "3.9." || prefix == "3.11." {
+            found.push(MatrixPeer {
+                label: format!("RHEL-patched CPython {version}"),
+                flags: vec!["--rhel"],
+                client_dialect: Dialect::CpythonLegacySha256,
+                ..plain.clone()
+            });
+        }
+        found.push(plain);
+    }
+    found
+}
+
+impl MatrixPeer {
+    fn start(&self, mode: &str, address: &str, key: Option<&str>, extra: &[&str]) -> Peer {
+        let py = Python { label: self.label.clone(), exe: self.exe.clone(), processing: false };
+        let mut args: Vec<&str> = self.flags.clone();
+        args.extend_from_slice(extra);
+        Peer::start(&py, mode, address, key, &args)
+    }
+}
+
+/// The batched conversation of the matrix: bytes both ways, the value set from Python to Rust
+/// and back, with no protocol setting (the handshake chose it).
+fn matrix_converse(conn: &mut Connection, peer: &MatrixPeer) {
+    let who = &peer.label;
+    // What the handshake taught: 4 for CPython 3.12+ and Red Hat's, 2 where it may be a Python 2.
+    let modern =
+        peer.flags.contains(&"--rhel") || ["3.12.", "3.13.", "3.14."].iter().any(|v| peer.version.starts_with(v));
+    assert_eq!(conn.pickle_protocol(), if modern { 4 } else { 2 }, "{who}");
+    conn.set_read_timeout(Some(STEP)).unwrap();
+    assert_eq!(String::from_utf8(ask(conn, b"version")).unwrap(), peer.version, "{who}");
+    assert_eq!(ask(conn, b"echo:hello"), b"hello", "{who}");
+    assert_eq!(ask(conn, b"echo:"), b"", "{who}");
+    assert_eq!(ask(conn, b"big:100000"), pattern(100_000), "{who}");
+    conn.send_bytes(b"recvbig").unwrap();
+    conn.send_bytes(&pattern(70_000)).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"match:70000", "{who}");
+
+    conn.send_bytes(b"values").unwrap();
+    let v = conn.recv_value().unwrap_or_else(|e| panic!("{who}: the value set from Python: {e}"));
+    let python_repr = String::from_utf8(conn.recv_bytes().unwrap()).unwrap();
+    if !peer.py2 {
+        assert_eq!(repr(&v), python_repr, "{who}: Rust's repr of Python's value set");
+    }
+    conn.send_value(&v).unwrap();
+    let verdict = String::from_utf8(conn.recv_bytes().unwrap()).unwrap();
+    assert_eq!(
+        verdict,
+        "ok",
+        "{who}: Python's verdict on the value set sent back (protocol {})",
+        conn.pickle_protocol()
+    );
+    // Rust's own value, with no setting: the peer must read it.
+    conn.send_bytes(b"obj").unwrap();
+    let sent = Value::from(vec![Value::Int(-7), Value::Str("é€".into()), Value::Bytes(b"\x00\xff".to_vec())]);
+    conn.send_value(&sent).unwrap();
+    let _back = conn.recv_value().unwrap_or_else(|e| panic!("{who}: {e}"));
+    let shown = String::from_utf8(conn.recv_bytes().unwrap()).unwrap();
+    let expected = if peer.py2 { "[-7, u'\\xe9\\u20ac', '\\x00\\xff']" } else { "[-7, 'é€', b'\\x00\\xff']" };
+    assert_eq!(shown, expected, "{who}");
+}
+
+fn matrix_addresses(dir: &Path, tag: &str) -> Vec<Address> {
+    vec![Address::inet("127.0.0.1", 0), Address::unix(dir.join(format!("{tag}.sock")))]
+}
+
+#[test]
+fn matrix_rust_listener_serves_every_python_client() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, peer) in matrix_peers().into_iter().enumerate() {
+        for address in matrix_addresses(dir.path(), &format!("l{i}")) {
+            // The default listener, but for `processing`, which answers only its own dialect.
+            let mut listener =
+                Listener::builder().address(address).authkey(KEY).dialect(peer.listener_dialect).bind().unwrap();
+            let family = listener.address().family();
+            let p = peer.start("connect", &listener.address().to_string(), Some(KEY), &[]);
+            let mut conn = listener.accept_within(Some(STEP)).unwrap_or_else(|e| panic!("{}: {e}", peer.label));
+            p.expect_line("CONNECTED");
+            matrix_converse(&mut conn, &peer);
+            conn.send_bytes(b"quit").unwrap();
+            p.expect_line("DONE");
+            println!("interop matrix: Rust listener <- {} client over {family}: ok", peer.label);
+        }
+        // A wrong key from the Python client: both sides fail.
+        let mut listener =
+            Listener::builder().address("127.0.0.1:0").authkey(KEY).dialect(peer.listener_dialect).bind().unwrap();
+        let p = peer.start("connect", &listener.address().to_string(), Some("wrong"), &[]);
+        let r = listener.accept_within(Some(STEP));
+        assert!(matches!(r, Err(Error::Authentication(AuthenticationError::DigestMismatch))), "{}: {r:?}", peer.label);
+        p.expect_line("AUTHFAIL");
+        println!("interop matrix: Rust listener <- {} client with a wrong key: refused both sides", peer.label);
+    }
+    println!("interop matrix: Rust listener side took {:?}", started.elapsed());
+}
+
+#[test]
+fn matrix_rust_client_talks_to_every_python_listener() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, peer) in matrix_peers().into_iter().enumerate() {
+        for address in matrix_addresses(dir.path(), &format!("c{i}")) {
+            // Twice: a wrong key first (refused on both sides), then the conversation.
+            let p = peer.start("listen", &address.to_string(), Some(KEY), &["--accepts", "2"]);
+            let bound = p.expect_line("READY");
+            let auth = |key: &str| mpconn::AuthOptions::new().authkey(key).dialect(peer.client_dialect);
+            // Client::dialect here, AuthOptions::dialect below: the same setting.
+            let r = Client::new(bound.as_str()).authkey("wrong").dialect(peer.client_dialect).connect();
+            assert!(matches!(r, Err(Error::Authentication(AuthenticationError::Rejected))), "{}: {r:?}", peer.label);
+            p.expect_line("AUTHFAIL");
+            let mut conn = Client::new(bound.as_str())
+                .auth(auth(KEY))
+                .connect()
+                .unwrap_or_else(|e| panic!("{} at {bound}: {e}", peer.label));
+            p.expect_line("CONNECTED");
+            matrix_converse(&mut conn, &peer);
+            conn.send_bytes(b"quit").unwrap();
+            p.expect_line("DONE");
+            println!("interop matrix: Rust client -> {} listener at {bound}: ok (wrong key refused first)", peer.label);
+        }
+    }
+    println!("interop matrix: Rust client side took {:?}", started.elapsed());
+}
+
+#[test]
+fn keyless_python_client_against_keyed_rust_listener_is_an_authentication_failure() {
+    let py = pythons().remove(0);
+    let mut listener = Listener::builder().address("127.0.0.1:0").authkey(KEY).bind().unwrap();
+    for _ in 0..5 {
+        let _peer = Peer::start(&py, "connect", &listener.address().to_string(), None, &[]);
+        let r = listener.accept_within(Some(STEP));
+        assert!(matches!(r, Err(Error::Authentication(_))), "an authentication failure, not a reset: {r:?}");
+    }
 }

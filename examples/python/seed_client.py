@@ -1,7 +1,8 @@
-"""The seed's client, for Python 3 (multiprocessing) and Python 2 with the `processing` package.
+"""The seed's client, for Python 3 and 2.7 (multiprocessing) and Python 2 with the `processing` package.
 
     python3 examples/python/seed_client.py [ADDRESS]
-    python2 examples/python/seed_client.py [ADDRESS] --processing
+    $(pyenv prefix 2.7.18)/bin/python examples/python/seed_client.py [ADDRESS]
+    $(pyenv prefix 2.7.18)/bin/python examples/python/seed_client.py [ADDRESS] --processing
 
 ADDRESS is host:port (default localhost:6000) or a Unix socket path.
 """

@@ -1,7 +1,8 @@
-"""The seed's listener, for Python 3 (multiprocessing) and Python 2 with the `processing` package.
+"""The seed's listener, for Python 3 and 2.7 (multiprocessing) and Python 2 with the `processing` package.
 
     python3 examples/python/seed_listener.py [ADDRESS]
-    python2 examples/python/seed_listener.py [ADDRESS] --processing
+    $(pyenv prefix 2.7.18)/bin/python examples/python/seed_listener.py [ADDRESS]
+    $(pyenv prefix 2.7.18)/bin/python examples/python/seed_listener.py [ADDRESS] --processing
 
 Prints "listening on ADDRESS" once ready, accepts one client, sends the seed's messages.
 """

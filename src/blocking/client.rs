@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::transport::Stream;
 use crate::wire::digest::DigestPolicy;
 use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::Nonce;
+use crate::wire::handshake::{Dialect, Nonce};
 use crate::wire::session::{AuthOptions, Session, Timeouts};
 
 /// Connects to a listener (Python's `Client`), as a builder:
@@ -20,7 +20,8 @@ use crate::wire::session::{AuthOptions, Session, Timeouts};
 /// # Ok::<(), mpconn::Error>(())
 /// ```
 ///
-/// The handshake dialect is detected from the listener's challenge. A client with no key that
+/// The handshake dialect is detected from the listener's challenge (a Red Hat/FIPS listener needs
+/// [`Client::dialect`]). A client with no key that
 /// meets a listener demanding one gets [`crate::AuthenticationError::KeyRequired`] from its first
 /// receive instead of hanging (cpython#123736).
 #[derive(Debug, Clone)]
@@ -59,10 +60,18 @@ impl Client {
         self
     }
 
-    /// Key, digest policy and handshake timeout at once (the dialect is detected from the
-    /// challenge).
+    /// Key, dialect, digest policy and handshake timeout at once (the dialect is detected from
+    /// the challenge, but for [`Dialect::CpythonLegacySha256`]: see [`Client::dialect`]).
     pub fn auth(mut self, auth: AuthOptions) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// The dialect is detected from the listener's challenge, except that a Red Hat/FIPS
+    /// listener's looks like the stock legacy one: [`Dialect::CpythonLegacySha256`] answers it
+    /// (with a raw HMAC-SHA256). Other values change nothing.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.auth.dialect = dialect;
         self
     }
 

@@ -170,7 +170,9 @@ pub enum AuthenticationError {
     #[error("authentication failed: digest received was wrong")]
     DigestMismatch,
     /// The peer rejected our answer to its challenge (it has another key).
-    #[error("authentication failed: digest sent was rejected")]
+    #[error(
+        "authentication failed: digest sent was rejected (another key, or a dialect the listener does not take: a Red Hat/FIPS listener needs legacy-sha256)"
+    )]
     Rejected,
     /// The peer's reply uses a digest that our policy refuses (for example MD5 under the strict policy).
     #[error("authentication failed: digest {0} refused by the digest policy")]
@@ -192,7 +194,9 @@ pub enum AuthenticationError {
         expected: &'static str,
     },
     /// The connection ended during the handshake.
-    #[error("authentication failed: the peer closed the connection during the handshake")]
+    #[error(
+        "authentication failed: the peer closed the connection during the handshake (it has another key or none, or speaks another handshake dialect: processing, legacy-sha256)"
+    )]
     Disconnected,
 }
 

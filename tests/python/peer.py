@@ -99,6 +99,37 @@ def pattern(n):
     return (bytes(bytearray(range(251))) * (n // 251 + 1))[:n]
 
 
+PY2 = sys.version_info[0] == 2
+
+
+def value_set():
+    """The fixed value set of the interop matrix: every plain type, big ints, unicode, nested and
+    shared values. The same literal means the same values on Python 2.7 and 3.x."""
+    shared = [1, u"shared"]
+    return [
+        None, True, False, 0, -1, 255, 256, 65535, 2**31 - 1, -2**31, 2**63, -2**100, 2**1000,
+        1.5, -0.0, 1e300, float("inf"), u"", u"ascii", u"\xe9\u20ac\U0001f600", b"", b"\x00\xffbytes",
+        (), (1,), (1, 2, 3), [], [1, [2, [3, []]]], {}, {u"a": 1, 2: u"b", (1, 2): [3]},
+        set([1, 2]), frozenset([u"x"]), bytearray(b"ab"), shared, shared, {u"k": shared},
+    ]
+
+
+def values(conn, send_bytes, recv_bytes):
+    """Sends the value set and its repr, reads it back from the other side and says whether the
+    copy is equal (identical repr on Python 3, shared items still shared)."""
+    v = value_set()
+    conn.send(v)
+    send_bytes(repr(v).encode("utf-8"))
+    try:
+        back = conn.recv()
+    except Exception as e:
+        send_bytes(("error: %s: %s" % (type(e).__name__, e)).encode("utf-8"))
+        return
+    ok = back == v and back[-3] is back[-2] and back[-1][u"k"] is back[-2]
+    ok = ok and (PY2 or repr(back) == repr(v))
+    send_bytes(b"ok" if ok else ("mismatch: %r" % (back,)).encode("utf-8"))
+
+
 def serve(conn):
     send_bytes, recv_bytes, recv_into = getattr(conn, SEND), getattr(conn, RECV), getattr(conn, RECV_INTO)
     while True:
@@ -132,6 +163,8 @@ def serve(conn):
                 send_bytes(("ok:%d:" % n).encode("ascii") + raw[:n])
             except BufferTooShort as e:
                 send_bytes(("short:%d" % len(e.args[0])).encode("ascii"))
+        elif cmd == b"values":
+            values(conn, send_bytes, recv_bytes)
         elif cmd == b"version":
             send_bytes(sys.version.split()[0].encode("ascii"))
         elif cmd == b"quit":

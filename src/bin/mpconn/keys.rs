@@ -16,7 +16,8 @@ pub struct KeyArgs {
     #[arg(long, global = true)]
     pub authkey_env: Option<String>,
     /// Handshake dialect a listener offers: cpython (default; every CPython answers it), legacy
-    /// (CPython <= 3.11's 20-byte MD5 challenge) or processing (the original package).
+    /// (CPython <= 3.11's 20-byte MD5 challenge) or processing (the original package). A client
+    /// detects the listener's, but needs legacy-sha256 for Red Hat's (FIPS) Python 3.6-3.11.
     #[arg(long, global = true, value_parser = parse_dialect)]
     pub dialect: Option<Dialect>,
     /// Largest message accepted, in bytes (default 128 MiB).

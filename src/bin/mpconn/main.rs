@@ -4,6 +4,7 @@
 mod bench;
 mod keys;
 mod listen;
+mod literal;
 mod send;
 mod show;
 mod stress;
@@ -18,7 +19,7 @@ use mpconn::Family;
     name = "mpconn",
     version,
     about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks, stress tests",
-    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle '{\"a\": [1, 2]}' --recv 1"
+    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle \"{'a': (1, b'x')}\" --recv 1"
 )]
 struct Cli {
     #[command(flatten)]
@@ -66,18 +67,27 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
-    /// Connects, sends messages, and prints replies.
+    /// Connects, sends messages, and prints replies. Exits non-zero when the listener did not
+    /// accept the connection (wrong or missing key, wrong dialect).
     #[command(
-        after_help = "Examples:\n  mpconn send localhost:6000 hello world --recv 2\n  mpconn send /tmp/sock --pickle '[1, 2.5, null, \"x\", {\"$bytes\": \"6869\"}, {\"$tuple\": [1]}]' --recv 1\n\nWith --pickle each MESSAGE is JSON: null, booleans, numbers, strings, lists and objects map to\nNone, bool, int/float, str, list and dict; {\"$bytes\": \"<hex>\"} is bytes, {\"$tuple\": [...]} a tuple."
+        after_help = "Examples:\n  mpconn send localhost:6000 hello world --recv 2\n  mpconn send /tmp/sock --pickle \"{'a': {1, 2}, 'b': b'x', 3: (1, -2**100)}\" --recv 1\n  mpconn send localhost:6000 --pickle -1 --protocol 2\n  mpconn send rhel-host:6000 --authkey-env KEY --dialect legacy-sha256 hello\n\nWith --pickle each MESSAGE is a Python literal, parsed without evaluating anything: None, True,\nFalse, ints of any size (2**100 too), floats, str and bytes literals, lists, tuples, dicts, sets,\nset(), frozenset(...), bytearray(...). What is not a Python literal is read as JSON (--json: JSON\nonly): {\"$bytes\": \"<hex>\"} is bytes, {\"$tuple\": [...]} a tuple.\n\nThe pickle protocol is the one the handshake proved the peer reads (2 for a peer that may be a\nPython 2); --protocol chooses it.",
+        allow_negative_numbers = true
     )]
     Send {
         /// Where to connect.
         address: String,
-        /// The messages: text sent as UTF-8 bytes, or JSON values with --pickle.
+        /// The messages: text sent as UTF-8 bytes, or Python values with --pickle (a negative
+        /// number needs no `--`; an expression such as `-2**100` goes in parentheses).
         messages: Vec<String>,
-        /// Send each message as a pickled Python value given as JSON.
+        /// Send each message as a pickled Python value given as a Python literal (or JSON).
         #[arg(long)]
         pickle: bool,
+        /// With --pickle (implied): the messages are JSON only.
+        #[arg(long)]
+        json: bool,
+        /// The pickle protocol to write (2 to 5; default: what the handshake says the peer reads).
+        #[arg(long)]
+        protocol: Option<u8>,
         /// Replies to wait for and print.
         #[arg(long, default_value_t = 0)]
         recv: usize,
@@ -149,8 +159,9 @@ fn main() {
     let keys = cli.keys;
     let result = match cli.command {
         Cmd::Listen { address, family, echo, quiet } => listen::run(address, family, echo, quiet, &keys),
-        Cmd::Send { address, messages, pickle, recv, timeout } => {
-            send::run(&address, &messages, pickle, recv, timeout, &keys)
+        Cmd::Send { address, messages, pickle, json, protocol, recv, timeout } => {
+            let args = send::SendArgs { address: &address, messages: &messages, pickle, json, protocol, recv, timeout };
+            send::run(&args, &keys)
         }
         Cmd::Bench { workload, all, family, n, face, threads, role, addr } => {
             let imp = match face {
