@@ -353,7 +353,7 @@ impl Parser<'_> {
         if bytes {
             Ok(Value::Bytes(out))
         } else {
-            String::from_utf8(out).map(Value::Str).map_err(|_| self.err("a string escape made invalid UTF-8"))
+            String::from_utf8(out).map(Value::from).map_err(|_| self.err("a string escape made invalid UTF-8"))
         }
     }
 
