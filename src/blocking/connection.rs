@@ -395,7 +395,7 @@ impl Connection {
         self.send_bytes(&bytes)
     }
 
-    /// Sends a dynamic [`Value`] as a pickle.
+    /// Sends a dynamic [`Value`](crate::pickle::Value) as a pickle.
     pub fn send_value(&mut self, value: &crate::pickle::Value) -> Result<()> {
         let bytes = crate::pickle::dumps_value(value, self.pickle_protocol())?;
         self.send_bytes(&bytes)
@@ -407,7 +407,7 @@ impl Connection {
         Ok(crate::pickle::loads(&bytes)?)
     }
 
-    /// Receives a pickle as a dynamic [`Value`].
+    /// Receives a pickle as a dynamic [`Value`](crate::pickle::Value).
     pub fn recv_value(&mut self) -> Result<crate::pickle::Value> {
         let bytes = self.recv_bytes()?;
         Ok(crate::pickle::loads_value(&bytes)?)
