@@ -275,7 +275,13 @@ impl Handshake {
             state: State::Done,
             transmit: [None, None],
             peer_digest: None,
-            raw_digest: if config.dialect == Dialect::CpythonLegacySha256 { Digest::Sha256 } else { Digest::Md5 },
+            // A listener learns SHA-256 from a Red Hat client's own raw reply, so a legacy-sha256
+            // listener still answers stock clients in MD5; a client must be told.
+            raw_digest: if role == Role::Client && config.dialect == Dialect::CpythonLegacySha256 {
+                Digest::Sha256
+            } else {
+                Digest::Md5
+            },
             pickle_protocol: config.dialect.pickle_protocol(),
         }
     }

@@ -255,7 +255,18 @@ impl Parser<'_> {
                 self.i += 1;
             }
         }
-        let text: String = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default().replace('_', "");
+        let raw = std::str::from_utf8(&self.s[start..self.i]).unwrap_or_default();
+        // Python allows one underscore between digits (1_000, 0x_ff), nowhere else.
+        let bad_underscore = raw.ends_with('_')
+            || raw.contains("__")
+            || raw.contains("_.")
+            || raw.contains("._")
+            || raw.to_ascii_lowercase().contains("_e")
+            || raw.to_ascii_lowercase().contains("e_");
+        if bad_underscore {
+            return Err(self.err(&format!("invalid decimal literal {raw:?}")));
+        }
+        let text: String = raw.replace('_', "");
         let lower = text.to_ascii_lowercase();
         let radix = match lower.get(..2) {
             Some("0x") => Some(16),
@@ -337,6 +348,10 @@ impl Parser<'_> {
                 b'x' => self.hex(2)?,
                 b'u' if !bytes => self.hex(4)?,
                 b'U' if !bytes => self.hex(8)?,
+                b'N' if !bytes => {
+                    // Naming a character needs the Unicode name table, which is not here.
+                    return Err(self.err("\\N{...} escapes are not supported: write the character or \\u/\\U"));
+                }
                 _ => {
                     // Python keeps an unknown escape as it is.
                     out.extend_from_slice(&[b'\\', e]);
