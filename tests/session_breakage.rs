@@ -20,6 +20,7 @@ use support::{Ev, spawn_reactor, stop};
 /// Expected: some deadline (idle, or a write-stall deadline) closes a connection that has made
 /// no progress in either direction.
 #[test]
+#[ignore = "known, open: while reading is paused the idle and partial-message deadlines wait, and there is no write-stall deadline (SECURITY.md says so)"]
 fn a_peer_that_never_reads_is_never_closed_even_with_an_idle_timeout() {
     let conn_opts = ConnectionOptions::new()
         .authkey("k")
