@@ -2,7 +2,6 @@
 //! promise and fails while the library does otherwise.
 
 mod attack;
-#[allow(dead_code)]
 mod support;
 
 use std::io::Write;
@@ -22,12 +21,9 @@ use support::{Ev, spawn_reactor, stop};
 #[test]
 #[ignore = "known, open: while reading is paused the idle and partial-message deadlines wait, and there is no write-stall deadline (SECURITY.md says so)"]
 fn a_peer_that_never_reads_is_never_closed_even_with_an_idle_timeout() {
-    let conn_opts = ConnectionOptions::new()
-        .authkey("k")
-        .high_water_mark(64 * 1024)
-        .idle_timeout(Some(Duration::from_millis(500)));
-    let (addr, handle, rx, t) =
-        spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
+    let conn_opts =
+        ConnectionOptions::new().authkey("k").high_water_mark(64 * 1024).idle_timeout(Some(Duration::from_millis(500)));
+    let (addr, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
     let addr = attack::address_text(&addr);
     let (mut w, _r) = split_tcp(&addr, Some("k"));
     w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -44,12 +40,9 @@ fn a_peer_that_never_reads_is_never_closed_even_with_an_idle_timeout() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut closed = None;
     while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ev::Close(_, reason)) => {
-                closed = Some(reason);
-                break;
-            }
-            _ => {}
+        if let Ok(Ev::Close(_, reason)) = rx.recv_timeout(Duration::from_millis(100)) {
+            closed = Some(reason);
+            break;
         }
     }
     stop(handle, t);
