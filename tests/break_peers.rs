@@ -1,4 +1,6 @@
 //! break-peers (outside tester): failing reproducers for the Python 2.7 / CLI claims of issue 12.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! Breakage found by an outside review (branch break-session). Each test states what the docs
 //! promise and fails while the library does otherwise.
+// Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
+#![cfg(unix)]
 
 mod attack;
 mod support;
