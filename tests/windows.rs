@@ -386,9 +386,16 @@ fn open_raw(name: &str) -> std::fs::File {
 
 #[test]
 fn hostile_pipe_peers_close_only_their_own_connection() {
-    let options = ListenOptions::new()
-        .authkey(KEY)
-        .connection(ConnectionOptions::new().authkey(KEY).max_message_size(64 << 10).high_water_mark(1 << 20));
+    // Without auto-pause, so the flood below is closed at the high-water mark (with it, the
+    // default, the flooder's blocking pipe writes would simply wait, as tests/hostile.rs shows
+    // over TCP).
+    let options = ListenOptions::new().authkey(KEY).connection(
+        ConnectionOptions::new()
+            .authkey(KEY)
+            .max_message_size(64 << 10)
+            .high_water_mark(1 << 20)
+            .auto_pause_reading(false),
+    );
     let (address, handle, rx, t) = spawn_reactor(options, true);
     let Address::Pipe(name) = address.clone() else { panic!("not a pipe") };
     let mut good = Client::new(&address).authkey(KEY).connect().unwrap();
@@ -413,7 +420,8 @@ fn hostile_pipe_peers_close_only_their_own_connection() {
     assert!(!sender.join().unwrap(), "the server cannot have taken all of it");
     round_trip();
 
-    // A client that floods and never reads its echoes: closed at the high-water mark.
+    // A client that floods and never reads its echoes: closed at the high-water mark (auto-pause
+    // off).
     let mut flood = Client::new(&address).authkey(KEY).connect().unwrap();
     let flood_start = Instant::now();
     let flooder = thread::spawn(move || {
