@@ -27,7 +27,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::{Child2, MPCONN, WAIT, peer_script, pyenv_python};
+use attack::{Child2, WAIT, mpconn, peer_script, pyenv_python};
 use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
 use mpconn::{Address, AuthKey, AuthenticationError, Client, Dialect, Digest, Error, Listener};
@@ -397,7 +397,7 @@ fn mpconn_stress_without_a_key_against_a_keyed_python_listener_reports_authentic
     let peer = Child2::spawn(cmd, "CPython 3.13 echo listener");
     let address = peer.expect_line("READY");
     let (tx, rx) = mpsc::channel();
-    let mut child = Command::new(MPCONN)
+    let mut child = Command::new(mpconn())
         .args(["stress", &address, "--clients", "3", "--messages", "5"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

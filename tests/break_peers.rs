@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 
 use mpconn::Listener;
 
-const MPCONN: &str = env!("CARGO_BIN_EXE_mpconn");
+mod cli_binary;
+use cli_binary::mpconn;
 
 fn py27() -> PathBuf {
     let out = Command::new("pyenv").args(["prefix", "2.7.18"]).output().expect("pyenv");
@@ -68,7 +69,7 @@ fn keyless_send_to_a_late_accepting_keyed_listener_is_not_reported_as_delivered(
     let mut child = Command::new("python3").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let port = lines.next().unwrap().unwrap();
-    let st = Command::new(MPCONN).args(["send", &format!("127.0.0.1:{port}"), "hello"]).status().unwrap();
+    let st = Command::new(mpconn()).args(["send", &format!("127.0.0.1:{port}"), "hello"]).status().unwrap();
     let verdict = lines.next().unwrap().unwrap();
     child.wait().unwrap();
     assert!(verdict.starts_with("REJECTED"), "{verdict}");
@@ -79,7 +80,7 @@ fn send_pickle_and_receive(literal: &str) -> (bool, Option<String>) {
     let mut listener = Listener::builder().address("127.0.0.1:0").authenticate(false).bind().unwrap();
     let addr = listener.address().to_string();
     let mut child =
-        Command::new(MPCONN).args(["send", &addr, "--pickle", literal]).stderr(Stdio::null()).spawn().unwrap();
+        Command::new(mpconn()).args(["send", &addr, "--pickle", literal]).stderr(Stdio::null()).spawn().unwrap();
     let got = match listener.accept_within(Some(std::time::Duration::from_secs(5))) {
         Ok(mut c) => c.recv_value().ok().map(|v| format!("{v:?}")),
         Err(_) => None,
@@ -116,7 +117,7 @@ fn misplaced_underscores_in_ints_are_not_python_literals() {
 /// Either refuse the option on a listener or keep stock clients working.
 #[test]
 fn listener_in_legacy_sha256_dialect_refuses_the_option_or_serves_stock_clients() {
-    let mut child = Command::new(MPCONN)
+    let mut child = Command::new(mpconn())
         .args(["listen", "127.0.0.1:0", "--authkey", "k", "--dialect", "legacy-sha256", "--echo"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -15,6 +15,8 @@
 //! Every loop is bounded in count and time; only processes started here are killed.
 #![cfg(unix)]
 
+mod cli_binary;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -34,7 +36,6 @@ const RSS_BOUND: u64 = 512 << 20;
 const BOMB_TIME: Duration = Duration::from_secs(20);
 const SMALL_STACK: usize = 256 << 10;
 const KEY: &str = "pickle-hostile-test-key";
-const BIN: &str = env!("CARGO_BIN_EXE_mpconn");
 
 /// The value as the server would show it: bounded in length whatever the value.
 fn shown(v: &Value) -> String {
@@ -370,7 +371,7 @@ struct Server {
 impl Server {
     fn start(dir: &std::path::Path, n: usize) -> Server {
         let sock = dir.join(format!("listen-{n}.sock"));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(cli_binary::mpconn());
         cmd.args(["listen", "--echo", "--authkey-env", "PICKLE_HOSTILE_KEY"])
             .arg(&sock)
             .env("PICKLE_HOSTILE_KEY", KEY)

@@ -33,7 +33,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::{Child2, MPCONN};
+use attack::{Child2, mpconn};
 
 const KEY: &str = "preauth key";
 /// Bytes of user-space memory allowed per unauthenticated connection (the target).
@@ -71,7 +71,7 @@ fn unauthenticated_connections_dribbling_their_reply_cost_at_most_a_kib_each() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("preauth.sock");
     // MPCONN_PREAUTH_SERVER: another `mpconn` build to measure (a release build, an older commit).
-    let server_exe = std::env::var("MPCONN_PREAUTH_SERVER").unwrap_or_else(|_| MPCONN.to_string());
+    let server_exe = std::env::var("MPCONN_PREAUTH_SERVER").unwrap_or_else(|_| mpconn().display().to_string());
     let mut cmd = Command::new(&server_exe);
     cmd.args(["listen", path.to_str().unwrap(), "--quiet", "--authkey", KEY]);
     let server = Child2::spawn(cmd, "mpconn listen");

@@ -18,7 +18,13 @@ use mpconn::{Address, Client};
 /// The longest any test waits for one thing.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-pub const MPCONN: &str = env!("CARGO_BIN_EXE_mpconn");
+#[path = "../cli_binary/mod.rs"]
+mod cli_binary;
+
+/// The `mpconn` command (built on first use).
+pub fn mpconn() -> &'static Path {
+    cli_binary::mpconn()
+}
 
 /// A child process whose stdout lines arrive on a channel; killed on drop.
 pub struct Child2 {

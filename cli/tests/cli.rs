@@ -266,7 +266,7 @@ fn send_without_key_to_a_keyed_listener_fails_without_recv() {
 
 /// tests/python/peer.py listening with key "k" (hex 6b) on python3; its address.
 fn python_peer(extra: &[&str]) -> (Child, String) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/peer.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/peer.py");
     let mut child = Command::new("python3")
         .args([script, "listen", "127.0.0.1:0", "6b"])
         .args(extra)
