@@ -2,6 +2,8 @@
 //! that sends, the standard benchmarks, and a stress tester with many concurrent clients.
 
 mod bench;
+mod exit;
+mod interrupt;
 mod keys;
 mod listen;
 mod literal;
@@ -19,7 +21,7 @@ use mpconn::Family;
     name = "mpconn",
     version,
     about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks, stress tests",
-    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle \"{'a': (1, b'x')}\" --recv 1"
+    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle \"{'a': (1, b'x')}\" --recv 1\n\nExit codes: 0 ok, 1 runtime error, 2 usage error, 3 stress found errors."
 )]
 struct Cli {
     #[command(flatten)]
@@ -181,11 +183,12 @@ fn main() {
             }
         }
         Cmd::Stress { address, clients, messages, size, rate, duration, churn } => {
+            interrupt::install();
             match stress::run(stress::StressArgs { address, clients, messages, size, rate, duration, churn, keys }) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
                     eprintln!("mpconn: stress test failed: see the errors, integrity and descriptors lines above");
-                    std::process::exit(2);
+                    std::process::exit(exit::STRESS_FOUND_ERRORS);
                 }
                 Err(e) => Err(e),
             }
@@ -193,7 +196,7 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("mpconn: {e}");
-        std::process::exit(1);
+        std::process::exit(exit::RUNTIME);
     }
 }
 

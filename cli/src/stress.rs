@@ -461,6 +461,14 @@ pub fn run(args: StressArgs) -> Result<bool> {
                 sending_stopped_at = Some(Instant::now());
             }
         }
+        if h.sending && crate::interrupt::requested() {
+            // Ctrl-C: stop sending and connecting, wait for what is in flight (within the grace
+            // period), then report as at the end of a --duration run.
+            h.sending = false;
+            sending_stopped_at = Some(Instant::now());
+            total_clients -= to_connect.len();
+            to_connect.clear();
+        }
         while h.respawn > 0 {
             h.respawn -= 1;
             to_connect.push_back(total_clients as u64);

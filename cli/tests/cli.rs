@@ -226,7 +226,7 @@ fn stress_against_a_server_that_drops_connections_reports_errors_and_ends() {
     });
     let out = run(&["stress", &address, "--authkey", "k", "--clients", "20", "--messages", "10"], &[]);
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("closed early"), "{stdout}");
     assert!(!stdout.contains("errors: none"), "{stdout}");
 }

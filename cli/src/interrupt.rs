@@ -1,0 +1,28 @@
+//! Ctrl-C (SIGINT, SIGTERM on Unix; the console's Ctrl-C and close on Windows) as a request to
+//! end: long-running subcommands poll [`requested`] and finish in order (`stress` and `bench`
+//! print their report, `listen` removes its socket file). A second Ctrl-C ends the process at
+//! once, for when the orderly end itself hangs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// The exit code of a process ended by a second Ctrl-C (128 + SIGINT, as shells report it).
+const SECOND_INTERRUPT_EXIT: i32 = 130;
+
+/// Installs the handler; without it (an error from the platform) Ctrl-C keeps its default effect.
+pub fn install() {
+    let result = ctrlc::set_handler(|| {
+        if REQUESTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(SECOND_INTERRUPT_EXIT);
+        }
+    });
+    if let Err(e) = result {
+        log::warn!("Ctrl-C handler not installed ({e}): Ctrl-C ends the process without a report");
+    }
+}
+
+/// Whether the user asked the command to end.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
