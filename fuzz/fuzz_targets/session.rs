@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         partial_message: Some(Duration::from_secs(60)),
         close_flush: Duration::from_secs(5),
         buffer_release: Some(Duration::from_secs(1)),
+        write_stall: Some(Duration::from_secs(2)),
     };
     let t0 = Instant::now();
     let nonce = Nonce::from_bytes([selector; MODERN_NONCE_LEN]);
@@ -56,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             4 => now += Duration::from_millis(u64::from(op) * 40),
+            5 if op & 0x40 != 0 => s.on_flush(now, op & 0x80 != 0, op & 0x20 != 0),
             5 => s.on_read(now, op & 0x80 != 0),
             6 => s.handle_frame_error(FrameError::NegativeLength(-2)),
             _ => s.handle_eof(op & 0x80 != 0),

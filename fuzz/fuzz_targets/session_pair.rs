@@ -159,6 +159,7 @@ fuzz_target!(|data: &[u8]| {
         partial_message: Some(Duration::from_secs(60)),
         close_flush: Duration::from_secs(5),
         buffer_release: Some(Duration::from_secs(1)),
+        write_stall: Some(Duration::from_secs(2)),
     };
     let t0 = Instant::now();
     let lnonce = Nonce::from_bytes([selector; MODERN_NONCE_LEN]);

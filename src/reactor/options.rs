@@ -17,6 +17,8 @@ pub const DEFAULT_TURN_READ_BUDGET: usize = 1024 * 1024;
 pub const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024 * 1024;
 /// Default [`ConnectionOptions::partial_message_timeout`]: 60 s.
 pub const DEFAULT_PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ConnectionOptions::write_stall_timeout`]: 60 s.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings of the reactor itself.
 #[derive(Debug, Clone)]
@@ -70,6 +72,10 @@ pub struct ConnectionOptions {
     /// Close a connection whose current message stays incomplete this long (a peer dribbling a
     /// frame forever).
     pub partial_message_timeout: Duration,
+    /// Close a connection whose queued output the peer takes none of for this long (a peer
+    /// that never reads; `None`: never). Any progress restarts the clock, so a slow reader
+    /// stays.
+    pub write_stall_timeout: Option<Duration>,
     /// Queued outgoing bytes above which `send` refuses more and hands the message back.
     pub high_water_mark: usize,
     /// Stop reading the connection while its own output queue is at or above the high-water
@@ -86,6 +92,7 @@ impl Default for ConnectionOptions {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             idle_timeout: None,
             partial_message_timeout: DEFAULT_PARTIAL_MESSAGE_TIMEOUT,
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
             auto_pause_reading: true,
         }
@@ -94,7 +101,8 @@ impl Default for ConnectionOptions {
 
 impl ConnectionOptions {
     /// Defaults: no key, CPython dialect, 128 MiB messages, 10 s handshake, 60 s per partial
-    /// message, 16 MiB write high-water mark, reading paused automatically above it.
+    /// message, 60 s for a write stall, 16 MiB write high-water mark, reading paused
+    /// automatically above it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -147,6 +155,12 @@ impl ConnectionOptions {
         self
     }
 
+    /// Close when the peer takes none of the queued output for this long (`None`: never).
+    pub fn write_stall_timeout(mut self, t: Option<Duration>) -> Self {
+        self.write_stall_timeout = t;
+        self
+    }
+
     /// Queued outgoing bytes above which `send` refuses more.
     pub fn high_water_mark(mut self, bytes: usize) -> Self {
         self.high_water_mark = bytes;
@@ -166,6 +180,7 @@ impl ConnectionOptions {
             partial_message: Some(self.partial_message_timeout),
             close_flush: config.stop_timeout,
             buffer_release: Some(config.buffer_release_after),
+            write_stall: self.write_stall_timeout,
         }
     }
 

@@ -2,6 +2,8 @@
 //! at the end of a turn; `WouldBlock` asks the poller for writability; a queue that drains below
 //! the low-water mark resumes an auto-paused connection and reports `on_drained`.
 
+use std::time::Instant;
+
 use mio::{Interest, Token};
 
 use crate::reactor::core::{Core, Entry, index_of};
@@ -22,7 +24,13 @@ impl Core {
             return;
         }
         let token = Token(id as usize);
+        let queued_before = c.out.queued();
         let result = c.out.flush(&mut c.stream);
+        if let Ok(drained) = result {
+            // One clock read per flush: progress feeds the idle clock, a stall the write-stall
+            // deadline (the session decides; see `Session::on_flush`).
+            c.session.on_flush(Instant::now(), c.out.queued() < queued_before, drained);
+        }
         // Below the low-water mark (half the high-water mark) an auto-paused connection reads
         // again.
         let resume = c.auto_paused && c.out.queued() < c.opts.high_water_mark / 2;

@@ -53,6 +53,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// One message stayed incomplete for the partial-message timeout.
     PartialMessageTimeout,
+    /// Output waited for the write-stall timeout without the peer taking a byte of it (a peer
+    /// that never reads).
+    WriteStallTimeout,
     /// An I/O error (connect refused, reset, ...).
     Error(Error),
 }
@@ -76,6 +79,9 @@ impl std::fmt::Display for CloseReason {
             CloseReason::HandshakeTimeout => f.write_str("the handshake timed out"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::PartialMessageTimeout => f.write_str("a message stayed incomplete too long"),
+            CloseReason::WriteStallTimeout => {
+                f.write_str("the peer took none of our output for the write-stall timeout")
+            }
             CloseReason::Error(e) => write!(f, "{e}"),
         }
     }
@@ -95,6 +101,7 @@ impl From<CloseReason> for Error {
             CloseReason::HandshakeTimeout => Error::Timeout("handshake deadline passed"),
             CloseReason::IdleTimeout => Error::Timeout("idle timeout"),
             CloseReason::PartialMessageTimeout => Error::Timeout("a message stayed incomplete too long"),
+            CloseReason::WriteStallTimeout => Error::Timeout("the peer did not read our output"),
             CloseReason::Error(e) => e,
         }
     }
@@ -114,6 +121,8 @@ pub enum TimerKind {
     CloseFlush = 3,
     /// A quiet connection's read buffer may be freed.
     ReleaseBuffer = 4,
+    /// Queued output made no progress too long.
+    WriteStall = 5,
 }
 
 /// The read block of a connection's frame decoder while it authenticates: enough for a whole
@@ -195,7 +204,7 @@ impl AuthOptions {
 }
 
 /// Number of deadline kinds (the size of a session's table).
-pub const TIMER_KINDS: usize = 5;
+pub const TIMER_KINDS: usize = 6;
 
 /// The per-connection time limits a session enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +219,8 @@ pub struct Timeouts {
     pub close_flush: Duration,
     /// A read buffer held by a quiet connection is released after this long (`None`: never).
     pub buffer_release: Option<Duration>,
+    /// Output the peer takes none of for this long closes (`None`: never).
+    pub write_stall: Option<Duration>,
 }
 
 impl Timeouts {
@@ -220,6 +231,7 @@ impl Timeouts {
         partial_message: None,
         close_flush: Duration::from_secs(5),
         buffer_release: None,
+        write_stall: None,
     };
 }
 
@@ -277,12 +289,16 @@ pub struct Session {
     epoch: Instant,
     /// The fixed deadline table, indexed by [`TimerKind`].
     timers: [u64; TIMER_KINDS],
+    /// The last time bytes moved, either way (the idle clock).
     last_activity: u64,
     partial_since: u64,
     opened: bool,
     /// The driver stopped reading (flow control): silence and an incomplete message are ours,
     /// so the idle and partial-message deadlines wait.
     reading_paused: bool,
+    /// The driver's last flush left output the transport would not take: it waits on the
+    /// peer (the write-stall slot holds the deadline, restarted by each bit of progress).
+    output_waiting: bool,
     closed: Option<Box<CloseReason>>,
     /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
     transmit: Vec<Vec<u8>>,
@@ -305,6 +321,7 @@ struct Limits {
     partial_message: u32,
     close_flush: u32,
     buffer_release: u32,
+    write_stall: u32,
 }
 
 fn limit_ms(d: Option<Duration>) -> u32 {
@@ -324,6 +341,7 @@ impl Limits {
             partial_message: limit_ms(t.partial_message),
             close_flush: limit_ms(Some(t.close_flush)),
             buffer_release: limit_ms(t.buffer_release),
+            write_stall: limit_ms(t.write_stall),
         }
     }
 }
@@ -386,6 +404,7 @@ impl Session {
             timers,
             last_activity: 0,
             partial_since: NEVER,
+            output_waiting: false,
             opened: false,
             reading_paused: false,
             closed: None,
@@ -630,8 +649,32 @@ impl Session {
         }
     }
 
-    /// The driver stops (`true`) or resumes reading. While paused, the idle and partial-message
-    /// deadlines do not close the connection; resuming restarts their clocks at `now`.
+    /// The driver tried to write its queued output at `now`: `wrote` some bytes, and the queue
+    /// is `drained` or the transport would take no more (`!drained`). Bytes leaving count as
+    /// traffic for the idle deadline; output left waiting starts (or, after progress, restarts)
+    /// the write-stall clock. Called once per flush, not per message.
+    #[inline]
+    pub fn on_flush(&mut self, now: Instant, wrote: bool, drained: bool) {
+        let now = self.ms(now);
+        if wrote {
+            self.last_activity = now;
+        }
+        let slot = &mut self.timers[TimerKind::WriteStall as usize];
+        if drained {
+            // A slot left armed finds no stall when due and stays empty (lazy, as the others).
+            self.output_waiting = false;
+            return;
+        }
+        if (wrote || !self.output_waiting) && !matches!(self.phase, Phase::Closed) {
+            *slot = after(now, self.limits.write_stall);
+        }
+        self.output_waiting = true;
+    }
+
+    /// The driver stops (`true`) or resumes reading. While paused, the partial-message deadline
+    /// does not close the connection, nor does the idle deadline unless output is waiting on the
+    /// peer (then the silence is the peer's: it neither writes nor reads); resuming restarts
+    /// their clocks at `now`.
     pub fn set_reading_paused(&mut self, paused: bool, now: Instant) {
         if self.reading_paused && !paused {
             let now = self.ms(now);
@@ -704,6 +747,7 @@ impl Session {
             TimerKind::CloseFlush,
             TimerKind::PartialMessage,
             TimerKind::Idle,
+            TimerKind::WriteStall,
             TimerKind::ReleaseBuffer,
         ] {
             let slot = kind as usize;
@@ -718,7 +762,9 @@ impl Session {
                     }
                 }
                 TimerKind::CloseFlush => self.close_with(CloseReason::Local),
-                TimerKind::PartialMessage | TimerKind::Idle if self.reading_paused => {
+                TimerKind::PartialMessage | TimerKind::Idle
+                    if self.reading_paused && (kind == TimerKind::PartialMessage || !self.output_waiting) =>
+                {
                     let limit = match kind {
                         TimerKind::Idle => self.limits.idle,
                         _ => self.limits.partial_message,
@@ -739,6 +785,11 @@ impl Session {
                         self.close_with(CloseReason::IdleTimeout);
                     } else {
                         self.timers[slot] = due;
+                    }
+                }
+                TimerKind::WriteStall => {
+                    if self.output_waiting {
+                        self.close_with(CloseReason::WriteStallTimeout);
                     }
                 }
                 TimerKind::ReleaseBuffer => {
@@ -781,6 +832,7 @@ mod tests {
             partial_message: Some(Duration::from_secs(60)),
             close_flush: Duration::from_secs(5),
             buffer_release: Some(Duration::from_secs(1)),
+            write_stall: None,
         }
     }
 
@@ -1006,6 +1058,82 @@ mod tests {
         assert!(rearmed > t0 + Duration::from_secs(60));
         s.handle_timeout(rearmed);
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::PartialMessageTimeout))));
+    }
+
+    #[test]
+    fn write_stall_closes_only_without_progress() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = timeouts();
+        t.write_stall = Some(Duration::from_secs(1));
+        t.partial_message = None;
+        let mut s = Session::listener(None, t, t0);
+        s.poll_event();
+        // A flush that drains arms nothing.
+        s.on_flush(ms(10), true, true);
+        assert_eq!(s.poll_timeout(), None);
+        // Blocked: the clock starts at the first block and does not move on blocked retries.
+        s.on_flush(ms(100), true, false);
+        assert_eq!(s.poll_timeout(), Some(ms(1100)));
+        s.on_flush(ms(500), false, false);
+        assert_eq!(s.poll_timeout(), Some(ms(1100)));
+        // Progress at 900 restarts it: the due slot re-arms instead of closing.
+        s.on_flush(ms(900), true, false);
+        s.handle_timeout(ms(1100));
+        assert!(!s.is_closed(), "progress 200 ms ago");
+        assert_eq!(s.poll_timeout(), Some(ms(1900)));
+        // Drained in between: the due slot finds no stall and stays empty.
+        s.on_flush(ms(1200), true, true);
+        s.handle_timeout(ms(1900));
+        assert!(!s.is_closed());
+        assert_eq!(s.poll_timeout(), None);
+        // Blocked again with no progress for the whole limit: closed, and says why.
+        s.on_flush(ms(2000), false, false);
+        s.handle_timeout(ms(3000));
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::WriteStallTimeout))));
+    }
+
+    #[test]
+    fn idle_while_paused_waits_for_our_pause_but_not_for_a_peer_that_does_not_read() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = timeouts();
+        t.idle = Some(Duration::from_secs(1));
+        t.partial_message = None;
+        // Paused by the driver, nothing waiting on the peer: the silence is ours.
+        let mut ours = Session::listener(None, t, t0);
+        ours.poll_event();
+        ours.set_reading_paused(true, ms(0));
+        ours.handle_timeout(ms(1000));
+        assert!(!ours.is_closed());
+        // Paused because output waits on the peer, and the peer took none of it: closed.
+        let mut theirs = Session::listener(None, t, t0);
+        theirs.poll_event();
+        theirs.on_read(ms(100), false);
+        theirs.on_flush(ms(200), true, false);
+        theirs.set_reading_paused(true, ms(200));
+        theirs.handle_timeout(ms(1000));
+        assert!(!theirs.is_closed(), "bytes left at 200 ms: idle until 1200");
+        let due = theirs.poll_timeout().unwrap();
+        assert_eq!(due, ms(1200));
+        theirs.handle_timeout(due);
+        assert!(matches!(theirs.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
+    }
+
+    #[test]
+    fn writing_counts_as_traffic_for_the_idle_deadline() {
+        let t0 = Instant::now();
+        let mut t = timeouts();
+        t.idle = Some(Duration::from_secs(1));
+        let mut s = Session::listener(None, t, t0);
+        s.poll_event();
+        // A peer that only reads what we stream to it is not idle.
+        for i in 1..=30 {
+            let now = t0 + Duration::from_millis(100 * i);
+            s.on_flush(now, true, true);
+            s.handle_timeout(now);
+        }
+        assert!(!s.is_closed());
     }
 
     #[test]
