@@ -31,7 +31,19 @@ const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
 /// a bench leaves no client behind.
 struct ClientProcess(Child);
 
+/// How long an error from the client may precede the Ctrl-C that caused it (see
+/// [`crate::interrupt::requested_within`]).
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+
 impl ClientProcess {
+    /// Ends the client now (before this side closes its connection, so it reports no error).
+    fn stop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     /// Waits for the client's normal end; an error if it failed.
     fn finish(mut self) -> mpconn::Result<()> {
         let status = self.0.wait()?;
@@ -44,10 +56,7 @@ impl ClientProcess {
 
 impl Drop for ClientProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        self.stop();
     }
 }
 
@@ -280,12 +289,18 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             }
             let imp = "mpconn-blocking";
             let mut listener = builder.bind()?;
-            let client = ClientProcess(spawn_client(listener.address())?);
+            let mut client = ClientProcess(spawn_client(listener.address())?);
             let mut s = BenchServer::new(args.workload, args.n);
-            let served = serve_blocking(&mut listener, &mut s, args.workload);
+            let unblocker = Unblocker::start(listener.address().clone());
+            let served = serve_blocking(&mut listener, &mut s, args.workload, &mut client);
+            drop(unblocker);
             // Ctrl-C: seen between messages, or as the error of a client the terminal's Ctrl-C
             // ended too.
-            if s.last.is_none() && crate::interrupt::requested() {
+            let interrupted = match served {
+                Ok(()) => s.last.is_none() && crate::interrupt::requested(),
+                Err(_) => crate::interrupt::requested_within(INTERRUPT_GRACE),
+            };
+            if interrupted {
                 drop(client);
                 report_interrupted(&s, imp, args.family);
                 return Ok(());
@@ -301,11 +316,62 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     Ok(())
 }
 
-/// The blocking face's server loop; returns early (`Ok`) when Ctrl-C was pressed.
-fn serve_blocking(listener: &mut Listener, s: &mut BenchServer, workload: Workload) -> mpconn::Result<()> {
-    let interrupted = crate::interrupt::requested;
+/// For the blocking face: on Ctrl-C, one throwaway connection to the listener, so an `accept`
+/// that waits for a client that will not come (the terminal's Ctrl-C ended it too) returns.
+struct Unblocker {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Unblocker {
+    fn start(address: Address) -> Unblocker {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !finished.load(Ordering::Relaxed) {
+                if crate::interrupt::requested() {
+                    let client = Client::new(&address).authenticate(false).connect_timeout(Some(INTERRUPT_GRACE));
+                    drop(client.connect());
+                    return;
+                }
+                std::thread::sleep(INTERRUPT_CHECK);
+            }
+        });
+        Unblocker { done, thread: Some(thread) }
+    }
+}
+
+impl Drop for Unblocker {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The blocking face's server loop; returns early (`Ok`) when Ctrl-C was pressed, after stopping
+/// the client (while the connection is still open: a client cut off mid-write would print an
+/// error).
+fn serve_blocking(
+    listener: &mut Listener,
+    s: &mut BenchServer,
+    workload: Workload,
+    client: &mut ClientProcess,
+) -> mpconn::Result<()> {
+    let mut interrupted = || {
+        let yes = crate::interrupt::requested();
+        if yes {
+            client.stop();
+        }
+        yes
+    };
     if workload == Workload::W4 {
-        while !interrupted() && !s.tick() {
+        while !s.tick() {
+            if interrupted() {
+                return Ok(());
+            }
             drop(listener.accept()?);
         }
         return Ok(());

@@ -4,6 +4,7 @@
 //! once, for when the orderly end itself hangs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -25,4 +26,20 @@ pub fn install() {
 /// Whether the user asked the command to end.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Whether the user asked the command to end, waiting up to `wait` for the request to arrive:
+/// a terminal's Ctrl-C reaches a command's child processes too, so the error a dying child
+/// causes can come before this process's handler (on its own thread) has run.
+pub fn requested_within(wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if requested() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
