@@ -1,7 +1,7 @@
 //! `send`'s messages may be negative numbers and expressions (`--pickle -1`, `-1.5`, `-2**100`).
 //! clap takes a plain negative number as a value (`allow_negative_numbers`), but `-2**100` looks
 //! to it like the short flags `-2`, `-*`…, a usage error. No option of `mpconn` starts with `-`
-//! and a digit or a dot, so such a word can only be a message: before clap sees the arguments,
+//! and a digit, a dot or a parenthesis, so such a word can only be a message: before clap sees the arguments,
 //! [`mark`] prefixes each with a NUL (which no real argument can contain), making it an ordinary
 //! value, and [`unmark`] strips the prefix from the parsed messages.
 
@@ -11,10 +11,14 @@ const MARK: char = '\0';
 
 /// Whether `word` is a negative value that clap would misread as flags.
 fn needs_mark(word: &str) -> bool {
+    // clap takes `-1`, `-1.5`, `-1e5` itself (but not `-.5`).
     let mut chars = word.chars();
     chars.next() == Some('-')
-        && chars.next().is_some_and(|c| c.is_ascii_digit() || c == '.')
-        && word.parse::<f64>().is_err()
+        && match chars.next() {
+            Some('.' | '(') => true,
+            Some(c) => c.is_ascii_digit() && word.parse::<f64>().is_err(),
+            None => false,
+        }
 }
 
 /// The arguments with every word after `send` (and before a `--`) that starts like a negative
@@ -64,7 +68,7 @@ mod tests {
     fn expressions_after_send_are_marked_numbers_and_options_are_not() {
         assert_eq!(
             marked(&["mpconn", "send", "a", "--pickle", "-2**100", "-1", "-1.5", "-v", "--recv", "1", "-(1)"]),
-            ["mpconn", "send", "a", "--pickle", "\0-2**100", "-1", "-1.5", "-v", "--recv", "1", "-(1)"]
+            ["mpconn", "send", "a", "--pickle", "\0-2**100", "-1", "-1.5", "-v", "--recv", "1", "\0-(1)"]
         );
         assert_eq!(marked(&["mpconn", "send", "a", "-.5j"]), ["mpconn", "send", "a", "\0-.5j"]);
     }
