@@ -12,7 +12,9 @@ pub const STRESS_FOUND_ERRORS: i32 = 3;
 
 /// The exit-code table every subcommand's `--help` ends with (`stress` adds its own code).
 pub fn help(subcommand: Option<&str>) -> String {
-    let mut text = String::from("Exit codes:\n  0  ok\n  1  runtime error (an address not reached or bound, a refused handshake, I/O)\n  2  usage error (an unknown option, a malformed value)");
+    let mut text = String::from(
+        "Exit codes:\n  0  ok\n  1  runtime error (an address not reached or bound, a refused handshake, I/O)\n  2  usage error (an unknown option, a malformed value)",
+    );
     if matches!(subcommand, None | Some("stress")) {
         text.push_str("\n  3  stress found errors (failed checks, lost or corrupted replies, connection errors)");
     }

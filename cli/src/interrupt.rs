@@ -1,4 +1,5 @@
-//! Ctrl-C (SIGINT, SIGTERM on Unix; the console's Ctrl-C and close on Windows) as a request to
+//! Ctrl-C (SIGINT, SIGTERM, SIGHUP on Unix: the `ctrlc` crate's `termination` feature; the
+//! console's Ctrl-C and Ctrl-Break on Windows) as a request to
 //! end: long-running subcommands poll [`requested`] and finish in order (`stress` and `bench`
 //! print their report, `listen` removes its socket file). A second Ctrl-C ends the process at
 //! once, for when the orderly end itself hangs.

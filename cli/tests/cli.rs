@@ -328,10 +328,10 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
-fn sigint(child: &Child) {
+fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on a process this test started and has not reaped yet.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 /// Whether a process with this id exists (a zombie counts).
@@ -342,7 +342,7 @@ fn exists(pid: u32) -> bool {
 }
 
 /// One `listen` on a fresh Unix socket (key "right"; extra options and environment given), a
-/// `send` with the wrong key, then SIGINT. Checks the exit (0) and that the socket file is gone;
+/// `send` with the wrong key, then SIGINT (SIGTERM if `-q` is among the options). Checks the exit (0) and that the socket file is gone;
 /// returns listen's stdout (its address replaced by ADDR) and stderr.
 fn listen_refuse_interrupt(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -369,9 +369,9 @@ fn listen_refuse_interrupt(args: &[&str], env: &[(&str, &str)]) -> (String, Stri
     assert_eq!(sent.status.code(), Some(1), "{}", text(&sent.stderr));
     // The refusal is handled (and logged) before the client hears it; a moment for the line.
     thread::sleep(Duration::from_millis(200));
-    sigint(&child);
+    signal(&child, if args.contains(&"-q") { libc::SIGTERM } else { libc::SIGINT });
     let status = wait_bounded(&mut child, WAIT);
-    assert_eq!(status.code(), Some(0), "Ctrl-C ends listen normally");
+    assert_eq!(status.code(), Some(0), "Ctrl-C (or SIGTERM) ends listen normally");
     assert!(!socket.exists(), "the socket file is removed");
     let mut stdout = vec![first];
     while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
@@ -437,7 +437,7 @@ fn ctrl_c_ends_bench_with_a_partial_report_and_no_client_left() {
     };
     // Time to measure something.
     thread::sleep(Duration::from_millis(1500));
-    sigint(&bench);
+    signal(&bench, libc::SIGINT);
     let status = wait_bounded(&mut bench, WAIT);
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut bench.stdout.take().unwrap(), &mut stdout).unwrap();
