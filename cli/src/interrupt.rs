@@ -13,7 +13,9 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 const SECOND_INTERRUPT_EXIT: i32 = 130;
 
 /// Installs the handler; without it (an error from the platform) Ctrl-C keeps its default effect.
+/// A SIGHUP that was ignored (`nohup mpconn listen …`) stays ignored.
 pub fn install() {
+    let hangup_ignored = hangup_ignored();
     let result = ctrlc::set_handler(|| {
         if REQUESTED.swap(true, Ordering::SeqCst) {
             std::process::exit(SECOND_INTERRUPT_EXIT);
@@ -22,7 +24,37 @@ pub fn install() {
     if let Err(e) = result {
         log::warn!("Ctrl-C handler not installed ({e}): Ctrl-C ends the process without a report");
     }
+    if hangup_ignored {
+        ignore_hangup();
+    }
 }
+
+/// Whether SIGHUP is ignored now (inherited from `nohup`).
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`, a valid,
+    // zeroed (a valid bit pattern for the C struct) `sigaction`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(unix)]
+fn ignore_hangup() {
+    // SAFETY: setting a signal's disposition to SIG_IGN involves no handler code.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_ignored() -> bool {
+    false
+}
+
+#[cfg(not(unix))]
+fn ignore_hangup() {}
 
 /// Whether the user asked the command to end.
 pub fn requested() -> bool {
