@@ -12,10 +12,10 @@ use mpconn::{Address, Family, Result, arbitrary_address};
 
 use crate::interrupt;
 use crate::keys::KeyArgs;
+use crate::show::show;
 
 /// How often an idle reactor looks at the interrupt flag: the delay between Ctrl-C and the stop.
 const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
-use crate::show::show;
 
 struct Printer {
     echo: bool,
