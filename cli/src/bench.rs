@@ -5,13 +5,18 @@
 //! to the last, W2 at the client over all round trips, W4 at the server from the first completed
 //! handshake to the last. The W1 client writes 1,024 frames per write(2), as the raw anchor's
 //! does, so the server is what is measured.
+//!
+//! Ctrl-C (or SIGTERM) ends a run early: the client processes are killed and reaped, and the
+//! workload under way is reported from what the server measured so far, on one JSON line marked
+//! `"partial": true` whose `n` is the messages (connections for W4) measured; `--all` stops
+//! there. A complete result's line is unchanged.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
-use mpconn::reactor::{ConnId, Context, Handler, Reactor};
+use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
 use mpconn::wire::frame::encode_frame;
 use mpconn::{Address, Client, Family, Listener, arbitrary_address};
 
@@ -19,6 +24,41 @@ pub const PAYLOAD: usize = 64;
 pub const BULK: usize = 16 << 20;
 const W1_BATCH: usize = 1024;
 const KEY: &str = "secret";
+/// How long a reactor turn waits at most, so Ctrl-C is seen within this even when nothing moves.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
+
+/// A client process, killed and reaped if it still runs when this is dropped (Ctrl-C, an error):
+/// a bench leaves no client behind.
+struct ClientProcess(Child);
+
+/// How long an error from the client may precede the Ctrl-C that caused it (see
+/// [`crate::interrupt::requested_within`]).
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+
+impl ClientProcess {
+    /// Ends the client now (before this side closes its connection, so it reports no error).
+    fn stop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Waits for the client's normal end; an error if it failed.
+    fn finish(mut self) -> mpconn::Result<()> {
+        let status = self.0.wait()?;
+        if !status.success() {
+            return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "UPPER")]
@@ -75,6 +115,14 @@ pub fn emit(imp: &str, w: &str, family: &str, value: f64, unit: &str, n: usize) 
     let _ = std::io::stdout().flush();
 }
 
+/// A result cut short by Ctrl-C: the same line with `"partial": true`, `n` = what was measured.
+pub fn emit_partial(imp: &str, w: &str, family: &str, value: f64, unit: &str, n: usize) {
+    println!(
+        r#"{{"impl": "{imp}", "workload": "{w}", "family": "{family}", "value": {value:.3}, "unit": "{unit}", "n": {n}, "partial": true}}"#
+    );
+    let _ = std::io::stdout().flush();
+}
+
 fn family_name(f: Family) -> &'static str {
     match f {
         Family::Inet => "tcp",
@@ -123,6 +171,32 @@ impl BenchServer {
             Workload::W4 => Some((n / secs, "conn/s")),
             Workload::W2 | Workload::W5 => None,
         }
+    }
+
+    /// The figure from what was counted until now (Ctrl-C), and that count; `None` before two
+    /// ticks. W2's is the server's view: the time between echoes, per round trip.
+    fn partial_result(&self) -> Option<(f64, &'static str, usize)> {
+        if self.count < 2 {
+            return None;
+        }
+        let secs = self.first?.elapsed().as_secs_f64();
+        let n = (self.count - 1) as f64;
+        let (value, unit) = match self.workload {
+            Workload::W1 => (n / secs, "msg/s"),
+            Workload::W2 => (secs * 1e6 / n, "us/rtt"),
+            Workload::W3 => (n * BULK as f64 / secs / 1e9, "GB/s"),
+            Workload::W4 => (n / secs, "conn/s"),
+            Workload::W5 => return None,
+        };
+        Some((value, unit, self.count))
+    }
+}
+
+/// Reports the partial result of an interrupted run (or says on stderr that there is none).
+fn report_interrupted(server: &BenchServer, imp: &str, family: Family) {
+    match server.partial_result() {
+        Some((value, unit, n)) => emit_partial(imp, server.workload.name(), family_name(family), value, unit, n),
+        None => eprintln!("bench: interrupted before {} measured anything", server.workload.name()),
     }
 }
 
@@ -193,67 +267,140 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     let conn_options = if authenticated { conn_options.authkey(KEY) } else { conn_options };
     let (result, imp) = match args.face {
         Face::Reactor => {
+            let imp = "mpconn-reactor";
             let mut reactor = Reactor::new(BenchServer::new(args.workload, args.n))?;
             let l = reactor.listen(address, ListenOptions::new().connection(conn_options).backlog(4096))?;
-            let bound = reactor.listener_address(l).cloned().expect("bound");
-            let mut child = spawn_client(&bound)?;
-            reactor.run()?;
-            let status = child.wait()?;
-            if !status.success() {
-                return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
+            let bound = reactor.listener_address(l).cloned().ok_or(mpconn::Error::Closed("the listener"))?;
+            let client = ClientProcess(spawn_client(&bound)?);
+            while reactor.run_once(Some(INTERRUPT_CHECK))? == Turn::Running {
+                if crate::interrupt::requested() {
+                    drop(client);
+                    report_interrupted(reactor.handler(), imp, args.family);
+                    return Ok(());
+                }
             }
-            (reactor.handler().result(), "mpconn-reactor")
+            client.finish()?;
+            (reactor.handler().result(), imp)
         }
         Face::Blocking => {
             let mut builder = Listener::builder().address(address).backlog(4096).max_message_size(BULK + 1024);
             if authenticated {
                 builder = builder.authkey(KEY);
             }
+            let imp = "mpconn-blocking";
             let mut listener = builder.bind()?;
-            let mut child = spawn_client(listener.address())?;
+            let mut client = ClientProcess(spawn_client(listener.address())?);
             let mut s = BenchServer::new(args.workload, args.n);
-            if args.workload == Workload::W4 {
-                while !s.tick() {
-                    drop(listener.accept()?);
-                }
-            } else {
-                let mut conn = listener.accept()?;
-                let mut buf = vec![0u8; BULK];
-                loop {
-                    let done = match args.workload {
-                        Workload::W2 => {
-                            let m = conn.recv_bytes()?;
-                            conn.send_bytes(&m)?;
-                            s.tick()
-                        }
-                        Workload::W3 => {
-                            conn.recv_bytes_into(&mut buf)?;
-                            s.tick()
-                        }
-                        _ => {
-                            conn.recv_bytes_into(&mut buf)?;
-                            s.tick()
-                        }
-                    };
-                    if done {
-                        break;
-                    }
-                }
-                if args.workload != Workload::W2 {
-                    conn.send_bytes(b"")?;
-                }
-                let _ = conn.recv_bytes();
+            let unblocker = Unblocker::start(listener.address().clone());
+            let served = serve_blocking(&mut listener, &mut s, args.workload, &mut client);
+            drop(unblocker);
+            // Ctrl-C: seen between messages, or as the error of a client the terminal's Ctrl-C
+            // ended too.
+            let interrupted = match served {
+                Ok(()) => s.last.is_none() && crate::interrupt::requested(),
+                Err(_) => crate::interrupt::requested_within(INTERRUPT_GRACE),
+            };
+            if interrupted {
+                drop(client);
+                report_interrupted(&s, imp, args.family);
+                return Ok(());
             }
-            let status = child.wait()?;
-            if !status.success() {
-                return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
-            }
-            (s.result(), "mpconn-blocking")
+            served?;
+            client.finish()?;
+            (s.result(), imp)
         }
     };
     if let Some((value, unit)) = result {
         emit(imp, args.workload.name(), family_name(args.family), value, unit, args.n);
     }
+    Ok(())
+}
+
+/// For the blocking face: on Ctrl-C, one throwaway connection to the listener, so an `accept`
+/// that waits for a client that will not come (the terminal's Ctrl-C ended it too) returns.
+struct Unblocker {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Unblocker {
+    fn start(address: Address) -> Unblocker {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !finished.load(Ordering::Relaxed) {
+                if crate::interrupt::requested() {
+                    let client = Client::new(&address).authenticate(false).connect_timeout(Some(INTERRUPT_GRACE));
+                    drop(client.connect());
+                    return;
+                }
+                std::thread::sleep(INTERRUPT_CHECK);
+            }
+        });
+        Unblocker { done, thread: Some(thread) }
+    }
+}
+
+impl Drop for Unblocker {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The blocking face's server loop; returns early (`Ok`) when Ctrl-C was pressed, after stopping
+/// the client (while the connection is still open: a client cut off mid-write would print an
+/// error).
+fn serve_blocking(
+    listener: &mut Listener,
+    s: &mut BenchServer,
+    workload: Workload,
+    client: &mut ClientProcess,
+) -> mpconn::Result<()> {
+    let mut interrupted = || {
+        let yes = crate::interrupt::requested();
+        if yes {
+            client.stop();
+        }
+        yes
+    };
+    if workload == Workload::W4 {
+        while !s.tick() {
+            if interrupted() {
+                return Ok(());
+            }
+            drop(listener.accept()?);
+        }
+        return Ok(());
+    }
+    let mut conn = listener.accept()?;
+    let mut buf = vec![0u8; BULK];
+    loop {
+        if interrupted() {
+            return Ok(());
+        }
+        let done = match workload {
+            Workload::W2 => {
+                let m = conn.recv_bytes()?;
+                conn.send_bytes(&m)?;
+                s.tick()
+            }
+            _ => {
+                conn.recv_bytes_into(&mut buf)?;
+                s.tick()
+            }
+        };
+        if done {
+            break;
+        }
+    }
+    if workload != Workload::W2 {
+        conn.send_bytes(b"")?;
+    }
+    let _ = conn.recv_bytes();
     Ok(())
 }
 
@@ -334,7 +481,8 @@ mod w5 {
     use mpconn::reactor::{ConnId, Context, Handler, Reactor};
     use mpconn::{Address, Error, Family, Result, arbitrary_address};
 
-    use super::{BenchArgs, BenchServer, KEY, PAYLOAD, emit};
+    use super::{BenchArgs, BenchServer, ClientProcess, KEY, PAYLOAD, emit, emit_partial};
+    use crate::interrupt;
     use crate::stress::{raise_fd_limit, rss_of};
 
     const PER_PROCESS: usize = 9_500;
@@ -365,7 +513,9 @@ mod w5 {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;
-            let out = child.stdout.take().ok_or(Error::Closed("client stdout"))?;
+            let out = child.stdout.take();
+            let child = ClientProcess(child);
+            let out = out.ok_or(Error::Closed("client stdout"))?;
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
@@ -380,6 +530,13 @@ mod w5 {
         while ready < children.len() || reactor.handler().count < args.n {
             if start.elapsed() > LIMIT {
                 return Err(Error::Timeout("W5 clients did not all finish their round trip"));
+            }
+            if interrupt::requested() {
+                // The time so far, for the connections that made their round trip.
+                drop(children);
+                let n = reactor.handler().count;
+                emit_partial("mpconn-reactor", "W5-connect-all", "unix", start.elapsed().as_secs_f64(), "s", n);
+                return Ok(());
             }
             reactor.run_once(Some(Duration::from_millis(10)))?;
             while let Ok(line) = rx.try_recv() {
@@ -429,6 +586,14 @@ mod w5 {
             if Instant::now() > deadline {
                 return Err(Error::Timeout("W5 broadcast echoes did not all arrive"));
             }
+            if interrupt::requested() {
+                // What was measured before the broadcast is complete.
+                drop(children);
+                emit("mpconn-reactor", "W5", "unix", per_conn, "bytes/conn", args.n);
+                emit("mpconn-reactor", "W5-idle-turn", "unix", turn_us, "us/turn", args.n);
+                emit("mpconn-reactor", "W5-connect-all", "unix", connect_secs, "s", args.n);
+                return Ok(());
+            }
         };
         eprintln!(
             "W5: broadcast to {} connections and every echo back: {:.1} ms",
@@ -440,8 +605,8 @@ mod w5 {
         emit("mpconn-reactor", "W5-idle-turn", "unix", turn_us, "us/turn", args.n);
         emit("mpconn-reactor", "W5-connect-all", "unix", connect_secs, "s", args.n);
         for mut c in children {
-            drop(c.stdin.take());
-            let _ = c.wait();
+            drop(c.0.stdin.take());
+            let _ = c.0.wait();
         }
         Ok(())
     }

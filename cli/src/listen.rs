@@ -1,13 +1,21 @@
-//! `mpconn listen`: a reactor server that prints every connection event and message.
+//! `mpconn listen`: a reactor server that prints every connection event and message. It runs
+//! until Ctrl-C (or SIGTERM): then it stops the reactor gracefully (queued echoes flushed, each
+//! open connection closed and reported by its `close` line), drops the listener, which removes
+//! its Unix socket file, and exits 0.
 
 use std::io::Write;
+use std::time::Duration;
 
 use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
-use mpconn::reactor::{ConnId, Context, Handler, Reactor};
+use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
 use mpconn::{Address, Family, Result, arbitrary_address};
 
+use crate::interrupt;
 use crate::keys::KeyArgs;
 use crate::show::show;
+
+/// How often an idle reactor looks at the interrupt flag: the delay between Ctrl-C and the stop.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
 
 struct Printer {
     echo: bool,
@@ -57,7 +65,18 @@ pub fn run(address: Option<String>, family: Option<Family>, echo: bool, quiet: b
     }
     let mut reactor = Reactor::new(Printer { echo, quiet })?;
     let listener = reactor.listen(address, ListenOptions::new().connection(connection))?;
-    println!("listening on {}", reactor.listener_address(listener).expect("just bound"));
+    let bound = reactor.listener_address(listener).ok_or(mpconn::Error::Closed("the listener"))?;
+    println!("listening on {bound}");
     let _ = std::io::stdout().flush();
-    reactor.run()
+    let mut stopping = false;
+    loop {
+        if !stopping && interrupt::requested() {
+            log::info!("interrupted: stopping (open connections are closed, the socket file removed)");
+            reactor.with_context(|ctx| ctx.stop());
+            stopping = true;
+        }
+        if reactor.run_once(Some(INTERRUPT_CHECK))? == Turn::Stopped {
+            return Ok(());
+        }
+    }
 }

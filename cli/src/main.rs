@@ -7,13 +7,15 @@ mod interrupt;
 mod keys;
 mod listen;
 mod literal;
+mod logging;
+mod negative;
 mod send;
 mod show;
 mod stress;
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 use mpconn::Family;
 
 #[derive(Parser)]
@@ -21,9 +23,15 @@ use mpconn::Family;
     name = "mpconn",
     version,
     about = "Python multiprocessing.connection for Rust: servers, clients, benchmarks, stress tests",
-    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle \"{'a': (1, b'x')}\" --recv 1\n\nExit codes: 0 ok, 1 runtime error, 2 usage error, 3 stress found errors."
+    after_help = "Examples:\n  mpconn stress                               # 1,000 clients against an embedded server\n  mpconn listen localhost:6000 --authkey-env KEY --echo\n  mpconn send localhost:6000 --pickle \"{'a': (1, b'x')}\" --recv 1\n\nLogging: the library's diagnostics go to stderr: warnings by default, -v info, -vv debug,\n-vvv trace, -q errors only; RUST_LOG (env_logger syntax, e.g. RUST_LOG=mpconn=debug), when set,\nwins over -v and -q. Ctrl-C ends listen, bench and stress in order (stress and bench print\ntheir report; listen removes its socket file); a second Ctrl-C exits at once."
 )]
 struct Cli {
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// Log errors only (unless -v is given too); for `listen`, also print only the address line.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(flatten)]
     keys: keys::KeyArgs,
     #[command(subcommand)]
@@ -65,9 +73,6 @@ enum Cmd {
         /// Send every message back to its sender.
         #[arg(long)]
         echo: bool,
-        /// Print only the address line.
-        #[arg(long)]
-        quiet: bool,
     },
     /// Connects, sends messages, and prints replies. Exits non-zero when the listener did not
     /// accept the connection (wrong or missing key, wrong dialect).
@@ -79,7 +84,7 @@ enum Cmd {
         /// Where to connect.
         address: String,
         /// The messages: text sent as UTF-8 bytes, or Python values with --pickle (a negative
-        /// number needs no `--`; an expression such as `-2**100` goes in parentheses).
+        /// number or expression such as `-1.5` or `-2**100` needs no `--`).
         messages: Vec<String>,
         /// Send each message as a pickled Python value given as a Python literal (or JSON).
         #[arg(long)]
@@ -156,16 +161,47 @@ enum Cmd {
     },
 }
 
+/// The command line's definition, each subcommand's `--help` ending with the exit codes.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(&name, |sub| {
+            let before = sub.get_after_help().map(|h| format!("{h}\n\n")).unwrap_or_default();
+            let after = format!("{before}{}", exit::help(Some(&name)));
+            sub.after_help(after)
+        });
+    }
+    let before = cmd.get_after_help().map(|h| format!("{h}\n\n")).unwrap_or_default();
+    let after = format!("{before}{}", exit::help(None));
+    cmd.after_help(after)
+}
+
+/// The parsed command line (a usage error exits with 2, as clap does).
+fn parse() -> Cli {
+    let matches = command().get_matches_from(negative::mark(std::env::args_os()));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
+    logging::init(logging::level(cli.verbose, cli.quiet));
     let keys = cli.keys;
     let result = match cli.command {
-        Cmd::Listen { address, family, echo, quiet } => listen::run(address, family, echo, quiet, &keys),
+        Cmd::Listen { address, family, echo } => {
+            interrupt::install();
+            listen::run(address, family, echo, cli.quiet, &keys)
+        }
         Cmd::Send { address, messages, pickle, json, protocol, recv, timeout } => {
+            let address = negative::unmark(address);
+            let messages: Vec<String> = messages.into_iter().map(negative::unmark).collect();
             let args = send::SendArgs { address: &address, messages: &messages, pickle, json, protocol, recv, timeout };
             send::run(&args, &keys)
         }
         Cmd::Bench { workload, all, family, n, face, threads, role, addr } => {
+            if role != "client" {
+                interrupt::install();
+            }
             let imp = match face {
                 bench::Face::Reactor => "mpconn-reactor",
                 bench::Face::Blocking => "mpconn-blocking",
@@ -205,6 +241,9 @@ fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
     for workload in [W1, W2, W3, W4] {
         for family in [Family::Unix, Family::Inet] {
             bench::run_server(&bench::BenchArgs { workload, family, n: workload.default_n(), face, threads })?;
+            if interrupt::requested() {
+                return Ok(());
+            }
         }
     }
     if face == bench::Face::Reactor {

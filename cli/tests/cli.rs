@@ -311,3 +311,194 @@ fn send_dialect_and_protocol_are_honoured() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--protocol"), "{}", text(&out.stderr));
 }
+
+/// Waits (bounded) for `child` to exit; kills it and panics past `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on a process this test started and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// Whether a process with this id exists (a zombie counts).
+fn exists(pid: u32) -> bool {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// One `listen` on a fresh Unix socket (key "right"; extra options and environment given), a
+/// `send` with the wrong key, then SIGINT (SIGTERM if `-q` is among the options). Checks the exit (0) and that the socket file is gone;
+/// returns listen's stdout (its address replaced by ADDR) and stderr.
+fn listen_refuse_interrupt(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s");
+    let err_path = dir.path().join("stderr");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("listen").args(args).args(["--authkey", "right"]).arg(&socket).env_remove("RUST_LOG");
+    cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&err_path).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let first = lines.recv_timeout(WAIT).unwrap();
+    assert!(first.starts_with("listening on "), "{first}");
+    assert!(socket.exists());
+    let sent = run(&["send", socket.to_str().unwrap(), "--authkey", "wrong", "hi"], &[]);
+    assert_eq!(sent.status.code(), Some(1), "{}", text(&sent.stderr));
+    // The refusal is handled (and logged) before the client hears it; a moment for the line.
+    thread::sleep(Duration::from_millis(200));
+    signal(&child, if args.contains(&"-q") { libc::SIGTERM } else { libc::SIGINT });
+    let status = wait_bounded(&mut child, WAIT);
+    assert_eq!(status.code(), Some(0), "Ctrl-C (or SIGTERM) ends listen normally");
+    assert!(!socket.exists(), "the socket file is removed");
+    let mut stdout = vec![first];
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
+        stdout.push(l);
+    }
+    let stdout = stdout.join("\n").replace(socket.to_str().unwrap(), "ADDR");
+    (stdout, std::fs::read_to_string(&err_path).unwrap())
+}
+
+#[test]
+fn log_lines_go_to_stderr_with_v_or_rust_log_and_stdout_is_unchanged() {
+    let (plain, plain_err) = listen_refuse_interrupt(&[], &[]);
+    assert_eq!(plain, "listening on ADDR\nclose conn#1.2: authentication failed: digest received was wrong");
+    assert_eq!(plain_err, "", "the default (warn) logs nothing for a refused handshake");
+    for (args, env) in [(&["-vv"][..], &[][..]), (&[][..], &[("RUST_LOG", "debug")][..])] {
+        let (out, err) = listen_refuse_interrupt(args, env);
+        assert_eq!(out, plain, "{args:?} {env:?}: stdout is the same");
+        assert!(
+            err.lines().any(|l| l.contains("DEBUG mpconn::wire::session: session closing: authentication failed")),
+            "{args:?} {env:?}: {err}"
+        );
+    }
+    // RUST_LOG wins over -v.
+    let (_, err) = listen_refuse_interrupt(&["-vv"], &[("RUST_LOG", "error")]);
+    assert_eq!(err, "");
+    // -q: errors only, and listen prints only the address line (its old --quiet).
+    let (out, err) = listen_refuse_interrupt(&["--quiet"], &[]);
+    assert_eq!((out.as_str(), err.as_str()), ("listening on ADDR", ""));
+    let (out, err) = listen_refuse_interrupt(&["-q", "-vv"], &[]);
+    assert_eq!(out, "listening on ADDR");
+    assert!(err.contains("session closing: authentication failed"), "-v wins over -q for the log: {err}");
+
+    // The client side too: its log line, then its error line.
+    let server = Listening::start(&["--authkey", "right", "127.0.0.1:0"], &[]);
+    let out = run(&["-v", "-v", "send", &server.address, "--authkey", "wrong", "hi"], &[("RUST_LOG", "")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    let err = text(&out.stderr);
+    assert!(err.contains("DEBUG mpconn::wire::session: session closing: authentication failed"), "{err}");
+    assert!(err.lines().last().unwrap().starts_with("mpconn: authentication failed"), "{err}");
+    let out = run(&["send", &server.address, "--authkey", "wrong", "hi", "-q"], &[("RUST_LOG", "")]);
+    assert_eq!(text(&out.stderr).lines().count(), 1, "-q: only the error: {}", text(&out.stderr));
+}
+
+#[test]
+fn ctrl_c_ends_bench_with_a_partial_report_and_no_client_left() {
+    // n far larger than what runs before the signal, so the run is cut short.
+    let mut bench = Command::new(BIN)
+        .args(["bench", "--workload", "W1", "--n", "2000000000"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let client = loop {
+        let out = Command::new("pgrep").args(["-P", &bench.id().to_string()]).output().unwrap();
+        if let Some(pid) = text(&out.stdout).lines().next() {
+            break pid.trim().parse::<u32>().unwrap();
+        }
+        assert!(start.elapsed() < WAIT, "no bench client process");
+        thread::sleep(Duration::from_millis(20));
+    };
+    // Time to measure something.
+    thread::sleep(Duration::from_millis(1500));
+    signal(&bench, libc::SIGINT);
+    let status = wait_bounded(&mut bench, WAIT);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut bench.stdout.take().unwrap(), &mut stdout).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stderr, "", "the client is stopped before it sees a broken connection");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let l = &lines[0];
+    assert_eq!(l["partial"], true);
+    assert_eq!(l["workload"], "W1");
+    assert_eq!(l["unit"], "msg/s");
+    let n = l["n"].as_u64().unwrap();
+    assert!(n > 1 && n < 2_000_000_000, "{stdout}");
+    assert!(l["value"].as_f64().unwrap() > 0.0);
+    assert!(!exists(client), "the client process {client} is gone");
+}
+
+#[test]
+fn exit_codes_usage_2_runtime_1_and_every_help_lists_them() {
+    for args in [&["send", "x", "--bogus"][..], &["bench", "--workload", "W9"], &["listen", "--family", "x"], &["nope"]]
+    {
+        let out = run(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+    }
+    // Nobody listens on port 1; a Unix socket path that does not exist; an address not bindable.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none").join("s");
+    for args in [
+        &["send", "127.0.0.1:1", "x"][..],
+        &["send", missing.to_str().unwrap(), "x"],
+        &["listen", missing.to_str().unwrap()],
+    ] {
+        let out = run(args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with("mpconn: "), "{args:?}: {}", text(&out.stderr));
+    }
+    for sub in ["listen", "send", "bench", "stress"] {
+        let help = text(&run(&[sub, "--help"], &[]).stdout);
+        assert!(help.contains("Exit codes:\n  0  ok\n  1  runtime error"), "{sub}: {help}");
+        assert!(help.contains("  2  usage error"), "{sub}: {help}");
+        assert_eq!(help.contains("  3  stress found errors"), sub == "stress", "{sub}: {help}");
+    }
+}
+
+#[test]
+fn negative_values_after_pickle_need_no_double_dash() {
+    let server = Listening::start(&["--echo", "--authkey", "k", "127.0.0.1:0"], &[]);
+    for (value, printed) in [("-1", "-1"), ("-1.5", "-1.5"), ("-2**100", "-1267650600228229401496703205376")] {
+        let out = run(&["send", &server.address, "--authkey", "k", "--pickle", value, "--recv", "1"], &[]);
+        assert!(out.status.success(), "{value}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), format!("{printed}\n"));
+        let line = server.expect_line("message ");
+        assert!(line.ends_with(&format!("): {printed}")), "{line}");
+    }
+    // Several, between options; and a bytes message that starts like one is sent as it is.
+    let out = run(&["send", &server.address, "--pickle", "-2**2", "-(3)", "--recv", "2", "--authkey", "k"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "-4\n-3\n");
+    let out = run(&["send", &server.address, "--authkey", "k", "-5x", "--recv", "1"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "b'-5x'\n");
+}
