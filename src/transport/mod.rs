@@ -21,6 +21,8 @@ mod windows;
 pub use readiness::wait_readable;
 #[cfg(unix)]
 pub use socket::{SocketListener, Stream};
+#[cfg(all(unix, feature = "tokio"))]
+pub(crate) use socket::StdListener;
 #[cfg(windows)]
 pub use windows::{SocketListener, Stream, wait_readable};
 

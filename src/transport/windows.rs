@@ -467,6 +467,16 @@ impl SocketListener {
         }
     }
 
+    /// A duplicate of the TCP listening socket, for a runtime that registers its own copy (the
+    /// async face); `None` for a pipe listener.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_clone_tcp(&self) -> Option<io::Result<TcpListener>> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => Some(l.try_clone()),
+            _ => None,
+        }
+    }
+
     /// The listening socket, as a number. A pipe listener has none: its instances come and go.
     pub fn raw_descriptor(&self) -> io::Result<RawDescriptor> {
         match &self.inner {
