@@ -58,6 +58,8 @@ pub enum Face {
     Reactor,
     /// The blocking API (Listener / Connection), one thread.
     Blocking,
+    /// The async face (`mpconn::tokio`) on a current-thread tokio runtime.
+    Async,
 }
 
 pub struct BenchArgs {
@@ -183,6 +185,7 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
                 match args.face {
                     Face::Reactor => "reactor",
                     Face::Blocking => "blocking",
+                    Face::Async => "async",
                 },
             ])
             .stdout(Stdio::inherit())
@@ -250,11 +253,81 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             }
             (s.result(), "mpconn-blocking")
         }
+        Face::Async => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let s = runtime.block_on(async_server(args, address, authenticated, &spawn_client))?;
+            (s.result(), "mpconn-async")
+        }
     };
     if let Some((value, unit)) = result {
         emit(imp, args.workload.name(), family_name(args.family), value, unit, args.n);
     }
     Ok(())
+}
+
+/// The server of `--face async`: the async face on the current-thread runtime it runs on. W4
+/// accepts while earlier clients authenticate (each handshake a task of its own).
+async fn async_server(
+    args: &BenchArgs,
+    address: Address,
+    authenticated: bool,
+    spawn_client: &dyn Fn(&Address) -> std::io::Result<std::process::Child>,
+) -> mpconn::Result<BenchServer> {
+    use mpconn::tokio::Listener as AsyncListener;
+    let mut builder = AsyncListener::builder().address(address).backlog(4096).max_message_size(BULK + 1024);
+    if authenticated {
+        builder = builder.authkey(KEY);
+    }
+    let mut listener = builder.bind()?;
+    let mut child = spawn_client(listener.address())?;
+    let mut s = BenchServer::new(args.workload, args.n);
+    if args.workload == Workload::W4 {
+        let mut handshakes = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                incoming = listener.accept_incoming() => {
+                    let incoming = incoming?;
+                    handshakes.spawn(async move { incoming.handshake().await.map(drop) });
+                }
+                Some(done) = handshakes.join_next() => {
+                    done.map_err(|e| mpconn::Error::Config(format!("handshake task: {e}")))??;
+                    if s.tick() {
+                        break;
+                    }
+                }
+            }
+        }
+    } else {
+        let mut conn = listener.accept().await?;
+        let mut buf = vec![0u8; if args.workload == Workload::W3 { BULK } else { PAYLOAD }];
+        loop {
+            let done = match args.workload {
+                Workload::W2 => {
+                    let n = conn.recv_bytes_into(&mut buf).await?;
+                    conn.send_bytes(&buf[..n]).await?;
+                    s.tick()
+                }
+                _ => {
+                    conn.recv_bytes_into(&mut buf).await?;
+                    s.tick()
+                }
+            };
+            if done {
+                break;
+            }
+        }
+        if args.workload != Workload::W2 {
+            conn.send_bytes(b"").await?;
+        }
+        let _ = conn.recv_bytes().await;
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(|e| mpconn::Error::Config(format!("waiting for the client: {e}")))??;
+    if !status.success() {
+        return Err(mpconn::Error::Config(format!("bench client failed: {status}")));
+    }
+    Ok(s)
 }
 
 pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<()> {
