@@ -52,12 +52,8 @@ struct Py {
 
 impl Py {
     fn spawn(exe: &Path, args: &[&str]) -> Py {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start python");
+        let mut child =
+            Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start python");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -151,7 +147,10 @@ async fn converse(conn: &mut Connection, version: &str) {
         conn.recv_value().await.expect("recv")
     })
     .await;
-    assert_eq!(mpconn::pickle::repr(&got), "{'hello': 'world', 'n': 1, 'list': [1, 2.5, None, True], 'tuple': (1, 'a')}");
+    assert_eq!(
+        mpconn::pickle::repr(&got),
+        "{'hello': 'world', 'n': 1, 'list': [1, 2.5, None, True], 'tuple': (1, 'a')}"
+    );
 
     // Big both ways (the large-message write path and the decoder's large reads).
     assert_eq!(ask(conn, b"big:3000000").await, pattern(3_000_000));

@@ -284,7 +284,11 @@ impl Listener {
         };
         let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
         let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
-        Ok(Incoming { conn: Connection::new(io, self.max_message_size, session), keyed: self.handshake.is_some(), peer })
+        Ok(Incoming {
+            conn: Connection::new(io, self.max_message_size, session),
+            keyed: self.handshake.is_some(),
+            peer,
+        })
     }
 
     /// The bound address (with the real port if 0 was asked for).

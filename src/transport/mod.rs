@@ -19,10 +19,10 @@ mod windows;
 
 #[cfg(unix)]
 pub use readiness::wait_readable;
-#[cfg(unix)]
-pub use socket::{SocketListener, Stream};
 #[cfg(all(unix, feature = "tokio"))]
 pub(crate) use socket::StdListener;
+#[cfg(unix)]
+pub use socket::{SocketListener, Stream};
 #[cfg(windows)]
 pub use windows::{SocketListener, Stream, wait_readable};
 
