@@ -145,7 +145,10 @@ impl ListenerBuilder {
 #[derive(Debug)]
 struct Socket {
     accepting: Accepting,
-    _listener: SocketListener,
+    /// Kept for what it owns (the Unix socket file, removed on drop); on Windows it also
+    /// accepts pipe clients.
+    #[cfg_attr(unix, allow(dead_code))]
+    listener: SocketListener,
 }
 
 #[derive(Debug)]
@@ -153,6 +156,10 @@ enum Accepting {
     Tcp(::tokio::net::TcpListener),
     #[cfg(unix)]
     Unix(::tokio::net::UnixListener),
+    /// A Windows pipe listener: accepts through the crate's listener in non-blocking mode,
+    /// woken by its driver thread.
+    #[cfg(windows)]
+    Pipe(std::sync::Arc<super::io::Wakers>),
 }
 
 impl Socket {
@@ -169,12 +176,23 @@ impl Socket {
             }
         };
         #[cfg(windows)]
-        let accepting = {
-            let l = listener.try_clone_tcp().ok_or(crate::transport::unsupported(Family::Pipe))??;
-            l.set_nonblocking(true)?;
-            Accepting::Tcp(::tokio::net::TcpListener::from_std(l)?)
+        let mut listener = listener;
+        #[cfg(windows)]
+        let accepting = match listener.try_clone_tcp() {
+            Some(l) => {
+                let l = l?;
+                l.set_nonblocking(true)?;
+                Accepting::Tcp(::tokio::net::TcpListener::from_std(l)?)
+            }
+            None => {
+                let wakers = std::sync::Arc::new(super::io::Wakers::default());
+                if !listener.set_pipe_notify(wakers.clone()) {
+                    return Err(crate::transport::unsupported(Family::Pipe));
+                }
+                Accepting::Pipe(wakers)
+            }
         };
-        Ok(Socket { accepting, _listener: listener })
+        Ok(Socket { accepting, listener })
     }
 
     /// Accepts one client. Cancel-safe (tokio's accept is).
@@ -191,23 +209,39 @@ impl Socket {
                 let peer = Address::Unix(a.as_pathname().map(|p| p.to_path_buf()).unwrap_or_default());
                 Ok((AsyncStream::Unix(s), peer))
             }
+            #[cfg(windows)]
+            Accepting::Pipe(wakers) => {
+                let (stream, peer) = std::future::poll_fn(|cx| {
+                    // The waker first, so a client arriving during the attempt is not missed.
+                    wakers.set_read(cx.waker());
+                    match self.listener.accept_nonblocking() {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::task::Poll::Pending,
+                        r => std::task::Poll::Ready(r),
+                    }
+                })
+                .await?;
+                let io = AsyncStream::from_stream(stream).map_err(std::io::Error::other)?;
+                Ok((io, peer))
+            }
         }
     }
 
-    fn raw_descriptor(&self) -> RawDescriptor {
+    fn raw_descriptor(&self) -> std::io::Result<RawDescriptor> {
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;
             match &self.accepting {
-                Accepting::Tcp(l) => l.as_raw_fd(),
-                Accepting::Unix(l) => l.as_raw_fd(),
+                Accepting::Tcp(l) => Ok(l.as_raw_fd()),
+                Accepting::Unix(l) => Ok(l.as_raw_fd()),
             }
         }
         #[cfg(windows)]
         {
             use std::os::windows::io::AsRawSocket;
             match &self.accepting {
-                Accepting::Tcp(l) => l.as_raw_socket() as usize,
+                Accepting::Tcp(l) => Ok(l.as_raw_socket() as usize),
+                // A pipe listener has none (its instances come and go): the blocking face's error.
+                Accepting::Pipe(_) => self.listener.raw_descriptor(),
             }
         }
     }
@@ -303,7 +337,7 @@ impl Listener {
 
     /// The listening socket's descriptor.
     pub fn fileno(&self) -> Result<RawDescriptor> {
-        Ok(self.socket()?.raw_descriptor())
+        Ok(self.socket()?.raw_descriptor()?)
     }
 
     /// Closes the listener; a Unix socket file it created is removed. Dropping does the same.

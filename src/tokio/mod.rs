@@ -30,9 +30,12 @@
 //! [`Stream`](futures_core::Stream) and [`Sink`](futures_sink::Sink) of messages are implemented
 //! on [`Connection`].
 //!
-//! Families: TCP and Unix sockets (abstract names included). Windows named pipes are not served
-//! by this face yet: binding or connecting to a `\\.\pipe\` address gives
-//! [`Error::UnsupportedFamily`](crate::Error::UnsupportedFamily).
+//! Families: TCP, Unix sockets (abstract names included) and Windows named pipes (`\\.\pipe\name`,
+//! message mode without a length prefix, as Python's `PipeConnection`). Pipes go through the
+//! crate's own pipe transport, not tokio's `NamedPipeServer`: tokio's pipes read through mio,
+//! which reports a read that ended with `ERROR_MORE_DATA` as a plain read, so the end of a
+//! message longer than one read cannot be seen there. The crate's pipe driver thread wakes the
+//! waiting task on every change of the pipe's state.
 
 mod client;
 mod connection;
