@@ -48,6 +48,8 @@
 //! ## Cargo features
 //! * `pickle` (default): `send` / `recv` of serde values and [`pickle::Value`] through the crate's
 //!   own pickle codec (protocols 0-5 read, 2-5 written).
+//! * `tokio`: the async face, [`tokio`]: `Listener`, `Client` and `Connection` as futures, and a
+//!   `Stream`/`Sink` of messages, driving the same sans-IO session.
 #![deny(missing_docs)]
 // Unsafe code only where Windows named pipes call the Windows API (`transport::pipe`).
 #![cfg_attr(not(windows), forbid(unsafe_code))]
@@ -60,6 +62,9 @@ pub mod error;
 #[cfg(feature = "pickle")]
 pub mod pickle;
 pub mod reactor;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 pub(crate) mod transport;
 pub mod wire;
 

@@ -98,6 +98,8 @@ pub enum Face {
     Reactor,
     /// The blocking API (Listener / Connection), one thread.
     Blocking,
+    /// The async face (`mpconn::tokio`) on a current-thread tokio runtime.
+    Async,
 }
 
 pub struct BenchArgs {
@@ -257,6 +259,7 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
                 match args.face {
                     Face::Reactor => "reactor",
                     Face::Blocking => "blocking",
+                    Face::Async => "async",
                 },
             ])
             .stdout(Stdio::inherit())
@@ -296,6 +299,27 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
             drop(unblocker);
             // Ctrl-C: seen between messages, or as the error of a client the terminal's Ctrl-C
             // ended too.
+            let interrupted = match served {
+                Ok(()) => s.last.is_none() && crate::interrupt::requested(),
+                Err(_) => crate::interrupt::requested_within(INTERRUPT_GRACE),
+            };
+            if interrupted {
+                drop(client);
+                report_interrupted(&s, imp, args.family);
+                return Ok(());
+            }
+            served?;
+            client.finish()?;
+            (s.result(), imp)
+        }
+        Face::Async => {
+            let imp = "mpconn-async";
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let mut s = BenchServer::new(args.workload, args.n);
+            let (client, served) =
+                runtime.block_on(async_server(args, address, authenticated, &spawn_client, &mut s))?;
+            // Ctrl-C: seen between messages, or as the error of a client the terminal's Ctrl-C
+            // ended too (as the blocking face).
             let interrupted = match served {
                 Ok(()) => s.last.is_none() && crate::interrupt::requested(),
                 Err(_) => crate::interrupt::requested_within(INTERRUPT_GRACE),
@@ -401,6 +425,102 @@ fn serve_blocking(
         conn.send_bytes(b"")?;
     }
     let _ = conn.recv_bytes();
+    Ok(())
+}
+
+/// The server of `--face async`: the async face on the current-thread runtime it runs on. W4
+/// accepts while earlier clients authenticate (each handshake a task of its own).
+/// Returns the client process and how serving ended (`Ok` early on Ctrl-C, the client already
+/// stopped); binding or starting the client failing is the outer error.
+async fn async_server(
+    args: &BenchArgs,
+    address: Address,
+    authenticated: bool,
+    spawn_client: &dyn Fn(&Address) -> std::io::Result<std::process::Child>,
+    s: &mut BenchServer,
+) -> mpconn::Result<(ClientProcess, mpconn::Result<()>)> {
+    use mpconn::tokio::Listener as AsyncListener;
+    let mut builder = AsyncListener::builder().address(address).backlog(4096).max_message_size(BULK + 1024);
+    if authenticated {
+        builder = builder.authkey(KEY);
+    }
+    let mut listener = builder.bind()?;
+    let mut client = ClientProcess(spawn_client(listener.address())?);
+    let served = async_serve(args.workload, &mut listener, s, &mut client).await;
+    Ok((client, served))
+}
+
+/// The async face's server loop; returns early (`Ok`) on Ctrl-C after stopping the client.
+async fn async_serve(
+    workload: Workload,
+    listener: &mut mpconn::tokio::Listener,
+    s: &mut BenchServer,
+    client: &mut ClientProcess,
+) -> mpconn::Result<()> {
+    let mut interrupted = || {
+        let yes = crate::interrupt::requested();
+        if yes {
+            client.stop();
+        }
+        yes
+    };
+    if workload == Workload::W4 {
+        let mut handshakes = tokio::task::JoinSet::new();
+        loop {
+            if interrupted() {
+                return Ok(());
+            }
+            tokio::select! {
+                incoming = listener.accept_incoming() => {
+                    let incoming = incoming?;
+                    handshakes.spawn(async move { incoming.handshake().await.map(drop) });
+                }
+                Some(done) = handshakes.join_next() => {
+                    done.map_err(|e| mpconn::Error::Config(format!("handshake task: {e}")))??;
+                    if s.tick() {
+                        return Ok(());
+                    }
+                }
+                // Wakes the loop to look for a Ctrl-C when no client comes any more.
+                _ = tokio::time::sleep(INTERRUPT_CHECK) => {}
+            }
+        }
+    }
+    // Without a key an accept has no handshake to lose when the sleep wins.
+    let mut conn = loop {
+        tokio::select! {
+            conn = listener.accept() => break conn?,
+            _ = tokio::time::sleep(INTERRUPT_CHECK) => {
+                if interrupted() {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let mut buf = vec![0u8; if workload == Workload::W3 { BULK } else { PAYLOAD }];
+    loop {
+        if interrupted() {
+            return Ok(());
+        }
+        let done = match workload {
+            Workload::W2 => {
+                let n = conn.recv_bytes_into(&mut buf).await?;
+                conn.send_bytes(&buf[..n]).await?;
+                s.tick()
+            }
+            _ => {
+                conn.recv_bytes_into(&mut buf).await?;
+                s.tick()
+            }
+        };
+        if done {
+            break;
+        }
+    }
+    if workload != Workload::W2 {
+        conn.send_bytes(b"").await?;
+    }
+    let _ = conn.recv_bytes().await;
     Ok(())
 }
 

@@ -205,6 +205,7 @@ fn main() {
             let imp = match face {
                 bench::Face::Reactor => "mpconn-reactor",
                 bench::Face::Blocking => "mpconn-blocking",
+                bench::Face::Async => "mpconn-async",
             };
             if all {
                 run_all_benches(face, threads)

@@ -185,6 +185,16 @@ fn bench_prints_json_lines_in_the_standard_shape() {
     let out = run(&["bench", "--workload", "W2", "--n", "2000", "--face", "blocking"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(json_lines(&out)[0]["impl"], "mpconn-blocking");
+    // The async face (mpconn::tokio on a current-thread runtime), W1-W4, each one JSON line.
+    for (w, n) in [("W1", "20000"), ("W2", "2000"), ("W3", "4"), ("W4", "50")] {
+        let out = run(&["bench", "--workload", w, "--n", n, "--face", "async"], &[]);
+        assert!(out.status.success(), "{w}: {}", text(&out.stderr));
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{w}");
+        assert_eq!(lines[0]["impl"], "mpconn-async", "{w}");
+        assert_eq!(lines[0]["workload"], w);
+        assert!(lines[0]["value"].as_f64().unwrap() > 0.0, "{w}");
+    }
 }
 
 #[test]

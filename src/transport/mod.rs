@@ -19,6 +19,8 @@ mod windows;
 
 #[cfg(unix)]
 pub use readiness::wait_readable;
+#[cfg(all(unix, feature = "tokio"))]
+pub(crate) use socket::StdListener;
 #[cfg(unix)]
 pub use socket::{SocketListener, Stream};
 #[cfg(windows)]

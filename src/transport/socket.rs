@@ -237,6 +237,14 @@ pub struct SocketListener {
     owned_dir: Option<PathBuf>,
 }
 
+/// A std listening socket (see [`SocketListener::try_clone_std`]).
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) enum StdListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
 #[derive(Debug)]
 enum ListenerInner {
     Tcp(TcpListener),
@@ -377,6 +385,17 @@ impl SocketListener {
     /// The file descriptor.
     pub fn raw_descriptor(&self) -> io::Result<RawDescriptor> {
         Ok(self.as_raw_fd())
+    }
+
+    /// A duplicate of the listening socket, for a runtime that registers its own copy (the async
+    /// face). This listener keeps what it owns: the socket file and directory are removed when
+    /// it is dropped.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_clone_std(&self) -> io::Result<StdListener> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => Ok(StdListener::Tcp(l.try_clone()?)),
+            ListenerInner::Unix(l) => Ok(StdListener::Unix(l.try_clone()?)),
+        }
     }
 
     /// Switches non-blocking mode.

@@ -165,6 +165,20 @@ impl Stream {
         }
     }
 
+    /// A pipe: switches to non-blocking mode and reports every change to `notify` (the async
+    /// face's wakers). False for anything else.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_pipe_notify(&mut self, notify: Arc<dyn Notify>) -> bool {
+        match self {
+            Stream::Pipe(p) => {
+                p.set_nonblocking(true);
+                p.set_notify(Some((notify, 0)));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Registers with a reactor: TCP with mio's poller, a pipe reports to `notify`.
     pub(crate) fn register(
         &mut self,
@@ -464,6 +478,30 @@ impl SocketListener {
                     None => Ok(None),
                 }
             }
+        }
+    }
+
+    /// A pipe listener: switches to non-blocking accepts and reports every change to `notify`
+    /// (the async face's wakers). False for a TCP listener.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_pipe_notify(&mut self, notify: Arc<dyn Notify>) -> bool {
+        match &mut self.inner {
+            ListenerInner::Pipe(l) => {
+                l.set_nonblocking(true);
+                l.set_notify(Some((notify, 0)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A duplicate of the TCP listening socket, for a runtime that registers its own copy (the
+    /// async face); `None` for a pipe listener.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_clone_tcp(&self) -> Option<io::Result<TcpListener>> {
+        match &self.inner {
+            ListenerInner::Tcp(l) => Some(l.try_clone()),
+            _ => None,
         }
     }
 
