@@ -167,8 +167,8 @@ enum Cmd {
         /// A request as raw bytes: hex digits, or @FILE.
         #[arg(long, value_name = "HEX|@FILE", conflicts_with = "requests")]
         request_bytes: Option<String>,
-        /// How replies are checked: echo (equal to the request; the default), any, or a Python
-        /// literal the reply must equal (`{seq}`, `{client}` replaced as in --request).
+        /// How replies are checked: echo (equal to the request; the default without --request), any
+        /// (the default with --request), or a Python literal the reply must equal (`{seq}`, `{client}` replaced as in --request).
         #[arg(long, value_name = "any|echo|VALUE", allow_hyphen_values = true)]
         expect: Option<String>,
         /// Print one JSON object with the results on stdout (the report lines go to stderr).

@@ -54,7 +54,14 @@ pub fn shown(reply: &[u8]) -> String {
 
 /// Checks a reply to a `--request`/`--request-bytes` request (`request` is the value sent, or
 /// `None` for bytes; `sent` its bytes).
-pub fn check(plan: &Plan, reply: &[u8], request: Option<&Value>, sent: &[u8], seq: u64, client: u64) -> Option<Failure> {
+pub fn check(
+    plan: &Plan,
+    reply: &[u8],
+    request: Option<&Value>,
+    sent: &[u8],
+    seq: u64,
+    client: u64,
+) -> Option<Failure> {
     let decode = || {
         loads_value(reply).map_err(|e| Failure { kind: format!("reply is not a pickle: {e}"), example: shown(reply) })
     };
@@ -68,7 +75,11 @@ pub fn check(plan: &Plan, reply: &[u8], request: Option<&Value>, sent: &[u8], se
                 Ok(v) if v == *req => None,
                 Ok(v) => Some(Failure {
                     kind: "check failed: not the echo of the request".into(),
-                    example: format!("{} (request {})", repr_limited(&v, EXAMPLE_CHARS), repr_limited(req, EXAMPLE_CHARS)),
+                    example: format!(
+                        "{} (request {})",
+                        repr_limited(&v, EXAMPLE_CHARS),
+                        repr_limited(req, EXAMPLE_CHARS)
+                    ),
                 }),
             },
         },
@@ -78,7 +89,11 @@ pub fn check(plan: &Plan, reply: &[u8], request: Option<&Value>, sent: &[u8], se
             (Ok(v), Ok(want)) if v == want => None,
             (Ok(v), Ok(want)) => Some(Failure {
                 kind: format!("check failed: expected {text}"),
-                example: format!("{} (expected {})", repr_limited(&v, EXAMPLE_CHARS), repr_limited(&want, EXAMPLE_CHARS)),
+                example: format!(
+                    "{} (expected {})",
+                    repr_limited(&v, EXAMPLE_CHARS),
+                    repr_limited(&want, EXAMPLE_CHARS)
+                ),
             }),
         },
     }

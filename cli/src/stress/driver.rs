@@ -244,12 +244,7 @@ impl Handler for Driver {
             return;
         };
         let Some(p) = c.pending.take() else {
-            self.stats.record_error(
-                now_ns,
-                "reply without a request".into(),
-                Some(check::shown(m)),
-                1,
-            );
+            self.stats.record_error(now_ns, "reply without a request".into(), Some(check::shown(m)), 1);
             return;
         };
         let slot_index = c.slot;
@@ -376,7 +371,8 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
                     let h = reactor.handler_mut();
                     h.in_flight_connects += 1;
                     h.stats.clients_started += 1;
-                    h.conns.insert(id, Conn { slot, started: Instant::now(), opened: false, done: false, pending: None });
+                    h.conns
+                        .insert(id, Conn { slot, started: Instant::now(), opened: false, done: false, pending: None });
                     h.slots[slot].conn = Some(id);
                 }
                 Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {

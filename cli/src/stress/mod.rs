@@ -95,7 +95,8 @@ pub fn run(args: StressArgs) -> Result<bool> {
     let what = match &plan.payload {
         Payload::Filler => format!("messages of {} B", args.size),
         Payload::Bytes(b) => format!("requests of {} B", b.len()),
-        Payload::Values(v) => format!("requests ({} kinds, round robin)", v.len()),
+        Payload::Values(v) if v.len() == 1 => "requests".to_string(),
+        Payload::Values(v) => format!("requests ({} values, round robin)", v.len()),
     };
     writeln!(
         human,

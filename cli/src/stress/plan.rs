@@ -104,6 +104,8 @@ impl Plan {
             (None, true) => Payload::Filler,
         };
         let expect = match args.expect.as_deref() {
+            // A real service is not an echo server: with requests, any reply passes unless asked.
+            None if !matches!(payload, Payload::Filler) => Expect::Any,
             None | Some("echo") => Expect::Echo,
             Some("any") => Expect::Any,
             Some(text) => Expect::Value(Template::parse(text)?, text.to_string()),

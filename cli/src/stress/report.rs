@@ -62,7 +62,9 @@ pub fn achieved_rate(s: &Stats) -> f64 {
 pub fn errors_by_kind(s: &Stats) -> Vec<(String, u64)> {
     let mut all: Vec<(String, u64)> = s.errors.iter().map(|(k, n)| (k.clone(), *n)).collect();
     let i = &s.integrity;
-    for (k, n) in [("lost", i.lost), ("duplicated", i.duplicated), ("reordered", i.reordered), ("corrupted", i.corrupted)] {
+    for (k, n) in
+        [("lost", i.lost), ("duplicated", i.duplicated), ("reordered", i.reordered), ("corrupted", i.corrupted)]
+    {
         if n > 0 {
             all.push((format!("echo {k}"), n));
         }
@@ -116,11 +118,7 @@ pub fn write_human(out: &mut dyn Write, r: &Summary<'_>) -> std::io::Result<()> 
         }
     }
     if h.churned > 0 {
-        writeln!(
-            out,
-            "churn: {} clients hung up and were replaced ({} clients in all)",
-            h.churned, h.clients_started
-        )?;
+        writeln!(out, "churn: {} clients hung up and were replaced ({} clients in all)", h.churned, h.clients_started)?;
     }
     let i = &h.integrity;
     writeln!(
@@ -190,7 +188,8 @@ pub fn json(r: &Summary<'_>, passed: bool) -> J {
     let kinds = errors_by_kind(s);
     let errors: u64 = kinds.iter().map(|(_, n)| n).sum();
     let c = &s.connect;
-    let connect_q = |q: f64| if c.is_empty() { J::Null } else { json!(if q >= 1.0 { c.max() } else { c.value_at_quantile(q) }) };
+    let connect_q =
+        |q: f64| if c.is_empty() { J::Null } else { json!(if q >= 1.0 { c.max() } else { c.value_at_quantile(q) }) };
     let i = &s.integrity;
     json!({
         "passed": passed,
