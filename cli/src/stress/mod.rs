@@ -245,12 +245,12 @@ pub fn run(args: StressArgs) -> Result<bool> {
         rss_before,
         rss_all_open: all_open_rss,
         server_rss: &server_rss,
-        fds: (fds_before.is_some() || server_fds_before.is_some()).then_some((
-            fds_before,
-            fds_after,
-            server_fds_before,
-            server_fds_after,
-        )),
+        fds: (fds_before.is_some() || server_fds_before.is_some()).then_some(report::Descriptors {
+            client_before: fds_before,
+            client_after: fds_after,
+            server_before: server_fds_before,
+            server_after: server_fds_after,
+        }),
         leaked,
     };
     report::write_human(&mut human, &summary)?;

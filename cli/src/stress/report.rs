@@ -13,6 +13,14 @@ use serde_json::{Value as J, json};
 
 use super::stats::Stats;
 
+/// Open descriptors before and after the run: this process's, the embedded server's.
+pub struct Descriptors {
+    pub client_before: Option<usize>,
+    pub client_after: Option<usize>,
+    pub server_before: Option<usize>,
+    pub server_after: Option<usize>,
+}
+
 /// What the report says beyond the counts.
 pub struct Summary<'a> {
     pub stats: &'a Stats,
@@ -26,7 +34,8 @@ pub struct Summary<'a> {
     pub rss_before: Option<u64>,
     pub rss_all_open: Option<u64>,
     pub server_rss: &'a [u64],
-    pub fds: Option<(Option<usize>, Option<usize>, Option<usize>, Option<usize>)>,
+    /// `None` where descriptors are not counted.
+    pub fds: Option<Descriptors>,
     pub leaked: bool,
 }
 
@@ -155,14 +164,14 @@ pub fn write_human(out: &mut dyn Write, r: &Summary<'_>) -> std::io::Result<()> 
             rss.len()
         )?;
     }
-    match r.fds {
+    match &r.fds {
         None => writeln!(out, "descriptors: not counted on this platform")?,
-        Some((before, after, server_before, server_after)) => writeln!(
+        Some(d) => writeln!(
             out,
             "descriptors: client {} -> {}{}",
-            before.map_or("?".into(), |n| n.to_string()),
-            after.map_or("?".into(), |n| n.to_string()),
-            match (server_before, server_after) {
+            d.client_before.map_or("?".into(), |n| n.to_string()),
+            d.client_after.map_or("?".into(), |n| n.to_string()),
+            match (d.server_before, d.server_after) {
                 (Some(b), Some(a)) => format!(", server {b} -> {a}"),
                 _ => String::new(),
             }
