@@ -185,6 +185,10 @@ enum Cmd {
         /// same choices.
         #[arg(long)]
         seed: Option<u64>,
+        /// A reply not here this long after its request went out is a `timeout` error and ends
+        /// that client (10s, 500ms, 2m).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -230,6 +234,7 @@ fn main() {
             hdr_out,
             threads,
             seed,
+            timeout,
         } => {
             interrupt::install();
             let args = stress::StressArgs {
@@ -249,6 +254,7 @@ fn main() {
                 hdr_out,
                 threads,
                 seed,
+                timeout,
             };
             match stress::run(args) {
                 Ok(true) => Ok(()),

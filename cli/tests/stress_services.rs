@@ -161,6 +161,32 @@ fn wrong_replies_are_counted_by_kind_with_an_example_and_exit_3() {
 }
 
 #[test]
+fn a_service_that_never_answers_is_a_timeout_not_a_hang() {
+    let svc = Service::start("silent");
+    let started = std::time::Instant::now();
+    let out = run(&[
+        "stress",
+        &svc.address,
+        "--authkey",
+        "k",
+        "--clients",
+        "3",
+        "--messages",
+        "5",
+        "--request",
+        REQUEST,
+        "--timeout",
+        "500ms",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let r = report(&out);
+    assert_eq!(u(&r["errors_by_kind"]["timeout: no reply within 500ms"]), 3, "{r}");
+    assert_eq!(u(&r["ok"]), 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
 fn open_loop_latency_shows_a_stall_that_closed_loop_hides() {
     let svc = Service::start("stall");
     let common = ["stress", &svc.address, "--authkey", "k", "--clients", "10", "--request", REQUEST, "--json"];

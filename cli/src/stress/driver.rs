@@ -36,6 +36,8 @@ pub struct Config {
     pub size: usize,
     pub duration: Option<Duration>,
     pub churn: f64,
+    /// A reply not here this long after its request went out is an error and ends the client.
+    pub timeout: Duration,
     pub schedule: Option<Schedule>,
     pub plan: Plan,
 }
@@ -83,6 +85,8 @@ struct Pending {
     seq: u64,
     /// Latency counts from here: the intended time (open loop) or the actual send (closed).
     from_ns: u64,
+    /// When it actually went out (the reply timeout counts from here).
+    sent_ns: u64,
     value: Option<Value>,
     bytes: Vec<u8>,
 }
@@ -193,7 +197,7 @@ impl Driver {
                     Payload::Values(_) => Vec::new(),
                 };
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.pending = Some(Pending { seq, from_ns, value, bytes: keep });
+                    c.pending = Some(Pending { seq, from_ns, sent_ns: now_ns, value, bytes: keep });
                 }
                 true
             }
@@ -202,6 +206,33 @@ impl Driver {
                 self.stats.record_error(now_ns, format!("send: {e}"), None, 1);
                 false
             }
+        }
+    }
+
+    /// Ends the clients whose reply is overdue: counted as `timeout`, the connection closed (a
+    /// late reply could not be told from the next one's), the slot finished.
+    fn expire(&mut self, ctx: &mut Context<'_>) {
+        let now_ns = self.shared.now_ns();
+        let limit = self.cfg.timeout.as_nanos() as u64;
+        let overdue: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.done && c.pending.as_ref().is_some_and(|p| now_ns.saturating_sub(p.sent_ns) > limit))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.done = true;
+            let slot = c.slot;
+            let kind = format!("timeout: no reply within {:?}", self.cfg.timeout);
+            self.stats.record_error(now_ns, kind, None, 1);
+            if matches!(self.cfg.plan.payload, Payload::Filler) {
+                self.stats.integrity.lost += 1;
+            }
+            self.finish_slot(slot);
+            ctx.close(id);
         }
     }
 
@@ -361,6 +392,7 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
     let mut to_connect: VecDeque<usize> = (0..n_slots).collect();
     let mut stopped_at: Option<Instant> = None;
     let mut idle: Vec<ConnId> = Vec::new();
+    let mut last_expiry = Instant::now();
     loop {
         while reactor.handler().in_flight_connects < CONNECT_WINDOW {
             let Some(slot) = to_connect.pop_front() else {
@@ -399,6 +431,10 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
                     h.send_next(ctx, id);
                 }
             });
+        }
+        if last_expiry.elapsed() >= Duration::from_millis(100) {
+            last_expiry = Instant::now();
+            reactor.with_handler(|h, ctx| h.expire(ctx));
         }
         let turn = reactor.run_once(Some(Duration::from_millis(if open_loop { 1 } else { 50 })))?;
         let h = reactor.handler_mut();

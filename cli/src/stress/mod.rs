@@ -56,6 +56,9 @@ fn validate(args: &StressArgs) -> Result<()> {
     if args.ramp.is_some() && args.rate.is_none() {
         return Err(Error::Config("--ramp needs --rate (a closed loop has no schedule to ramp)".into()));
     }
+    if args.timeout.is_zero() {
+        return Err(Error::Config("--timeout must be above 0".into()));
+    }
     if !(0.0..=1.0).contains(&args.churn) {
         return Err(Error::Config(format!("--churn {}: a probability from 0 to 1", args.churn)));
     }
@@ -121,6 +124,7 @@ pub fn run(args: StressArgs) -> Result<bool> {
         size: args.size,
         duration: args.duration,
         churn: args.churn,
+        timeout: args.timeout,
         schedule,
         plan,
     });

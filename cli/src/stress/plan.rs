@@ -33,6 +33,7 @@ pub struct StressArgs {
     pub hdr_out: Option<PathBuf>,
     pub threads: usize,
     pub seed: Option<u64>,
+    pub timeout: Duration,
 }
 
 /// A Python value to send or expect, maybe with placeholders.

@@ -7,6 +7,7 @@ Prints "listening on ADDRESS" and serves each connection in its own thread:
   wrong10  as ok, but every 10th request of a connection gets {'ok': False, 'n': n}
   stall    as ok, but the whole service stalls 300 ms once a second (like a GC pause)
   echo     sends every message back (conn.send_bytes(conn.recv_bytes()))
+  silent   reads requests and never answers
 """
 import os
 import sys
@@ -34,6 +35,8 @@ def serve(conn):
                 continue
             req = conn.recv()
             count += 1
+            if MODE == "silent":
+                continue
             if MODE == "stall":
                 with STALL:
                     pass
