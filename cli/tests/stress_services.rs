@@ -277,12 +277,13 @@ fn two_threads_against_the_embedded_server_add_up() {
     assert_eq!(timeline_sum(&r, "ok"), 2000);
     assert_eq!(u(&r["connect_us"]["ok"]), 50);
     // And without --json, the report lines as ever.
-    let out = run(&["stress", "--clients", "50", "--messages", "40", "--threads", "2", "--rate", "4000"]);
+    let out =
+        run(&["stress", "--clients", "50", "--messages", "40", "--threads", "2", "--rate", "4000", "--ramp", "200ms"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("round trips: 2000 in"), "{stdout}");
     assert!(stdout.contains("integrity: 0 lost, 0 duplicated, 0 reordered, 0 corrupted"), "{stdout}");
-    assert!(stdout.contains("rate: target 4000/s"), "{stdout}");
+    assert!(stdout.contains("rate: target 4000/s after a 0.2 s ramp"), "{stdout}");
 }
 
 #[test]
