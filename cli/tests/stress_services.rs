@@ -158,6 +158,16 @@ fn wrong_replies_are_counted_by_kind_with_an_example_and_exit_3() {
         run(&["stress", &svc.address, "--authkey", "k", "--clients", "2", "--messages", "20", "--request", REQUEST]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("round trips: 40 in"), "{}", text(&out.stdout));
+    // A wrong key is a refused handshake, counted per client.
+    let out = run(&["stress", &svc.address, "--authkey", "wrong", "--clients", "3", "--messages", "2", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let r = report(&out);
+    let kinds = r["errors_by_kind"].as_object().unwrap();
+    assert_eq!(kinds.len(), 1, "{r}");
+    let (kind, n) = kinds.iter().next().unwrap();
+    assert!(kind.starts_with("handshake refused: authentication failed"), "{kind}");
+    assert_eq!(u(n), 3);
+    assert_eq!(u(&r["connect_us"]["failed"]), 3);
 }
 
 #[test]

@@ -342,7 +342,13 @@ impl Handler for Driver {
             return;
         }
         let now_ns = self.shared.now_ns();
-        let kind = if c.opened { format!("closed early: {reason}") } else { format!("connect: {reason}") };
+        let kind = match (&reason, c.opened) {
+            // A refused handshake can show after the open when the client has no key (the
+            // listener's challenge comes first), so it is named apart from a close.
+            (CloseReason::AuthenticationFailed(_), _) => format!("handshake refused: {reason}"),
+            (_, true) => format!("closed early: {reason}"),
+            (_, false) => format!("connect: {reason}"),
+        };
         self.stats.record_error(now_ns, kind, None, 1);
         if c.pending.is_some() && matches!(self.cfg.plan.payload, Payload::Filler) {
             self.stats.integrity.lost += 1;
@@ -461,7 +467,13 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
         progress.finished.store(h.finished, Ordering::Relaxed);
         progress.ok.store(h.stats.ok, Ordering::Relaxed);
         progress.errors.store(h.stats.error_count() + h.stats.integrity.total(), Ordering::Relaxed);
-        let failed = h.stats.errors.iter().filter(|(k, _)| k.starts_with("connect")).map(|(_, n)| *n).sum::<u64>();
+        let failed = h
+            .stats
+            .errors
+            .iter()
+            .filter(|(k, _)| k.starts_with("connect") || k.starts_with("handshake refused"))
+            .map(|(_, n)| *n)
+            .sum::<u64>();
         progress.connect_failed.store(failed as usize, Ordering::Relaxed);
         if (h.finished >= n_slots && to_connect.is_empty()) || turn == Turn::Stopped {
             break;
