@@ -341,6 +341,13 @@ fn requests_take_negative_numbers_bytes_and_round_robin_values() {
     let out = run(&["stress", "--clients", "2", "--messages", "3", "--request", "1", "--expect", "2", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(u(&report(&out)["errors_by_kind"]["check failed: expected 2"]), 6);
+    // A placeholder that makes some requests invalid (`01` is no Python int): those are
+    // errors, the others go, and the run ends.
+    let out = run(&["stress", "--clients", "2", "--messages", "3", "--request", "0{seq}", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let r = report(&out);
+    assert_eq!(u(&r["errors_by_kind"]["request: not a valid literal after substitution"]), 4, "{r}");
+    assert_eq!(u(&r["ok"]), 2);
     // A malformed request is a usage error before anything is sent.
     let out = run(&["stress", "--clients", "2", "--request", "{'n': {seq}"]);
     assert_eq!(out.status.code(), Some(1));

@@ -91,6 +91,15 @@ struct Pending {
     bytes: Vec<u8>,
 }
 
+/// What one try to send gave.
+enum Attempt {
+    Sent,
+    /// Not now: not open, waiting for a reply, not due, no requests left, or a full queue.
+    NotNow,
+    /// The request could not be made (counted); the next may be tried.
+    Failed,
+}
+
 struct Conn {
     slot: usize,
     started: Instant,
@@ -133,31 +142,42 @@ impl Driver {
     }
 
     /// Sends the connection's next request if it may: open, idle, requests left, and (open
-    /// loop) due.
+    /// loop) due. A request that cannot be made (a `{seq}` that makes the literal invalid) is
+    /// counted as an error and the next one is tried, so a client never waits for nothing.
     fn send_next(&mut self, ctx: &mut Context<'_>, conn: ConnId) -> bool {
+        loop {
+            match self.try_send(ctx, conn) {
+                Attempt::Sent => return true,
+                Attempt::NotNow => return false,
+                Attempt::Failed => {}
+            }
+        }
+    }
+
+    fn try_send(&mut self, ctx: &mut Context<'_>, conn: ConnId) -> Attempt {
         let Some(c) = self.conns.get(&conn) else {
-            return false;
+            return Attempt::NotNow;
         };
         if !c.opened || c.done || c.pending.is_some() || !self.sending {
-            return false;
+            return Attempt::NotNow;
         }
         let slot_index = c.slot;
         let Some(slot) = self.slots.get(slot_index) else {
-            return false;
+            return Attempt::NotNow;
         };
         if slot.sent >= self.cfg.messages {
-            return false;
+            return Attempt::NotNow;
         }
         let now_ns = self.shared.now_ns();
         let from_ns = match &self.cfg.schedule {
             None => now_ns,
             Some(s) => {
                 let Some(t0) = self.shared.schedule_start.get() else {
-                    return false;
+                    return Attempt::NotNow;
                 };
                 let due = t0 + (s.due(slot.phase, slot.sent) * 1e9) as u64;
                 if due > now_ns {
-                    return false;
+                    return Attempt::NotNow;
                 }
                 due
             }
@@ -176,8 +196,9 @@ impl Driver {
                     Err(e) => {
                         // Counted as sent and failed, so the slot moves on.
                         self.slots[slot_index].sent += 1;
-                        self.stats.record_error(now_ns, format!("request: {e}"), None, 1);
-                        return false;
+                        let kind = "request: not a valid literal after substitution".to_string();
+                        self.stats.record_error(now_ns, kind, Some(e.to_string()), 1);
+                        return Attempt::Failed;
                     }
                 }
             }
@@ -199,12 +220,13 @@ impl Driver {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.pending = Some(Pending { seq, from_ns, sent_ns: now_ns, value, bytes: keep });
                 }
-                true
+                Attempt::Sent
             }
-            Err(SendError::Full { .. }) => false,
+            Err(SendError::Full { .. }) => Attempt::NotNow,
             Err(e) => {
+                // The connection is going away; `on_close` ends the client.
                 self.stats.record_error(now_ns, format!("send: {e}"), None, 1);
-                false
+                Attempt::NotNow
             }
         }
     }
@@ -435,6 +457,7 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
                 idle.extend(h.slots.iter().filter_map(|s| s.conn));
                 for &id in &idle {
                     h.send_next(ctx, id);
+                    h.finish_if_done(ctx, id);
                 }
             });
         }
