@@ -129,35 +129,71 @@ enum Cmd {
         #[arg(long, hide = true)]
         addr: Option<String>,
     },
-    /// Drives many concurrent authenticated clients; verifies every echoed message (sequence,
-    /// checksum) and reports throughput, latency, errors, and the server's memory per connection.
-    /// Exits non-zero on any error or any lost, duplicated, reordered or corrupted message.
+    /// Drives many concurrent authenticated clients against an echo server (verifying every
+    /// echoed message: sequence, checksum) or a real Python service (`--request`, `--expect`);
+    /// reports throughput, latency, errors, and the embedded server's memory per connection.
+    /// Exits 3 on any error: a failed check, a lost, duplicated, reordered or corrupted echo, a
+    /// connection error.
     #[command(
-        after_help = "Examples:\n  mpconn stress                                     # embedded server, 1,000 clients\n  mpconn stress /tmp/sock --authkey-env KEY --clients 200 --duration 30s --rate 5000"
+        after_help = "Examples:\n  mpconn stress                                     # embedded server, 1,000 clients\n  mpconn stress /tmp/sock --authkey-env KEY --clients 200 --duration 30s --rate 5000\n  mpconn stress localhost:6000 --authkey-env KEY --clients 50 --messages 200 \\\n      --request \"{'op': 'get', 'n': {seq}}\" --expect \"{'ok': True, 'n': {seq}}\" --json\n\nIn --request and --expect, {seq} (the request's number on its client, from 0) and {client} (the\nclient's number) are replaced in the text before it is parsed as a Python literal.\nWith --rate, latency counts from each request's intended send time (open loop; a stalled reply\ndelays the client's next request, and that delay is counted)."
     )]
     Stress {
-        /// A server to test (it must echo); default: an embedded server on a fresh Unix socket.
+        /// A server to test; default: an embedded echo server on a fresh Unix socket.
         address: Option<String>,
         /// Concurrent clients.
         #[arg(long, default_value_t = 1000)]
         clients: usize,
-        /// Messages per client (default 1000; unlimited with --duration).
+        /// Requests per client (default 1000; unlimited with --duration).
         #[arg(long)]
         messages: Option<u64>,
-        /// Bytes per message (at least 28).
+        /// Bytes per echo test message (at least 28; without --request).
         #[arg(long, default_value_t = 64)]
         size: usize,
-        /// Total messages per second (default: each client sends its next message when the echo
-        /// of the last arrives).
+        /// Open loop: total requests per second over all clients, latency from each request's
+        /// intended send time (default: closed loop, each client sends its next request when the
+        /// reply to the last arrives).
         #[arg(long)]
         rate: Option<f64>,
+        /// With --rate: grow the rate linearly from 0 over this long (10s, 500ms).
+        #[arg(long, value_parser = parse_duration)]
+        ramp: Option<Duration>,
         /// Stop sending after this long (10s, 500ms, 2m).
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
-        /// Probability (0 to 1) that a client hangs up after a verified echo and a new client
-        /// takes its place: random disconnects and reconnects for soak runs.
+        /// Probability (0 to 1) that a client hangs up after a reply and a new client takes its
+        /// place: random disconnects and reconnects for soak runs.
         #[arg(long, default_value_t = 0.0)]
         churn: f64,
+        /// A request: a Python literal (or JSON), pickled for the peer's Python; several are sent
+        /// round robin. `{seq}` and `{client}` are replaced in the text. A negative number needs
+        /// no `--`.
+        #[arg(long = "request", value_name = "VALUE", allow_hyphen_values = true)]
+        requests: Vec<String>,
+        /// A request as raw bytes: hex digits, or @FILE.
+        #[arg(long, value_name = "HEX|@FILE", conflicts_with = "requests")]
+        request_bytes: Option<String>,
+        /// How replies are checked: echo (equal to the request; the default without --request), any
+        /// (the default with --request), or a Python literal the reply must equal (`{seq}`, `{client}` replaced as in --request).
+        #[arg(long, value_name = "any|echo|VALUE", allow_hyphen_values = true)]
+        expect: Option<String>,
+        /// Print one JSON object with the results on stdout (the report lines go to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Write the latency histograms (one per second, microseconds) to FILE as an
+        /// HdrHistogram interval log.
+        #[arg(long, value_name = "FILE")]
+        hdr_out: Option<std::path::PathBuf>,
+        /// Reactor threads to spread the clients over.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Seed for the choices that are random (churn, open-loop phases): the same seed, the
+        /// same choices.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A reply not here this long after its request went out is a `timeout` error and ends
+        /// that client (10s, 500ms, 2m).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -219,12 +255,48 @@ fn main() {
                 }
             }
         }
-        Cmd::Stress { address, clients, messages, size, rate, duration, churn } => {
+        Cmd::Stress {
+            address,
+            clients,
+            messages,
+            size,
+            rate,
+            ramp,
+            duration,
+            churn,
+            requests,
+            request_bytes,
+            expect,
+            json,
+            hdr_out,
+            threads,
+            seed,
+            timeout,
+        } => {
             interrupt::install();
-            match stress::run(stress::StressArgs { address, clients, messages, size, rate, duration, churn, keys }) {
+            let args = stress::StressArgs {
+                address,
+                clients,
+                messages,
+                size,
+                rate,
+                duration,
+                churn,
+                keys,
+                requests,
+                request_bytes,
+                expect,
+                ramp,
+                json,
+                hdr_out,
+                threads,
+                seed,
+                timeout,
+            };
+            match stress::run(args) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
-                    eprintln!("mpconn: stress test failed: see the errors, integrity and descriptors lines above");
+                    eprintln!("mpconn: stress test failed: see the errors, integrity and descriptors lines");
                     std::process::exit(exit::STRESS_FOUND_ERRORS);
                 }
                 Err(e) => Err(e),

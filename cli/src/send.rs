@@ -23,7 +23,7 @@ pub struct SendArgs<'a> {
 }
 
 /// A `--pickle` message: a Python literal, else JSON (or JSON only with `--json`).
-fn parse_value(m: &str, json_only: bool) -> Result<mpconn::pickle::Value> {
+pub(crate) fn parse_value(m: &str, json_only: bool) -> Result<mpconn::pickle::Value> {
     let literal = if json_only { None } else { Some(crate::literal::parse(m)) };
     match literal {
         Some(Ok(v)) => Ok(v),

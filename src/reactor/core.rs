@@ -484,6 +484,13 @@ impl Context<'_> {
         self.core.send_owned(conn, bytes).map_err(|(e, _)| Error::Closed(e.as_str()))
     }
 
+    /// The pickle protocol `conn`'s peer reads (what [`Context::send_pickle`] writes: see
+    /// [`crate::wire::session::Session::pickle_protocol`]), for a caller that pickles values
+    /// itself; `None` for an unknown id.
+    pub fn pickle_protocol(&mut self, conn: ConnId) -> Option<u8> {
+        self.core.conn(conn.0).map(|c| c.session.pickle_protocol())
+    }
+
     /// Closes `conn` once its queued messages are written; `on_close` follows with
     /// [`CloseReason::Local`]. No more messages are delivered for it.
     pub fn close(&mut self, conn: ConnId) {
