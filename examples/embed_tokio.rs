@@ -89,5 +89,7 @@ fn main() -> mpconn::Result<()> {
 
 #[cfg(not(unix))]
 fn main() {
-    eprintln!("unix only: the reactor's descriptor is an epoll/kqueue descriptor (on Windows, call run_once from your loop)");
+    eprintln!(
+        "unix only: the reactor's descriptor is an epoll/kqueue descriptor (on Windows, call run_once from your loop)"
+    );
 }

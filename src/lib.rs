@@ -70,7 +70,9 @@ pub struct ReadmeDoctests;
 
 pub use address::{Address, Family, arbitrary_address};
 pub use authkey::{AuthKey, default_authkey, set_default_authkey};
-pub use blocking::{Client, Connection, IntoAddress, Listener, ListenerBuilder, pipe, wait};
+pub use blocking::{
+    Client, Connection, ConnectionReader, ConnectionWriter, IntoAddress, Listener, ListenerBuilder, pipe, wait,
+};
 pub use error::{AuthenticationError, BufferTooShort, Error, Result};
 pub use transport::RawDescriptor;
 pub use wire::digest::{Digest, DigestPolicy};

@@ -257,3 +257,48 @@ impl Listener {
         self.socket = None;
     }
 }
+
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+impl std::os::fd::AsRawFd for Listener {
+    /// The listening socket's descriptor: readable when a client waits to be accepted, so
+    /// another event loop can wait on it and call [`Listener::accept`] (which then runs the
+    /// handshake, blocking up to the handshake timeout).
+    ///
+    /// # Panics
+    /// If the listener was closed; [`Listener::fileno`] is the checked version.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).expect("as_raw_fd on a closed Listener")
+    }
+}
+
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+impl std::os::fd::AsFd for Listener {
+    /// The listening socket, borrowed (see the `AsRawFd` implementation).
+    ///
+    /// # Panics
+    /// If the listener was closed.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_ref().map(std::os::fd::AsFd::as_fd).expect("as_fd on a closed Listener")
+    }
+}
+
+#[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
+impl std::os::windows::io::AsRawSocket for Listener {
+    /// The listening TCP socket: readable (in `WSAPoll` or `select`) when a client waits.
+    ///
+    /// There is no `AsRawHandle`: a named-pipe listener (the default family on Windows) has no
+    /// single handle, its pipe instances come and go with the clients.
+    ///
+    /// # Panics
+    /// If the listener is a named-pipe listener or was closed; [`Listener::fileno`] is the
+    /// checked version (an error for those).
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        match self.fileno() {
+            Ok(socket) => socket as std::os::windows::io::RawSocket,
+            Err(e) => panic!("as_raw_socket on a Listener without a socket: {e}"),
+        }
+    }
+}

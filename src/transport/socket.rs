@@ -137,6 +137,15 @@ impl Stream {
         each!(self, s => s.shutdown(how))
     }
 
+    /// A second handle on the same socket (a duplicated descriptor): one thread may write
+    /// through one while another reads through the other.
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
     /// The peer's address: `ip:port` for TCP, the peer's path (usually empty) for Unix.
     pub fn peer_address(&self) -> io::Result<Address> {
         match self {
