@@ -521,6 +521,7 @@ fn is_disconnect(e: &io::Error) -> bool {
 }
 
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl AsRawFd for Connection {
     /// # Panics
     /// If the connection was closed; use [`Connection::fileno`] for a checked version.
@@ -530,6 +531,7 @@ impl AsRawFd for Connection {
 }
 
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl AsFd for Connection {
     /// # Panics
     /// If the connection was closed.

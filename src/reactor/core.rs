@@ -475,6 +475,7 @@ impl Context<'_> {
     /// [`crate::wire::session::Session::pickle_protocol`]: 4 for CPython 3.12+, 2 where the peer
     /// may be a Python 2) and queues it.
     #[cfg(feature = "pickle")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
     pub fn send_pickle<T: serde::Serialize>(&mut self, conn: ConnId, value: &T) -> Result<()> {
         let protocol = match self.core.conn(conn.0) {
             Some(c) => c.session.pickle_protocol(),
