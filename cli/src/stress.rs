@@ -455,11 +455,12 @@ pub fn run(args: StressArgs) -> Result<bool> {
         if all_open_rss.is_none() && h.opened + h.errors.values().sum::<u64>() as usize >= args.clients {
             all_open_rss = server_pid.and_then(rss_of);
         }
-        if let Some(d) = args.duration {
-            if h.sending && start.elapsed() >= d {
-                h.sending = false;
-                sending_stopped_at = Some(Instant::now());
-            }
+        if let Some(d) = args.duration
+            && h.sending
+            && start.elapsed() >= d
+        {
+            h.sending = false;
+            sending_stopped_at = Some(Instant::now());
         }
         if h.sending && crate::interrupt::requested() {
             // Ctrl-C: stop sending and connecting, wait for what is in flight (within the grace

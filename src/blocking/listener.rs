@@ -120,10 +120,8 @@ impl ListenerBuilder {
                 return Err(e);
             }
         };
-        if arbitrary {
-            if let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-                socket.own_dir(dir.to_path_buf());
-            }
+        if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
+            socket.own_dir(dir.to_path_buf());
         }
         let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
         let handshake = self.auth.handshake_config(key);
@@ -223,14 +221,14 @@ impl Listener {
         let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
         let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
         let mut conn = Connection::new(stream, self.max_message_size, session);
-        if self.handshake.is_some() {
-            if let Err(e) = conn.handshake() {
-                log::info!(
-                    "handshake with {} failed: {e}",
-                    self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
-                );
-                return Err(e);
-            }
+        if self.handshake.is_some()
+            && let Err(e) = conn.handshake()
+        {
+            log::info!(
+                "handshake with {} failed: {e}",
+                self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+            return Err(e);
         }
         Ok(conn)
     }

@@ -419,12 +419,12 @@ impl Drop for SocketListener {
     fn drop(&mut self) {
         if let Some((path, dev, ino)) = self.socket_file.take() {
             // Remove the file only if it is still the socket we bound (not a newer listener's).
-            if let Ok(meta) = fs::symlink_metadata(&path) {
-                if meta.dev() == dev && meta.ino() == ino {
-                    if let Err(e) = fs::remove_file(&path) {
-                        log::warn!("could not remove socket file {}: {e}", path.display());
-                    }
-                }
+            if let Ok(meta) = fs::symlink_metadata(&path)
+                && meta.dev() == dev
+                && meta.ino() == ino
+                && let Err(e) = fs::remove_file(&path)
+            {
+                log::warn!("could not remove socket file {}: {e}", path.display());
             }
         }
         if let Some(dir) = self.owned_dir.take() {
