@@ -179,3 +179,47 @@ fn poll_embedding_serves_python_and_fires_deadlines() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn poll_timeout_tells_the_host_loop_about_the_handshake_deadline() {
+    use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
+    use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
+
+    struct Quiet;
+    impl Handler for Quiet {
+        fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+    }
+    let mut reactor = Reactor::new(Quiet).unwrap();
+    let options =
+        ListenOptions::new().connection(ConnectionOptions::default().handshake_timeout(HANDSHAKE)).authkey(KEY);
+    let listener = reactor.listen("127.0.0.1:0", options).unwrap();
+    let address = reactor.listener_address(listener).unwrap().to_string();
+    // A new listener's first accept is work for the next turn (a backlog may be waiting).
+    assert_eq!(reactor.poll_timeout(), Some(Duration::ZERO));
+    reactor.run_once(Some(Duration::ZERO)).unwrap();
+    // Then nothing to do and no deadline: only the descriptor can bring work.
+    assert_eq!(reactor.next_deadline(), None);
+    assert_eq!(reactor.poll_timeout(), None);
+
+    let peer = tcp_peer(&address);
+    let started = Instant::now();
+    // Turns until the connection is accepted and its handshake deadline is armed.
+    while reactor.next_deadline().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the connection was never accepted");
+        assert_eq!(reactor.run_once(Some(Duration::from_millis(50))).unwrap(), Turn::Running);
+    }
+    let wait = reactor.poll_timeout().expect("a deadline is pending");
+    assert!(wait <= HANDSHAKE, "{wait:?}");
+    // Waiting what poll_timeout says, then one non-blocking turn at a time, the deadline fires:
+    // the connection and its deadline are gone.
+    while reactor.len() > 1 || reactor.next_deadline().is_some() {
+        assert!(started.elapsed() < HANDSHAKE + Duration::from_secs(5), "the deadline never fired");
+        if let Some(wait) = reactor.poll_timeout() {
+            thread::sleep(wait);
+        }
+        reactor.run_once(Some(Duration::ZERO)).unwrap();
+    }
+    assert!(started.elapsed() >= HANDSHAKE - Duration::from_millis(50));
+    assert_eq!(reactor.poll_timeout(), None);
+    drop(peer);
+}
