@@ -1,5 +1,7 @@
-//! Embedding the reactor in someone else's event loop: an outer `mio::Poll` that also watches
-//! standard input waits on the reactor's descriptor and calls `run_once` when it fires.
+//! Embedding the reactor in someone else's event loop: an outer `mio::Poll` waits on the
+//! reactor's descriptor, at most until the reactor's next deadline (`Reactor::poll_timeout`),
+//! and calls `run_once` when it fires or the deadline comes. `embed_tokio.rs` and
+//! `embed_poll.rs` do the same in tokio and in a `poll(2)` loop.
 //!
 //! ```text
 //! cargo run --example embedded
@@ -55,13 +57,17 @@ mod unix {
 
         let mut events = Events::with_capacity(16);
         loop {
-            outer.poll(&mut events, Some(Duration::from_secs(1)))?;
-            for event in events.iter() {
-                if event.token() == REACTOR && reactor.run_once(Some(Duration::ZERO))? == Turn::Stopped {
-                    client.join().expect("client thread")?;
-                    println!("the reactor echoed {} messages inside the outer loop", reactor.handler().echoed);
-                    return Ok(());
-                }
+            // Wait at most until the reactor's next deadline (a handshake timeout is a timer,
+            // not an event on its descriptor), and at most a second for the application's work.
+            let wait = reactor.poll_timeout().map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
+            outer.poll(&mut events, Some(wait))?;
+            let reactor_ready = events.iter().any(|e| e.token() == REACTOR);
+            if (reactor_ready || reactor.poll_timeout() == Some(Duration::ZERO))
+                && reactor.run_once(Some(Duration::ZERO))? == Turn::Stopped
+            {
+                client.join().expect("client thread")?;
+                println!("the reactor echoed {} messages inside the outer loop", reactor.handler().echoed);
+                return Ok(());
             }
             // ... the application's other work goes here ...
         }

@@ -52,7 +52,7 @@ impl AuthKey {
     /// Parses the hex form. The error never contains the input.
     pub fn from_hex(hex: &str) -> Result<AuthKey> {
         let hex = hex.trim();
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return Err(Error::Config("authentication key hex has an odd number of digits".into()));
         }
         let digit = |c: u8| -> Result<u8> {

@@ -66,6 +66,7 @@ pub enum Error {
 
     /// A pickle could not be encoded or decoded. The connection stays usable.
     #[cfg(feature = "pickle")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
     #[error(transparent)]
     Pickle(#[from] crate::pickle::PickleError),
 }

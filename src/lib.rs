@@ -50,7 +50,20 @@
 //!   own pickle codec (protocols 0-5 read, 2-5 written).
 //! * `tokio`: the async face, [`tokio`]: `Listener`, `Client` and `Connection` as futures, and a
 //!   `Stream`/`Sink` of messages, driving the same sans-IO session.
+//!
+//! ## Platforms
+//! Linux and other Unixes (TCP, Unix-domain sockets, abstract sockets on Linux; the descriptor
+//! traits `AsFd` / `AsRawFd` on [`Listener`], [`Connection`] and [`reactor::Reactor`] for
+//! embedding), and Windows (TCP and named pipes; `AsRawSocket` on a TCP [`Listener`]). Items
+//! that exist on one platform or with one feature only say so on docs.rs.
+//!
+//! ## Embedding
+//! The reactor runs inside another event loop: wait on its descriptor (readable when it has
+//! work) at most [`reactor::Reactor::poll_timeout`], then call `run_once` with a zero timeout.
+//! `examples/embed_tokio.rs` does it in tokio, `examples/embed_poll.rs` in a `poll(2)` loop.
 #![deny(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly rustdoc): badges on items that need a feature or a platform.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Unsafe code only where Windows named pipes call the Windows API (`transport::pipe`).
 #![cfg_attr(not(windows), forbid(unsafe_code))]
 #![cfg_attr(windows, deny(unsafe_code))]
@@ -60,6 +73,7 @@ pub mod authkey;
 pub mod blocking;
 pub mod error;
 #[cfg(feature = "pickle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
 pub mod pickle;
 pub mod reactor;
 #[cfg(feature = "tokio")]
@@ -75,7 +89,9 @@ pub struct ReadmeDoctests;
 
 pub use address::{Address, Family, arbitrary_address};
 pub use authkey::{AuthKey, default_authkey, set_default_authkey};
-pub use blocking::{Client, Connection, IntoAddress, Listener, ListenerBuilder, pipe, wait};
+pub use blocking::{
+    Client, Connection, ConnectionReader, ConnectionWriter, IntoAddress, Listener, ListenerBuilder, pipe, wait,
+};
 pub use error::{AuthenticationError, BufferTooShort, Error, Result};
 pub use transport::RawDescriptor;
 pub use wire::digest::{Digest, DigestPolicy};

@@ -519,3 +519,49 @@ fn a_closed_listener_frees_its_name_at_once() {
         assert!(Client::new(&address).connect().is_err(), "a closed listener still took a client");
     }
 }
+
+#[test]
+fn tcp_connections_split_into_halves_and_pipe_connections_say_they_cannot() {
+    use std::os::windows::io::AsRawSocket;
+
+    // TCP: one thread sends while another receives, both ways.
+    let mut listener = Listener::builder().address("127.0.0.1:0").authkey(KEY).bind().unwrap();
+    assert_eq!(listener.as_raw_socket() as usize, listener.fileno().unwrap());
+    let address = listener.address().clone();
+    let peer = thread::spawn(move || -> mpconn::Result<()> {
+        let conn = Client::new(address).authkey(KEY).connect()?;
+        let (mut reader, mut writer) = conn.into_split()?;
+        let sender = thread::spawn(move || -> mpconn::Result<()> {
+            for i in 0..2000u32 {
+                writer.send_bytes(&i.to_be_bytes())?;
+            }
+            Ok(())
+        });
+        for i in 0..2000u32 {
+            assert_eq!(reader.recv_bytes()?, i.to_be_bytes());
+        }
+        sender.join().unwrap()
+    });
+    let conn = listener.accept_within(Some(WAIT)).unwrap();
+    let (mut reader, mut writer) = conn.into_split().unwrap();
+    reader.set_read_timeout(Some(WAIT)).unwrap();
+    writer.set_write_timeout(Some(WAIT)).unwrap();
+    let sender = thread::spawn(move || -> mpconn::Result<()> {
+        for i in 0..2000u32 {
+            writer.send_bytes(&i.to_be_bytes())?;
+        }
+        Ok(())
+    });
+    for i in 0..2000u32 {
+        assert_eq!(reader.recv_bytes().unwrap(), i.to_be_bytes());
+    }
+    sender.join().unwrap().unwrap();
+    peer.join().unwrap().unwrap();
+
+    // A named pipe: a clear error, not a panic.
+    let (a, _b) = mpconn::pipe(true).unwrap();
+    match a.into_split() {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}

@@ -42,10 +42,10 @@ impl Handler for Printer {
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
         self.line(format_args!("message {conn} ({} bytes): {}", message.len(), show(message)));
-        if self.echo {
-            if let Err(e) = ctx.send(conn, message) {
-                self.line(format_args!("echo to {conn} refused: {e}"));
-            }
+        if self.echo
+            && let Err(e) = ctx.send(conn, message)
+        {
+            self.line(format_args!("echo to {conn} refused: {e}"));
         }
     }
 

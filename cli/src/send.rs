@@ -38,10 +38,10 @@ pub(crate) fn parse_value(m: &str, json_only: bool) -> Result<mpconn::pickle::Va
 }
 
 pub fn run(args: &SendArgs<'_>, keys: &KeyArgs) -> Result<()> {
-    if let Some(p) = args.protocol {
-        if !(2..=5).contains(&p) {
-            return Err(Error::Config(format!("--protocol {p}: mpconn writes pickle protocols 2 to 5")));
-        }
+    if let Some(p) = args.protocol
+        && !(2..=5).contains(&p)
+    {
+        return Err(Error::Config(format!("--protocol {p}: mpconn writes pickle protocols 2 to 5")));
     }
     let key = keys.key()?;
     let mut auth = AuthOptions::new().dialect(keys.dialect());

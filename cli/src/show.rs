@@ -11,10 +11,10 @@ pub const MAX_SHOWN: usize = 1 << 20;
 /// A pickle (protocol 2+) as its Python repr, anything else as a bytes literal; cut with `...`
 /// after [`MAX_SHOWN`] bytes.
 pub fn show(message: &[u8]) -> String {
-    if message.first() == Some(&0x80) {
-        if let Ok(v) = loads_value(message) {
-            return repr_limited(&v, MAX_SHOWN);
-        }
+    if message.first() == Some(&0x80)
+        && let Ok(v) = loads_value(message)
+    {
+        return repr_limited(&v, MAX_SHOWN);
     }
     repr_limited(&Value::Bytes(message.to_vec()), MAX_SHOWN)
 }

@@ -32,6 +32,9 @@ pub struct Connection {
     session: Session,
     /// False after an error that left the read side unusable (a refused length, end of file).
     readable: bool,
+    /// True after a send timed out part way through a message: the peer's stream is out of
+    /// step, so nothing more may be sent.
+    send_broken: bool,
     pickle_protocol: u8,
 }
 
@@ -42,6 +45,7 @@ impl Connection {
             decoder: FrameDecoder::new(max_message_size),
             session,
             readable: true,
+            send_broken: false,
             pickle_protocol: UNKNOWN_PEER_PICKLE_PROTOCOL,
         }
     }
@@ -55,19 +59,24 @@ impl Connection {
     }
 
     /// Sends one message: the header and `buf` in one vectored write.
+    ///
+    /// With a write timeout set ([`Connection::set_write_timeout`]), a peer that stops reading
+    /// makes this return [`Error::Timeout`] once the timeout passes without progress; part of
+    /// the message may have gone out, so the connection sends nothing more afterwards
+    /// ([`Error::Closed`]); receiving still works.
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         let header = Header::for_len(buf.len());
         let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
-        self.stream()?.write_all_vectored(&mut slices)?;
-        Ok(())
+        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+        write_message(stream, &mut self.send_broken, &mut slices)
     }
 
     /// Writes bytes that are already framed (several messages encoded with
     /// [`crate::wire::frame::encode_frame`]) in one write: batching for senders of many small
     /// messages. Bytes that are not whole frames corrupt the stream for the peer.
     pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
-        self.stream()?.write_all_vectored(&mut [IoSlice::new(framed)])?;
-        Ok(())
+        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+        write_message(stream, &mut self.send_broken, &mut [IoSlice::new(framed)])
     }
 
     /// Receives one message. Blocks until a whole message arrived. Refuses a message longer than
@@ -206,6 +215,43 @@ impl Connection {
         Ok(())
     }
 
+    /// Sets a timeout for blocking sends (`None`, the default: wait forever), as std's
+    /// `TcpStream::set_write_timeout`. A send that makes no progress for this long (the peer
+    /// does not read, its buffers are full) fails with [`Error::Timeout`] instead of hanging;
+    /// since part of the message may be out, later sends are refused ([`Error::Closed`]).
+    /// A zero duration is an error, as in std. On Windows named pipes the timeout bounds the
+    /// wait for room in the pipe's outgoing queue (`OUTBOUND_HIGH` bytes, see the pipe
+    /// transport); a message already queued goes out in the background.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::Config("a write timeout of zero (use None for no timeout)".into()));
+        }
+        self.stream()?.set_write_timeout(timeout)?;
+        Ok(())
+    }
+
+    /// Splits the connection into a receiving and a sending half that can live on two threads:
+    /// one thread sends while another receives, as with std's `TcpStream::try_clone`. The
+    /// reader keeps the connection's buffer and state; the writer sends on a duplicate of the
+    /// socket. Both must be dropped for the socket to close; [`ConnectionWriter::close`] shuts
+    /// the sending direction (the peer reads end of file).
+    ///
+    /// There is no `try_clone`: two clones could both receive, and two readers of one stream
+    /// would each take parts of the other's messages. The halves make that impossible.
+    /// A Windows named-pipe connection cannot be split (an `Unsupported` I/O error); TCP can.
+    pub fn into_split(mut self) -> Result<(ConnectionReader, ConnectionWriter)> {
+        let stream = self.stream.as_ref().ok_or(Error::Closed(""))?;
+        let writer = stream.try_clone()?;
+        let writer = ConnectionWriter {
+            stream: Some(writer),
+            send_broken: self.send_broken,
+            pickle_protocol: self.pickle_protocol,
+        };
+        // The reader never writes: a send through it would race the writer's.
+        self.send_broken = true;
+        Ok((ConnectionReader { conn: self }, writer))
+    }
+
     /// The pickle protocol `send` writes: what the handshake proved the peer reads (4 for
     /// CPython 3.12+ and Red Hat's Python 3; 2 where it may be a Python 2, and without a key).
     pub fn pickle_protocol(&self) -> u8 {
@@ -316,6 +362,12 @@ impl Connection {
     fn handshake_io_error(&mut self, e: Error, what: &'static str) -> Error {
         match &e {
             Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                self.session.close_with(crate::wire::session::CloseReason::HandshakeTimeout);
+                let _ = self.close_error();
+                Error::Timeout(what)
+            }
+            // A send that hit the socket's timeout (set to the handshake deadline).
+            Error::Timeout(_) => {
                 // The socket timeout is the deadline (or within a clock tick of it).
                 self.session.close_with(crate::wire::session::CloseReason::HandshakeTimeout);
                 let _ = self.close_error();
@@ -323,6 +375,138 @@ impl Connection {
             }
             _ => e,
         }
+    }
+}
+
+/// Writes one message (or several framed ones) whole; a write timeout becomes
+/// [`Error::Timeout`] and refuses later sends, since part of the message may be out.
+fn write_message(stream: &mut Stream, send_broken: &mut bool, slices: &mut [IoSlice<'_>]) -> Result<()> {
+    if *send_broken {
+        return Err(Error::Closed("a send timed out or the connection was split: this side cannot send"));
+    }
+    match stream.write_all_vectored(slices) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            *send_broken = true;
+            log::debug!("send timed out: {e}");
+            Err(Error::Timeout("the write timeout passed before the peer took the whole message"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The receiving half of a [`Connection`] ([`Connection::into_split`]): every way to receive,
+/// none to send. Dropping it closes its descriptor; the socket stays open while the
+/// [`ConnectionWriter`] lives.
+#[derive(Debug)]
+pub struct ConnectionReader {
+    conn: Connection,
+}
+
+impl ConnectionReader {
+    /// Receives one message ([`Connection::recv_bytes`]).
+    pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
+        self.conn.recv_bytes()
+    }
+
+    /// Receives one message of at most `maxlength` bytes ([`Connection::recv_bytes_max`]).
+    pub fn recv_bytes_max(&mut self, maxlength: usize) -> Result<Vec<u8>> {
+        self.conn.recv_bytes_max(maxlength)
+    }
+
+    /// Receives one message into `buf` ([`Connection::recv_bytes_into`]).
+    pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.conn.recv_bytes_into(buf)
+    }
+
+    /// Whether a message can be read without blocking, waiting up to `timeout`
+    /// ([`Connection::poll`]).
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        self.conn.poll(timeout)
+    }
+
+    /// Sets a timeout for blocking receives ([`Connection::set_read_timeout`]). (The timeouts
+    /// are the socket's, shared by both halves' descriptors; a read timeout only affects reads,
+    /// which only this half does, and the writer's write timeout only writes.)
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.conn.set_read_timeout(timeout)
+    }
+
+    /// True while messages can still be read.
+    pub fn readable(&self) -> bool {
+        self.conn.readable()
+    }
+
+    /// The peer's address.
+    pub fn peer_address(&self) -> Result<Address> {
+        self.conn.peer_address()
+    }
+
+    /// The descriptor this half reads from.
+    pub fn fileno(&self) -> Result<RawDescriptor> {
+        self.conn.fileno()
+    }
+
+    /// Stops receiving: shuts the reading direction and closes this half's descriptor. The
+    /// writer can still send.
+    pub fn close(&mut self) -> Result<()> {
+        if let Some(s) = self.conn.stream.take() {
+            let _ = s.shutdown(Shutdown::Read);
+        }
+        Ok(())
+    }
+}
+
+/// The sending half of a [`Connection`] ([`Connection::into_split`]): every way to send, on a
+/// duplicate of the socket. Dropping it closes its descriptor without shutting anything down.
+#[derive(Debug)]
+pub struct ConnectionWriter {
+    stream: Option<Stream>,
+    send_broken: bool,
+    pickle_protocol: u8,
+}
+
+impl ConnectionWriter {
+    /// Sends one message ([`Connection::send_bytes`]; the same write-timeout rule).
+    pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        let header = Header::for_len(buf.len());
+        let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
+        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+        write_message(stream, &mut self.send_broken, &mut slices)
+    }
+
+    /// Writes bytes that are already framed ([`Connection::send_frames`]).
+    pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
+        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+        write_message(stream, &mut self.send_broken, &mut [IoSlice::new(framed)])
+    }
+
+    /// Sets a timeout for blocking sends ([`Connection::set_write_timeout`]).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::Config("a write timeout of zero (use None for no timeout)".into()));
+        }
+        self.stream.as_mut().ok_or(Error::Closed(""))?.set_write_timeout(timeout)?;
+        Ok(())
+    }
+
+    /// The pickle protocol `send` writes ([`Connection::pickle_protocol`]).
+    pub fn pickle_protocol(&self) -> u8 {
+        self.pickle_protocol
+    }
+
+    /// Chooses the pickle protocol `send` writes.
+    pub fn set_pickle_protocol(&mut self, protocol: u8) {
+        self.pickle_protocol = protocol;
+    }
+
+    /// Stops sending: shuts the sending direction (the peer reads end of file once it has read
+    /// what was sent) and closes this half's descriptor. The reader can still receive.
+    pub fn close(&mut self) -> Result<()> {
+        if let Some(s) = self.stream.take() {
+            let _ = s.shutdown(Shutdown::Write);
+        }
+        Ok(())
     }
 }
 
@@ -337,6 +521,7 @@ fn is_disconnect(e: &io::Error) -> bool {
 }
 
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl AsRawFd for Connection {
     /// # Panics
     /// If the connection was closed; use [`Connection::fileno`] for a checked version.
@@ -346,6 +531,7 @@ impl AsRawFd for Connection {
 }
 
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl AsFd for Connection {
     /// # Panics
     /// If the connection was closed.
@@ -388,6 +574,7 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 
 /// Python objects: pickled with [`crate::pickle`] (feature `pickle`).
 #[cfg(feature = "pickle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
 impl Connection {
     /// Sends a Rust value as a pickle (Python's `send(obj)`), with this connection's protocol.
     pub fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
@@ -411,5 +598,36 @@ impl Connection {
     pub fn recv_value(&mut self) -> Result<crate::pickle::Value> {
         let bytes = self.recv_bytes()?;
         Ok(crate::pickle::loads_value(&bytes)?)
+    }
+}
+
+/// Python objects on the halves: pickled with [`crate::pickle`] (feature `pickle`).
+#[cfg(feature = "pickle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
+impl ConnectionWriter {
+    /// Sends a Rust value as a pickle ([`Connection::send`]).
+    pub fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
+        let bytes = crate::pickle::dumps(value, self.pickle_protocol)?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Sends a dynamic [`Value`](crate::pickle::Value) as a pickle.
+    pub fn send_value(&mut self, value: &crate::pickle::Value) -> Result<()> {
+        let bytes = crate::pickle::dumps_value(value, self.pickle_protocol)?;
+        self.send_bytes(&bytes)
+    }
+}
+
+#[cfg(feature = "pickle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
+impl ConnectionReader {
+    /// Receives a pickle into a Rust type ([`Connection::recv`]).
+    pub fn recv<T: serde::de::DeserializeOwned>(&mut self) -> Result<T> {
+        self.conn.recv()
+    }
+
+    /// Receives a pickle as a dynamic [`Value`](crate::pickle::Value).
+    pub fn recv_value(&mut self) -> Result<crate::pickle::Value> {
+        self.conn.recv_value()
     }
 }

@@ -120,10 +120,8 @@ impl ListenerBuilder {
                 return Err(e);
             }
         };
-        if arbitrary {
-            if let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-                socket.own_dir(dir.to_path_buf());
-            }
+        if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
+            socket.own_dir(dir.to_path_buf());
         }
         let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
         let handshake = self.auth.handshake_config(key);
@@ -223,14 +221,14 @@ impl Listener {
         let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
         let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
         let mut conn = Connection::new(stream, self.max_message_size, session);
-        if self.handshake.is_some() {
-            if let Err(e) = conn.handshake() {
-                log::info!(
-                    "handshake with {} failed: {e}",
-                    self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
-                );
-                return Err(e);
-            }
+        if self.handshake.is_some()
+            && let Err(e) = conn.handshake()
+        {
+            log::info!(
+                "handshake with {} failed: {e}",
+                self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+            return Err(e);
         }
         Ok(conn)
     }
@@ -255,5 +253,50 @@ impl Listener {
     /// Closes the listener; a Unix socket file it created is removed. Dropping does the same.
     pub fn close(&mut self) {
         self.socket = None;
+    }
+}
+
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+impl std::os::fd::AsRawFd for Listener {
+    /// The listening socket's descriptor: readable when a client waits to be accepted, so
+    /// another event loop can wait on it and call [`Listener::accept`] (which then runs the
+    /// handshake, blocking up to the handshake timeout).
+    ///
+    /// # Panics
+    /// If the listener was closed; [`Listener::fileno`] is the checked version.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).expect("as_raw_fd on a closed Listener")
+    }
+}
+
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+impl std::os::fd::AsFd for Listener {
+    /// The listening socket, borrowed (see the `AsRawFd` implementation).
+    ///
+    /// # Panics
+    /// If the listener was closed.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_ref().map(std::os::fd::AsFd::as_fd).expect("as_fd on a closed Listener")
+    }
+}
+
+#[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
+impl std::os::windows::io::AsRawSocket for Listener {
+    /// The listening TCP socket: readable (in `WSAPoll` or `select`) when a client waits.
+    ///
+    /// There is no `AsRawHandle`: a named-pipe listener (the default family on Windows) has no
+    /// single handle, its pipe instances come and go with the clients.
+    ///
+    /// # Panics
+    /// If the listener is a named-pipe listener or was closed; [`Listener::fileno`] is the
+    /// checked version (an error for those).
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        match self.fileno() {
+            Ok(socket) => socket as std::os::windows::io::RawSocket,
+            Err(e) => panic!("as_raw_socket on a Listener without a socket: {e}"),
+        }
     }
 }

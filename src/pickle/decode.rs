@@ -563,10 +563,11 @@ impl<'a> Vm<'a> {
             for (i, &x) in b.iter().enumerate() {
                 v |= (x as i64) << (8 * i);
             }
-            if let Some(&last) = b.last() {
-                if b.len() < 8 && last & 0x80 != 0 {
-                    v |= -1i64 << (8 * b.len());
-                }
+            if let Some(&last) = b.last()
+                && b.len() < 8
+                && last & 0x80 != 0
+            {
+                v |= -1i64 << (8 * b.len());
             }
             return self.push(Value::Int(v));
         }
@@ -640,10 +641,10 @@ impl<'a> Vm<'a> {
     fn embed(&mut self, item: Item) -> R<Value> {
         match item {
             Item::V(v) => {
-                if self.refuse_objects {
-                    if let Value::Global(g) = &v {
-                        return Err(PickleError::ObjectRefused { module: g.module.clone(), name: g.name.clone() });
-                    }
+                if self.refuse_objects
+                    && let Value::Global(g) = &v
+                {
+                    return Err(PickleError::ObjectRefused { module: g.module.clone(), name: g.name.clone() });
                 }
                 Ok(v)
             }
@@ -983,7 +984,7 @@ impl<'a> Vm<'a> {
                 b'd' => {
                     let k = self.pop_mark()?;
                     let items = self.stack.split_off(k);
-                    if items.len() % 2 != 0 {
+                    if !items.len().is_multiple_of(2) {
                         return Err(self.invalid("odd number of items for DICT"));
                     }
                     self.charge(key_cost(items.len() / 2))?;
@@ -1049,7 +1050,7 @@ impl<'a> Vm<'a> {
                     if k == 0 {
                         return Err(self.invalid("no dict below the MARK"));
                     }
-                    if (self.stack.len() - k) % 2 != 0 {
+                    if !(self.stack.len() - k).is_multiple_of(2) {
                         return Err(self.invalid("odd number of items for SETITEMS"));
                     }
                     if !self.set_items_in_place(k)? {

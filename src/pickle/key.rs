@@ -293,10 +293,10 @@ fn eq_walk<'a>(mut work: Work<'a>, depth: usize, keys: bool) -> bool {
         if !spend() {
             return false;
         }
-        if let (Value::Shared(x), Value::Shared(y)) = (a, b) {
-            if Arc::ptr_eq(x, y) {
-                continue;
-            }
+        if let (Value::Shared(x), Value::Shared(y)) = (a, b)
+            && Arc::ptr_eq(x, y)
+        {
+            continue;
         }
         // The same container is equal to itself (Python's identity shortcut in comparisons).
         if a.is_nested() && std::ptr::eq(a, b) {

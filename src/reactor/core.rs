@@ -170,11 +170,11 @@ impl Core {
 
     /// Stops asking the poller for writability of a connection.
     pub(crate) fn read_interest_only(&mut self, id: u64) {
-        if let Some(Entry::Conn(c)) = self.entries.get_mut(index_of(id)) {
-            if c.id.0 == id {
-                c.write_interest = false;
-                let _ = c.stream.reregister(self.poll.registry(), Token(id as usize), Interest::READABLE);
-            }
+        if let Some(Entry::Conn(c)) = self.entries.get_mut(index_of(id))
+            && c.id.0 == id
+        {
+            c.write_interest = false;
+            let _ = c.stream.reregister(self.poll.registry(), Token(id as usize), Interest::READABLE);
         }
     }
 
@@ -344,11 +344,11 @@ impl Core {
     }
 
     pub(crate) fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(c) = self.conn(id.0) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(id.0);
-            }
+        if let Some(c) = self.conn(id.0)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(id.0);
         }
     }
 
@@ -391,14 +391,14 @@ impl Core {
     /// it is on it. `first`: it was not read at all this turn, so it goes ahead of those that
     /// used their slice.
     pub(crate) fn schedule_read(&mut self, id: u64, first: bool) {
-        if let Some(c) = self.conn(id) {
-            if !c.carried {
-                c.carried = true;
-                if first {
-                    self.carry_first.push(id);
-                } else {
-                    self.carry.push(id);
-                }
+        if let Some(c) = self.conn(id)
+            && !c.carried
+        {
+            c.carried = true;
+            if first {
+                self.carry_first.push(id);
+            } else {
+                self.carry.push(id);
             }
         }
     }
@@ -411,12 +411,12 @@ impl Core {
         self.timers.sync(id.0, &mut c.timer_at, None);
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
         // dropped) removes it from the epoll set.
-        if let Some(l) = c.listener {
-            if let Some(le) = self.listener(l.0) {
-                le.open -= 1;
-                if le.paused && le.open < le.max_connections {
-                    self.accept_retry.push(l.0);
-                }
+        if let Some(l) = c.listener
+            && let Some(le) = self.listener(l.0)
+        {
+            le.open -= 1;
+            if le.paused && le.open < le.max_connections {
+                self.accept_retry.push(l.0);
             }
         }
         Some(c)
@@ -475,6 +475,7 @@ impl Context<'_> {
     /// [`crate::wire::session::Session::pickle_protocol`]: 4 for CPython 3.12+, 2 where the peer
     /// may be a Python 2) and queues it.
     #[cfg(feature = "pickle")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
     pub fn send_pickle<T: serde::Serialize>(&mut self, conn: ConnId, value: &T) -> Result<()> {
         let protocol = match self.core.conn(conn.0) {
             Some(c) => c.session.pickle_protocol(),

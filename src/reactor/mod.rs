@@ -35,8 +35,12 @@
 //! ```
 //!
 //! Embedding: [`Reactor::run_once`] does one turn and returns; on Unix the reactor's descriptor
-//! (`Reactor::as_raw_fd`) becomes readable whenever it has work, so another event loop can wait
-//! on it (on Windows, call `run_once` from the outer loop). [`Handle`] lets other threads send,
+//! (`AsFd` / `AsRawFd`) becomes readable whenever it has work, so another event loop can wait
+//! on it: wait until the descriptor is readable or [`Reactor::poll_timeout`] has passed (the
+//! reactor's deadlines, such as handshake timeouts, are timers no descriptor announces), then
+//! call `run_once(Some(Duration::ZERO))`. `examples/embed_tokio.rs` (tokio's `AsyncFd`) and
+//! `examples/embed_poll.rs` (a `poll(2)` loop) show both; on Windows, call `run_once` from the
+//! outer loop with a timeout of at most `poll_timeout`. [`Handle`] lets other threads send,
 //! close and stop.
 
 mod accept;
@@ -50,8 +54,9 @@ mod write;
 mod write_queue;
 
 #[cfg(unix)]
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
 
@@ -236,6 +241,33 @@ impl<H: Handler> Reactor<H> {
         self.core.timers.len()
     }
 
+    /// The reactor's earliest deadline (a handshake or idle timeout, a paused listener's next
+    /// accept, a connection's close deadline), if any. An event loop that embeds the reactor
+    /// must call [`Reactor::run_once`] by then even if the descriptor stays quiet: deadlines are
+    /// timers, and no descriptor announces them.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.core.timers.next()
+    }
+
+    /// How long an embedding loop may wait before the next [`Reactor::run_once`]:
+    /// `Some(Duration::ZERO)` when work is pending that no descriptor announces (reads carried
+    /// over by the read budgets, queued sends from [`Reactor::with_context`], callbacks to run, a
+    /// stop in progress), the time left to [`Reactor::next_deadline`] otherwise, `None` when only
+    /// an event on the reactor's descriptor (or a [`Handle`]) can create work. `run_once` itself
+    /// waits exactly this long (bounded by its own timeout); an outer loop waits on the reactor's
+    /// descriptor with this timeout and then calls `run_once(Some(Duration::ZERO))`.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.stopped || self.core.has_pending_work() || self.core.stopping.is_some() {
+            return Some(Duration::ZERO);
+        }
+        self.core.timers.next().map(|next| next.saturating_duration_since(Instant::now()))
+    }
+
+    /// True once the reactor stopped: every connection is closed and `run_once` does nothing.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// Runs until stopped ([`Context::stop`] or [`Handle::stop`]).
     pub fn run(&mut self) -> Result<()> {
         while self.run_once(None)? == Turn::Running {}
@@ -244,12 +276,26 @@ impl<H: Handler> Reactor<H> {
 }
 
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl<H: Handler> AsRawFd for Reactor<H> {
-    /// The descriptor of the reactor's poll: readable whenever a turn has work. Register it
-    /// (read interest) in another event loop and call [`Reactor::run_once`] with a zero timeout
-    /// when it fires.
+    /// The descriptor of the reactor's poll (an epoll or kqueue descriptor): readable when there
+    /// is work, then call `run_once(Some(Duration::ZERO))`. Register it (read interest; level- or
+    /// edge-triggered both work, since a turn that leaves work behind makes it readable again) in
+    /// another event loop, and wait at most [`Reactor::poll_timeout`] so the reactor's deadlines
+    /// fire. Do not read from it or register it twice.
     fn as_raw_fd(&self) -> RawFd {
         self.core.poll.as_raw_fd()
+    }
+}
+
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+impl<H: Handler> AsFd for Reactor<H> {
+    /// The reactor's poll descriptor, borrowed: see the [`AsRawFd`] implementation. Readable
+    /// when there is work: call `run_once(Some(Duration::ZERO))`.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // mio's registry shares the poll's selector descriptor.
+        self.core.poll.registry().as_fd()
     }
 }
 

@@ -93,13 +93,13 @@ impl<H: Handler> Reactor<H> {
                     } else {
                         let mut frames = SliceFrames::new(&scratch[..prefix + n]);
                         let completed = self.deliver(cid, &mut frames);
-                        if let Some(c) = self.core.conn(id) {
-                            if !c.session.is_closing() {
-                                if c.session.is_open() {
-                                    c.decoder.set_read_block(DEFAULT_READ_BLOCK);
-                                }
-                                c.decoder.feed(frames.rest());
+                        if let Some(c) = self.core.conn(id)
+                            && !c.session.is_closing()
+                        {
+                            if c.session.is_open() {
+                                c.decoder.set_read_block(DEFAULT_READ_BLOCK);
                             }
+                            c.decoder.feed(frames.rest());
                         }
                         completed
                     };
@@ -134,10 +134,10 @@ impl<H: Handler> Reactor<H> {
         self.scratch = scratch;
         self.core.turn_read = turn_before + read;
         // Replies written in the callbacks leave now, in one write.
-        if let Some(c) = self.core.conn(id) {
-            if c.dirty {
-                self.core.flush(id);
-            }
+        if let Some(c) = self.core.conn(id)
+            && c.dirty
+        {
+            self.core.flush(id);
         }
     }
 

@@ -137,6 +137,15 @@ impl Stream {
         each!(self, s => s.shutdown(how))
     }
 
+    /// A second handle on the same socket (a duplicated descriptor): one thread may write
+    /// through one while another reads through the other.
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
     /// The peer's address: `ip:port` for TCP, the peer's path (usually empty) for Unix.
     pub fn peer_address(&self) -> io::Result<Address> {
         match self {
@@ -429,12 +438,12 @@ impl Drop for SocketListener {
     fn drop(&mut self) {
         if let Some((path, dev, ino)) = self.socket_file.take() {
             // Remove the file only if it is still the socket we bound (not a newer listener's).
-            if let Ok(meta) = fs::symlink_metadata(&path) {
-                if meta.dev() == dev && meta.ino() == ino {
-                    if let Err(e) = fs::remove_file(&path) {
-                        log::warn!("could not remove socket file {}: {e}", path.display());
-                    }
-                }
+            if let Ok(meta) = fs::symlink_metadata(&path)
+                && meta.dev() == dev
+                && meta.ino() == ino
+                && let Err(e) = fs::remove_file(&path)
+            {
+                log::warn!("could not remove socket file {}: {e}", path.display());
             }
         }
         if let Some(dir) = self.owned_dir.take() {

@@ -130,6 +130,22 @@ impl Stream {
         }
     }
 
+    /// A second handle on the same connection, so one thread may write while another reads:
+    /// a duplicated socket for TCP. A named pipe cannot be split (its reads and writes share
+    /// one overlapped handle and one state): that is an `Unsupported` error.
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        match self {
+            Stream::Tcp(s) => Ok(Stream::Tcp(s.try_clone()?)),
+            Stream::TcpPolled(_) => {
+                Err(io::Error::new(io::ErrorKind::Unsupported, "a reactor's TCP stream cannot be split"))
+            }
+            Stream::Pipe(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a named-pipe connection cannot be split into reader and writer halves",
+            )),
+        }
+    }
+
     /// Switches non-blocking mode.
     pub fn set_nonblocking(&mut self, on: bool) -> io::Result<()> {
         match self {

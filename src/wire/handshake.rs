@@ -602,10 +602,10 @@ fn named_digest(message: &[u8]) -> Result<Option<Digest>, AuthenticationError> {
     }
     if message.first() == Some(&b'{') {
         let end = message.len().min(MAX_DIGEST_NAME + 2);
-        if let Some(close) = message[1..end].iter().position(|&b| b == b'}') {
-            if let Some(d) = Digest::from_cpython_name(&message[1..1 + close]) {
-                return Ok(Some(d));
-            }
+        if let Some(close) = message[1..end].iter().position(|&b| b == b'}')
+            && let Some(d) = Digest::from_cpython_name(&message[1..1 + close])
+        {
+            return Ok(Some(d));
         }
     }
     Err(AuthenticationError::Protocol(

@@ -490,10 +490,10 @@ impl Session {
 
     /// The next body to frame and send (handshake messages, a last `#FAILURE#`).
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        if let Phase::Handshaking(hs) | Phase::Connecting(Some(hs)) = &mut self.phase {
-            if let Some(m) = hs.poll_transmit() {
-                return Some(m);
-            }
+        if let Phase::Handshaking(hs) | Phase::Connecting(Some(hs)) = &mut self.phase
+            && let Some(m) = hs.poll_transmit()
+        {
+            return Some(m);
         }
         if self.transmit.is_empty() { None } else { Some(self.transmit.remove(0)) }
     }
@@ -855,10 +855,10 @@ mod tests {
             while let Some(m) = listener.poll_transmit() {
                 to_client.push(m);
             }
-            if listener.is_open() {
-                if let Some(m) = app_first.take() {
-                    to_client.push(m.to_vec());
-                }
+            if listener.is_open()
+                && let Some(m) = app_first.take()
+            {
+                to_client.push(m.to_vec());
             }
             for m in to_client {
                 moved = true;

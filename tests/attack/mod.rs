@@ -97,18 +97,23 @@ pub fn target_dir() -> PathBuf {
 
 /// The echo_server example, built for this profile if it is not there yet.
 pub fn echo_server_example() -> PathBuf {
+    example("echo_server")
+}
+
+/// The example `name`, built (with `cargo build --example`) for this profile.
+pub fn example(name: &str) -> PathBuf {
     let dir = target_dir();
-    let exe = dir.join("examples/echo_server");
+    let exe = dir.join("examples").join(name);
     let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "--example", "echo_server"]);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "--example", name]);
     if profile == "release" {
         cmd.arg("--release");
     }
     // The target directory of the outer build (a parent of the profile directory).
     cmd.env("CARGO_TARGET_DIR", dir.parent().unwrap());
-    let status = cmd.status().expect("run cargo build --example echo_server");
-    assert!(status.success(), "cargo build --example echo_server failed");
+    let status = cmd.status().unwrap_or_else(|e| panic!("run cargo build --example {name}: {e}"));
+    assert!(status.success(), "cargo build --example {name} failed");
     assert!(exe.exists(), "{} missing after the build", exe.display());
     exe
 }

@@ -341,10 +341,8 @@ impl PipeShared {
         let finished = st.owner_gone && !st.output_pending();
         self.announce(&mut st);
         drop(st);
-        if finished {
-            if let Some(h) = self.raw() {
-                driver::linger_done(h);
-            }
+        if finished && let Some(h) = self.raw() {
+            driver::linger_done(h);
         }
     }
 }

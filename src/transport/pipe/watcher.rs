@@ -31,11 +31,11 @@ impl Watcher {
 
     /// Tells the target, unless it was told since it last looked.
     pub(super) fn announce(&mut self) {
-        if !self.announced {
-            if let Some((n, token)) = &self.target {
-                self.announced = true;
-                n.notify(*token);
-            }
+        if !self.announced
+            && let Some((n, token)) = &self.target
+        {
+            self.announced = true;
+            n.notify(*token);
         }
     }
 }
