@@ -112,18 +112,14 @@ impl ListenerBuilder {
         let mut socket = match SocketListener::bind(&address, self.backlog) {
             Ok(s) => s,
             Err(e) => {
-                if arbitrary {
-                    if let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-                        let _ = std::fs::remove_dir(dir);
-                    }
+                if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
+                    let _ = std::fs::remove_dir(dir);
                 }
                 return Err(e);
             }
         };
-        if arbitrary {
-            if let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-                socket.own_dir(dir.to_path_buf());
-            }
+        if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
+            socket.own_dir(dir.to_path_buf());
         }
         let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
         let handshake = self.auth.handshake_config(key);
@@ -364,11 +360,11 @@ impl Incoming {
     /// Runs the challenge-response if the listener has a key (within its handshake timeout;
     /// [`Error::Authentication`] or [`Error::Timeout`] on failure) and returns the connection.
     pub async fn handshake(mut self) -> Result<Connection> {
-        if self.keyed {
-            if let Err(e) = self.conn.handshake().await {
-                log::info!("handshake with {} failed: {e}", self.peer);
-                return Err(e);
-            }
+        if self.keyed
+            && let Err(e) = self.conn.handshake().await
+        {
+            log::info!("handshake with {} failed: {e}", self.peer);
+            return Err(e);
         }
         Ok(self.conn)
     }

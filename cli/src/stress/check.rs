@@ -44,10 +44,10 @@ pub struct Failure {
 
 /// A reply as Python would print it (a pickle) or as a bytes literal, bounded.
 pub fn shown(reply: &[u8]) -> String {
-    if reply.first() == Some(&0x80) {
-        if let Ok(v) = loads_value(reply) {
-            return repr_limited(&v, EXAMPLE_CHARS);
-        }
+    if reply.first() == Some(&0x80)
+        && let Ok(v) = loads_value(reply)
+    {
+        return repr_limited(&v, EXAMPLE_CHARS);
     }
     repr_limited(&Value::Bytes(reply[..reply.len().min(EXAMPLE_CHARS)].to_vec()), EXAMPLE_CHARS)
 }

@@ -124,20 +124,20 @@ struct Driver {
 
 impl Driver {
     fn settle(&mut self, slot: usize) {
-        if let Some(s) = self.slots.get_mut(slot) {
-            if !s.settled {
-                s.settled = true;
-                self.shared.settled.fetch_add(1, Ordering::SeqCst);
-            }
+        if let Some(s) = self.slots.get_mut(slot)
+            && !s.settled
+        {
+            s.settled = true;
+            self.shared.settled.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     fn finish_slot(&mut self, slot: usize) {
-        if let Some(s) = self.slots.get_mut(slot) {
-            if !s.finished {
-                s.finished = true;
-                self.finished += 1;
-            }
+        if let Some(s) = self.slots.get_mut(slot)
+            && !s.finished
+        {
+            s.finished = true;
+            self.finished += 1;
         }
     }
 

@@ -48,10 +48,10 @@ fn validate(args: &StressArgs) -> Result<()> {
     if args.threads == 0 || args.threads > args.clients {
         return Err(Error::Config(format!("--threads must be from 1 to --clients ({})", args.clients)));
     }
-    if let Some(r) = args.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(Error::Config(format!("--rate {r}: a number of requests per second above 0")));
-        }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(Error::Config(format!("--rate {r}: a number of requests per second above 0")));
     }
     if args.ramp.is_some() && args.rate.is_none() {
         return Err(Error::Config("--ramp needs --rate (a closed loop has no schedule to ramp)".into()));

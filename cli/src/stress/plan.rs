@@ -136,7 +136,7 @@ fn parse_bytes(text: &str) -> Result<Vec<u8>> {
         return std::fs::read(path).map_err(|e| Error::Config(format!("--request-bytes {text}: {e}")));
     }
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(Error::Config(format!("--request-bytes {text:?}: an odd number of hex digits")));
     }
     digits
