@@ -3,7 +3,8 @@
 //! example (a host `poll(2)` loop that also reads standard input). Each serves several
 //! concurrent CPython 3.11 clients (pickled values and bytes echoed), refuses a wrong key, and
 //! drops a silent peer at the handshake deadline: a deadline is a timer no descriptor
-//! announces, so this proves the host loops wait on `Reactor::poll_timeout`.
+//! announces, so this proves the host loops wait on `Reactor::poll_timeout`. The async face's
+//! `async_echo` example (feature `tokio`) serves the same clients.
 #![cfg(unix)]
 
 #[path = "attack/mod.rs"]
@@ -222,4 +223,23 @@ fn poll_timeout_tells_the_host_loop_about_the_handshake_deadline() {
     assert!(started.elapsed() >= HANDSHAKE - Duration::from_millis(50));
     assert_eq!(reactor.poll_timeout(), None);
     drop(peer);
+}
+
+/// `examples/async_echo.rs` (the async face, one task per client) with the echo_server command
+/// line: the same concurrent CPython clients over TCP and a Unix socket, and a wrong key refused.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_echo_example_serves_python_clients() {
+    let exe = attack::example_with_features("async_echo", &["tokio"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("async-echo.sock");
+    for address in ["127.0.0.1:0", path.to_str().unwrap()] {
+        let mut cmd = Command::new(&exe);
+        cmd.args([address, "--authkey", KEY]).stdin(Stdio::null());
+        let server = Child2::spawn(cmd, "async_echo");
+        let bound = server.expect_line("listening on");
+        serves_python_clients(&bound);
+        // Still serving after the wrong key.
+        serves_python_clients(&bound);
+    }
 }

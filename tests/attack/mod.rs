@@ -102,11 +102,19 @@ pub fn echo_server_example() -> PathBuf {
 
 /// The example `name`, built (with `cargo build --example`) for this profile.
 pub fn example(name: &str) -> PathBuf {
+    example_with_features(name, &[])
+}
+
+/// An example that needs cargo features (`async_echo`: `tokio`), built as [`example`].
+pub fn example_with_features(name: &str, features: &[&str]) -> PathBuf {
     let dir = target_dir();
     let exe = dir.join("examples").join(name);
     let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["build", "--quiet", "--example", name]);
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
     if profile == "release" {
         cmd.arg("--release");
     }
