@@ -497,7 +497,7 @@ async fn async_serve(
             }
         }
     };
-    let mut buf = vec![0u8; if workload == Workload::W3 { BULK } else { PAYLOAD }];
+    let mut buf = vec![0u8; PAYLOAD];
     loop {
         if interrupted() {
             return Ok(());
@@ -508,8 +508,9 @@ async fn async_serve(
                 conn.send_bytes(&buf[..n]).await?;
                 s.tick()
             }
+            // W1 and W3: each message seen in place, as the reactor's on_message sees it.
             _ => {
-                conn.recv_bytes_into(&mut buf).await?;
+                conn.recv_bytes_with(|m| m.len()).await?;
                 s.tick()
             }
         };

@@ -239,6 +239,35 @@ impl Connection {
         Ok(msg.len())
     }
 
+    /// Receives one message and hands it to `f` as a slice of the connection's buffer, without
+    /// copying it (the reactor's `on_message` on this face): for large messages that are
+    /// parsed or forwarded, not kept. Returns what `f` returns. Cancel-safe: `f` runs only once
+    /// the whole message is buffered, and then synchronously.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: &mut mpconn::tokio::Connection) -> mpconn::Result<()> {
+    /// let checksum = conn.recv_bytes_with(|m| m.iter().map(|&b| u64::from(b)).sum::<u64>()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_bytes_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        loop {
+            poll_fn(|cx| self.poll_message_ready(cx, usize::MAX)).await?;
+            let msg = match self.decoder.next_frame() {
+                Ok(Some(m)) => m,
+                Ok(None) => return Err(Error::Closed("decoder lost a message")),
+                Err(e) => {
+                    self.session.handle_frame_error(e);
+                    return Err(self.close_error());
+                }
+            };
+            match self.session.handle_frame(msg) {
+                Delivery::Message => return Ok(f(msg)),
+                Delivery::Consumed if self.session.is_open() => {}
+                _ => return Err(self.close_error()),
+            }
+        }
+    }
+
     /// Whether a message (or end of file) can be read without waiting, waiting up to `timeout`
     /// for one (`None`: without limit; Python's default `poll()` is `Some(Duration::ZERO)`).
     /// Reads what arrives into the connection's buffer. Cancel-safe.
