@@ -19,9 +19,9 @@ use super::io::AsyncStream;
 use crate::address::Address;
 use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::RawDescriptor;
-use crate::wire::frame::{FrameDecoder, Header, encode_frame};
+use crate::wire::frame::{DEFAULT_READ_BLOCK, FrameDecoder, Header, encode_frame};
 use crate::wire::handshake::Dialect;
-use crate::wire::session::{Delivery, Event, Session, UNKNOWN_PEER_PICKLE_PROTOCOL};
+use crate::wire::session::{Delivery, Event, HANDSHAKE_READ_BLOCK, Session, UNKNOWN_PEER_PICKLE_PROTOCOL};
 
 /// Messages up to this size are copied into the connection's write buffer with their header (one
 /// `write(2)`, and a dropped send cannot tear the frame); larger ones are written straight from
@@ -49,8 +49,13 @@ const TORN: &str = "an earlier send_bytes was cancelled after writing part of a 
 ///   (a `select!` branch that lost, a `timeout`) loses no message and tears none.
 /// * [`Connection::send_bytes`] of a message up to [`SMALL_MESSAGE`] bytes, `feed_bytes` and
 ///   [`Connection::flush`] are cancel-safe in the sense that a frame is never torn: a dropped
-///   send leaves the whole frame queued, and it is written before anything else, by the next
-///   send or flush.
+///   send leaves either nothing or the whole frame queued, and what is queued is written before
+///   anything else, by the next send or flush. A send first waits for what earlier sends left,
+///   so sends abandoned one after another (a `timeout` around each, to a peer that does not
+///   read) leave at most one message queued.
+/// * A send waits as long as the peer takes nothing: there is no write timeout on this face;
+///   bound it with `tokio::time::timeout` (for a small message that leaves it queued or not sent,
+///   for a large one it may tear the stream as said below).
 /// * [`Connection::send_bytes`] of a larger message is **not** cancel-safe: it writes from your
 ///   buffer, and a send dropped after part of the frame went out leaves the peer mid-message.
 ///   The connection then refuses every further send with [`Error::Closed`] rather than corrupt
@@ -79,9 +84,15 @@ pub struct Connection {
 
 impl Connection {
     pub(crate) fn new(io: AsyncStream, max_message_size: usize, session: Session) -> Connection {
+        let mut decoder = FrameDecoder::new(max_message_size);
+        // While authenticating, a read block just big enough for a handshake message: a
+        // connection that never authenticates holds bytes, not a 64 KiB block (as the reactor).
+        if !session.is_open() {
+            decoder.set_read_block(HANDSHAKE_READ_BLOCK);
+        }
         Connection {
             io: Some(io),
-            decoder: FrameDecoder::new(max_message_size),
+            decoder,
             session,
             readable: true,
             eof: false,
@@ -106,6 +117,12 @@ impl Connection {
     pub async fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.check_send()?;
         if buf.len() <= SMALL_MESSAGE {
+            // What earlier (cancelled) sends left queued goes first: a send cancelled while
+            // waiting here queued nothing, so abandoned sends to a peer that does not read
+            // leave at most one message queued, never a growing pile.
+            if self.queued_len() > 0 {
+                self.flush().await?;
+            }
             self.queue_frame(buf);
             return self.flush().await;
         }
@@ -435,6 +452,7 @@ impl Connection {
             }
         }
         result?;
+        self.decoder.set_read_block(DEFAULT_READ_BLOCK);
         self.pickle_protocol = self.session.pickle_protocol();
         Ok(())
     }

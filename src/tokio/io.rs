@@ -118,6 +118,12 @@ impl PipeIo {
     }
 }
 
+/// First and longest pause between connect attempts to a Unix listener whose backlog is full.
+#[cfg(unix)]
+const UNIX_BACKLOG_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+#[cfg(unix)]
+const UNIX_BACKLOG_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The error for a call made outside a tokio runtime (tokio would panic there).
 pub(crate) fn require_runtime() -> Result<()> {
     ::tokio::runtime::Handle::try_current()
@@ -159,7 +165,21 @@ impl AsyncStream {
     #[cfg(unix)]
     pub(crate) async fn connect(address: &Address) -> Result<AsyncStream> {
         require_runtime()?;
-        let (stream, connected) = Stream::connect_nonblocking(address)?;
+        let mut backoff = UNIX_BACKLOG_RETRY_FIRST;
+        let (stream, connected) = loop {
+            match Stream::connect_nonblocking(address) {
+                // A Unix listener whose backlog is full: Linux refuses a non-blocking connect at
+                // once (EAGAIN) where a blocking one, Python's included, waits for room. Wait
+                // and retry (the client's connect timeout bounds it, as the blocking wait).
+                Err(Error::Io(e))
+                    if e.kind() == io::ErrorKind::WouldBlock && address.family() == crate::Family::Unix =>
+                {
+                    ::tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(UNIX_BACKLOG_RETRY_MAX);
+                }
+                r => break r?,
+            }
+        };
         let s = AsyncStream::from_stream(stream)?;
         if !connected {
             each_socket!(&s, s => s.writable().await, _p => Ok(()))?;

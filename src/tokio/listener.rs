@@ -250,8 +250,15 @@ impl Socket {
 /// let mut listener = mpconn::tokio::Listener::builder().authkey("secret password").bind()?;
 /// println!("listening on {}", listener.address());
 /// loop {
-///     // Accept, then authenticate in a task of its own so a slow client delays nobody.
-///     let incoming = listener.accept_incoming().await?;
+///     // Accept, then authenticate in a task of its own so a slow client delays nobody. An
+///     // accept error (out of descriptors: EMFILE) ends no server: wait a little, go on.
+///     let incoming = match listener.accept_incoming().await {
+///         Ok(incoming) => incoming,
+///         Err(_) => {
+///             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+///             continue;
+///         }
+///     };
 ///     tokio::spawn(async move {
 ///         let mut conn = incoming.handshake().await?;
 ///         while let Ok(msg) = conn.recv_bytes().await {
