@@ -574,7 +574,7 @@ import time; time.sleep(2)
             // Python client -> async listener.
             rt().block_on(async {
                 let mut l = Listener::builder().family(Family::Unix).authkey("k").bind().unwrap();
-                let mut child = Command::new(&exe)
+                let child = Command::new(&exe)
                     .args(["-c", PYCLIENT, &l.address().to_string(), key])
                     .stdout(Stdio::piped())
                     .spawn()
