@@ -831,9 +831,8 @@ time.sleep(60)
         let msg = vec![b'm'; 64 * 1024];
         let mut errors = 0;
         for _ in 0..2000 {
-            match tokio::time::timeout(Duration::from_millis(1), c.send_bytes(&msg)).await {
-                Ok(Err(_)) => errors += 1,
-                _ => {}
+            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(1), c.send_bytes(&msg)).await {
+                errors += 1;
             }
         }
         let after = rss_kib();
