@@ -525,7 +525,10 @@ impl Context<'_> {
     }
 
     /// Connects to `address` without blocking; `on_open` follows after the handshake, or
-    /// `on_close` with the reason it failed.
+    /// `on_close` with the reason it failed. On Linux a Unix listener whose backlog is full
+    /// refuses a non-blocking connect at once: that is an `Err` of kind `WouldBlock` here, to
+    /// retry later (a blocking connect would wait; `mpconn stress` connects in windows of 256
+    /// for this reason).
     pub fn connect(&mut self, address: &Address, options: ConnectionOptions) -> Result<ConnId> {
         self.core.connect(address, options)
     }
