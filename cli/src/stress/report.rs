@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use mpconn::{Error, Result};
 use serde_json::{Value as J, json};
@@ -255,7 +255,7 @@ pub fn json(r: &Summary<'_>, passed: bool) -> J {
 pub fn write_hdr_log(path: &Path, s: &Stats, started: SystemTime) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::Config(format!("--hdr-out {}: {e}", path.display())))?;
     let mut out = std::io::BufWriter::new(file);
-    let mut serializer = V2Serializer::new();
+    let mut serializer = V2DeflateSerializer::new();
     let fail = |e: String| Error::Config(format!("--hdr-out {}: {e}", path.display()));
     {
         let mut w = IntervalLogWriterBuilder::new()
