@@ -175,7 +175,7 @@ impl Driver {
                 let Some(t0) = self.shared.schedule_start.get() else {
                     return Attempt::NotNow;
                 };
-                let due = t0 + (s.due(slot.phase, slot.sent) * 1e9) as u64;
+                let due = t0.saturating_add((s.due(slot.phase, slot.sent) * 1e9) as u64);
                 if due > now_ns {
                     return Attempt::NotNow;
                 }
