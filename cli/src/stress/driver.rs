@@ -249,10 +249,8 @@ impl Driver {
             c.done = true;
             let slot = c.slot;
             let kind = format!("timeout: no reply within {:?}", self.cfg.timeout);
+            // Counted once, as this timeout (not also as a lost echo: one request, one error).
             self.stats.record_error(now_ns, kind, None, 1);
-            if matches!(self.cfg.plan.payload, Payload::Filler) {
-                self.stats.integrity.lost += 1;
-            }
             self.finish_slot(slot);
             ctx.close(id);
         }
@@ -307,14 +305,14 @@ impl Handler for Driver {
             (Payload::Filler, Expect::Echo) => match filler_seq(m, self.cfg.size, client) {
                 None => {
                     self.stats.integrity.corrupted += 1;
-                    self.stats.record_integrity(now_ns);
+                    self.stats.record_integrity(now_ns, 1);
                     self.send_next(ctx, conn);
                     self.finish_if_done(ctx, conn);
                     return;
                 }
                 Some(seq) if seq < p.seq => {
                     self.stats.integrity.duplicated += 1;
-                    self.stats.record_integrity(now_ns);
+                    self.stats.record_integrity(now_ns, 1);
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.pending = Some(p);
                     }
@@ -324,6 +322,7 @@ impl Handler for Driver {
                     if seq > p.seq {
                         self.stats.integrity.reordered += 1;
                         self.stats.integrity.lost += seq - p.seq;
+                        self.stats.record_integrity(now_ns, 1 + (seq - p.seq));
                     }
                     None
                 }
@@ -371,10 +370,8 @@ impl Handler for Driver {
             (_, true) => format!("closed early: {reason}"),
             (_, false) => format!("connect: {reason}"),
         };
+        // The echo still pending is counted by this error (one request, one error).
         self.stats.record_error(now_ns, kind, None, 1);
-        if c.pending.is_some() && matches!(self.cfg.plan.payload, Payload::Filler) {
-            self.stats.integrity.lost += 1;
-        }
         self.settle(c.slot);
         self.finish_slot(c.slot);
     }

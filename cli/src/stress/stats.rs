@@ -125,10 +125,11 @@ impl Stats {
         }
     }
 
-    /// A filler echo that failed its integrity check: counted in the timeline's errors too.
-    pub fn record_integrity(&mut self, at_ns: u64) {
+    /// `n` integrity failures of filler echoes (counted in `integrity` by the caller): counted in
+    /// the timeline's errors too, so the timeline adds up to the run's errors.
+    pub fn record_integrity(&mut self, at_ns: u64, n: u64) {
         if let Some(s) = self.second(at_ns) {
-            s.errors += 1;
+            s.errors += n;
         }
     }
 
