@@ -256,6 +256,29 @@ impl Driver {
         }
     }
 
+    /// Closes the clients not yet open (connecting, or in their handshake) when sending stops:
+    /// counted as `interrupted` (Ctrl-C) or as an error (the run's end came first).
+    fn close_unopened(&mut self, ctx: &mut Context<'_>, interrupted: bool) {
+        let now_ns = self.shared.now_ns();
+        let unopened: Vec<ConnId> =
+            self.conns.iter().filter(|(_, c)| !c.opened && !c.done).map(|(id, _)| *id).collect();
+        for id in unopened {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.done = true;
+            let slot = c.slot;
+            if interrupted {
+                self.stats.interrupted += 1;
+            } else {
+                self.stats.record_error(now_ns, "connect: not open when the run ended".into(), None, 1);
+            }
+            self.settle(slot);
+            self.finish_slot(slot);
+            ctx.close(id);
+        }
+    }
+
     fn finish_if_done(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -479,7 +502,13 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
             for slot in std::mem::take(&mut h.respawn) {
                 h.finish_slot(slot);
             }
+            // Clients still connecting or in their handshake are closed now, not left to the
+            // handshake timeout (a silent listener would hold the report for it). On Ctrl-C they
+            // are `interrupted` (not errors); at the end of --duration, an error.
+            let interrupted = crate::interrupt::requested() || shared.abort.load(Ordering::SeqCst);
+            reactor.with_handler(|h, ctx| h.close_unopened(ctx, interrupted));
         }
+        let h = reactor.handler_mut();
         for slot in h.respawn.drain(..) {
             to_connect.push_back(slot);
         }

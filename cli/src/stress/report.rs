@@ -126,6 +126,9 @@ pub fn write_human(out: &mut dyn Write, r: &Summary<'_>) -> std::io::Result<()> 
             writeln!(out, "example of {kind}: {e}")?;
         }
     }
+    if h.interrupted > 0 {
+        writeln!(out, "interrupted: {} clients were still connecting at Ctrl-C (closed, not errors)", h.interrupted)?;
+    }
     if h.churned > 0 {
         writeln!(out, "churn: {} clients hung up and were replaced ({} clients in all)", h.churned, h.clients_started)?;
     }
@@ -231,6 +234,7 @@ pub fn json(r: &Summary<'_>, passed: bool) -> J {
             "max": connect_q(1.0),
         },
         "churned": s.churned,
+        "interrupted_connects": s.interrupted,
         "clients_started": s.clients_started,
         "integrity": {"lost": i.lost, "duplicated": i.duplicated, "reordered": i.reordered, "corrupted": i.corrupted},
         "server": {

@@ -56,6 +56,8 @@ pub struct Stats {
     pub connect: Histogram<u64>,
     pub opened: usize,
     pub churned: u64,
+    /// Clients still connecting or in their handshake when Ctrl-C came: closed, not errors.
+    pub interrupted: u64,
     /// Clients started in all (the slots plus replacements for churned ones).
     pub clients_started: usize,
     pub timeline: Vec<Second>,
@@ -76,6 +78,7 @@ impl Stats {
             connect: Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| Error::Config(e.to_string()))?,
             opened: 0,
             churned: 0,
+            interrupted: 0,
             clients_started: 0,
             timeline: Vec::new(),
             first_send_ns: None,
@@ -152,6 +155,7 @@ impl Stats {
         let _ = self.connect.add(&o.connect);
         self.opened += o.opened;
         self.churned += o.churned;
+        self.interrupted += o.interrupted;
         self.clients_started += o.clients_started;
         for (t, s) in o.timeline.into_iter().enumerate() {
             if t < self.timeline.len() {
