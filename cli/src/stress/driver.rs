@@ -120,6 +120,10 @@ struct Driver {
     finished: usize,
     in_flight_connects: usize,
     respawn: Vec<usize>,
+    /// Closed loop: connections whose reply came in this reactor turn; their next request goes
+    /// out after the turn, so a second reply to the same request read in the same turn finds no
+    /// request pending and is counted as `reply without a request` (not taken as the next one's).
+    replied: Vec<ConnId>,
 }
 
 impl Driver {
@@ -279,6 +283,17 @@ impl Driver {
         }
     }
 
+    /// Closed loop, after a reactor turn: the next request of each client whose reply came.
+    fn send_after_replies(&mut self, ctx: &mut Context<'_>) {
+        let replied = std::mem::take(&mut self.replied);
+        for &conn in &replied {
+            self.send_next(ctx, conn);
+            self.finish_if_done(ctx, conn);
+        }
+        self.replied = replied;
+        self.replied.clear();
+    }
+
     fn finish_if_done(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -371,8 +386,14 @@ impl Handler for Driver {
             ctx.close(conn);
             return;
         }
-        self.send_next(ctx, conn);
-        self.finish_if_done(ctx, conn);
+        // The echo test's sequence numbers catch a duplicate already; a service's replies carry
+        // none, so there the next request waits for the end of the turn.
+        if self.cfg.schedule.is_some() || matches!(self.cfg.plan.payload, Payload::Filler) {
+            self.send_next(ctx, conn);
+            self.finish_if_done(ctx, conn);
+        } else {
+            self.replied.push(conn);
+        }
     }
 
     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
@@ -435,6 +456,7 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
         finished: 0,
         in_flight_connects: 0,
         respawn: Vec::new(),
+        replied: Vec::new(),
     })?;
     let progress = &shared.progress[thread];
     let mut to_connect: VecDeque<usize> = (0..n_slots).collect();
@@ -486,6 +508,9 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
             reactor.with_handler(|h, ctx| h.expire(ctx));
         }
         let turn = reactor.run_once(Some(Duration::from_millis(if open_loop { 1 } else { 50 })))?;
+        if !reactor.handler().replied.is_empty() {
+            reactor.with_handler(|h, ctx| h.send_after_replies(ctx));
+        }
         let h = reactor.handler_mut();
         let stop = cfg.duration.is_some_and(|d| shared.start.elapsed() >= d)
             || crate::interrupt::requested()
