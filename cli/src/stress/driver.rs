@@ -260,6 +260,31 @@ impl Driver {
         }
     }
 
+    /// Open loop, when sending stops: the requests that were due by now but never went out (a
+    /// client still waiting on a stalled reply) get a latency from their intended send time to
+    /// now, as wrk2 does, and are counted as `unsent`; without this a stall at the end of a run
+    /// would be in no histogram.
+    fn count_unsent(&mut self) {
+        let (Some(s), Some(&t0)) = (self.cfg.schedule, self.shared.schedule_start.get()) else {
+            return;
+        };
+        let now_ns = self.shared.now_ns();
+        for slot in &mut self.slots {
+            let alive = slot.conn.and_then(|id| self.conns.get(&id)).is_some_and(|c| c.opened && !c.done);
+            if !alive {
+                continue;
+            }
+            while slot.sent < self.cfg.messages {
+                let due = t0.saturating_add((s.due(slot.phase, slot.sent) * 1e9) as u64);
+                if due > now_ns {
+                    break;
+                }
+                self.stats.record_unsent(now_ns, now_ns - due);
+                slot.sent += 1;
+            }
+        }
+    }
+
     /// Closes the clients not yet open (connecting, or in their handshake) when sending stops:
     /// counted as `interrupted` (Ctrl-C) or as an error (the run's end came first).
     fn close_unopened(&mut self, ctx: &mut Context<'_>, interrupted: bool) {
@@ -531,7 +556,10 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
             // handshake timeout (a silent listener would hold the report for it). On Ctrl-C they
             // are `interrupted` (not errors); at the end of --duration, an error.
             let interrupted = crate::interrupt::requested() || shared.abort.load(Ordering::SeqCst);
-            reactor.with_handler(|h, ctx| h.close_unopened(ctx, interrupted));
+            reactor.with_handler(|h, ctx| {
+                h.count_unsent();
+                h.close_unopened(ctx, interrupted);
+            });
         }
         let h = reactor.handler_mut();
         for slot in h.respawn.drain(..) {

@@ -126,6 +126,13 @@ pub fn write_human(out: &mut dyn Write, r: &Summary<'_>) -> std::io::Result<()> 
             writeln!(out, "example of {kind}: {e}")?;
         }
     }
+    if h.unsent > 0 {
+        writeln!(
+            out,
+            "unsent: {} requests were due but never sent (a client waited on a late reply); their latency, from the intended send time to the end, is in the histogram",
+            h.unsent
+        )?;
+    }
     if h.interrupted > 0 {
         writeln!(out, "interrupted: {} clients were still connecting at Ctrl-C (closed, not errors)", h.interrupted)?;
     }
@@ -235,6 +242,7 @@ pub fn json(r: &Summary<'_>, passed: bool) -> J {
         },
         "churned": s.churned,
         "interrupted_connects": s.interrupted,
+        "unsent": s.unsent,
         "clients_started": s.clients_started,
         "integrity": {"lost": i.lost, "duplicated": i.duplicated, "reordered": i.reordered, "corrupted": i.corrupted},
         "server": {

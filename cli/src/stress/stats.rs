@@ -56,6 +56,8 @@ pub struct Stats {
     pub connect: Histogram<u64>,
     pub opened: usize,
     pub churned: u64,
+    /// Open loop: requests due before sending stopped that never went out (see `record_unsent`).
+    pub unsent: u64,
     /// Clients still connecting or in their handshake when Ctrl-C came: closed, not errors.
     pub interrupted: u64,
     /// Clients started in all (the slots plus replacements for churned ones).
@@ -79,6 +81,7 @@ impl Stats {
             opened: 0,
             churned: 0,
             interrupted: 0,
+            unsent: 0,
             clients_started: 0,
             timeline: Vec::new(),
             first_send_ns: None,
@@ -113,6 +116,16 @@ impl Stats {
         let _ = self.latency.record(latency_ns.max(1));
         if let Some(s) = self.second(at_ns) {
             s.ok += 1;
+            let _ = s.latency_us.record((latency_ns / 1000).max(1));
+        }
+    }
+
+    /// A request due before sending stopped that never went out: its latency (intended send
+    /// time to the stop) goes into the histograms, so a stall at the end of a run shows there.
+    pub fn record_unsent(&mut self, at_ns: u64, latency_ns: u64) {
+        self.unsent += 1;
+        let _ = self.latency.record(latency_ns.max(1));
+        if let Some(s) = self.second(at_ns) {
             let _ = s.latency_us.record((latency_ns / 1000).max(1));
         }
     }
@@ -156,6 +169,7 @@ impl Stats {
         self.opened += o.opened;
         self.churned += o.churned;
         self.interrupted += o.interrupted;
+        self.unsent += o.unsent;
         self.clients_started += o.clients_started;
         for (t, s) in o.timeline.into_iter().enumerate() {
             if t < self.timeline.len() {
