@@ -1,6 +1,11 @@
-//! Outside review of issue 13 ("break it"): each test is a finding that fails on `review13`.
-//! Services are CPython scripts in `findings/` (key `k`, Unix sockets in a temp dir). Every
-//! command is bounded (killed past `WAIT`).
+//! `mpconn stress` against services that misbehave, and the command's own edges: the findings of
+//! the outside review of issue 13 ("break it"), one test each, kept as regression tests. Each
+//! names what went wrong before its fix (a second Ctrl-C orphaning the embedded server, an
+//! `--hdr-out` log HdrHistogram's readers refuse, malformed values exiting 1, a lost `--hdr-out`
+//! report, a tiny `--rate`, a stall at the end of an open-loop run, a service replying twice,
+//! errors counted twice, Ctrl-C during handshakes). Services are CPython scripts in
+//! `tests/python/` (key `k`, Unix sockets in a temp dir). Every command is bounded (killed past
+//! `WAIT`).
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
@@ -13,9 +18,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value as J;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mpconn");
-const SVC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../findings/svc.py");
-const BYTES_STOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../findings/bytes_echo_stop.py");
-const SILENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../findings/silent_listener.py");
+const SVC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stress_svc.py");
+const BYTES_STOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/bytes_echo_stop.py");
+const SILENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/silent_listener.py");
+const HDRH_READ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hdrh_read.py");
 const WAIT: Duration = Duration::from_secs(40);
 
 fn spawn(args: &[&str]) -> Child {
@@ -144,6 +150,15 @@ fn hdr_out_intervals_are_compressed_histograms_as_log_readers_require() {
         let b64 = line.rsplit(',').next().unwrap();
         assert!(b64.starts_with("HISTF"), "not a compressed V2 histogram (Java's reader throws): {line:.60}");
     }
+    // The official Python reader (`pip install hdrhistogram`) decodes every interval.
+    let read = Command::new("python3").arg(HDRH_READ).arg(&log).output().expect("python3 runs");
+    if read.status.code() == Some(77) {
+        eprintln!("SKIPPED the hdrh check: the Python package hdrhistogram is not installed");
+        return;
+    }
+    assert!(read.status.success(), "hdrh could not read the log: {}", text(&read.stderr));
+    let counts: Vec<u64> = text(&read.stdout).split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(counts.get(1), Some(&500), "hdrh read {}", text(&read.stdout));
 }
 
 /// An `--hdr-out` path that cannot be written is found only after the whole run, and then the
@@ -252,7 +267,7 @@ fn ctrl_c_while_connecting_reports_promptly() {
 /// still holds mpconn's stdout and stderr, so a reader of mpconn's output (`mpconn stress | tee`,
 /// `$(...)`, a CI harness) never sees EOF and hangs. (Here the server is paused with SIGSTOP so
 /// the second Ctrl-C surely lands during the orderly end; the socket directory is then left
-/// every time, the live orphan in most unpaused runs: see findings/repro.sh F0.)
+/// every time, the live orphan in most unpaused runs: seen by hand in the review.)
 #[test]
 fn a_second_ctrl_c_leaves_no_embedded_server_behind() {
     let mut child = spawn(&["stress", "--clients", "100", "--messages", "1000000"]);
