@@ -190,8 +190,21 @@ fn an_unwritable_hdr_out_does_not_lose_the_runs_json() {
 #[test]
 fn a_tiny_rate_does_not_send_at_full_speed() {
     let svc = Service::start(SVC, &["echo"]);
-    let out = run(&["stress", svc.addr(), "--authkey", "k", "--clients", "2", "--rate", "1e-12", "--duration", "1s",
-        "--request", "{seq}", "--json"]);
+    let out = run(&[
+        "stress",
+        svc.addr(),
+        "--authkey",
+        "k",
+        "--clients",
+        "2",
+        "--rate",
+        "1e-12",
+        "--duration",
+        "1s",
+        "--request",
+        "{seq}",
+        "--json",
+    ]);
     if out.status.code() == Some(2) {
         return; // rejected as a usage error: fine
     }
@@ -207,8 +220,25 @@ fn a_tiny_rate_does_not_send_at_full_speed() {
 fn a_stall_at_the_end_of_an_open_loop_run_shows_or_fails_the_run() {
     // The service stalls from 1.5 s after it starts for 2 s; the run lasts 3 s.
     let svc = Service::start(SVC, &["stall2", "1.5"]);
-    let out = run(&["stress", svc.addr(), "--authkey", "k", "--clients", "4", "--rate", "2000", "--duration", "3s",
-        "--request", "{'n': {seq}}", "--expect", "echo", "--seed", "1", "--json"]);
+    let out = run(&[
+        "stress",
+        svc.addr(),
+        "--authkey",
+        "k",
+        "--clients",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "3s",
+        "--request",
+        "{'n': {seq}}",
+        "--expect",
+        "echo",
+        "--seed",
+        "1",
+        "--json",
+    ]);
     let r = report(&out);
     let p99 = r["latency_us"]["p99"].as_f64().unwrap();
     let rate = r["rate"].as_f64().unwrap();
@@ -226,8 +256,19 @@ fn a_stall_at_the_end_of_an_open_loop_run_shows_or_fails_the_run() {
 #[test]
 fn a_service_that_replies_twice_does_not_pass() {
     let svc = Service::start(SVC, &["double"]);
-    let out = run(&["stress", svc.addr(), "--authkey", "k", "--clients", "3", "--messages", "100", "--request",
-        "{'n': {seq}}", "--json"]);
+    let out = run(&[
+        "stress",
+        svc.addr(),
+        "--authkey",
+        "k",
+        "--clients",
+        "3",
+        "--messages",
+        "100",
+        "--request",
+        "{'n': {seq}}",
+        "--json",
+    ]);
     let r = report(&out);
     assert_ne!(out.status.code(), Some(0), "double replies passed: ok {}, errors {}", r["ok"], r["errors_by_kind"]);
 }
@@ -238,8 +279,19 @@ fn a_service_that_replies_twice_does_not_pass() {
 #[test]
 fn timeline_errors_add_up_to_the_total() {
     let svc = Service::start(BYTES_STOP, &["5"]);
-    let out = run(&["stress", svc.addr(), "--authkey", "k", "--clients", "2", "--messages", "10", "--timeout", "1s",
-        "--json"]);
+    let out = run(&[
+        "stress",
+        svc.addr(),
+        "--authkey",
+        "k",
+        "--clients",
+        "2",
+        "--messages",
+        "10",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
     let r = report(&out);
     let timeline: u64 = r["timeline"].as_array().unwrap().iter().map(|s| s["errors"].as_u64().unwrap()).sum();
     assert_eq!(timeline, r["errors"].as_u64().unwrap(), "{}", r);
@@ -250,7 +302,8 @@ fn timeline_errors_add_up_to_the_total() {
 #[test]
 fn ctrl_c_while_connecting_reports_promptly() {
     let svc = Service::start(SILENT, &[]);
-    let child = spawn(&["stress", svc.addr(), "--authkey", "k", "--clients", "5", "--duration", "30s", "--request", "1"]);
+    let child =
+        spawn(&["stress", svc.addr(), "--authkey", "k", "--clients", "5", "--duration", "30s", "--request", "1"]);
     thread::sleep(Duration::from_millis(1500));
     sigint(child.id());
     let t = Instant::now();
@@ -315,6 +368,9 @@ fn a_second_ctrl_c_leaves_no_embedded_server_behind() {
         let _ = std::fs::remove_dir_all(std::env::temp_dir().join(d));
     }
     let _ = Path::new("");
-    assert!(!alive, "embedded server pid {server} still running (and holding mpconn's stdout/stderr) after the second Ctrl-C; mpconn exit {status:?}");
+    assert!(
+        !alive,
+        "embedded server pid {server} still running (and holding mpconn's stdout/stderr) after the second Ctrl-C; mpconn exit {status:?}"
+    );
     assert!(dirs.is_empty(), "socket directories left: {dirs:?}");
 }
