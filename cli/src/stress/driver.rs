@@ -285,10 +285,11 @@ impl Driver {
         }
     }
 
-    /// Closes the clients not yet open (connecting, or in their handshake) when sending stops:
-    /// counted as `interrupted` (Ctrl-C) or as an error (the run's end came first).
-    fn close_unopened(&mut self, ctx: &mut Context<'_>, interrupted: bool) {
-        let now_ns = self.shared.now_ns();
+    /// On Ctrl-C (or another thread's failure): closes the clients not yet open (connecting, or
+    /// in their handshake) at once, counted as `interrupted`, not errors, so a silent listener
+    /// does not hold the report for the handshake timeout. (At the end of `--duration` they are
+    /// left to finish their handshake, as before, and then end without sending.)
+    fn close_unopened(&mut self, ctx: &mut Context<'_>) {
         let unopened: Vec<ConnId> =
             self.conns.iter().filter(|(_, c)| !c.opened && !c.done).map(|(id, _)| *id).collect();
         for id in unopened {
@@ -297,11 +298,7 @@ impl Driver {
             };
             c.done = true;
             let slot = c.slot;
-            if interrupted {
-                self.stats.interrupted += 1;
-            } else {
-                self.stats.record_error(now_ns, "connect: not open when the run ended".into(), None, 1);
-            }
+            self.stats.interrupted += 1;
             self.settle(slot);
             self.finish_slot(slot);
             ctx.close(id);
@@ -552,13 +549,14 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
             for slot in std::mem::take(&mut h.respawn) {
                 h.finish_slot(slot);
             }
-            // Clients still connecting or in their handshake are closed now, not left to the
-            // handshake timeout (a silent listener would hold the report for it). On Ctrl-C they
-            // are `interrupted` (not errors); at the end of --duration, an error.
+            // On Ctrl-C, clients still connecting or in their handshake are closed now, not left
+            // to the handshake timeout (a silent listener would hold the report for it).
             let interrupted = crate::interrupt::requested() || shared.abort.load(Ordering::SeqCst);
             reactor.with_handler(|h, ctx| {
                 h.count_unsent();
-                h.close_unopened(ctx, interrupted);
+                if interrupted {
+                    h.close_unopened(ctx);
+                }
             });
         }
         let h = reactor.handler_mut();
