@@ -5,7 +5,8 @@
 //! report, a tiny `--rate`, a stall at the end of an open-loop run, a service replying twice,
 //! errors counted twice, Ctrl-C during handshakes). Services are CPython scripts in
 //! `tests/python/` (key `k`, Unix sockets in a temp dir). Every command is bounded (killed past
-//! `WAIT`).
+//! `WAIT`). Each test's doc is the reviewer's description of the behaviour *before* the fix
+//! (README.md and ARCHITECTURE.md say what the command does now).
 #![cfg(unix)]
 
 use std::io::{BufRead, BufReader};
