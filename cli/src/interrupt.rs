@@ -2,12 +2,80 @@
 //! console's Ctrl-C and Ctrl-Break on Windows) as a request to
 //! end: long-running subcommands poll [`requested`] and finish in order (`stress` and `bench`
 //! print their report, `listen` removes its socket file). A second Ctrl-C ends the process at
-//! once, for when the orderly end itself hangs.
+//! once, for when the orderly end itself hangs; before it does, it kills the child processes and
+//! removes the directories registered here ([`register_child`], [`register_dir`]): `stress`'s
+//! embedded server runs in its own process group (the terminal's Ctrl-C does not reach it), so
+//! without this it would outlive the exit, holding this process's stdout and stderr (a reader
+//! of them would never see EOF) and its socket directory.
 
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Child processes a second Ctrl-C kills before exiting.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Directories (and what is in them) a second Ctrl-C removes before exiting.
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A child process for a second Ctrl-C to kill; [`unregister_child`] once it is reaped.
+pub fn register_child(pid: u32) {
+    locked(&CHILDREN).push(pid);
+}
+
+/// Forgets a child: call it after killing the child and before reaping it (`wait`), so the
+/// pid cannot be reused by another process while it is still registered.
+pub fn unregister_child(pid: u32) {
+    locked(&CHILDREN).retain(|&p| p != pid);
+}
+
+/// A directory for a second Ctrl-C to remove.
+pub fn register_dir(dir: PathBuf) {
+    locked(&DIRS).push(dir);
+}
+
+/// Forgets a directory (removed in the orderly way).
+pub fn unregister_dir(dir: &std::path::Path) {
+    locked(&DIRS).retain(|d| d != dir);
+}
+
+/// What a second Ctrl-C does before exiting: kill the registered children, remove the
+/// registered directories.
+fn clean_up() {
+    for pid in locked(&CHILDREN).drain(..) {
+        kill(pid);
+    }
+    for dir in locked(&DIRS).drain(..) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(unix)]
+fn kill(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: a signal to a child this process started and has not reaped (see
+    // `unregister_child`), so the pid is still that child's.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill(pid: u32) {
+    let _ = std::process::Command::new("taskkill")
+        .args(["/F", "/T", "/PID", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
 
 /// The exit code of a process ended by a second Ctrl-C (128 + SIGINT, as shells report it).
 const SECOND_INTERRUPT_EXIT: i32 = 130;
@@ -18,6 +86,7 @@ pub fn install() {
     let hangup_ignored = hangup_ignored();
     let result = ctrlc::set_handler(|| {
         if REQUESTED.swap(true, Ordering::SeqCst) {
+            clean_up();
             std::process::exit(SECOND_INTERRUPT_EXIT);
         }
     });

@@ -232,6 +232,9 @@ fn main() {
             let address = negative::unmark(address);
             let messages: Vec<String> = messages.into_iter().map(negative::unmark).collect();
             let args = send::SendArgs { address: &address, messages: &messages, pickle, json, protocol, recv, timeout };
+            if let Err(m) = send::usage(&args) {
+                usage_error(&m);
+            }
             send::run(&args, &keys)
         }
         Cmd::Bench { workload, all, family, n, face, threads, role, addr } => {
@@ -273,7 +276,6 @@ fn main() {
             seed,
             timeout,
         } => {
-            interrupt::install();
             let args = stress::StressArgs {
                 address,
                 clients,
@@ -293,6 +295,10 @@ fn main() {
                 seed,
                 timeout,
             };
+            if let Err(m) = stress::usage(&args) {
+                usage_error(&m);
+            }
+            interrupt::install();
             match stress::run(args) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
@@ -307,6 +313,12 @@ fn main() {
         eprintln!("mpconn: {e}");
         std::process::exit(exit::RUNTIME);
     }
+}
+
+/// A malformed value found after clap's parsing: exits 2 (a usage error), as clap does.
+fn usage_error(message: &str) -> ! {
+    eprintln!("mpconn: {message}");
+    std::process::exit(exit::USAGE)
 }
 
 fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {

@@ -37,6 +37,26 @@ pub(crate) fn parse_value(m: &str, json_only: bool) -> Result<mpconn::pickle::Va
     }
 }
 
+/// Checks the options before anything connects: a malformed value or literal is a usage error
+/// (exit 2), not a runtime error.
+pub fn usage(args: &SendArgs<'_>) -> std::result::Result<(), String> {
+    let msg = |e: Error| match e {
+        Error::Config(m) => m,
+        e => e.to_string(),
+    };
+    if let Some(p) = args.protocol
+        && !(2..=5).contains(&p)
+    {
+        return Err(format!("--protocol {p}: mpconn writes pickle protocols 2 to 5"));
+    }
+    if args.pickle || args.json {
+        for m in args.messages {
+            parse_value(m, args.json).map_err(msg)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &SendArgs<'_>, keys: &KeyArgs) -> Result<()> {
     if let Some(p) = args.protocol
         && !(2..=5).contains(&p)

@@ -137,8 +137,9 @@ fn errors_are_one_line_on_stderr_with_a_non_zero_exit() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("mpconn: "), "{err}");
 
+    // A malformed value is a usage error (2), as the README's exit-code table says.
     let out = run(&["send", nowhere.to_str().unwrap(), "--pickle", "{not json"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nor JSON"), "{}", text(&out.stderr));
 
     let out = run(&["send", "x", "--authkey", "a", "--authkey-env", "B"], &[]);
@@ -146,7 +147,7 @@ fn errors_are_one_line_on_stderr_with_a_non_zero_exit() {
     assert!(text(&out.stderr).contains("give the key once"));
 
     let out = run(&["stress", "--size", "3"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -257,7 +258,7 @@ fn send_pickle_takes_python_literals_and_negative_numbers() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "[1, None]\n");
     let out = run(&["send", &server.address, "--authkey", "k", "--pickle", "__import__('os')"], &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -318,7 +319,7 @@ fn send_dialect_and_protocol_are_honoured() {
     assert!(chosen.status.success(), "{}", text(&chosen.stderr));
     assert_eq!(text(&chosen.stdout), "b'8005'\n");
     let out = run(&["send", "x", "--protocol", "9", "--pickle", "1"], &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--protocol"), "{}", text(&out.stderr));
 }
 

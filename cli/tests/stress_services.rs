@@ -350,7 +350,7 @@ fn requests_take_negative_numbers_bytes_and_round_robin_values() {
     assert_eq!(u(&r["ok"]), 2);
     // A malformed request is a usage error before anything is sent.
     let out = run(&["stress", "--clients", "2", "--request", "{'n': {seq}"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("mpconn:"), "{}", text(&out.stderr));
 }
 

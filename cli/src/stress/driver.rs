@@ -120,6 +120,10 @@ struct Driver {
     finished: usize,
     in_flight_connects: usize,
     respawn: Vec<usize>,
+    /// Closed loop: connections whose reply came in this reactor turn; their next request goes
+    /// out after the turn, so a second reply to the same request read in the same turn finds no
+    /// request pending and is counted as `reply without a request` (not taken as the next one's).
+    replied: Vec<ConnId>,
 }
 
 impl Driver {
@@ -175,7 +179,7 @@ impl Driver {
                 let Some(t0) = self.shared.schedule_start.get() else {
                     return Attempt::NotNow;
                 };
-                let due = t0 + (s.due(slot.phase, slot.sent) * 1e9) as u64;
+                let due = t0.saturating_add((s.due(slot.phase, slot.sent) * 1e9) as u64);
                 if due > now_ns {
                     return Attempt::NotNow;
                 }
@@ -249,13 +253,67 @@ impl Driver {
             c.done = true;
             let slot = c.slot;
             let kind = format!("timeout: no reply within {:?}", self.cfg.timeout);
+            // Counted once, as this timeout (not also as a lost echo: one request, one error).
             self.stats.record_error(now_ns, kind, None, 1);
-            if matches!(self.cfg.plan.payload, Payload::Filler) {
-                self.stats.integrity.lost += 1;
-            }
             self.finish_slot(slot);
             ctx.close(id);
         }
+    }
+
+    /// Open loop, when sending stops: the requests that were due by now but never went out (a
+    /// client still waiting on a stalled reply) get a latency from their intended send time to
+    /// now, as wrk2 does, and are counted as `unsent`; without this a stall at the end of a run
+    /// would be in no histogram.
+    fn count_unsent(&mut self) {
+        let (Some(s), Some(&t0)) = (self.cfg.schedule, self.shared.schedule_start.get()) else {
+            return;
+        };
+        let now_ns = self.shared.now_ns();
+        for slot in &mut self.slots {
+            let alive = slot.conn.and_then(|id| self.conns.get(&id)).is_some_and(|c| c.opened && !c.done);
+            if !alive {
+                continue;
+            }
+            while slot.sent < self.cfg.messages {
+                let due = t0.saturating_add((s.due(slot.phase, slot.sent) * 1e9) as u64);
+                if due > now_ns {
+                    break;
+                }
+                self.stats.record_unsent(now_ns, now_ns - due);
+                slot.sent += 1;
+            }
+        }
+    }
+
+    /// On Ctrl-C (or another thread's failure): closes the clients not yet open (connecting, or
+    /// in their handshake) at once, counted as `interrupted`, not errors, so a silent listener
+    /// does not hold the report for the handshake timeout. (At the end of `--duration` they are
+    /// left to finish their handshake, as before, and then end without sending.)
+    fn close_unopened(&mut self, ctx: &mut Context<'_>) {
+        let unopened: Vec<ConnId> =
+            self.conns.iter().filter(|(_, c)| !c.opened && !c.done).map(|(id, _)| *id).collect();
+        for id in unopened {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.done = true;
+            let slot = c.slot;
+            self.stats.interrupted += 1;
+            self.settle(slot);
+            self.finish_slot(slot);
+            ctx.close(id);
+        }
+    }
+
+    /// Closed loop, after a reactor turn: the next request of each client whose reply came.
+    fn send_after_replies(&mut self, ctx: &mut Context<'_>) {
+        let replied = std::mem::take(&mut self.replied);
+        for &conn in &replied {
+            self.send_next(ctx, conn);
+            self.finish_if_done(ctx, conn);
+        }
+        self.replied = replied;
+        self.replied.clear();
     }
 
     fn finish_if_done(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
@@ -307,14 +365,14 @@ impl Handler for Driver {
             (Payload::Filler, Expect::Echo) => match filler_seq(m, self.cfg.size, client) {
                 None => {
                     self.stats.integrity.corrupted += 1;
-                    self.stats.record_integrity(now_ns);
+                    self.stats.record_integrity(now_ns, 1);
                     self.send_next(ctx, conn);
                     self.finish_if_done(ctx, conn);
                     return;
                 }
                 Some(seq) if seq < p.seq => {
                     self.stats.integrity.duplicated += 1;
-                    self.stats.record_integrity(now_ns);
+                    self.stats.record_integrity(now_ns, 1);
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.pending = Some(p);
                     }
@@ -324,6 +382,7 @@ impl Handler for Driver {
                     if seq > p.seq {
                         self.stats.integrity.reordered += 1;
                         self.stats.integrity.lost += seq - p.seq;
+                        self.stats.record_integrity(now_ns, 1 + (seq - p.seq));
                     }
                     None
                 }
@@ -349,8 +408,14 @@ impl Handler for Driver {
             ctx.close(conn);
             return;
         }
-        self.send_next(ctx, conn);
-        self.finish_if_done(ctx, conn);
+        // The echo test's sequence numbers catch a duplicate already; a service's replies carry
+        // none, so there the next request waits for the end of the turn.
+        if self.cfg.schedule.is_some() || matches!(self.cfg.plan.payload, Payload::Filler) {
+            self.send_next(ctx, conn);
+            self.finish_if_done(ctx, conn);
+        } else {
+            self.replied.push(conn);
+        }
     }
 
     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
@@ -371,10 +436,8 @@ impl Handler for Driver {
             (_, true) => format!("closed early: {reason}"),
             (_, false) => format!("connect: {reason}"),
         };
+        // The echo still pending is counted by this error (one request, one error).
         self.stats.record_error(now_ns, kind, None, 1);
-        if c.pending.is_some() && matches!(self.cfg.plan.payload, Payload::Filler) {
-            self.stats.integrity.lost += 1;
-        }
         self.settle(c.slot);
         self.finish_slot(c.slot);
     }
@@ -415,6 +478,7 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
         finished: 0,
         in_flight_connects: 0,
         respawn: Vec::new(),
+        replied: Vec::new(),
     })?;
     let progress = &shared.progress[thread];
     let mut to_connect: VecDeque<usize> = (0..n_slots).collect();
@@ -466,6 +530,9 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
             reactor.with_handler(|h, ctx| h.expire(ctx));
         }
         let turn = reactor.run_once(Some(Duration::from_millis(if open_loop { 1 } else { 50 })))?;
+        if !reactor.handler().replied.is_empty() {
+            reactor.with_handler(|h, ctx| h.send_after_replies(ctx));
+        }
         let h = reactor.handler_mut();
         let stop = cfg.duration.is_some_and(|d| shared.start.elapsed() >= d)
             || crate::interrupt::requested()
@@ -482,7 +549,17 @@ pub fn run_thread(cfg: Arc<Config>, shared: Arc<Shared>, thread: usize, slots: V
             for slot in std::mem::take(&mut h.respawn) {
                 h.finish_slot(slot);
             }
+            // On Ctrl-C, clients still connecting or in their handshake are closed now, not left
+            // to the handshake timeout (a silent listener would hold the report for it).
+            let interrupted = crate::interrupt::requested() || shared.abort.load(Ordering::SeqCst);
+            reactor.with_handler(|h, ctx| {
+                h.count_unsent();
+                if interrupted {
+                    h.close_unopened(ctx);
+                }
+            });
         }
+        let h = reactor.handler_mut();
         for slot in h.respawn.drain(..) {
             to_connect.push_back(slot);
         }

@@ -65,6 +65,50 @@ fn validate(args: &StressArgs) -> Result<()> {
     Ok(())
 }
 
+/// The longest a client may wait between two scheduled requests (`--clients / --rate`
+/// seconds): beyond it the schedule's due times (nanoseconds in a u64) would overflow.
+const MAX_INTERVAL_SECS: f64 = 1e6;
+
+/// Checks the options that need no connection, before anything runs: a malformed value is a
+/// usage error (exit 2), not a runtime error. `--request-bytes @FILE` is read later (a missing
+/// file is a runtime error). `--hdr-out` is created here, so an unwritable path is found before
+/// the run and not after it (when the results would be lost).
+pub fn usage(args: &StressArgs) -> std::result::Result<(), String> {
+    let msg = |e: Error| match e {
+        Error::Config(m) => m,
+        e => e.to_string(),
+    };
+    validate(args).map_err(msg)?;
+    if args.duration.is_some_and(|d| d.is_zero()) {
+        return Err("--duration must be above 0 (a run of 0 s sends nothing)".into());
+    }
+    if let Some(r) = args.rate
+        && args.clients as f64 / r > MAX_INTERVAL_SECS
+    {
+        return Err(format!(
+            "--rate {r}: {} s between two requests of a client (--clients / --rate); at most {MAX_INTERVAL_SECS} s",
+            args.clients as f64 / r
+        ));
+    }
+    for r in &args.requests {
+        plan::Template::parse(r).map_err(|e| format!("--request: {}", msg(e)))?;
+    }
+    if let Some(b) = &args.request_bytes
+        && !b.starts_with('@')
+    {
+        plan::parse_bytes(b).map_err(msg)?;
+    }
+    if let Some(e) = args.expect.as_deref()
+        && !matches!(e, "any" | "echo")
+    {
+        plan::Template::parse(e).map_err(|e| format!("--expect: {}", msg(e)))?;
+    }
+    if let Some(path) = &args.hdr_out {
+        std::fs::File::create(path).map_err(|e| format!("--hdr-out {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs the stress test; returns whether it passed (no error, nothing lost or corrupted, no
 /// descriptor leaked).
 pub fn run(args: StressArgs) -> Result<bool> {
@@ -258,9 +302,6 @@ pub fn run(args: StressArgs) -> Result<bool> {
         leaked,
     };
     report::write_human(&mut human, &summary)?;
-    if let Some(path) = &args.hdr_out {
-        report::write_hdr_log(path, &stats, started_at)?;
-    }
     if args.json {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", report::json(&summary, passed))?;
@@ -268,5 +309,10 @@ pub fn run(args: StressArgs) -> Result<bool> {
     }
     human.flush()?;
     drop(server);
+    // The histogram log last: a failure to write it (the disk full since `usage` created the
+    // file) must not cost the report, which is out by now.
+    if let Some(path) = &args.hdr_out {
+        report::write_hdr_log(path, &stats, started_at)?;
+    }
     Ok(passed)
 }

@@ -46,7 +46,7 @@ pub enum Template {
 }
 
 impl Template {
-    fn parse(text: &str) -> Result<Template> {
+    pub(super) fn parse(text: &str) -> Result<Template> {
         if text.contains("{seq}") || text.contains("{client}") {
             // Parse once with sample numbers now, so a malformed template fails before the run.
             crate::send::parse_value(&substitute(text, 0, 0), false)?;
@@ -131,7 +131,7 @@ impl Plan {
 }
 
 /// `--request-bytes`: hex digits, or `@FILE`.
-fn parse_bytes(text: &str) -> Result<Vec<u8>> {
+pub(super) fn parse_bytes(text: &str) -> Result<Vec<u8>> {
     if let Some(path) = text.strip_prefix('@') {
         return std::fs::read(path).map_err(|e| Error::Config(format!("--request-bytes {text}: {e}")));
     }

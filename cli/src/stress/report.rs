@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use mpconn::{Error, Result};
 use serde_json::{Value as J, json};
@@ -126,6 +126,16 @@ pub fn write_human(out: &mut dyn Write, r: &Summary<'_>) -> std::io::Result<()> 
             writeln!(out, "example of {kind}: {e}")?;
         }
     }
+    if h.unsent > 0 {
+        writeln!(
+            out,
+            "unsent: {} requests were due but never sent (a client waited on a late reply); their latency, from the intended send time to the end, is in the histogram",
+            h.unsent
+        )?;
+    }
+    if h.interrupted > 0 {
+        writeln!(out, "interrupted: {} clients were still connecting at Ctrl-C (closed, not errors)", h.interrupted)?;
+    }
     if h.churned > 0 {
         writeln!(out, "churn: {} clients hung up and were replaced ({} clients in all)", h.churned, h.clients_started)?;
     }
@@ -231,6 +241,8 @@ pub fn json(r: &Summary<'_>, passed: bool) -> J {
             "max": connect_q(1.0),
         },
         "churned": s.churned,
+        "interrupted_connects": s.interrupted,
+        "unsent": s.unsent,
         "clients_started": s.clients_started,
         "integrity": {"lost": i.lost, "duplicated": i.duplicated, "reordered": i.reordered, "corrupted": i.corrupted},
         "server": {
@@ -255,7 +267,7 @@ pub fn json(r: &Summary<'_>, passed: bool) -> J {
 pub fn write_hdr_log(path: &Path, s: &Stats, started: SystemTime) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::Config(format!("--hdr-out {}: {e}", path.display())))?;
     let mut out = std::io::BufWriter::new(file);
-    let mut serializer = V2Serializer::new();
+    let mut serializer = V2DeflateSerializer::new();
     let fail = |e: String| Error::Config(format!("--hdr-out {}: {e}", path.display()));
     {
         let mut w = IntervalLogWriterBuilder::new()

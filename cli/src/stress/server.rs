@@ -81,26 +81,44 @@ impl EmbeddedServer {
             const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
             command.creation_flags(CREATE_NEW_PROCESS_GROUP);
         }
-        let mut child = command.spawn()?;
+        // Registered before anything can fail, so a second Ctrl-C (which exits at once) kills
+        // the child and removes the directory: the child, in its own group, would outlive us.
+        if let Some(d) = &dir {
+            crate::interrupt::register_dir(d.clone());
+        }
+        let child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(d) = &dir {
+                    crate::interrupt::unregister_dir(d);
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                return Err(e.into());
+            }
+        };
+        crate::interrupt::register_child(child.id());
+        // From here on, dropping `server` (an early return) kills the child and cleans up.
+        let mut server = EmbeddedServer { child, address, dir };
         let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or(Error::Closed("server stdout"))?).read_line(&mut line)?;
+        BufReader::new(server.child.stdout.take().ok_or(Error::Closed("server stdout"))?).read_line(&mut line)?;
         if !line.starts_with("listening on") {
-            let _ = child.kill();
             return Err(Error::Config(format!("the embedded server did not start: {line:?}")));
         }
-        Ok(EmbeddedServer { child, address, dir })
+        Ok(server)
     }
 }
 
 impl Drop for EmbeddedServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        crate::interrupt::unregister_child(self.child.id());
         let _ = self.child.wait();
         if let Some(p) = self.address.unix_path() {
             let _ = std::fs::remove_file(p);
         }
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir(d);
+            crate::interrupt::unregister_dir(d);
         }
     }
 }

@@ -56,6 +56,10 @@ pub struct Stats {
     pub connect: Histogram<u64>,
     pub opened: usize,
     pub churned: u64,
+    /// Open loop: requests due before sending stopped that never went out (see `record_unsent`).
+    pub unsent: u64,
+    /// Clients still connecting or in their handshake when Ctrl-C came: closed, not errors.
+    pub interrupted: u64,
     /// Clients started in all (the slots plus replacements for churned ones).
     pub clients_started: usize,
     pub timeline: Vec<Second>,
@@ -76,6 +80,8 @@ impl Stats {
             connect: Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| Error::Config(e.to_string()))?,
             opened: 0,
             churned: 0,
+            interrupted: 0,
+            unsent: 0,
             clients_started: 0,
             timeline: Vec::new(),
             first_send_ns: None,
@@ -114,6 +120,16 @@ impl Stats {
         }
     }
 
+    /// A request due before sending stopped that never went out: its latency (intended send
+    /// time to the stop) goes into the histograms, so a stall at the end of a run shows there.
+    pub fn record_unsent(&mut self, at_ns: u64, latency_ns: u64) {
+        self.unsent += 1;
+        let _ = self.latency.record(latency_ns.max(1));
+        if let Some(s) = self.second(at_ns) {
+            let _ = s.latency_us.record((latency_ns / 1000).max(1));
+        }
+    }
+
     /// An error of `kind` (the first example of a kind is kept).
     pub fn record_error(&mut self, at_ns: u64, kind: String, example: Option<String>, n: u64) {
         if let Some(e) = example {
@@ -125,10 +141,11 @@ impl Stats {
         }
     }
 
-    /// A filler echo that failed its integrity check: counted in the timeline's errors too.
-    pub fn record_integrity(&mut self, at_ns: u64) {
+    /// `n` integrity failures of filler echoes (counted in `integrity` by the caller): counted in
+    /// the timeline's errors too, so the timeline adds up to the run's errors.
+    pub fn record_integrity(&mut self, at_ns: u64, n: u64) {
         if let Some(s) = self.second(at_ns) {
-            s.errors += 1;
+            s.errors += n;
         }
     }
 
@@ -151,6 +168,8 @@ impl Stats {
         let _ = self.connect.add(&o.connect);
         self.opened += o.opened;
         self.churned += o.churned;
+        self.interrupted += o.interrupted;
+        self.unsent += o.unsent;
         self.clients_started += o.clients_started;
         for (t, s) in o.timeline.into_iter().enumerate() {
             if t < self.timeline.len() {
