@@ -501,7 +501,7 @@ async fn async_serve(
     loop {
         // Ctrl-C is looked at every 1,024 messages (the reactor looks once a turn), not per
         // message; a client ended by the same Ctrl-C ends the receive with an error anyway.
-        if s.count % 1024 == 0 && interrupted() {
+        if s.count.is_multiple_of(1024) && interrupted() {
             return Ok(());
         }
         let done = match workload {
