@@ -15,6 +15,9 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mpconn::pickle::{dumps_value, loads_value};
 
+#[path = "../tests/common/python.rs"]
+mod python;
+
 const NAMES: [&str; 3] = ["records", "ints", "strings"];
 
 fn payload_dir() -> PathBuf {
@@ -25,13 +28,7 @@ fn payload_dir() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    Command::new("pyenv")
-        .args(["prefix", "3.13.0"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/python"))
-        .unwrap_or_else(|| PathBuf::from("python3"))
+    python::pyenv_python("3.13.0").unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 fn payloads() -> Vec<(&'static str, Vec<u8>)> {

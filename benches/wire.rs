@@ -4,8 +4,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mpconn::wire::frame::{FrameDecoder, Header, encode_frame};
-use mpconn::wire::handshake::{Handshake, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
+use mpconn::internal::frame::{FrameDecoder, Header, encode_frame};
+use mpconn::internal::handshake::{Handshake, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
 use mpconn::{AuthKey, Digest};
 
 /// Feeds `wire` as a socket would (at most what `read_buf` offers each time), calling `after`

@@ -14,7 +14,8 @@
 
 use std::collections::HashMap;
 
-use mpconn::reactor::options::{CloseReason, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::ListenOptions;
 use mpconn::reactor::{ConnId, Context, Handler, Reactor};
 use mpconn::{Address, Family, arbitrary_address};
 

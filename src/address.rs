@@ -77,6 +77,25 @@ impl FromStr for Family {
 }
 
 /// Where a listener listens or a client connects.
+///
+/// Parsed from text as Python infers the family from the type: `host:port` is TCP, `\\.\pipe\name`
+/// a Windows pipe, `\0name` a Linux abstract socket, anything else a Unix socket path. Every
+/// `address(...)` setting takes an [`IntoAddress`]: `&str`, `String`, `(&str, u16)`,
+/// `SocketAddr`, a `Path`, or an `Address`.
+///
+/// ```
+/// use mpconn::{Address, Family};
+///
+/// let tcp: Address = "localhost:6000".parse()?;
+/// assert_eq!(tcp, Address::inet("localhost", 6000));
+/// assert_eq!(tcp.family(), Family::Inet);
+/// let unix: Address = "/tmp/app.sock".parse()?;
+/// assert_eq!(unix.unix_path(), Some(std::path::Path::new("/tmp/app.sock")));
+/// let v6: Address = "[::1]:6000".parse()?;
+/// assert_eq!(v6.to_string(), "[::1]:6000");
+/// assert!("".parse::<Address>().is_err());
+/// # Ok::<(), mpconn::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {
     /// A TCP address: a host name or IP literal, and a port.
@@ -167,6 +186,12 @@ impl From<(&str, u16)> for Address {
     }
 }
 
+impl From<(String, u16)> for Address {
+    fn from((host, port): (String, u16)) -> Address {
+        Address::Inet { host, port }
+    }
+}
+
 impl From<&Path> for Address {
     fn from(p: &Path) -> Address {
         Address::Unix(p.to_path_buf())
@@ -206,6 +231,10 @@ impl FromStr for Address {
 fn parse_inet(s: &str) -> Result<Option<Address>> {
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Ok(Some(sa.into()));
+    }
+    // `[` and a colon: meant as `[v6]:port`, mistyped (not silently a Unix path).
+    if s.starts_with('[') && s.contains(':') {
+        return Err(Error::Address(format!("{s:?} is not an IPv6 address and port ([v6]:port)")));
     }
     let Some((host, port)) = s.rsplit_once(':') else {
         return Ok(None);
@@ -297,6 +326,24 @@ impl IntoAddress for String {
     }
 }
 
+impl IntoAddress for &String {
+    fn into_address(self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl IntoAddress for &std::net::SocketAddr {
+    fn into_address(self) -> Result<Address> {
+        Ok((*self).into())
+    }
+}
+
+impl IntoAddress for (String, u16) {
+    fn into_address(self) -> Result<Address> {
+        Ok(self.into())
+    }
+}
+
 impl IntoAddress for std::net::SocketAddr {
     fn into_address(self) -> Result<Address> {
         Ok(self.into())
@@ -350,6 +397,17 @@ mod tests {
         assert!("\0".parse::<Address>().is_err());
         let e = "localhost:70000".parse::<Address>().unwrap_err().to_string();
         assert!(e.contains("out of range"), "{e}");
+        for typo in ["[::1:80", "[::1]80", "[::1]:x"] {
+            let e = typo.parse::<Address>().unwrap_err().to_string();
+            assert!(e.contains("IPv6"), "{typo}: {e}");
+        }
+        // The error of a builder's address says "bad address" once.
+        let e = mpconn_listener_error("localhost:99999");
+        assert_eq!(e.matches("bad address").count(), 1, "{e}");
+    }
+
+    fn mpconn_listener_error(address: &str) -> String {
+        crate::Listener::builder().address(address).bind().unwrap_err().to_string()
     }
 
     #[test]

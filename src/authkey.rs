@@ -19,9 +19,24 @@ use crate::error::{Error, Result};
 pub const AUTHKEY_ENV: &str = "MPCONN_AUTHKEY";
 
 /// Length of a generated key in bytes.
-pub const GENERATED_KEY_LEN: usize = 32;
+pub(crate) const GENERATED_KEY_LEN: usize = 32;
 
 /// A shared secret for the HMAC challenge-response. Cheap to clone; redacted in `Debug`.
+///
+/// Made from anything byte-like (`&str`, `String`, `&[u8]`, `Vec<u8>`, a byte array), from hex,
+/// or from the OS random source; every `authkey(...)` setting takes `impl Into<AuthKey>`.
+///
+/// ```
+/// use mpconn::AuthKey;
+///
+/// let key = AuthKey::from("secret password");             // Python: authkey=b'secret password'
+/// assert_eq!(key, AuthKey::from(String::from("secret password")));
+/// assert_eq!(AuthKey::from_hex(&key.to_hex())?, key);       // how MPCONN_AUTHKEY carries it
+/// assert_eq!(format!("{key:?}"), "AuthKey(<15 bytes redacted>)");
+/// let random = AuthKey::generate()?;                         // 32 random bytes
+/// assert_eq!(random.as_bytes().len(), 32);
+/// # Ok::<(), mpconn::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthKey(Arc<[u8]>);
 
@@ -32,7 +47,7 @@ impl AuthKey {
         AuthKey(Arc::from(bytes.as_ref()))
     }
 
-    /// A fresh key of [`GENERATED_KEY_LEN`] bytes from the OS random source.
+    /// A fresh key of 32 bytes from the OS random source.
     pub fn generate() -> Result<AuthKey> {
         let mut bytes = [0u8; GENERATED_KEY_LEN];
         fill_random(&mut bytes)?;
@@ -93,6 +108,18 @@ impl From<&str> for AuthKey {
     }
 }
 
+impl From<String> for AuthKey {
+    fn from(s: String) -> Self {
+        AuthKey::from(s.into_bytes())
+    }
+}
+
+impl From<&String> for AuthKey {
+    fn from(s: &String) -> Self {
+        AuthKey::new(s.as_bytes())
+    }
+}
+
 impl From<Vec<u8>> for AuthKey {
     fn from(v: Vec<u8>) -> Self {
         AuthKey(Arc::from(v))
@@ -107,26 +134,37 @@ impl<const N: usize> From<&[u8; N]> for AuthKey {
 
 static DEFAULT_KEY: Mutex<Option<AuthKey>> = Mutex::new(None);
 
-/// The process-wide default key: inherited from [`AUTHKEY_ENV`] if the parent set it, else
-/// generated from the OS random source on first use. The same key for the life of the process
+/// The process-wide default key: inherited from [`AUTHKEY_ENV`] if the parent set it (an empty
+/// or malformed value is an error, never an empty key), else generated from the OS random source
+/// on first use. The same key for the life of the process
 /// unless replaced with [`set_default_authkey`].
 pub fn default_authkey() -> Result<AuthKey> {
     let mut slot = DEFAULT_KEY.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(key) = slot.as_ref() {
         return Ok(key.clone());
     }
-    let key = match std::env::var(AUTHKEY_ENV) {
-        Ok(hex) => AuthKey::from_hex(&hex)
-            .map_err(|_| Error::Config(format!("{AUTHKEY_ENV} is set but is not a hex-encoded key")))?,
-        Err(_) => AuthKey::generate()?,
-    };
+    let key = key_from_env(std::env::var(AUTHKEY_ENV).ok())?;
     *slot = Some(key.clone());
     Ok(key)
 }
 
+/// The default key from the value of [`AUTHKEY_ENV`] (`None`: unset, a new random key).
+fn key_from_env(value: Option<String>) -> Result<AuthKey> {
+    match value {
+        // An empty value is a mistake (a variable exported before it was filled in), not the
+        // empty key anyone could guess.
+        Some(hex) if hex.trim().is_empty() => {
+            Err(Error::Config(format!("{AUTHKEY_ENV} is set but empty: no key to inherit")))
+        }
+        Some(hex) => AuthKey::from_hex(&hex)
+            .map_err(|_| Error::Config(format!("{AUTHKEY_ENV} is set but is not a hex-encoded key"))),
+        None => AuthKey::generate(),
+    }
+}
+
 /// The key a listener or client uses: the explicit one, else the default key when
 /// `authenticate` is set (Python's `authenticate=True`), else none.
-pub fn resolve_key(explicit: Option<AuthKey>, authenticate: bool) -> Result<Option<AuthKey>> {
+pub(crate) fn resolve_key(explicit: Option<AuthKey>, authenticate: bool) -> Result<Option<AuthKey>> {
     match (explicit, authenticate) {
         (Some(k), _) => Ok(Some(k)),
         (None, true) => default_authkey().map(Some),
@@ -147,6 +185,15 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_or_malformed_inherited_key_is_an_error_not_a_key() {
+        for bad in ["", "  ", "\n", "abc", "zz"] {
+            assert!(matches!(key_from_env(Some(bad.into())), Err(Error::Config(_))), "{bad:?}");
+        }
+        assert_eq!(key_from_env(Some("6b6579".into())).unwrap(), AuthKey::from("key"));
+        assert_eq!(key_from_env(None).unwrap().as_bytes().len(), GENERATED_KEY_LEN);
+    }
 
     #[test]
     fn debug_output_never_shows_the_key() {

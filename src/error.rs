@@ -12,6 +12,46 @@ use std::io;
 use crate::wire::frame::FrameError;
 pub use crate::wire::handshake::AuthenticationError;
 
+/// Which deadline passed ([`Error::Timeout`]). Its text is the error's message.
+///
+/// ```
+/// use mpconn::{Error, Timeout};
+/// let e = Error::Timeout(Timeout::Idle);
+/// assert!(matches!(e, Error::Timeout(Timeout::Idle)));
+/// assert_eq!(e.to_string(), "timed out: idle timeout");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// The handshake (connect and challenge-response) took longer than its deadline.
+    #[error("handshake deadline passed")]
+    Handshake,
+    /// No traffic either way for the idle timeout.
+    #[error("idle timeout")]
+    Idle,
+    /// One message stayed incomplete longer than the partial-message timeout.
+    #[error("a message stayed incomplete too long")]
+    PartialMessage,
+    /// The peer took none of our output for the write-stall timeout.
+    #[error("the peer did not read our output")]
+    WriteStall,
+    /// The caller's write timeout passed before the peer took the whole message.
+    #[error("the write timeout passed before the peer took the whole message")]
+    Write,
+    /// The queued output could not be flushed within the close-flush time (async `close`).
+    #[error("queued output was not flushed within the close-flush time and was dropped")]
+    CloseFlush,
+    /// No connection within the connect timeout.
+    #[error("connect timeout")]
+    Connect,
+    /// No client connected within the accept timeout.
+    #[error("no client connected within the accept timeout")]
+    Accept,
+    /// An application's own deadline (the command-line tool's, say).
+    #[error("{0}")]
+    Other(&'static str),
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -44,9 +84,10 @@ pub enum Error {
     #[error("protocol error: {0}")]
     Protocol(#[from] FrameError),
 
-    /// A deadline passed: accept timeout, handshake deadline, or a blocking call's timeout.
+    /// A deadline passed; [`Timeout`] says which (the session's deadlines are the reactor's
+    /// [`CloseReason`](crate::CloseReason) timeouts, so every face reports them alike).
     #[error("timed out: {0}")]
-    Timeout(&'static str),
+    Timeout(Timeout),
 
     /// The address could not be parsed or does not fit the requested family.
     #[error("bad address: {0}")]
@@ -64,6 +105,12 @@ pub enum Error {
     #[error("the connection is closed{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
     Closed(&'static str),
 
+    /// The reactor did not queue a message (see [`crate::reactor::SendError`], kept as the
+    /// source): the connection is gone, closing or not open yet, or its queue is full
+    /// (`SendError::Full`: the caller still has the message; retry after `on_drained`).
+    #[error("the message was not queued: {0}")]
+    Send(#[from] crate::reactor::SendError),
+
     /// A pickle could not be encoded or decoded. The connection stays usable.
     #[cfg(feature = "pickle")]
     #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
@@ -77,15 +124,18 @@ impl Error {
     pub fn is_disconnect(&self) -> bool {
         match self {
             Error::Eof | Error::EofInMessage => true,
-            Error::Io(e) => matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            ),
+            Error::Io(e) => crate::wire::session::is_disconnect(e.kind()),
             _ => false,
         }
+    }
+}
+
+/// A refused [`crate::reactor::Context::send_owned`] as an [`Error`], for `?` in functions that
+/// return [`Result`]: the error is kept ([`Error::Send`]), the message handed back is dropped
+/// (match on the pair instead to keep it).
+impl From<(crate::reactor::SendError, Vec<u8>)> for Error {
+    fn from((error, _message): (crate::reactor::SendError, Vec<u8>)) -> Error {
+        Error::Send(error)
     }
 }
 

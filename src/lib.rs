@@ -33,13 +33,14 @@
 //! ```
 //!
 //! ## Layers
-//! * [`wire`]: the sans-IO core: the frame codec ([`wire::frame`]), the handshake state
-//!   machines ([`wire::handshake`]) and the connection itself ([`wire::session`]: phase,
+//! * the wire core (internal): the sans-IO frame codec, the handshake state
+//!   machines and the connection itself (the session: phase,
 //!   no-key rule, what end of file and errors mean, every deadline). Bytes and time in,
 //!   messages, bytes and events out; no sockets, no clock reads.
 //! * the transport (internal): TCP, Unix sockets and Windows named pipes behind one stream and
 //!   one listener type.
-//! * [`blocking`]: the API that mirrors Python's; [`reactor`]: one thread, many connections.
+//! * the blocking API at the root ([`Listener`], [`Client`], [`Connection`], [`pipe`], [`wait`]),
+//!   which mirrors Python's; [`reactor`]: one thread, many connections.
 //!
 //! What it does not do: encrypt. The key authenticates both ends at connect time; everything after
 //! the handshake travels in the clear, as in Python. Use Unix sockets (mode 0600) or loopback, or
@@ -68,32 +69,86 @@
 #![cfg_attr(not(windows), forbid(unsafe_code))]
 #![cfg_attr(windows, deny(unsafe_code))]
 
-pub mod address;
-pub mod authkey;
-pub mod blocking;
-pub mod error;
+// One path per public item: the modules below are private unless they are a face of their own
+// (`reactor`, `tokio`) or a codec users call directly (`pickle`); what users name is re-exported
+// here, once. See ARCHITECTURE.md, "The public API".
+mod address;
+mod authkey;
+mod blocking;
+pub mod budget;
+mod error;
 #[cfg(feature = "pickle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
 pub mod pickle;
 pub mod reactor;
+mod settings;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
-pub(crate) mod transport;
-pub mod wire;
+mod transport;
+mod wire;
+
+/// One path per public item: the old ones do not compile (tests/public_api.rs has the new).
+///
+/// ```compile_fail
+/// use mpconn::wire::session::Session;
+/// ```
+/// The groups holding a key change only through their merging setters (an assignment would
+/// drop a key set before):
+/// ```compile_fail
+/// let mut o = mpconn::reactor::options::ListenOptions::new().authkey("key");
+/// o.connection = mpconn::reactor::options::ConnectionOptions::new();
+/// ```
+/// ```compile_fail
+/// let mut o = mpconn::reactor::options::ConnectionOptions::new().authkey("key");
+/// o.auth = mpconn::AuthOptions::default();
+/// ```
+/// ```compile_fail
+/// use mpconn::reactor::options::CloseReason;
+/// ```
+/// ```compile_fail
+/// use mpconn::blocking::Client;
+/// ```
+/// ```compile_fail
+/// use mpconn::address::IntoAddress;
+/// ```
+/// ```compile_fail
+/// use mpconn::reactor::handle::Handle;
+/// ```
+/// ```compile_fail
+/// use mpconn::reactor::options::DEFAULT_READ_BUDGET;
+/// ```
+/// ```compile_fail
+/// fn deadlines<H: mpconn::reactor::Handler>(r: &mpconn::reactor::Reactor<H>) -> usize {
+///     r.pending_deadlines()
+/// }
+/// ```
+#[cfg(doctest)]
+pub struct ApiSurfaceDoctests;
 
 // The README's Rust examples compile as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use address::{Address, Family, arbitrary_address};
-pub use authkey::{AuthKey, default_authkey, set_default_authkey};
-pub use blocking::{
-    Client, Connection, ConnectionReader, ConnectionWriter, IntoAddress, Listener, ListenerBuilder, pipe, wait,
-};
-pub use error::{AuthenticationError, BufferTooShort, Error, Result};
+pub use address::{Address, Family, IntoAddress, arbitrary_address};
+pub use authkey::{AUTHKEY_ENV, AuthKey, default_authkey, set_default_authkey};
+pub use blocking::{Client, Connection, ConnectionReader, ConnectionWriter, Listener, ListenerBuilder, pipe, wait};
+pub use error::{BufferTooShort, Error, Result, Timeout};
 pub use transport::RawDescriptor;
 pub use wire::digest::{Digest, DigestPolicy};
-pub use wire::handshake::Dialect;
-pub use wire::session::AuthOptions;
+pub use wire::frame::{DEFAULT_MAX_MESSAGE_SIZE, FrameError, encode_frame};
+pub use wire::handshake::{AuthenticationError, Dialect};
+pub use wire::session::{AuthOptions, CloseReason, Timeouts};
+
+/// Not part of the public API: no documentation, no semver promise. The sans-IO protocol core and
+/// test hooks, for the crate's own fuzz targets, benches and tests (as rustls' `internal`).
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::wire::{digest, frame, handshake, session};
+
+    /// Deadlines the reactor keeps in its timer structure (what the deadline tests bound).
+    pub fn pending_deadlines<H: crate::reactor::Handler>(reactor: &crate::reactor::Reactor<H>) -> usize {
+        reactor.pending_deadlines()
+    }
+}

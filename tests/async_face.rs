@@ -13,6 +13,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+#[path = "common/python.rs"]
+mod python;
+use python::pyenv_python;
+
 use futures_util::{SinkExt, StreamExt};
 use mpconn::pickle::Value;
 use mpconn::tokio::{Client, Connection, Listener};
@@ -23,15 +27,6 @@ const STEP: Duration = Duration::from_secs(30);
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
-fn pyenv_python(prefix: &str) -> Option<PathBuf> {
-    let out = Command::new("pyenv").args(["versions", "--bare"]).output().ok()?;
-    let versions = String::from_utf8_lossy(&out.stdout);
-    let version = versions.lines().map(str::trim).rfind(|v| v.starts_with(prefix))?.to_string();
-    let out = Command::new("pyenv").args(["prefix", &version]).output().ok()?;
-    let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python");
-    exe.exists().then_some(exe)
 }
 
 /// CPython 3.11 (`python3`, required) and 3.13 (pyenv, when installed: named SKIPPED otherwise).
@@ -413,10 +408,7 @@ time.sleep(30)
         let _py = Py::script(BIG, &[&l.address().to_string()]);
         let mut conn = bounded(l.accept()).await.expect("accept");
         let e = bounded(conn.recv_bytes()).await.expect_err("over the limit");
-        assert!(
-            matches!(e, Error::Protocol(mpconn::wire::frame::FrameError::TooLarge { len: 2000, limit: 1024 })),
-            "{e:?}"
-        );
+        assert!(matches!(e, Error::Protocol(mpconn::FrameError::TooLarge { len: 2000, limit: 1024 })), "{e:?}");
         assert!(e.to_string().contains("bad message length"), "{e}");
         assert!(!conn.readable());
         assert!(matches!(conn.recv_bytes().await, Err(Error::Closed(_))));
@@ -504,5 +496,115 @@ c.recv_bytes()
             assert_eq!(format!("{len} {sum}"), expected);
         }
         conn.send_bytes(b"done").await.expect("send");
+    });
+}
+
+/// Before: the async `Connection` could not be split, so one task could not send while another
+/// received (`&mut self` on both), and it had no `AsFd`/`AsRawFd`. Here a CPython client sends
+/// 8 MiB from a thread while its main thread receives 8 MiB: a single task that sent everything
+/// before receiving would deadlock once both socket buffers are full; the two halves, in two
+/// tasks of a current-thread runtime, finish. Closing the writer gives the peer end of file
+/// while the reader still receives.
+#[test]
+fn split_halves_send_and_receive_at_once_against_cpython() {
+    const BOTH_WAYS: &str = r#"
+import sys, threading
+from multiprocessing.connection import Client
+c = Client(sys.argv[1], authkey=sys.argv[2].encode())
+N, SIZE = 64, 128 * 1024
+def send():
+    for i in range(N):
+        c.send_bytes(bytes([i % 251]) * SIZE)
+t = threading.Thread(target=send)
+t.start()
+ok = all(c.recv_bytes() == bytes([(i * 7) % 251]) * SIZE for i in range(N))
+try:
+    c.recv_bytes()
+    print("NO EOF", flush=True)
+except EOFError:
+    print("EOF", flush=True)
+t.join()
+c.send_bytes(b"after the writer closed")
+print("OK" if ok else "BAD", flush=True)
+c.close()
+"#;
+    const N: usize = 64;
+    const SIZE: usize = 128 * 1024;
+    rt().block_on(async {
+        let mut l = listener(Family::Unix, Some(KEY));
+        let py = Py::script(BOTH_WAYS, &[&l.address().to_string(), KEY]);
+        let conn = bounded(l.accept()).await.expect("accept");
+        {
+            use std::os::fd::{AsFd, AsRawFd};
+            assert_eq!(conn.as_raw_fd(), conn.fileno().expect("fileno"));
+            assert_eq!(conn.as_fd().as_raw_fd(), conn.fileno().expect("fileno"));
+        }
+        let (mut reader, mut writer) = conn.into_split().expect("split");
+        {
+            use std::os::fd::AsRawFd;
+            assert_ne!(reader.as_raw_fd(), writer.as_raw_fd(), "the writer has a descriptor of its own");
+            assert_eq!(reader.as_raw_fd(), reader.fileno().expect("fileno"));
+            // Two descriptors of one socket.
+            let socket_of = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("a descriptor");
+            #[cfg(target_os = "linux")]
+            assert_eq!(socket_of(reader.as_raw_fd()), socket_of(writer.as_raw_fd()));
+            let _ = socket_of;
+        }
+
+        let sender = tokio::spawn(async move {
+            for i in 0..N {
+                writer.send_bytes(&vec![((i * 7) % 251) as u8; SIZE]).await?;
+            }
+            writer.close().await?;
+            assert!(writer.send_bytes(b"late").await.is_err(), "a closed writer refuses sends");
+            Ok::<_, Error>(())
+        });
+        let received = bounded(async {
+            let mut n = 0;
+            while n < N {
+                let m = reader.recv_bytes().await.expect("a message");
+                assert_eq!(m, vec![(n % 251) as u8; SIZE], "message {n}");
+                n += 1;
+            }
+            n
+        })
+        .await;
+        assert_eq!(received, N);
+        bounded(sender).await.expect("sender task").expect("sender");
+        py.expect_line("EOF");
+        assert_eq!(bounded(reader.recv_bytes()).await.expect("still reading"), b"after the writer closed");
+        py.expect_line("OK");
+        assert!(matches!(bounded(reader.recv_bytes()).await, Err(Error::Eof)));
+    });
+}
+
+/// The halves are a Stream and a Sink as the whole connection is.
+#[test]
+fn split_halves_are_a_stream_and_a_sink() {
+    rt().block_on(async {
+        let mut l = listener(Family::Unix, Some(KEY));
+        let address = l.address().clone();
+        let client = tokio::spawn(async move {
+            let mut conn = Client::new(address).authkey(KEY).connect().await?;
+            for _ in 0..100 {
+                let m = conn.recv_bytes().await?;
+                conn.send_bytes(&m).await?;
+            }
+            Ok::<_, Error>(())
+        });
+        let (mut reader, mut writer) = bounded(l.accept()).await.expect("accept").into_split().expect("split");
+        bounded(async {
+            for i in 0..100u32 {
+                writer.feed(i.to_be_bytes().to_vec()).await.expect("feed");
+            }
+            writer.flush().await.expect("flush");
+        })
+        .await;
+        for i in 0..100u32 {
+            let m = bounded(reader.next()).await.expect("an item").expect("a message");
+            assert_eq!(m, i.to_be_bytes());
+        }
+        bounded(client).await.expect("client task").expect("client");
+        assert!(bounded(reader.next()).await.is_none(), "the stream ends at the peer's clean close");
     });
 }

@@ -1,4 +1,4 @@
-//! Issue 11: no key, wrong key and dialect mismatch give the same, exact outcome in both faces
+//! No key, wrong key and dialect mismatch give the same, exact outcome in both faces
 //! (blocking `Client`/`Listener`, reactor) and both roles, against Rust and real Python peers
 //! (CPython 3.11 `python3`, CPython 3.13 through pyenv, `processing` 0.52 on CPython 2.7), and
 //! never a clean close.
@@ -28,7 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use attack::{Child2, WAIT, mpconn, peer_script, pyenv_python};
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
 use mpconn::{Address, AuthKey, AuthenticationError, Client, Dialect, Digest, Error, Listener};
 
@@ -121,7 +122,7 @@ fn reactor_client(
     let greet = greet.map(<[u8]>::to_vec);
     let t = thread::spawn(move || {
         let mut reactor = Reactor::new(Rec { tx, greet, echo: false }).unwrap();
-        let mut opts = ConnectionOptions::new().handshake_timeout(Duration::from_secs(10));
+        let mut opts = ConnectionOptions::new().handshake_timeout(Some(Duration::from_secs(10)));
         if let Some(k) = key {
             opts = opts.authkey(k.as_str());
         }
@@ -139,8 +140,10 @@ fn reactor_listener(key: &str, dialect: Dialect) -> (String, mpsc::Receiver<Ev>,
     let key = key.to_string();
     let t = thread::spawn(move || {
         let mut reactor = Reactor::new(Rec { tx, greet: None, echo: true }).unwrap();
-        let opts =
-            ConnectionOptions::new().authkey(key.as_str()).dialect(dialect).handshake_timeout(Duration::from_secs(10));
+        let opts = ConnectionOptions::new()
+            .authkey(key.as_str())
+            .dialect(dialect)
+            .handshake_timeout(Some(Duration::from_secs(10)));
         let l = reactor.listen("127.0.0.1:0", ListenOptions::new().connection(opts)).unwrap();
         rtx.send((reactor.listener_address(l).unwrap().to_string(), reactor.handle())).unwrap();
         reactor.run().unwrap();

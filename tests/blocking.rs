@@ -305,7 +305,7 @@ fn authenticate_uses_the_process_default_key_on_both_sides() {
 
 #[test]
 fn strict_policy_listener_refuses_a_legacy_md5_client_but_serves_a_modern_one() {
-    use mpconn::wire::handshake::{CHALLENGE, FAILURE};
+    use mpconn::internal::handshake::{CHALLENGE, FAILURE};
     use mpconn::{Digest, DigestPolicy};
     use std::io::Read;
     let mut listener = Listener::builder()

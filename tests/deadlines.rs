@@ -1,6 +1,21 @@
-//! Issue 11: the reactor's deadline structure stays flat however many reads a connection does.
+//! Deadlines are the session's, on every face.
 //!
-//! A peer writes a stream of 5-byte frames (4-byte length + 1 body byte) in 3-byte writes, so
+//! * The blocking face's handshake deadline is the whole handshake's, not one read's: a peer
+//!   trickling a byte every 0.5 s fails `Listener::accept` and `Client::connect` at the 2 s
+//!   deadline (it held `accept` for the whole trickle before); a blocking receive honours the
+//!   partial-message deadline; `mpconn send --timeout` bounds each whole reply and the handshake.
+//! * The async face closes a partial message held beyond `partial_message_timeout`, a silent
+//!   connection at its idle timeout and a peer that reads nothing at the write-stall timeout, as
+//!   the reactor does (it kept partial messages forever before).
+//! * The reactor's deadline structure stays flat however many reads a connection does.
+//! * A split connection keeps every deadline in both halves: the writer ends at the write-stall
+//!   deadline (the async writer had none), and the writer's traffic counts for the reader's idle
+//!   deadline (the reader was closed for idleness while the writer sent).
+//!
+//! Measured figures are printed; asserts leave generous margins for a loaded machine. Every
+//! loop is bounded in count and time; every peer is on loopback.
+//!
+//! The flat-structure tests: a peer writes a stream of 5-byte frames (4-byte length + 1 body byte) in 3-byte writes, so
 //! almost no read ends on a message boundary: today every read that completes a message and
 //! leaves a partial one pushes a new partial-message deadline, and the structure grows with the
 //! read rate. The reactor runs on the test thread (`run_once`), so `pending_deadlines()` is
@@ -13,9 +28,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mpconn::Address;
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+mod cli_binary;
+
+use mpconn::CloseReason;
+use mpconn::Timeouts;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor};
+use mpconn::{Address, Client, Error, Listener};
 
 /// Messages each writer sends (each 5 bytes on the wire, written 3 bytes at a time).
 const MESSAGES: usize = 100_000;
@@ -80,7 +99,7 @@ fn drive(reactor: &mut Reactor<Count>, want: usize) -> (usize, usize) {
     while reactor.handler().messages < want && start.elapsed() < LIMIT {
         reactor.run_once(Some(Duration::from_millis(50))).unwrap();
         turns += 1;
-        max = max.max(reactor.pending_deadlines());
+        max = max.max(mpconn::internal::pending_deadlines(reactor));
         assert!(reactor.handler().closed_early.is_empty(), "closed: {:?}", reactor.handler().closed_early);
     }
     (max, turns)
@@ -164,4 +183,628 @@ fn deadlines_stay_flat_with_a_key_and_an_idle_timeout() {
     println!("keyed, idle timeout: {got} messages in {turns} turns; pending_deadlines max {max} (bound {})", 2 * KINDS);
     assert_eq!(got, MESSAGES);
     assert!(max <= 2 * KINDS, "pending deadlines reached {max} for one connection and one listener");
+}
+
+// ----- every face: the session's table -----
+
+/// How long a trickling peer goes on at most (its bytes come every `TRICKLE_EVERY`): far beyond
+/// every deadline tried here, so an answer before its end is the deadline's.
+const TRICKLE_FOR: Duration = Duration::from_secs(20);
+const TRICKLE_EVERY: Duration = Duration::from_millis(500);
+/// Generous bound for "by the deadline": the deadline plus this.
+const SLACK: Duration = Duration::from_secs(4);
+
+/// Writes `bytes` one at a time every `TRICKLE_EVERY` until they, `TRICKLE_FOR`, or the peer end.
+fn trickle(mut s: UnixStream, bytes: &[u8]) {
+    let start = Instant::now();
+    for b in bytes {
+        if start.elapsed() > TRICKLE_FOR || s.write_all(&[*b]).is_err() {
+            return;
+        }
+        thread::sleep(TRICKLE_EVERY);
+    }
+}
+
+/// A frame header declaring `len` bytes, then `len` bytes: what a trickling peer sends.
+fn long_frame(len: u32) -> Vec<u8> {
+    let mut v = len.to_be_bytes().to_vec();
+    v.resize(4 + len as usize, b'x');
+    v
+}
+
+#[test]
+fn blocking_accept_ends_at_the_whole_handshake_deadline_against_a_trickle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    let mut listener = Listener::builder()
+        .address(Address::unix(&path))
+        .authkey("k")
+        .handshake_timeout(Some(Duration::from_secs(2)))
+        .bind()
+        .unwrap();
+    let peer = UnixStream::connect(&path).unwrap();
+    let trickler = thread::spawn(move || trickle(peer, &long_frame(200)));
+    let start = Instant::now();
+    let r = listener.accept();
+    let took = start.elapsed();
+    println!("blocking accept against a 1 byte / 0.5 s trickle, 2 s handshake deadline: {r:?} after {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert!(took < Duration::from_secs(2) + SLACK, "accept held {took:?} by a trickle");
+    assert!(took >= Duration::from_millis(1900), "ended before the deadline: {took:?}");
+    drop(listener);
+    trickler.join().unwrap();
+}
+
+#[test]
+fn blocking_client_ends_at_the_whole_handshake_deadline_against_a_trickling_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    let server = UnixListener::bind(&path).unwrap();
+    let trickler = thread::spawn(move || {
+        let (s, _) = server.accept().unwrap();
+        // A challenge that never ends.
+        let mut msg = 200u32.to_be_bytes().to_vec();
+        msg.extend_from_slice(b"#CHALLENGE#");
+        msg.resize(204, b'c');
+        trickle(s, &msg);
+    });
+    let start = Instant::now();
+    let r = Client::new(Address::unix(&path)).authkey("k").handshake_timeout(Some(Duration::from_secs(2))).connect();
+    let took = start.elapsed();
+    println!(
+        "blocking client against a trickling server, 2 s handshake deadline: {:?} after {took:?}",
+        r.as_ref().err()
+    );
+    assert!(matches!(r, Err(Error::Timeout(_))), "{:?}", r.err());
+    assert!(took < Duration::from_secs(2) + SLACK, "connect held {took:?} by a trickle");
+    trickler.join().unwrap();
+}
+
+#[test]
+fn blocking_recv_honours_the_partial_message_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    let timeouts = Timeouts { partial_message: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+    let mut listener = Listener::builder().address(Address::unix(&path)).timeouts(timeouts).bind().unwrap();
+    let peer = UnixStream::connect(&path).unwrap();
+    let trickler = thread::spawn(move || trickle(peer, &long_frame(100)));
+    let mut conn = listener.accept().unwrap();
+    let start = Instant::now();
+    let r = conn.recv_bytes();
+    let took = start.elapsed();
+    println!("blocking recv of a trickled message, 1 s partial-message deadline: {r:?} after {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert!(took < Duration::from_secs(1) + SLACK, "recv held {took:?}");
+    assert!(!conn.readable(), "the session closed");
+    drop(conn);
+    trickler.join().unwrap();
+}
+
+#[test]
+fn blocking_read_timeout_bounds_a_whole_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    let mut listener = Listener::builder().address(Address::unix(&path)).bind().unwrap();
+    let peer = UnixStream::connect(&path).unwrap();
+    let trickler = thread::spawn(move || trickle(peer, &long_frame(100)));
+    let mut conn = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let start = Instant::now();
+    let r = conn.recv_bytes();
+    let took = start.elapsed();
+    println!("blocking recv with a 1 s read timeout against a trickle: {r:?} after {took:?}");
+    let Err(Error::Io(e)) = &r else { panic!("{r:?}") };
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(took < Duration::from_secs(1) + SLACK, "recv held {took:?}");
+    assert!(conn.readable(), "the caller's timeout leaves the connection usable");
+    drop(conn);
+    trickler.join().unwrap();
+}
+
+/// `mpconn send --timeout 2s` against `serve` (given the accepted socket): returns the exit
+/// status, stderr and how long it took.
+fn send_against(serve: impl FnOnce(UnixStream) + Send + 'static, key: bool) -> (bool, String, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let server = UnixListener::bind(&path).unwrap();
+    let t = thread::spawn(move || {
+        if let Ok((s, _)) = server.accept() {
+            serve(s);
+        }
+    });
+    let mut cmd = std::process::Command::new(cli_binary::mpconn());
+    cmd.args(["send", path.to_str().unwrap(), "hello", "--recv", "1", "--timeout", "2s"]);
+    if key {
+        cmd.args(["--authkey-env", "DEADLINES_KEY"]).env("DEADLINES_KEY", "k");
+    }
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    let took = start.elapsed();
+    t.join().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), took)
+}
+
+#[test]
+fn send_timeout_bounds_a_whole_trickled_reply() {
+    let (ok, err, took) = send_against(
+        |mut s| {
+            let mut buf = [0u8; 9];
+            let _ = std::io::Read::read_exact(&mut s, &mut buf);
+            trickle(s, &long_frame(100));
+        },
+        false,
+    );
+    println!("mpconn send --timeout 2s, a reply trickled at 1 byte / 0.5 s: failed={} after {took:?}: {err}", !ok);
+    assert!(!ok);
+    assert!(took < Duration::from_secs(2) + SLACK, "send held {took:?}");
+}
+
+#[test]
+fn send_timeout_bounds_the_handshake_with_a_silent_server() {
+    let silent = |s: UnixStream| {
+        thread::sleep(Duration::from_secs(8));
+        drop(s);
+    };
+    let (ok, err, took) = send_against(silent, true);
+    println!("mpconn send --timeout 2s with a key, a silent server: failed={} after {took:?}: {err}", !ok);
+    assert!(!ok);
+    assert!(took < Duration::from_secs(2) + SLACK, "send held {took:?}");
+}
+
+#[test]
+fn send_timeout_bounds_a_reply_that_never_comes() {
+    let (ok, err, took) = send_against(
+        |mut s| {
+            let mut buf = [0u8; 9];
+            let _ = std::io::Read::read_exact(&mut s, &mut buf);
+            thread::sleep(Duration::from_secs(8));
+        },
+        false,
+    );
+    println!("mpconn send --timeout 2s, a server that never replies: failed={} after {took:?}: {err}", !ok);
+    assert!(!ok);
+    assert!(took < Duration::from_secs(2) + SLACK, "send held {took:?}");
+}
+
+// ----- the blocking face: write stall, poll and wait -----
+
+/// A loopback TCP server that accepts connections and never reads from them; each is held
+/// until `hold` passes or the returned sender is dropped (whichever first).
+fn never_reading_tcp_server(hold: Duration) -> (String, std::sync::mpsc::Sender<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        let mut held = Vec::new();
+        while start.elapsed() < hold {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            match done_rx.recv_timeout(Duration::from_millis(20)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+        drop(held);
+    });
+    (addr, done_tx)
+}
+
+#[test]
+fn blocking_write_stall_ends_at_its_limit_not_a_multiple_of_it() {
+    // A large send to a TCP peer that never reads: the kernel takes a few MB at once, then
+    // trickles a little more as its buffers grow. Each blocking write used to wait the whole
+    // limit and count a part taken within that wait as fresh progress: the stall ended after
+    // about 3 s for a 1 s limit.
+    let (addr, _done) = never_reading_tcp_server(Duration::from_secs(30));
+    let t = Timeouts { write_stall: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+    let big = vec![0u8; 64 << 20];
+    let mut took_all = Vec::new();
+    for _ in 0..2 {
+        let mut conn = Client::new(addr.as_str()).timeouts(t).connect().unwrap();
+        let start = Instant::now();
+        let r = conn.send_bytes(&big);
+        let took = start.elapsed();
+        println!("blocking 64 MiB send to a TCP peer that never reads, 1 s write stall: {r:?} after {took:?}");
+        assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+        assert!(matches!(conn.send_bytes(b"x"), Err(Error::Closed(_))), "no send after the stall");
+        assert!(matches!(conn.recv_bytes(), Err(Error::Closed(_))), "the session closed");
+        took_all.push(took);
+    }
+    // The limit plus one wait slice (1/8 s) is the design; 2.5 s leaves room for a loaded
+    // machine and is still below the 3 s of the old behaviour.
+    for took in took_all {
+        assert!(took >= Duration::from_millis(950), "ended before its limit: {took:?}");
+        assert!(took < Duration::from_millis(2500), "the write stall ended late: {took:?}");
+    }
+}
+
+#[test]
+fn blocking_write_stall_spares_a_slow_reader() {
+    // A peer that reads up to 128 KiB every 100 ms (about 1.3 MB/s) never stalls for 1 s: an 8 MiB
+    // send completes however long it takes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let reader = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 128 << 10];
+        let mut total = 0usize;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(40) {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        total
+    });
+    let t = Timeouts { write_stall: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+    let mut conn = Client::new(addr.as_str()).timeouts(t).connect().unwrap();
+    let start = Instant::now();
+    let r = conn.send_bytes(&vec![1u8; 8 << 20]);
+    println!(
+        "blocking 8 MiB send to a peer reading 128 KiB every 100 ms, 1 s write stall: {r:?} after {:?}",
+        start.elapsed()
+    );
+    assert!(r.is_ok(), "a slow but steady reader was taken for a stalled one: {r:?}");
+    drop(conn);
+    assert!(reader.join().unwrap() >= 8 << 20);
+}
+
+/// A blocking client with a 1 s idle timeout, connected to a Unix listener whose connection
+/// stays silent (held by the returned listener side).
+fn idle_client(dir: &tempfile::TempDir, name: &str) -> (mpconn::Connection, mpconn::Connection) {
+    let path = dir.path().join(name);
+    let mut listener = Listener::builder().address(Address::unix(&path)).bind().unwrap();
+    let t = Timeouts { idle: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+    let client = Client::new(Address::unix(&path)).timeouts(t).connect().unwrap();
+    let server = listener.accept().unwrap();
+    (client, server)
+}
+
+#[test]
+fn blocking_poll_ends_at_the_idle_deadline_and_recv_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, _silent) = idle_client(&dir, "p.sock");
+    let start = Instant::now();
+    let p = conn.poll(Some(Duration::from_secs(10)));
+    let took = start.elapsed();
+    let r = conn.recv_bytes();
+    println!("blocking poll(10 s), silent peer, 1 s idle: {p:?} after {took:?}; then recv {r:?}");
+    assert!(matches!(p, Ok(true)), "{p:?}");
+    assert!(took < Duration::from_secs(1) + SLACK, "poll held {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::Idle))), "{r:?}");
+    // A shorter poll than the deadline still says no.
+    let (mut conn, _silent) = idle_client(&dir, "q.sock");
+    assert!(matches!(conn.poll(Some(Duration::from_millis(100))), Ok(false)));
+}
+
+#[test]
+fn blocking_wait_ends_at_the_idle_deadline_and_recv_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, _silent) = idle_client(&dir, "w.sock");
+    let (other, _other_peer) = {
+        let path = dir.path().join("x.sock");
+        let mut listener = Listener::builder().address(Address::unix(&path)).bind().unwrap();
+        let c = Client::new(Address::unix(&path)).connect().unwrap();
+        (c, listener.accept().unwrap())
+    };
+    let start = Instant::now();
+    let w = mpconn::wait(&[&other, &conn], Some(Duration::from_secs(10)));
+    let took = start.elapsed();
+    let r = conn.recv_bytes();
+    println!("blocking wait([quiet, idle 1 s], 10 s), silent peers: {w:?} after {took:?}; then recv {r:?}");
+    assert_eq!(w.unwrap(), vec![1], "only the connection whose deadline passed is ready");
+    assert!(took < Duration::from_secs(1) + SLACK, "wait held {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::Idle))), "{r:?}");
+}
+
+#[cfg(feature = "tokio")]
+mod async_face {
+    use super::*;
+    use mpconn::tokio::Listener as AsyncListener;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    }
+
+    /// An async listener on a fresh Unix socket with `timeouts`, and a raw peer connected to it.
+    fn pair(timeouts: Timeouts) -> (tempfile::TempDir, AsyncListener, UnixStream) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        let listener = AsyncListener::builder().address(Address::unix(&path)).timeouts(timeouts).bind().unwrap();
+        let peer = UnixStream::connect(&path).unwrap();
+        (dir, listener, peer)
+    }
+
+    #[test]
+    fn a_partial_message_held_beyond_its_deadline_is_closed() {
+        rt().block_on(async {
+            let t = Timeouts { partial_message: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+            let (_dir, mut listener, mut peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            // 1 MiB declared, 256 KiB sent, then nothing (the peer stays connected).
+            let mut part = (1u32 << 20).to_be_bytes().to_vec();
+            part.resize(4 + (256 << 10), b'p');
+            let writer = thread::spawn(move || {
+                peer.write_all(&part).unwrap();
+                thread::sleep(Duration::from_secs(6));
+                drop(peer);
+            });
+            let start = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(1) + SLACK, conn.recv_bytes()).await;
+            let took = start.elapsed();
+            println!("async recv of a message stuck at 256 KiB of 1 MiB, 1 s partial deadline: {r:?} after {took:?}");
+            let r = r.expect("the partial message was kept beyond its deadline");
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            assert!(!conn.readable());
+            drop(conn);
+            writer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_silent_connection_is_closed_at_its_idle_deadline() {
+        rt().block_on(async {
+            let t = Timeouts { idle: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+            let (_dir, mut listener, peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            let start = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(1) + SLACK, conn.recv_bytes()).await;
+            let took = start.elapsed();
+            println!("async recv from a silent peer, 1 s idle deadline: {r:?} after {took:?}");
+            let r = r.expect("the idle deadline did not fire");
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            drop(peer);
+        });
+    }
+
+    #[test]
+    fn close_flushes_for_the_close_flush_time_and_says_when_output_was_dropped() {
+        rt().block_on(async {
+            // 8 MiB queued to a peer that reads nothing: close gives up at close_flush (it took
+            // a fixed 1 s before, whatever the setting) and says the bytes were dropped (it
+            // returned Ok before).
+            for (flush, bound) in [
+                (Duration::from_millis(200), Duration::from_secs(5)),
+                (Duration::from_millis(1500), Duration::from_millis(1500) + SLACK),
+            ] {
+                let t = Timeouts { close_flush: flush, ..Timeouts::DEFAULT };
+                let (_dir, mut listener, peer) = pair(t);
+                let mut conn = listener.accept().await.unwrap();
+                for _ in 0..128 {
+                    conn.feed_bytes(&[5u8; 64 << 10]).unwrap();
+                }
+                let start = Instant::now();
+                let r = tokio::time::timeout(bound + SLACK, conn.close()).await.expect("close held beyond every bound");
+                let took = start.elapsed();
+                println!("async close, 8 MiB queued, peer reads nothing, close_flush {flush:?}: {r:?} after {took:?}");
+                assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+                assert!(took >= flush.mul_f32(0.9), "gave up before close_flush: {took:?}");
+                assert!(took < bound, "close held {took:?}");
+                assert!(conn.closed());
+                drop(peer);
+            }
+            // A peer that reads: everything is written and close succeeds.
+            let t = Timeouts { close_flush: Duration::from_secs(5), ..Timeouts::DEFAULT };
+            let (_dir, mut listener, mut peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            let reader = thread::spawn(move || {
+                peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut all = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut peer, &mut all);
+                all.len()
+            });
+            for _ in 0..128 {
+                conn.feed_bytes(&[5u8; 64 << 10]).unwrap();
+            }
+            let r = conn.close().await;
+            println!("async close, 8 MiB queued, peer reads: {r:?}");
+            assert!(r.is_ok(), "{r:?}");
+            assert_eq!(reader.join().unwrap(), 128 * (4 + (64 << 10)));
+        });
+    }
+
+    #[test]
+    fn a_peer_that_reads_nothing_is_closed_at_the_write_stall_deadline() {
+        rt().block_on(async {
+            let t = Timeouts { write_stall: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+            let (_dir, mut listener, peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            // Small messages (the connection's own buffer) until the socket is full, then the
+            // stall: bounded in count.
+            let small = vec![7u8; 60 << 10];
+            let start = Instant::now();
+            let mut r = Ok(());
+            for _ in 0..10_000 {
+                match tokio::time::timeout(Duration::from_secs(1) + SLACK, conn.send_bytes(&small)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        r = Err(e);
+                        break;
+                    }
+                    Err(_) => panic!("a send waited beyond the write-stall deadline"),
+                }
+            }
+            let took = start.elapsed();
+            println!("async small sends to a peer that reads nothing, 1 s write stall: {r:?} after {took:?}");
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            assert!(matches!(conn.send_bytes(b"more").await, Err(Error::Closed(_))), "no send after the stall");
+            // A large message (written from the caller's buffer) stalls the same way.
+            let (_dir, mut listener, peer2) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            let big = vec![9u8; 16 << 20];
+            let start = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(1) + SLACK, conn.send_bytes(&big)).await;
+            let took = start.elapsed();
+            println!("async 16 MiB send to a peer that reads nothing, 1 s write stall: {r:?} after {took:?}");
+            let r = r.expect("the large send waited beyond the write-stall deadline");
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            drop((peer, peer2));
+        });
+    }
+}
+
+// ----- split connections: each half keeps the connection's deadlines -----
+
+/// Whether the raw peer of a split test reads what it is sent.
+#[derive(Clone, Copy)]
+enum PeerReads {
+    /// Nothing, until the test drops the stop handle (or `LIMIT`).
+    Never,
+    /// Everything, until end of file.
+    All,
+}
+
+/// A raw peer on a fresh Unix socket (no key, so no handshake): accepts one connection and
+/// reads as `reads` says. Dropping the returned sender ends a peer that never reads.
+fn split_peer(reads: PeerReads) -> (tempfile::TempDir, Address, std::sync::mpsc::Sender<()>, thread::JoinHandle<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("split.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        match reads {
+            PeerReads::Never => {
+                let _ = stopped.recv_timeout(LIMIT);
+            }
+            PeerReads::All => {
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            }
+        }
+    });
+    (dir, Address::unix(&path), stop, peer)
+}
+
+/// What a split writer sends to a peer that reads nothing: far more than the socket buffers hold.
+const STALLED_SEND: usize = 64 << 20;
+/// The write-stall and idle limits of the split tests.
+const SPLIT_LIMIT: Duration = Duration::from_secs(1);
+/// How long the split writer keeps sending (a message every `TICK`), beyond the idle limit.
+const SEND_FOR: Duration = Duration::from_secs(3);
+const TICK: Duration = Duration::from_millis(200);
+/// The reader's own bound on its wait while the writer sends: past `SEND_FOR`, short of the idle
+/// deadline that follows the last send.
+const READER_WAITS: Duration = Duration::from_millis(3500);
+
+#[test]
+fn split_writer_to_a_peer_that_reads_nothing_ends_at_the_write_stall_deadline() {
+    let (_dir, address, stop, peer) = split_peer(PeerReads::Never);
+    let t = Timeouts { write_stall: Some(SPLIT_LIMIT), ..Timeouts::DEFAULT };
+    let conn = Client::new(address).timeouts(t).connect().unwrap();
+    let (_reader, mut writer) = conn.into_split().unwrap();
+    // The caller's own write timeout (none here) does not lift the write-stall limit.
+    writer.set_write_timeout(None).unwrap();
+    let big = vec![5u8; STALLED_SEND];
+    let start = Instant::now();
+    let r = writer.send_bytes(&big);
+    let took = start.elapsed();
+    println!("blocking split writer, 64 MiB to a peer that reads nothing, 1 s write stall: {r:?} after {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert!(took < SPLIT_LIMIT + SLACK + SLACK, "the split writer waited {took:?}");
+    assert!(matches!(writer.send_bytes(b"more"), Err(Error::Closed(_))), "no send after the stall");
+    drop(stop);
+    peer.join().unwrap();
+}
+
+#[test]
+fn split_reader_is_kept_alive_by_the_writers_traffic() {
+    let (_dir, address, _stop, peer) = split_peer(PeerReads::All);
+    let t = Timeouts { idle: Some(SPLIT_LIMIT), ..Timeouts::DEFAULT };
+    let conn = Client::new(address).timeouts(t).connect().unwrap();
+    let (mut reader, mut writer) = conn.into_split().unwrap();
+    reader.set_read_timeout(Some(READER_WAITS)).unwrap();
+    let start = Instant::now();
+    let waiting = thread::spawn(move || {
+        let r = reader.recv_bytes();
+        (r, start.elapsed(), reader)
+    });
+    let mut sent = 0;
+    while start.elapsed() < SEND_FOR && sent < 100 {
+        writer.send_bytes(b"tick").unwrap();
+        sent += 1;
+        thread::sleep(TICK);
+    }
+    let (r, took, mut reader) = waiting.join().unwrap();
+    println!("blocking split reader, 1 s idle, the writer sent {sent} messages in {SEND_FOR:?}: {r:?} after {took:?}");
+    assert!(!matches!(r, Err(Error::Timeout(_))), "closed by idle while the writer sent: {r:?} after {took:?}");
+    assert!(matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut), "{r:?}");
+    assert!(took >= SEND_FOR, "the reader stopped waiting after {took:?}");
+    // The writer quiet, the peer silent: the idle deadline still closes the reader.
+    reader.set_read_timeout(Some(SPLIT_LIMIT + SLACK)).unwrap();
+    let start = Instant::now();
+    let r = reader.recv_bytes();
+    println!("blocking split reader once the writer stopped: {r:?} after {:?}", start.elapsed());
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    drop((reader, writer));
+    peer.join().unwrap();
+}
+
+#[cfg(feature = "tokio")]
+mod split_async {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    }
+
+    #[test]
+    fn split_writer_to_a_peer_that_reads_nothing_ends_at_the_write_stall_deadline() {
+        let (_dir, address, stop, peer) = split_peer(PeerReads::Never);
+        rt().block_on(async {
+            let t = Timeouts { write_stall: Some(SPLIT_LIMIT), ..Timeouts::DEFAULT };
+            let conn = mpconn::tokio::Client::new(address).timeouts(t).connect().await.unwrap();
+            let (_reader, mut writer) = conn.into_split().unwrap();
+            let big = vec![5u8; STALLED_SEND];
+            let start = Instant::now();
+            let r = tokio::time::timeout(SPLIT_LIMIT + SLACK + SLACK, writer.send_bytes(&big)).await;
+            let took = start.elapsed();
+            println!("async split writer, 64 MiB to a peer that reads nothing, 1 s write stall: {r:?} after {took:?}");
+            let r = r.expect("the split writer waited beyond the write-stall deadline");
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            assert!(matches!(writer.send_bytes(b"more").await, Err(Error::Closed(_))), "no send after the stall");
+        });
+        drop(stop);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn split_reader_is_kept_alive_by_the_writers_traffic() {
+        let (_dir, address, _stop, peer) = split_peer(PeerReads::All);
+        rt().block_on(async {
+            let t = Timeouts { idle: Some(SPLIT_LIMIT), ..Timeouts::DEFAULT };
+            let conn = mpconn::tokio::Client::new(address).timeouts(t).connect().await.unwrap();
+            let (mut reader, mut writer) = conn.into_split().unwrap();
+            let start = Instant::now();
+            let waiting = tokio::spawn(async move {
+                let r = tokio::time::timeout(READER_WAITS, reader.recv_bytes()).await;
+                (r, start.elapsed(), reader)
+            });
+            let mut sent = 0;
+            while start.elapsed() < SEND_FOR && sent < 100 {
+                writer.send_bytes(b"tick").await.unwrap();
+                sent += 1;
+                tokio::time::sleep(TICK).await;
+            }
+            let (r, took, mut reader) = waiting.await.unwrap();
+            println!(
+                "async split reader, 1 s idle, the writer sent {sent} messages in {SEND_FOR:?}: {r:?} after {took:?}"
+            );
+            assert!(r.is_err(), "closed while the writer sent (idle, if a timeout): {r:?} after {took:?}");
+            assert!(took >= SEND_FOR, "the reader stopped waiting after {took:?}");
+            // The writer quiet, the peer silent: the idle deadline still closes the reader.
+            let start = Instant::now();
+            let r = tokio::time::timeout(SPLIT_LIMIT + SLACK, reader.recv_bytes()).await;
+            println!("async split reader once the writer stopped: {r:?} after {:?}", start.elapsed());
+            let r = r.expect("the idle deadline did not fire");
+            assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+            drop((reader, writer));
+        });
+        peer.join().unwrap();
+    }
 }

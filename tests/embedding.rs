@@ -192,7 +192,7 @@ fn poll_timeout_tells_the_host_loop_about_the_handshake_deadline() {
     }
     let mut reactor = Reactor::new(Quiet).unwrap();
     let options =
-        ListenOptions::new().connection(ConnectionOptions::default().handshake_timeout(HANDSHAKE)).authkey(KEY);
+        ListenOptions::new().connection(ConnectionOptions::default().handshake_timeout(Some(HANDSHAKE))).authkey(KEY);
     let listener = reactor.listen("127.0.0.1:0", options).unwrap();
     let address = reactor.listener_address(listener).unwrap().to_string();
     // A new listener's first accept is work for the next turn (a backlog may be waiting).

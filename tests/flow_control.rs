@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use attack::{Child2, echo_server_example, framed, message, split_tcp};
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor};
 
 const KEY: &str = "flow key";

@@ -19,6 +19,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+#[path = "common/python.rs"]
+mod python;
+use python::pyenv_python;
+
 use mpconn::pickle::{Value, repr};
 use mpconn::{Address, AuthKey, AuthenticationError, Client, Connection, Dialect, Error, Listener};
 
@@ -35,15 +39,6 @@ struct Python {
 fn version_of(exe: &Path) -> Option<String> {
     let out = Command::new(exe).args(["-c", "import sys; print(sys.version.split()[0])"]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn pyenv_python(prefix: &str) -> Option<PathBuf> {
-    let out = Command::new("pyenv").args(["versions", "--bare"]).output().ok()?;
-    let versions = String::from_utf8_lossy(&out.stdout);
-    let version = versions.lines().map(str::trim).rfind(|v| v.starts_with(prefix))?.to_string();
-    let out = Command::new("pyenv").args(["prefix", &version]).output().ok()?;
-    let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python");
-    exe.exists().then_some(exe)
 }
 
 /// The interpreters to test against, found (and `processing` installed) once per run. Fails

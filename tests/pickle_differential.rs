@@ -9,7 +9,8 @@
 //!   (for Python 2's pickles: Python 3's repr of what it loads, sets in pickle order);
 //! * Rust re-encodes at protocols 2-5 and CPython 3.13 loads its bytes: same types, same values,
 //!   same sharing of mutable containers as the original;
-//! * Rust's protocol-2 bytes load in CPython 2.7 the same as CPython's own protocol-2 bytes;
+//! * Rust's protocol-2 bytes load in CPython 2.7 the same as CPython's own protocol-2 bytes,
+//!   `str` and `unicode` apart, dict keys and set members included (int and long are one type);
 //! * the forms issue 10 lists (shared sub-objects, Python 3's protocol-2 bytes/bytearray/set,
 //!   cycles, OrderedDict, namedtuple, class instances, UUID, datetime, Decimal, complex) and a
 //!   few hand-written pickles (CPython's `pickle.loads` is the oracle).
@@ -32,6 +33,9 @@ use std::time::Duration;
 use mpconn::pickle::{dumps_value, loads_value, repr};
 use serde_json::json;
 
+#[path = "common/python.rs"]
+mod python;
+
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle_gen.py");
 const PY_WAIT: Duration = Duration::from_secs(300);
 /// Stack for the threads that decode here: this suite tests agreement with CPython, not depth
@@ -40,9 +44,7 @@ const PY_WAIT: Duration = Duration::from_secs(300);
 const STACK: usize = 64 << 20;
 
 fn python(version: &str) -> PathBuf {
-    let out = Command::new("pyenv").args(["prefix", version]).output().expect("pyenv is required");
-    assert!(out.status.success(), "pyenv has no CPython {version}: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("bin/python")
+    python::pyenv_python(version).unwrap_or_else(|| panic!("pyenv has no CPython {version} (required)"))
 }
 
 fn py313() -> PathBuf {

@@ -1,4 +1,4 @@
-//! Issue 11: memory before authentication is bounded by the handshake's 256-byte cap, not by a
+//! Memory before authentication is bounded by the handshake's 256-byte cap, not by a
 //! read block. N clients connect to a keyed `mpconn listen` child process and dribble their
 //! handshake reply one byte a second; the server's resident memory per connection is read from
 //! `/proc/PID/status` before and while they dribble.

@@ -12,24 +12,18 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor, SendError, Turn};
 use mpconn::{Address, AuthKey, Client};
 
+#[path = "common/python.rs"]
+mod python;
 mod support;
+use python::python_at;
 use support::{Ev, WAIT, next_event, spawn_reactor, stop};
 
 const KEY: &str = "reactor key";
-fn python_at(prefix: &str) -> Option<std::path::PathBuf> {
-    if prefix == "3.11" {
-        return Some("python3".into());
-    }
-    let out = Command::new("pyenv").args(["versions", "--bare"]).output().ok()?;
-    let versions = String::from_utf8_lossy(&out.stdout).to_string();
-    let v = versions.lines().map(str::trim).rfind(|v| v.starts_with(prefix))?.to_string();
-    let out = Command::new("pyenv").args(["prefix", &v]).output().ok()?;
-    Some(Path::new(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python"))
-}
 
 #[test]
 fn hundreds_of_python_and_rust_clients_at_once_on_one_reactor() {
@@ -208,8 +202,8 @@ fn deadlines_cut_silent_and_stalling_peers_while_others_carry_on() {
     let options = ListenOptions::new().authkey(KEY).connection(
         ConnectionOptions::new()
             .authkey(KEY)
-            .handshake_timeout(Duration::from_millis(300))
-            .partial_message_timeout(Duration::from_millis(300)),
+            .handshake_timeout(Some(Duration::from_millis(300)))
+            .partial_message_timeout(Some(Duration::from_millis(300))),
     );
     let (address, handle, rx, t) = spawn_reactor("127.0.0.1:0", options, true);
     let sa = address.resolve().unwrap()[0];
@@ -483,4 +477,88 @@ fn every_message_written_just_before_a_close_is_delivered() {
         assert_eq!(got, [round * 10, round * 10 + 1, round * 10 + 2], "round {round}");
     }
     stop(handle, t);
+}
+
+/// Records how each message arrived: (length, owned, content as sent), and acknowledges it.
+#[derive(Default)]
+struct Owner {
+    got: Vec<(usize, bool, bool)>,
+    keeps_owned: bool,
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+impl Owner {
+    fn record(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8], owned: bool) {
+        let seed = message.first().copied().unwrap_or(0);
+        let intact = message == pattern(message.len(), seed).as_slice();
+        self.got.push((message.len(), owned, intact));
+        let _ = ctx.send(conn, &(message.len() as u64).to_be_bytes());
+    }
+}
+
+impl Handler for Owner {
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        self.record(ctx, conn, message, false);
+    }
+    fn on_message_owned(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: Vec<u8>) {
+        if self.keeps_owned {
+            self.record(ctx, conn, &message, true);
+        } else {
+            // What the provided method does.
+            self.on_message(ctx, conn, &message);
+        }
+    }
+}
+
+/// Runs a reactor with `handler` until a client has sent `sizes` (one message each) and had
+/// each acknowledged; returns the handler.
+fn deliver_sizes(handler: Owner, sizes: &[usize]) -> Owner {
+    let mut reactor = Reactor::new(handler).unwrap();
+    let l = reactor.listen("127.0.0.1:0", ListenOptions::new().authkey(KEY)).unwrap();
+    let address = reactor.listener_address(l).unwrap().clone();
+    let handle = reactor.handle();
+    let sizes = sizes.to_vec();
+    let client = thread::spawn(move || {
+        let mut c = Client::new(&address).authkey(KEY).connect().unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        for (i, &len) in sizes.iter().enumerate() {
+            c.send_bytes(&pattern(len, i as u8 + 1)).unwrap();
+        }
+        for &len in &sizes {
+            assert_eq!(c.recv_bytes().unwrap(), (len as u64).to_be_bytes());
+        }
+        handle.stop().unwrap();
+    });
+    let deadline = Instant::now() + WAIT;
+    while reactor.run_once(Some(Duration::from_millis(50))).unwrap() == Turn::Running {
+        assert!(Instant::now() < deadline, "the client did not finish");
+    }
+    client.join().unwrap();
+    reactor.with_handler(|h, _| std::mem::take(h))
+}
+
+#[test]
+fn large_messages_are_handed_over_owned_and_small_ones_lent() {
+    // 4 and 16 MiB exceed the shared 1 MiB read buffer: read into the connection's own buffer,
+    // which is moved out. Small messages (at most the 64 KiB read block) are always lent.
+    let sizes = [16, 4 << 20, 100, 65536, 16 << 20, 16];
+    let got = deliver_sizes(Owner { keeps_owned: true, ..Owner::default() }, &sizes).got;
+    println!("delivered (length, owned, intact): {got:?}");
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), sizes, "every message, in order");
+    assert!(got.iter().all(|g| g.2), "every message intact");
+    for &(len, owned, _) in &got {
+        if len <= 65536 {
+            assert!(!owned, "a {len}-byte message was handed over owned");
+        } else {
+            assert!(owned, "a {len}-byte message was lent, not handed over");
+        }
+    }
+
+    // A handler with only on_message gets every message there (the provided method lends it).
+    let got = deliver_sizes(Owner::default(), &sizes).got;
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), sizes);
+    assert!(got.iter().all(|g| g.2 && !g.1));
 }

@@ -1,4 +1,4 @@
-//! Issue 11: binding a Unix path whose live listener never accepts and has a full backlog must
+//! Binding a Unix path whose live listener never accepts and has a full backlog must
 //! fail promptly (the path is in use), not hang in the stale-socket probe's `connect`.
 //!
 //! The listener is ours (a socket2 listener with backlog 0 that never accepts), filled with

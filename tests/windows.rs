@@ -264,7 +264,7 @@ fn reactor_deadlines_cut_silent_and_idle_pipe_peers_while_others_carry_on() {
     let options = ListenOptions::new().authkey(KEY).connection(
         ConnectionOptions::new()
             .authkey(KEY)
-            .handshake_timeout(Duration::from_millis(300))
+            .handshake_timeout(Some(Duration::from_millis(300)))
             .idle_timeout(Some(Duration::from_millis(600))),
     );
     let (address, handle, rx, t) = spawn_reactor(options, true);
@@ -387,7 +387,7 @@ fn open_raw(name: &str) -> std::fs::File {
 #[test]
 fn hostile_pipe_peers_close_only_their_own_connection() {
     // Without auto-pause, so the flood below is closed at the high-water mark (with it, the
-    // default, the flooder's blocking pipe writes would simply wait, as tests/hostile.rs shows
+    // default, the flooder's blocking pipe writes would simply wait, as tests/reactor_hostile.rs shows
     // over TCP).
     let options = ListenOptions::new().authkey(KEY).connection(
         ConnectionOptions::new()

@@ -15,9 +15,9 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mpconn::internal::frame::encode_frame;
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
-use mpconn::wire::frame::encode_frame;
 use mpconn::{Address, Client, Family, Listener, arbitrary_address};
 
 pub const PAYLOAD: usize = 64;
@@ -600,7 +600,8 @@ mod w5 {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+    use mpconn::CloseReason;
+    use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
     use mpconn::reactor::{ConnId, Context, Handler, Reactor};
     use mpconn::{Address, Error, Family, Result, arbitrary_address};
 
@@ -652,7 +653,7 @@ mod w5 {
         let mut client_errors = 0u64;
         while ready < children.len() || reactor.handler().count < args.n {
             if start.elapsed() > LIMIT {
-                return Err(Error::Timeout("W5 clients did not all finish their round trip"));
+                return Err(Error::Timeout(mpconn::Timeout::Other("W5 clients did not all finish their round trip")));
             }
             if interrupt::requested() {
                 // The time so far, for the connections that made their round trip.
@@ -707,7 +708,7 @@ mod w5 {
                 break d;
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout("W5 broadcast echoes did not all arrive"));
+                return Err(Error::Timeout(mpconn::Timeout::Other("W5 broadcast echoes did not all arrive")));
             }
             if interrupt::requested() {
                 // What was measured before the broadcast is complete.
@@ -767,7 +768,7 @@ mod w5 {
     pub fn client(args: &BenchArgs, address: &Address) -> Result<()> {
         raise_fd_limit();
         let mut reactor = Reactor::new(W5Client { done: 0, in_flight: 0, errors: 0, answered: Default::default() })?;
-        let options = ConnectionOptions::new().authkey(KEY).handshake_timeout(Duration::from_secs(120));
+        let options = ConnectionOptions::new().authkey(KEY).handshake_timeout(Some(Duration::from_secs(120)));
         let mut started = 0;
         let start = Instant::now();
         while reactor.handler().done + (reactor.handler().errors as usize) < args.n {

@@ -60,6 +60,6 @@ impl KeyArgs {
     }
 
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size.unwrap_or(mpconn::wire::frame::DEFAULT_MAX_MESSAGE_SIZE)
+        self.max_message_size.unwrap_or(mpconn::DEFAULT_MAX_MESSAGE_SIZE)
     }
 }

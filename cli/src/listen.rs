@@ -2,59 +2,62 @@
 //! until Ctrl-C (or SIGTERM): then it stops the reactor gracefully (queued echoes flushed, each
 //! open connection closed and reported by its `close` line), drops the listener, which removes
 //! its Unix socket file, and exits 0.
+//!
+//! The reactor thread only moves bytes: messages are decoded and printed by the worker pool of
+//! `work.rs` (a large pickle took the reactor thread for seconds before), and every line passes
+//! through `clean::text`, so nothing a peer sends reaches the terminal or a line parser raw.
 
 use std::io::Write;
 use std::time::Duration;
 
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
 use mpconn::{Address, Family, Result, arbitrary_address};
 
+use crate::clean;
 use crate::interrupt;
 use crate::keys::KeyArgs;
-use crate::show::show;
+use crate::work::Pool;
 
 /// How often an idle reactor looks at the interrupt flag: the delay between Ctrl-C and the stop.
 const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
+/// After Ctrl-C, how long the reactor keeps running for echoes the workers still have to post.
+const ECHO_GRACE: Duration = Duration::from_secs(2);
 
 struct Printer {
     echo: bool,
-    quiet: bool,
-}
-
-impl Printer {
-    fn line(&self, text: std::fmt::Arguments<'_>) {
-        if !self.quiet {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_fmt(text);
-            let _ = out.write_all(b"\n");
-        }
-    }
+    pool: Pool,
 }
 
 impl Handler for Printer {
     fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, peer: &Address) {
-        self.line(format_args!(
-            "open {conn} from {}",
-            if peer.to_string().is_empty() { "(unnamed)".into() } else { peer.to_string() }
-        ));
+        let peer = peer.to_string();
+        let peer = if peer.is_empty() { "(unnamed)".into() } else { peer };
+        self.pool.line(conn, format!("open {conn} from {}", clean::text(&peer)));
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        self.line(format_args!("message {conn} ({} bytes): {}", message.len(), show(message)));
-        if self.echo
-            && let Err(e) = ctx.send(conn, message)
-        {
-            self.line(format_args!("echo to {conn} refused: {e}"));
-        }
+        self.pool.message(ctx, conn, message, self.echo);
+    }
+
+    fn on_message_owned(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: Vec<u8>) {
+        self.pool.message_owned(ctx, conn, message, self.echo);
     }
 
     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
-        self.line(format_args!("close {conn}: {reason}"));
+        self.pool.close(conn, format!("close {conn}: {}", clean::text(&reason.to_string())));
     }
 }
 
-pub fn run(address: Option<String>, family: Option<Family>, echo: bool, quiet: bool, keys: &KeyArgs) -> Result<()> {
+pub fn run(
+    address: Option<String>,
+    family: Option<Family>,
+    echo: bool,
+    memory_budget: Option<usize>,
+    quiet: bool,
+    keys: &KeyArgs,
+) -> Result<()> {
     let address = match address {
         Some(a) => a.parse::<Address>()?,
         None => arbitrary_address(family.unwrap_or_else(Family::fastest))?,
@@ -63,20 +66,40 @@ pub fn run(address: Option<String>, family: Option<Family>, echo: bool, quiet: b
     if let Some(key) = keys.key()? {
         connection = connection.authkey(key);
     }
-    let mut reactor = Reactor::new(Printer { echo, quiet })?;
+    let mut config = ReactorConfig::default();
+    if let Some(bytes) = memory_budget {
+        config = config.memory_budget(Some(bytes));
+    }
+    let mut reactor = Reactor::with_config(Printer { echo, pool: Pool::new(quiet) }, config)?;
+    let handle = reactor.handle();
+    reactor.handler_mut().pool.start(handle)?;
     let listener = reactor.listen(address, ListenOptions::new().connection(connection))?;
     let bound = reactor.listener_address(listener).ok_or(mpconn::Error::Closed("the listener"))?;
-    println!("listening on {bound}");
+    println!("listening on {}", clean::text(&bound.to_string()));
     let _ = std::io::stdout().flush();
+    let mut interrupted: Option<std::time::Instant> = None;
     let mut stopping = false;
-    loop {
-        if !stopping && interrupt::requested() {
+    let result = loop {
+        if interrupted.is_none() && interrupt::requested() {
             log::info!("interrupted: stopping (open connections are closed, the socket file removed)");
+            interrupted = Some(std::time::Instant::now());
+        }
+        // Echoes the workers still hold are posted before the stop (at most ECHO_GRACE).
+        if !stopping
+            && let Some(at) = interrupted
+            && (!reactor.handler().pool.echoes_pending() || at.elapsed() > ECHO_GRACE)
+        {
             reactor.with_context(|ctx| ctx.stop());
             stopping = true;
         }
-        if reactor.run_once(Some(INTERRUPT_CHECK))? == Turn::Stopped {
-            return Ok(());
+        let wait = if interrupted.is_some() && !stopping { Duration::from_millis(10) } else { INTERRUPT_CHECK };
+        match reactor.run_once(Some(wait)) {
+            Ok(Turn::Stopped) => break Ok(()),
+            Ok(Turn::Running) => {}
+            Err(e) => break Err(e),
         }
-    }
+    };
+    log::debug!("listen: at most {} bytes were queued for the workers", reactor.handler().pool.peak_bytes());
+    reactor.handler_mut().pool.finish();
+    result
 }

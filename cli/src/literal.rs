@@ -2,18 +2,72 @@
 //! False, ints of any size (also `2**100`, `-2**100`), floats, str and bytes literals with
 //! escapes, lists, tuples, dicts, sets, and the calls `set(...)`, `frozenset(...)`,
 //! `bytearray(...)` on a literal.
+//!
+//! Evaluation is bounded: nesting (brackets, unary signs and `**` chains alike) stops at
+//! [`MAX_DEPTH`], no int may exceed [`MAX_INT_BITS`] (checked *before* `**` computes, from the
+//! operands' sizes), and every value made counts against [`MAX_LITERAL_BYTES`] (32 bytes a node
+//! plus its heap bytes, as the pickle decoder counts). There is no other way to grow a value: the
+//! operators `*`, `<<`, `+` between values and names other than the few calls above are refused
+//! as not literals, so `'a'*10**9` or `[0]*10**9` is a usage error, not an allocation. A refused
+//! literal says which limit it met ([`LiteralError::TooLarge`]).
 
 use mpconn::pickle::{Dict, Set, Value};
 use mpconn::{Error, Result};
 use num_bigint::BigInt;
 
+/// Nesting depth of the literal parser: brackets, calls, unary `-`/`+` and `**` operands each
+/// count one level (each level is a few stack frames: the parser recurses).
+pub const MAX_DEPTH: usize = 200;
+
+/// The largest int a literal may make or compute (1,048,576 bits, about 315,000 decimal
+/// digits; a pickle of it is 128 KiB).
+pub const MAX_INT_BITS: u64 = 1 << 20;
+
+/// What all the values of one literal may take together, counted as the decoder counts (32
+/// bytes a node plus the heap bytes of strings, bytes and big ints). A literal from a command
+/// line (at most 128 KiB on Linux) stays far below it.
+pub const MAX_LITERAL_BYTES: usize = 64 << 20;
+
+/// Why a literal was refused.
+#[derive(Debug)]
+pub enum LiteralError {
+    /// It is not a literal this parser reads.
+    Syntax(Error),
+    /// It is one, but it would be too large to build (a limit above).
+    TooLarge(Error),
+}
+
+impl From<LiteralError> for Error {
+    fn from(e: LiteralError) -> Error {
+        match e {
+            LiteralError::Syntax(e) | LiteralError::TooLarge(e) => e,
+        }
+    }
+}
+
 /// Parses one Python literal.
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<Value> {
-    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
-    let v = p.expr()?;
+    parse_bounded(text).map_err(Error::from)
+}
+
+/// Parses one Python literal, saying whether a refusal is a syntax error or a limit.
+pub fn parse_bounded(text: &str) -> std::result::Result<Value, LiteralError> {
+    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0, spent: 0, too_large: None };
+    let v = p.expr();
+    if let Some(m) = p.too_large.take() {
+        return Err(LiteralError::TooLarge(Error::Config(m)));
+    }
+    let v = v.map_err(LiteralError::Syntax)?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(p.err("unexpected text after the value"));
+        let after = p.s[p.i..].iter().find(|c| !c.is_ascii_whitespace()).copied().unwrap_or(b' ');
+        let what = if b"*<>@/%&|^+-".contains(&after) {
+            "unexpected text after the value (the only operator is `**` between numbers, and a leading `-` or `+`)"
+        } else {
+            "unexpected text after the value"
+        };
+        return Err(LiteralError::Syntax(p.err(what)));
     }
     Ok(v)
 }
@@ -22,13 +76,43 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     depth: usize,
+    /// Bytes counted against [`MAX_LITERAL_BYTES`].
+    spent: usize,
+    /// Set when a limit refused the literal (the error travels up as a plain `Err` too).
+    too_large: Option<String>,
 }
 
-const MAX_DEPTH: usize = 200;
+/// What one value costs beyond the nodes counted for its items: its node and its own heap bytes.
+fn own_cost(v: &Value) -> usize {
+    let heap = match v {
+        Value::Str(s) => s.len(),
+        Value::Bytes(b) | Value::ByteArray(b) => b.len(),
+        Value::BigInt(b) => (b.bits() / 8) as usize + 8,
+        _ => 0,
+    };
+    std::mem::size_of::<Value>() + heap
+}
 
 impl Parser<'_> {
     fn err(&self, what: &str) -> Error {
         Error::Config(format!("not a Python literal: {what} at offset {}", self.i))
+    }
+
+    /// A limit refused the literal: remembered (so `parse_bounded` reports it as such) and
+    /// returned as the error that ends parsing.
+    fn too_large(&mut self, what: String) -> Error {
+        let m = format!("literal too large: {what} (at offset {})", self.i);
+        self.too_large = Some(m.clone());
+        Error::Config(m)
+    }
+
+    /// Counts `bytes` against [`MAX_LITERAL_BYTES`].
+    fn charge(&mut self, bytes: usize) -> Result<()> {
+        self.spent = self.spent.saturating_add(bytes);
+        if self.spent > MAX_LITERAL_BYTES {
+            return Err(self.too_large(format!("its values would take more than {MAX_LITERAL_BYTES} bytes")));
+        }
+        Ok(())
     }
 
     fn ws(&mut self) {
@@ -57,16 +141,23 @@ impl Parser<'_> {
 
     /// A signed atom, with `**` (right-associative, binding tighter than a leading minus).
     fn expr(&mut self) -> Result<Value> {
+        let v = self.signed()?;
+        self.charge(own_cost(&v))?;
+        Ok(v)
+    }
+
+    /// One level of nesting: a unary sign, a `**` operand, a bracket's item (through `expr`).
+    fn signed(&mut self) -> Result<Value> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.err("nested too deeply"));
+            return Err(self.too_large(format!("nested more than {MAX_DEPTH} levels deep")));
         }
-        let v = self.signed();
+        let v = self.signed_inner();
         self.depth -= 1;
         v
     }
 
-    fn signed(&mut self) -> Result<Value> {
+    fn signed_inner(&mut self) -> Result<Value> {
         match self.peek() {
             Some(b'-') => {
                 self.i += 1;
@@ -89,7 +180,12 @@ impl Parser<'_> {
                 } {
                     self.i += 2;
                     let exp = self.signed()?;
-                    power(&base, &exp).ok_or_else(|| self.err("'**' takes an int and a small non-negative int"))
+                    match power(&base, &exp) {
+                        Power::Value(v) => Ok(v),
+                        Power::Invalid => Err(self.err("'**' takes an int and a small non-negative int")),
+                        Power::TooLarge(bits) => Err(self
+                            .too_large(format!("the power would have up to {bits} bits, the limit is {MAX_INT_BITS}"))),
+                    }
                 } else {
                     Ok(base)
                 }
@@ -160,13 +256,15 @@ impl Parser<'_> {
             self.expect(b')')?;
             Some(v)
         };
-        let items: Vec<Value> = match &arg {
+        // The argument is moved, not copied: a call costs no more than its argument.
+        let items: Vec<Value> = match arg {
             None => Vec::new(),
-            Some(Value::List(l) | Value::Tuple(l)) => l.to_vec(),
-            Some(Value::Set(s) | Value::FrozenSet(s)) => s.iter().cloned().collect(),
-            Some(Value::Bytes(b)) if name == "bytearray" => return Ok(Value::ByteArray(b.clone())),
-            Some(Value::Int(n)) if name == "bytearray" && *n >= 0 && *n <= 1 << 20 => {
-                return Ok(Value::ByteArray(vec![0; *n as usize]));
+            Some(Value::List(l) | Value::Tuple(l)) => l.into_vec(),
+            Some(Value::Set(s) | Value::FrozenSet(s)) => s.into_vec(),
+            Some(Value::Bytes(b)) if name == "bytearray" => return Ok(Value::ByteArray(b)),
+            Some(Value::Int(n)) if name == "bytearray" && (0..=1 << 20).contains(&n) => {
+                self.charge(n as usize)?;
+                return Ok(Value::ByteArray(vec![0; n as usize]));
             }
             Some(_) => return Err(self.err(&format!("{name}() takes a list, tuple or set literal here"))),
         };
@@ -274,6 +372,18 @@ impl Parser<'_> {
             Some("0b") => Some(2),
             _ => None,
         };
+        // Digits times bits per digit bounds the int before it is converted (decimal conversion
+        // is quadratic). A decimal digit is log2(10) < 3.33 bits.
+        let is_float = radix.is_none() && lower.contains(['.', 'e']);
+        let most = match radix {
+            Some(r) => (lower.len() as u64).saturating_mul(u32::trailing_zeros(r) as u64),
+            None => (lower.len() as u64).saturating_mul(333) / 100,
+        };
+        if !is_float && most > MAX_INT_BITS + 64 {
+            return Err(
+                self.too_large(format!("an int literal of {} digits; the limit is {MAX_INT_BITS} bits", lower.len()))
+            );
+        }
         if let Some(radix) = radix {
             return BigInt::parse_bytes(&lower.as_bytes()[2..], radix)
                 .map(Value::from)
@@ -390,15 +500,34 @@ fn negate(v: Value) -> Option<Value> {
     })
 }
 
-fn power(base: &Value, exp: &Value) -> Option<Value> {
+enum Power {
+    Value(Value),
+    /// Not an int or float to a small non-negative int power.
+    Invalid,
+    /// The result would have up to this many bits.
+    TooLarge(u64),
+}
+
+/// `base ** exp`, refused before computing when the result could exceed [`MAX_INT_BITS`].
+fn power(base: &Value, exp: &Value) -> Power {
     let e = match exp {
         Value::Int(e) if (0..=100_000).contains(e) => *e as u32,
-        _ => return None,
+        _ => return Power::Invalid,
     };
-    match base {
-        Value::Float(f) => Some(Value::Float(f.powi(e as i32))),
-        _ => Some(Value::from(num_traits::Pow::pow(base.as_bigint()?, e))),
+    if let Value::Float(f) = base {
+        return Power::Value(Value::Float(f.powi(e as i32)));
     }
+    let Some(b) = base.as_bigint() else { return Power::Invalid };
+    // |b| < 2^bits, so |b^e| < 2^(bits * e): an upper bound on the result's size. 0, 1 and -1
+    // stay that small whatever the exponent.
+    let bits = b.bits();
+    if bits > 1 {
+        let most = bits.saturating_mul(e as u64);
+        if most > MAX_INT_BITS {
+            return Power::TooLarge(most);
+        }
+    }
+    Power::Value(Value::from(num_traits::Pow::pow(b, e)))
 }
 
 #[cfg(test)]
@@ -434,6 +563,80 @@ mod tests {
         assert_eq!(show("[[1, [2]], {'k': [3,]},]"), "[[1, [2]], {'k': [3]}]");
         for bad in ["{not json", "__import__('os')", "[1,", "'x", "{[1]: 2}", "2**-1", "01"] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::{LiteralError, MAX_DEPTH, parse_bounded};
+
+    fn too_large(text: &str) -> String {
+        match parse_bounded(text) {
+            Err(LiteralError::TooLarge(e)) => e.to_string(),
+            Err(LiteralError::Syntax(e)) => panic!("{:.60}: a syntax error, not a limit: {e}", text),
+            Ok(_) => panic!("{:.60}: accepted", text),
+        }
+    }
+
+    #[test]
+    fn powers_are_refused_before_they_are_computed() {
+        let t = std::time::Instant::now();
+        for text in [
+            "((2**100000)**100000)**100000",
+            "(2**100000)**100000",
+            "12345**100000",
+            "-(3**60000)**12",
+            "[1, (2**1000)**1049]",
+        ] {
+            assert!(too_large(text).contains("bits"), "{text}");
+        }
+        // Refused from the operands' sizes, so at once (generous: a loaded machine).
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+        // Within the limit, and the trivial bases, still work.
+        assert!(parse_bounded("2**100000").is_ok());
+        assert!(parse_bounded("(2**1000)**1047").is_ok());
+        assert!(parse_bounded("1**100000").is_ok() && parse_bounded("(-1)**99999").is_ok());
+        assert!(parse_bounded("0**100000").is_ok() && parse_bounded("1.5**100000").is_ok());
+    }
+
+    #[test]
+    fn nesting_of_every_kind_stops_at_the_depth_limit() {
+        let n = MAX_DEPTH * 50;
+        for text in [
+            format!("{}1", "-".repeat(n)),
+            format!("{}1", "+".repeat(n)),
+            format!("{}1", "2**".repeat(n)),
+            format!("{}{}", "[".repeat(n), "]".repeat(n)),
+            format!("{}1{}", "(".repeat(n), ")".repeat(n)),
+            format!("{}{}", "frozenset([".repeat(n), "])".repeat(n)),
+        ] {
+            assert!(too_large(&text).contains("nested"), "{}", &text[..20]);
+        }
+        assert!(parse_bounded(&format!("{}1", "-".repeat(MAX_DEPTH - 1))).is_ok());
+    }
+
+    #[test]
+    fn the_total_size_of_the_values_is_bounded() {
+        // 65 arrays of 1 MiB pass 64 MiB (each within bytearray()'s own 1 MiB).
+        let arrays = format!("[{}]", vec!["bytearray(1048576)"; 65].join(","));
+        assert!(too_large(&arrays).contains("bytes"));
+    }
+
+    #[test]
+    fn int_literals_beyond_the_limit_are_refused_before_conversion() {
+        assert!(too_large(&"9".repeat(400_000)).contains("digits"));
+        assert!(too_large(&format!("0x{}", "f".repeat(300_000))).contains("digits"));
+        assert!(parse_bounded(&"9".repeat(50_000)).is_ok());
+    }
+
+    #[test]
+    fn repetition_and_other_operators_are_not_literals() {
+        for text in ["'a'*10**9", "[0]*10**9", "b'x'*(2**62)", "1<<10**9", "2*3", "(1,)*9", "1+2"] {
+            match parse_bounded(text) {
+                Err(LiteralError::Syntax(e)) => assert!(e.to_string().contains("operator"), "{text}: {e}"),
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 }

@@ -35,7 +35,10 @@ pub fn init(level: LevelFilter) {
         _ => {}
     }
     builder.format(|buf, record| {
-        writeln!(buf, "{} {:<5} {}: {}", clock(), record.level(), record.target(), record.args())
+        // A log line can carry a peer's text (a close reason, a name): cleaned, so it stays one
+        // line and sends the terminal no control character.
+        let message = record.args().to_string();
+        writeln!(buf, "{} {:<5} {}: {}", clock(), record.level(), record.target(), crate::clean::text(&message))
     });
     // Only fails if a logger is already installed, which main does not do twice.
     let _ = builder.try_init();

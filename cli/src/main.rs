@@ -2,6 +2,7 @@
 //! that sends, the standard benchmarks, and a stress tester with many concurrent clients.
 
 mod bench;
+mod clean;
 mod exit;
 mod interrupt;
 mod keys;
@@ -12,6 +13,7 @@ mod negative;
 mod send;
 mod show;
 mod stress;
+mod work;
 
 use std::time::Duration;
 
@@ -73,6 +75,10 @@ enum Cmd {
         /// Send every message back to its sender.
         #[arg(long)]
         echo: bool,
+        /// Bytes the connections' buffers and the messages waiting to be printed may hold
+        /// together (default 1 GiB); over it, connections reading large messages wait.
+        #[arg(long)]
+        memory_budget: Option<usize>,
     },
     /// Connects, sends messages, and prints replies. Exits non-zero when the listener did not
     /// accept the connection (wrong or missing key, wrong dialect).
@@ -98,7 +104,7 @@ enum Cmd {
         /// Replies to wait for and print.
         #[arg(long, default_value_t = 0)]
         recv: usize,
-        /// Limit on connecting and on each reply.
+        /// Limit on connecting with the handshake, and on each whole reply.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
     },
@@ -224,9 +230,9 @@ fn main() {
     logging::init(logging::level(cli.verbose, cli.quiet));
     let keys = cli.keys;
     let result = match cli.command {
-        Cmd::Listen { address, family, echo } => {
+        Cmd::Listen { address, family, echo, memory_budget } => {
             interrupt::install();
-            listen::run(address, family, echo, cli.quiet, &keys)
+            listen::run(address, family, echo, memory_budget, cli.quiet, &keys)
         }
         Cmd::Send { address, messages, pickle, json, protocol, recv, timeout } => {
             let address = negative::unmark(address);
@@ -310,14 +316,14 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("mpconn: {e}");
+        eprintln!("mpconn: {}", clean::text(&e.to_string()));
         std::process::exit(exit::RUNTIME);
     }
 }
 
 /// A malformed value found after clap's parsing: exits 2 (a usage error), as clap does.
 fn usage_error(message: &str) -> ! {
-    eprintln!("mpconn: {message}");
+    eprintln!("mpconn: {}", clean::text(message));
     std::process::exit(exit::USAGE)
 }
 

@@ -23,14 +23,25 @@ pub struct SendArgs<'a> {
 }
 
 /// A `--pickle` message: a Python literal, else JSON (or JSON only with `--json`).
+/// A literal too large to build is refused as such (JSON would not make it any smaller); the
+/// text is quoted in the message cut at 200 characters.
 pub(crate) fn parse_value(m: &str, json_only: bool) -> Result<mpconn::pickle::Value> {
-    let literal = if json_only { None } else { Some(crate::literal::parse(m)) };
+    use crate::literal::{LiteralError, parse_bounded};
+    let literal = if json_only { None } else { Some(parse_bounded(m)) };
+    let quoted = || crate::clean::quoted_prefix(m, 200);
+    let text = |e: Error| match e {
+        Error::Config(m) => m,
+        e => e.to_string(),
+    };
     match literal {
         Some(Ok(v)) => Ok(v),
+        Some(Err(LiteralError::TooLarge(e))) => Err(Error::Config(format!("{}: {}", quoted(), text(e)))),
         literal => {
             let j: serde_json::Value = serde_json::from_str(m).map_err(|e| match literal {
-                Some(Err(le)) => Error::Config(format!("{m:?} is neither a Python literal ({le}) nor JSON ({e})")),
-                _ => Error::Config(format!("{m:?} is not JSON: {e}")),
+                Some(Err(LiteralError::Syntax(le))) => {
+                    Error::Config(format!("{} is neither a Python literal ({}) nor JSON ({e})", quoted(), text(le)))
+                }
+                _ => Error::Config(format!("{} is not JSON: {e}", quoted())),
             })?;
             json_to_value(&j)
         }
@@ -64,7 +75,8 @@ pub fn run(args: &SendArgs<'_>, keys: &KeyArgs) -> Result<()> {
         return Err(Error::Config(format!("--protocol {p}: mpconn writes pickle protocols 2 to 5")));
     }
     let key = keys.key()?;
-    let mut auth = AuthOptions::new().dialect(keys.dialect());
+    // --timeout bounds the whole handshake too (a silent keyed listener, a trickling one).
+    let mut auth = AuthOptions::new().dialect(keys.dialect()).handshake_timeout(Some(args.timeout));
     if let Some(key) = &key {
         auth = auth.authkey(key.clone());
     }
@@ -93,10 +105,12 @@ pub fn run(args: &SendArgs<'_>, keys: &KeyArgs) -> Result<()> {
     }
     let timed_out = |e: Error| match e {
         Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-            Error::Timeout("no reply within --timeout")
+            Error::Timeout(mpconn::Timeout::Other("no reply within --timeout"))
         }
         e => e,
     };
+    // Each whole reply within --timeout, however it trickles in (the connection's read timeout
+    // bounds a whole receive, not each read).
     conn.set_read_timeout(Some(args.timeout))?;
     if args.recv == 0 && key.is_none() {
         // Was it delivered? A keyed listener's challenge (or its closing) says no; with a key
@@ -113,7 +127,7 @@ pub fn run(args: &SendArgs<'_>, keys: &KeyArgs) -> Result<()> {
     }
     for _ in 0..args.recv {
         let reply = conn.recv_bytes().map_err(timed_out)?;
-        println!("{}", show(&reply));
+        println!("{}", crate::clean::text(&show(&reply)));
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler};
 use mpconn::{Address, Family, arbitrary_address};
 
@@ -63,7 +64,7 @@ pub fn parse_args() -> mpconn::Result<(Address, ListenOptions)> {
                     .and_then(|v| v.parse().ok())
                     .filter(|s: &f64| s.is_finite() && *s > 0.0)
                     .ok_or_else(|| config("--handshake-timeout needs a positive number of seconds"))?;
-                connection = connection.handshake_timeout(Duration::from_secs_f64(secs));
+                connection = connection.handshake_timeout(Some(Duration::from_secs_f64(secs)));
             }
             other => address = Some(other.parse::<Address>()?),
         }

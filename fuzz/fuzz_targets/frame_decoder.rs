@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpconn::wire::frame::{FrameDecoder, SliceFrames};
+use mpconn::internal::frame::{FrameDecoder, SliceFrames};
 
 const LIMIT: usize = 1 << 16;
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mpconn::wire::handshake::{Dialect, Handshake, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
+use mpconn::internal::handshake::{Dialect, Handshake, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
 use mpconn::{AuthKey, DigestPolicy};
 
 fuzz_target!(|data: &[u8]| {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use mpconn::AuthKey;
-use mpconn::wire::frame::FrameError;
-use mpconn::wire::handshake::{Dialect, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
-use mpconn::wire::session::{Delivery, Event, Session, Timeouts};
+use mpconn::internal::frame::FrameError;
+use mpconn::internal::handshake::{Dialect, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
+use mpconn::internal::session::{Delivery, Event, Session, Timeouts};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use mpconn::AuthKey;
-use mpconn::wire::frame::{FrameDecoder, encode_frame};
-use mpconn::wire::handshake::{Dialect, HANDSHAKE_MAX_MESSAGE, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
-use mpconn::wire::session::{Delivery, Event, Session, Timeouts};
+use mpconn::internal::frame::{FrameDecoder, encode_frame};
+use mpconn::internal::handshake::{Dialect, HANDSHAKE_MAX_MESSAGE, HandshakeConfig, MODERN_NONCE_LEN, Nonce};
+use mpconn::internal::session::{Delivery, Event, Session, Timeouts};
 
 /// Largest application message in this target (keeps the open decoders small).
 const MAX_MESSAGE: usize = 4096;

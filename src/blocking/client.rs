@@ -2,22 +2,25 @@
 
 use std::time::{Duration, Instant};
 
-use crate::address::{Address, Family};
-use crate::authkey::{AuthKey, resolve_key};
-use crate::blocking::{Connection, IntoAddress};
-use crate::error::{Error, Result};
+use crate::address::IntoAddress;
+use crate::blocking::Connection;
+use crate::error::Result;
+use crate::settings::{ClientSettings, Side, face_setters};
 use crate::transport::Stream;
-use crate::wire::digest::DigestPolicy;
-use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Dialect, Nonce};
-use crate::wire::session::{AuthOptions, Session, Timeouts};
 
 /// Connects to a listener (Python's `Client`), as a builder:
 ///
-/// ```no_run
-/// let mut conn = mpconn::Client::new("localhost:6000").authkey("secret password").connect()?;
+/// ```
+/// use mpconn::{Client, Listener};
+/// # fn main() -> mpconn::Result<()> {
+/// let mut listener = Listener::builder().address("127.0.0.1:0").authkey("secret password").bind()?;
+/// let address = listener.address().clone();          // the port the OS chose
+/// let server = std::thread::spawn(move || listener.accept()?.recv_bytes());
+///
+/// let mut conn = Client::new(&address).authkey("secret password").connect()?; // and authenticates
 /// conn.send_bytes(b"hello")?;
-/// # Ok::<(), mpconn::Error>(())
+/// assert_eq!(server.join().unwrap()?, b"hello");
+/// # Ok(()) }
 /// ```
 ///
 /// The handshake dialect is detected from the listener's challenge (a Red Hat/FIPS listener needs
@@ -27,101 +30,30 @@ use crate::wire::session::{AuthOptions, Session, Timeouts};
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Client {
-    address: Result<Address, String>,
-    family: Option<Family>,
-    auth: AuthOptions,
-    authenticate: bool,
-    max_message_size: usize,
-    connect_timeout: Option<Duration>,
+    settings: ClientSettings,
 }
 
 impl Client {
     /// A client for `address` (no authentication unless a key is set).
     pub fn new(address: impl IntoAddress) -> Client {
-        Client {
-            address: address.into_address().map_err(|e| e.to_string()),
-            family: None,
-            auth: AuthOptions::default(),
-            authenticate: false,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            connect_timeout: None,
-        }
+        Client { settings: ClientSettings::new(address) }
     }
 
-    /// Checks the address against this family.
-    pub fn family(mut self, family: Family) -> Self {
-        self.family = Some(family);
-        self
-    }
-
-    /// Answer and deliver the challenge-response with this key.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.auth.authkey = Some(key.into());
-        self
-    }
-
-    /// Key, dialect, digest policy and handshake timeout at once (the dialect is detected from
-    /// the challenge, but for [`Dialect::CpythonLegacySha256`]: see [`Client::dialect`]).
-    pub fn auth(mut self, auth: AuthOptions) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    /// The dialect is detected from the listener's challenge, except that a Red Hat/FIPS
-    /// listener's looks like the stock legacy one: [`Dialect::CpythonLegacySha256`] answers it
-    /// (with a raw HMAC-SHA256). Other values change nothing.
-    pub fn dialect(mut self, dialect: Dialect) -> Self {
-        self.auth.dialect = dialect;
-        self
-    }
-
-    /// Use the process-wide default key if no key is given (Python's `authenticate=True`).
-    pub fn authenticate(mut self, on: bool) -> Self {
-        self.authenticate = on;
-        self
-    }
-
-    /// Which digests to accept and answer with (default: what CPython accepts).
-    pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.auth.digest_policy = policy;
-        self
-    }
-
-    /// Limit on one received message (default [`DEFAULT_MAX_MESSAGE_SIZE`]).
-    pub fn max_message_size(mut self, max: usize) -> Self {
-        self.max_message_size = max;
-        self
-    }
+    face_setters!(.settings.face);
 
     /// Limit on establishing the connection (default: the OS's).
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Limit on the handshake (default 10 s; `None`: no limit).
-    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.auth.handshake_timeout = timeout;
+        self.settings.connect_timeout = timeout;
         self
     }
 
     /// Connects and, with a key, authenticates.
     pub fn connect(self) -> Result<Connection> {
-        let address = self.address.map_err(Error::Address)?;
-        if let Some(f) = self.family {
-            address.check_family(f)?;
-        }
-        let stream = Stream::connect(&address, self.connect_timeout)?;
-        let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
-        let config = self.auth.handshake_config(key);
-        let nonce = match config {
-            Some(_) => Some(Nonce::random()?),
-            None => None,
-        };
-        let timeouts = Timeouts { handshake: self.auth.handshake_timeout, ..Timeouts::NONE };
-        let session = Session::client(config.as_ref().zip(nonce), timeouts, Instant::now());
-        let mut conn = Connection::new(stream, self.max_message_size, session);
-        if config.is_some() {
+        let (address, factory) = self.settings.prepare()?;
+        let stream = Stream::connect(&address, self.settings.connect_timeout)?;
+        let session = factory.session(Side::Client, Instant::now())?;
+        let mut conn = Connection::new(stream, factory.max_message_size(), session);
+        if factory.is_keyed() {
             conn.handshake()?;
         }
         Ok(conn)

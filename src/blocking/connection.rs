@@ -1,13 +1,25 @@
 //! The blocking connection object: Python's `Connection` (`send_bytes`, `recv_bytes`,
 //! `recv_bytes_into`, `poll`, `close`, `fileno`, `send` / `recv`).
 //!
-//! It owns a [`Stream`], a [`FrameDecoder`] and a [`Session`]: it moves bytes and time, and the
-//! session decides what they mean (the handshake, a challenge met without a key, what end of
-//! file or a bad length is), exactly as for the reactor. Reads go through the decoder's buffer
-//! (one read may bring several small messages, a large message is read straight into the buffer
-//! it is returned in), writes are one vectored write of header and body.
+//! It owns a [`Stream`] and a [`Link`] (the frame decoder and the [`Session`]): it moves bytes
+//! and time, and the session decides what they mean (the handshake, a challenge met without a
+//! key, what end of file, an I/O error or a bad length is, and every deadline), exactly as for
+//! the reactor. Reads go through the decoder's buffer (one read may bring several small
+//! messages, a large message is read straight into the buffer it is returned in), writes are one
+//! vectored write of header and body.
+//!
+//! Deadlines: before each blocking read the socket's read timeout is set to the time left
+//! until the earliest of the session's deadline and the caller's read timeout (re-set only when
+//! what is set would overshoot by more than a small tolerance), and when the read comes back
+//! empty-handed the session's `handle_timeout` decides. So a peer trickling a byte at a time
+//! cannot stretch the handshake or a message beyond its deadline. `poll` and [`wait`] wait at
+//! most until the session's next deadline too, and report a connection the session closed as
+//! ready (its receive says why). Writes follow the session's write-stall clock as the reactor's
+//! flushes do: the first write of a send does not wait, and each later one waits at most until
+//! the session's write-stall deadline (or the caller's write timeout), and never more than a
+//! slice of the limit, since a blocking write tells what the peer took only when it returns.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 #[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -16,38 +28,142 @@ use std::time::{Duration, Instant};
 use crate::address::Address;
 use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::{RawDescriptor, Stream, wait_readable};
-use crate::wire::frame::{FrameDecoder, Header};
+use crate::wire::frame::Header;
 use crate::wire::handshake::Dialect;
-use crate::wire::session::{Delivery, Event, Session, UNKNOWN_PEER_PICKLE_PROTOCOL};
+use crate::wire::link::{Link, Next, Ready};
+use crate::wire::session::Session;
 
 /// A connection to a peer: a Python `Connection` over a socket.
 ///
 /// Messages are whole byte strings; their boundaries are kept. A connection is usable by one
-/// thread at a time (`&mut self`); send it to another thread to hand it over.
+/// thread at a time (`&mut self`); send it to another thread to hand it over, or split it
+/// ([`Connection::into_split`]) so one thread sends while another receives.
+///
+/// ```
+/// # fn main() -> mpconn::Result<()> {
+/// let (mut a, mut b) = mpconn::pipe(true)?;        // a connected pair, as Python's Pipe()
+/// a.send_bytes(b"raw bytes")?;
+/// a.send(&("a tuple", 42))?;                        // pickled, as Python's conn.send
+/// assert!(b.poll(Some(std::time::Duration::ZERO))?); // a message is waiting
+/// assert_eq!(b.recv_bytes()?, b"raw bytes");
+/// let (text, n): (String, i32) = b.recv()?;
+/// assert_eq!((text.as_str(), n), ("a tuple", 42));
+///
+/// // One thread each. On Windows `pipe()` gives a named pipe, which cannot be split.
+/// # #[cfg(not(windows))] {
+/// let (mut reader, mut writer) = b.into_split()?;
+/// let echo = std::thread::spawn(move || -> mpconn::Result<()> {
+///     let m = reader.recv_bytes()?;
+///     Ok(writer.send_bytes(&m)?)
+/// });
+/// a.send_bytes(b"ping")?;
+/// assert_eq!(a.recv_bytes()?, b"ping");
+/// echo.join().unwrap()?;
+/// # }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<Stream>,
-    decoder: FrameDecoder,
-    /// The protocol state: handshake, no-key rule, what end of file and errors mean.
-    session: Session,
-    /// False after an error that left the read side unusable (a refused length, end of file).
-    readable: bool,
+    /// The decoder and the protocol state: handshake, no-key rule, what end of file, errors and
+    /// time mean.
+    link: Link,
     /// True after a send timed out part way through a message: the peer's stream is out of
     /// step, so nothing more may be sent.
     send_broken: bool,
-    pickle_protocol: u8,
+    /// The caller's limit on one whole receive (`set_read_timeout`).
+    read_timeout: Option<Duration>,
+    /// The caller's limit on one write without progress (`set_write_timeout`).
+    write_timeout: Option<Duration>,
+    /// The read timeout set on the socket now (`None`: none).
+    socket_read_timeout: Option<Duration>,
+    /// The write timeout set on the socket now (`None`: none).
+    socket_write_timeout: Option<Duration>,
+}
+
+/// How far a read's socket timeout may reach past the deadline it stands for before it is set
+/// again: 1/32 of the time left, at least 2 ms. So a connection with a deadline armed pays a
+/// `setsockopt` about once per 1/32 of the time left, not one per read.
+fn overshoot_tolerance(left: Duration) -> Duration {
+    (left / 32).max(Duration::from_millis(2))
+}
+
+/// The longest one blocking write may wait: 1/8 of the shortest write limit (the session's
+/// write-stall limit, the caller's write timeout), at least 10 ms; `None` without a limit.
+///
+/// A blocking write reports the bytes the peer took only when it returns, and it returns only
+/// when all is written or its socket timeout has run out (the kernel's timeout bounds the whole
+/// call, not the wait since the last byte). So the face cannot know *when* within a wait the
+/// peer took bytes; it counts them when the call returns, as the reactor counts progress when it
+/// sees the socket writable. Bounding each wait to this slice bounds that uncertainty: a stall
+/// ends at most one slice after its limit, and a slow peer that keeps taking bytes is never
+/// mistaken for a stalled one.
+fn write_wait_slice(stall: Option<Duration>, caller: Option<Duration>) -> Option<Duration> {
+    let shortest = match (stall, caller) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    shortest.map(|t| (t / 8).max(Duration::from_millis(10)))
+}
+
+/// The earlier of two optional instants (`None`: no limit).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Connection {
     pub(crate) fn new(stream: Stream, max_message_size: usize, session: Session) -> Connection {
-        Connection {
+        let mut conn = Connection {
             stream: Some(stream),
-            decoder: FrameDecoder::new(max_message_size),
-            session,
-            readable: true,
+            link: Link::new(session, max_message_size),
             send_broken: false,
-            pickle_protocol: UNKNOWN_PEER_PICKLE_PROTOCOL,
+            read_timeout: None,
+            write_timeout: None,
+            socket_read_timeout: None,
+            socket_write_timeout: None,
+        };
+        // Writes wait at most the write limits (the stream is fresh: an error here shows again
+        // at the first use).
+        let _ = conn.apply_write_timeout(None);
+        conn
+    }
+
+    /// Sets the socket's usual write timeout: `limit` (the handshake's time left) if given,
+    /// otherwise the smaller of the caller's write timeout and the session's write-stall limit.
+    /// (A send that has to wait sets shorter ones while it waits, and puts this back.)
+    fn apply_write_timeout(&mut self, limit: Option<Duration>) -> Result<()> {
+        let t = limit.or_else(|| {
+            let stall = self.link.session().write_stall_limit();
+            match (self.write_timeout, stall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
+        self.set_socket_write_timeout(t)
+    }
+
+    fn set_socket_write_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        let t = t.map(|t| t.max(Duration::from_millis(1)));
+        if let Some(stream) = self.stream.as_mut() {
+            stream.set_write_timeout(t)?;
+            self.socket_write_timeout = t;
         }
+        Ok(())
+    }
+
+    /// Makes the socket's write timeout stand for `left` (`None`: no limit), touching the socket
+    /// only when what is set would end before half of `left` or after `left` plus the tolerance
+    /// (as [`Connection::arm_read_timeout`]).
+    fn arm_write_timeout(&mut self, left: Option<Duration>) -> Result<()> {
+        let keep = match (self.socket_write_timeout, left) {
+            (None, None) => true,
+            (Some(set), Some(left)) => set >= left / 2 && set <= left + overshoot_tolerance(left),
+            _ => false,
+        };
+        if keep { Ok(()) } else { self.set_socket_write_timeout(left) }
     }
 
     fn stream(&mut self) -> Result<&mut Stream> {
@@ -58,25 +174,150 @@ impl Connection {
         self.stream.as_ref().ok_or(Error::Closed(""))
     }
 
-    /// Sends one message: the header and `buf` in one vectored write.
+    /// Sends one message: the header and `buf` in one vectored write (more when the peer takes
+    /// it in parts).
     ///
-    /// With a write timeout set ([`Connection::set_write_timeout`]), a peer that stops reading
-    /// makes this return [`Error::Timeout`] once the timeout passes without progress; part of
-    /// the message may have gone out, so the connection sends nothing more afterwards
-    /// ([`Error::Closed`]); receiving still works.
+    /// A peer that takes none of it for the session's write-stall timeout
+    /// ([`crate::Timeouts::write_stall`]) closes the connection: this returns
+    /// [`Error::Timeout`]`(`[`Timeout::WriteStall`](crate::Timeout::WriteStall)`)`, at most about 1/8 of the limit
+    /// late, and receiving reports the close too. With a shorter write timeout set
+    /// ([`Connection::set_write_timeout`]), this returns [`Error::Timeout`] once that passes
+    /// without progress, and receiving still works. Either way part of the message may have
+    /// gone out, so the connection sends nothing more afterwards ([`Error::Closed`]).
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         let header = Header::for_len(buf.len());
         let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
+        self.write_slices(&mut slices)
+    }
+
+    /// Writes whole frames, as the reactor flushes its queue: the session's write-stall clock
+    /// starts when output is left waiting and restarts with each write that took bytes
+    /// ([`crate::wire::session::Session::on_flush`]); each write waits at most until the
+    /// session's write-stall deadline, the caller's write timeout (counted from the last
+    /// progress) or a [`write_wait_slice`], whichever comes first. A passed write-stall deadline
+    /// is the session's to decide (`handle_timeout`: it closes with
+    /// [`crate::wire::session::CloseReason::WriteStallTimeout`]); the caller's timeout is
+    /// [`Error::Timeout`] and leaves receiving alone; any other error closes the session with it.
+    ///
+    /// The first write does not wait (`MSG_DONTWAIT` where the transport offers it), so a send
+    /// that fits touches no socket timeout; a send that has to wait sets the socket's write
+    /// timeout for each wait and puts back the usual one (the write-stall limit or the
+    /// caller's timeout, which a split writer half relies on) when it ends.
+    fn write_slices(&mut self, slices: &mut [IoSlice<'_>]) -> Result<()> {
+        if self.send_broken {
+            return Err(Error::Closed(SEND_BROKEN));
+        }
+        self.stream()?;
+        if slices.iter().all(|s| s.is_empty()) {
+            return Ok(());
+        }
+        let usual = self.socket_write_timeout;
+        let result = self.write_slices_waiting(slices);
+        if self.socket_write_timeout != usual && self.stream.is_some() {
+            // Best effort: a failure here shows at the next write.
+            let _ = self.set_socket_write_timeout(usual);
+        }
+        result
+    }
+
+    fn write_slices_waiting(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<()> {
+        let slice = write_wait_slice(self.link.session().write_stall_limit(), self.write_timeout);
+        let mut last_progress = Instant::now();
         let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
-        write_message(stream, &mut self.send_broken, &mut slices)
+        match stream.try_write_vectored(slices) {
+            Ok(n) if n > 0 => {
+                IoSlice::advance_slices(&mut slices, n);
+                let drained = slices.is_empty();
+                self.link.session_mut().on_flush(Instant::now(), true, drained);
+                if drained {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.link.session_mut().on_flush(last_progress, false, false);
+            }
+            // Not offered by the transport, interrupted, or nothing taken: the loop writes.
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::Interrupted) => {}
+            Err(e) => {
+                self.link.io_error(e);
+                return Err(self.close_error());
+            }
+        }
+        loop {
+            let now = Instant::now();
+            let stall_at = self.link.session().write_stall_deadline();
+            if stall_at.is_some_and(|d| d <= now) {
+                let session = self.link.session_mut();
+                session.handle_timeout(now);
+                if session.is_closed() {
+                    self.send_broken = true;
+                    log::debug!("send closed by the write-stall deadline");
+                    return Err(self.close_error());
+                }
+                continue; // re-armed: the deadline moved
+            }
+            // A session closed already (end of file read, ...) arms no slot: the same limit,
+            // counted here.
+            let session = self.link.session();
+            if session.is_closed()
+                && let Some(stall) = session.write_stall_limit()
+                && last_progress + stall <= now
+            {
+                self.send_broken = true;
+                return Err(Error::Timeout(crate::Timeout::WriteStall));
+            }
+            let caller_at = self.write_timeout.map(|t| last_progress + t);
+            if caller_at.is_some_and(|d| d <= now) {
+                self.send_broken = true;
+                log::debug!("send timed out (the caller's write timeout)");
+                return Err(Error::Timeout(crate::Timeout::Write));
+            }
+            let closed_stall_at = match session.is_closed() {
+                true => session.write_stall_limit().map(|l| last_progress + l),
+                false => None,
+            };
+            let left = earliest(earliest(stall_at, closed_stall_at), caller_at).map(|d| d - now);
+            let wait = match (left, slice) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.arm_write_timeout(wait)?;
+            let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+            match stream.write_vectored(slices) {
+                Ok(0) => {
+                    self.link.io_error(io::ErrorKind::WriteZero.into());
+                    return Err(self.close_error());
+                }
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut slices, n);
+                    let done = Instant::now();
+                    last_progress = done;
+                    let drained = slices.is_empty();
+                    self.link.session_mut().on_flush(done, true, drained);
+                    if drained {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // No byte taken for the whole wait: output has waited since the call began (a
+                // no-op if it was waiting already).
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    self.link.session_mut().on_flush(now, false, false);
+                }
+                Err(e) => {
+                    self.link.io_error(e);
+                    return Err(self.close_error());
+                }
+            }
+        }
     }
 
     /// Writes bytes that are already framed (several messages encoded with
-    /// [`crate::wire::frame::encode_frame`]) in one write: batching for senders of many small
+    /// [`encode_frame`](crate::encode_frame)) in one write: batching for senders of many small
     /// messages. Bytes that are not whole frames corrupt the stream for the peer.
     pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
-        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
-        write_message(stream, &mut self.send_broken, &mut [IoSlice::new(framed)])
+        self.write_slices(&mut [IoSlice::new(framed)])
     }
 
     /// Receives one message. Blocks until a whole message arrived. Refuses a message longer than
@@ -96,30 +337,21 @@ impl Connection {
     /// handshake message the session took.
     fn recv_frame(&mut self, limit: usize) -> Result<Option<Vec<u8>>> {
         self.wait_for_message(limit)?;
-        let msg = match self.decoder.take_frame_limited(limit) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(Error::Closed("decoder lost a message")),
-            Err(e) => {
-                self.session.handle_frame_error(e);
-                return Err(self.close_error());
-            }
-        };
-        match self.session.handle_frame(&msg) {
-            Delivery::Message => Ok(Some(msg)),
-            Delivery::Consumed => Ok(None),
-            Delivery::Closed => Err(self.close_error()),
+        match self.link.take(limit) {
+            Next::Message(m) => Ok(Some(m)),
+            Next::Consumed => Ok(None),
+            Next::Empty => Err(Error::Closed("decoder lost a message")),
+            Next::Closed => Err(self.close_error()),
         }
     }
 
-    /// The error for the session's close; the read side is unusable from now on.
+    /// The error for the session's close (the reason converted, once; then
+    /// [`Error::Closed`]); the read side is unusable from now on.
     fn close_error(&mut self) -> Error {
-        self.readable = false;
-        while let Some(e) = self.session.poll_event() {
-            if let Event::Closed(reason) = e {
-                return reason.into();
-            }
+        match self.link.close_reason() {
+            Some(reason) => reason.into(),
+            None => Error::Closed("the connection is not readable"),
         }
-        Error::Closed("the connection is not readable")
     }
 
     /// Receives one message into `buf` and returns its length (Python's `recv_bytes_into`; for an
@@ -127,17 +359,11 @@ impl Connection {
     /// error is [`Error::BufferTooShort`] carrying the complete message; the connection stays usable.
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.wait_for_message(usize::MAX)?;
-        let msg = match self.decoder.next_frame() {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(Error::Closed("decoder lost a message")),
-            Err(e) => {
-                self.session.handle_frame_error(e);
-                return Err(self.close_error());
-            }
+        let msg = match self.link.next(usize::MAX) {
+            Next::Message(m) => m,
+            Next::Empty => return Err(Error::Closed("decoder lost a message")),
+            Next::Consumed | Next::Closed => return Err(self.close_error()),
         };
-        if self.session.handle_frame(msg) != Delivery::Message {
-            return Err(self.close_error());
-        }
         if msg.len() > buf.len() {
             return Err(BufferTooShort { message: msg.to_vec(), buffer_len: buf.len() }.into());
         }
@@ -148,22 +374,60 @@ impl Connection {
     /// Whether a message (or end of file) can be read without blocking, waiting up to `timeout`
     /// (`None`: without limit; Python's default `poll()` is `Some(Duration::ZERO)`). Sees messages
     /// already buffered.
+    ///
+    /// The session's deadlines (idle, partial message, handshake) apply while it waits: once one
+    /// closes the connection this returns `true`, and the following receive returns the
+    /// session's error (for example [`Error::Timeout`]`(`[`Timeout::Idle`](crate::Timeout::Idle)`)`), as on the async face.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        if !self.readable {
+        if self.stream.is_none() {
             return Err(Error::Closed("the connection is not readable"));
         }
-        if self.decoder.has_frame() {
+        if self.link.session().close_pending() {
             return Ok(true);
         }
-        Ok(!wait_readable(&[self.stream_ref()?], timeout)?.is_empty())
+        if !self.readable() {
+            return Err(Error::Closed("the connection is not readable"));
+        }
+        if self.link.decoder().has_frame() || self.link.eof_seen() {
+            return Ok(true);
+        }
+        // Waiting for input ends the caller's pause after a delivery, as a receive does.
+        self.link.resume();
+        let caller_deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = Instant::now();
+            let session_deadline = self.link.session().poll_timeout();
+            if session_deadline.is_some_and(|d| d <= now) {
+                if self.link.session_mut().handle_timeout(now) {
+                    self.link.decoder_mut().shrink_if_idle();
+                }
+                if self.link.session().close_pending() {
+                    return Ok(true);
+                }
+                continue; // re-armed for later
+            }
+            let wait = earliest(session_deadline, caller_deadline).map(|d| d.saturating_duration_since(now));
+            if !wait_readable(&[self.stream_ref()?], wait)?.is_empty() {
+                return Ok(true);
+            }
+            if caller_deadline.is_some_and(|d| d <= Instant::now()) {
+                return Ok(false);
+            }
+        }
     }
 
     /// True when a whole message is already buffered, so `recv_bytes` will not block.
     pub fn has_buffered_message(&self) -> bool {
-        self.decoder.has_frame()
+        self.link.decoder().has_frame()
     }
 
     /// Closes the connection. Further calls report [`Error::Closed`]. Dropping closes too.
+    ///
+    /// Nothing is queued to flush: every send returned only once the kernel took all of it
+    /// (or failed), so [`Timeouts::close_flush`](crate::Timeouts) has nothing to bound here.
+    /// What the kernel already took is the kernel's to deliver, as with Python's
+    /// `Connection.close` (on Linux, unread input at the close makes it reset the connection
+    /// instead).
     pub fn close(&mut self) -> Result<()> {
         if let Some(s) = self.stream.take() {
             // The peer may have gone already; closing is what matters.
@@ -179,7 +443,7 @@ impl Connection {
 
     /// True while messages can still be read.
     pub fn readable(&self) -> bool {
-        self.stream.is_some() && self.readable
+        self.stream.is_some() && !self.link.session().is_closing()
     }
 
     /// The socket's file descriptor (Python's `fileno()`; on Windows the pipe handle or socket).
@@ -195,23 +459,30 @@ impl Connection {
 
     /// The handshake dialect of this connection (from the listener's choice or the challenge).
     pub fn dialect(&self) -> Dialect {
-        self.session.dialect()
+        self.link.session().dialect()
     }
 
     /// The limit on one received message.
     pub fn max_message_size(&self) -> usize {
-        self.decoder.max_message_size()
+        self.link.decoder().max_message_size()
     }
 
     /// Changes the limit on one received message.
     pub fn set_max_message_size(&mut self, max: usize) {
-        self.decoder.set_max_message_size(max);
+        self.link.decoder_mut().set_max_message_size(max);
     }
 
-    /// Sets a timeout for blocking receives (`None`: wait forever). A receive that times out
-    /// returns an I/O error of kind `WouldBlock` or `TimedOut`; a partial message stays buffered.
+    /// Sets a timeout for blocking receives (`None`: wait forever): each whole receive (every
+    /// read it takes, however the message trickles in) returns within it, with an I/O error of
+    /// kind `TimedOut` if no whole message arrived; a partial message stays buffered and the
+    /// connection stays usable. The session's own deadlines (partial message, idle) apply
+    /// besides.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
-        self.stream()?.set_read_timeout(timeout)?;
+        if timeout == Some(Duration::ZERO) {
+            return Err(Error::Config("a read timeout of zero (use None for no timeout)".into()));
+        }
+        self.stream()?;
+        self.read_timeout = timeout;
         Ok(())
     }
 
@@ -226,8 +497,9 @@ impl Connection {
         if timeout == Some(Duration::ZERO) {
             return Err(Error::Config("a write timeout of zero (use None for no timeout)".into()));
         }
-        self.stream()?.set_write_timeout(timeout)?;
-        Ok(())
+        self.stream()?;
+        self.write_timeout = timeout;
+        self.apply_write_timeout(None)
     }
 
     /// Splits the connection into a receiving and a sending half that can live on two threads:
@@ -239,157 +511,162 @@ impl Connection {
     /// There is no `try_clone`: two clones could both receive, and two readers of one stream
     /// would each take parts of the other's messages. The halves make that impossible.
     /// A Windows named-pipe connection cannot be split (an `Unsupported` I/O error); TCP can.
+    ///
+    /// Both halves keep the connection's deadlines: the writer's write stall, the reader's
+    /// partial message and idle, where idle still means no traffic either way (the writer's
+    /// sends keep the reader alive).
     pub fn into_split(mut self) -> Result<(ConnectionReader, ConnectionWriter)> {
-        let stream = self.stream.as_ref().ok_or(Error::Closed(""))?;
-        let writer = stream.try_clone()?;
-        let writer = ConnectionWriter {
-            stream: Some(writer),
-            send_broken: self.send_broken,
-            pickle_protocol: self.pickle_protocol,
-        };
+        let stream = self.stream.as_ref().ok_or(Error::Closed(""))?.try_clone()?;
+        let session = self.link.session_mut().split_sender();
+        let mut writer = Connection::new(stream, self.max_message_size(), session);
+        writer.send_broken = self.send_broken;
+        writer.write_timeout = self.write_timeout;
+        writer.apply_write_timeout(None)?;
         // The reader never writes: a send through it would race the writer's.
         self.send_broken = true;
-        Ok((ConnectionReader { conn: self }, writer))
+        Ok((ConnectionReader { conn: self }, ConnectionWriter { conn: writer }))
     }
 
     /// The pickle protocol `send` writes: what the handshake proved the peer reads (4 for
     /// CPython 3.12+ and Red Hat's Python 3; 2 where it may be a Python 2, and without a key).
     pub fn pickle_protocol(&self) -> u8 {
-        self.pickle_protocol
+        self.link.session().pickle_protocol()
     }
 
     /// Chooses the pickle protocol `send` writes (2 to 5), for those who know their peer.
     pub fn set_pickle_protocol(&mut self, protocol: u8) {
-        self.pickle_protocol = protocol;
+        self.link.session_mut().set_pickle_protocol(protocol);
     }
 
-    /// Reads until a whole message (within `limit`) is buffered. End of file and a refused
-    /// length close the session (the error says what it decided); a read timeout is returned as
-    /// it is, the connection stays usable.
+    /// Reads until a whole message (within `limit`) is buffered. End of file, a refused length,
+    /// an I/O error and a passed session deadline close the session (the error says what it
+    /// decided); the caller's read timeout returns a `TimedOut` I/O error and the connection
+    /// stays usable.
     fn wait_for_message(&mut self, limit: usize) -> Result<()> {
-        if !self.readable {
-            return Err(Error::Closed("the connection is not readable"));
-        }
+        let mut caller_deadline: Option<Instant> = None;
+        let mut first = true;
         loop {
-            match self.decoder.ready_len(limit) {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) => {}
-                Err(e) => {
-                    self.session.handle_frame_error(e);
-                    return Err(self.close_error());
-                }
+            match self.link.poll_ready(limit) {
+                Ready::Frame => return Ok(()),
+                Ready::Closed => return Err(self.close_error()),
+                Ready::Read => {}
             }
-            let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
-            let n = match stream.read_retry(self.decoder.read_buf()) {
-                Ok(n) => n,
-                Err(e) if self.session.is_handshaking() && is_disconnect(&e) => {
-                    self.session.handle_io_error(e);
-                    return Err(self.close_error());
+            if self.stream.is_none() {
+                return Err(Error::Closed(""));
+            }
+            self.link.resume();
+            let now = Instant::now();
+            if first {
+                first = false;
+                caller_deadline = self.read_timeout.map(|t| now + t);
+            }
+            let session_deadline = self.link.session().poll_timeout();
+            if session_deadline.is_some_and(|d| d <= now) {
+                if self.link.session_mut().handle_timeout(now) {
+                    self.link.decoder_mut().shrink_if_idle();
                 }
-                Err(e) => return Err(e.into()),
+                continue;
+            }
+            if caller_deadline.is_some_and(|d| d <= now) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no whole message within the read timeout").into());
+            }
+            let deadline = match (session_deadline, caller_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            if n == 0 {
-                self.session.handle_eof(self.decoder.in_message());
-                return Err(self.close_error());
+            self.arm_read_timeout(deadline.map(|d| d - now))?;
+            let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+            match stream.read_retry(self.link.read_buf()) {
+                Ok(n) => self.link.filled(n, Instant::now()),
+                // The socket's timeout: the loop looks at the deadlines again.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => {
+                    self.link.io_error(e);
+                    return Err(self.close_error());
+                }
             }
-            self.decoder.advance(n);
         }
+    }
+
+    /// Makes the socket's read timeout stand for `left` (`None`: no limit), touching the socket
+    /// only when what is set would end before half of `left` or after `left` plus the tolerance.
+    fn arm_read_timeout(&mut self, left: Option<Duration>) -> Result<()> {
+        let keep = match (self.socket_read_timeout, left) {
+            (None, None) => true,
+            (Some(set), Some(left)) => set >= left / 2 && set <= left + overshoot_tolerance(left),
+            _ => false,
+        };
+        if !keep {
+            let t = left.map(|l| l.max(Duration::from_millis(1)));
+            self.stream()?.set_read_timeout(t)?;
+            self.socket_read_timeout = t;
+        }
+        Ok(())
     }
 
     /// Runs the session's handshake to completion over this connection, within the session's
-    /// handshake deadline; on failure the pending `#FAILURE#` is sent, as Python does.
+    /// handshake deadline (the whole handshake's: every read and write waits only for the time
+    /// left); on failure the pending `#FAILURE#` is sent, as Python does.
     pub(crate) fn handshake(&mut self) -> Result<()> {
         let result = self.drive_handshake();
         if result.is_err() {
             // The peer may be gone.
-            while let Some(m) = self.session.poll_transmit() {
-                if self.send_bytes(&m).is_err() {
+            while let Some(m) = self.link.session_mut().poll_transmit() {
+                let header = Header::for_len(m.len());
+                let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(&m)];
+                let Some(stream) = self.stream.as_mut() else { break };
+                if write_message(stream, &mut self.send_broken, &mut slices).is_err() {
                     break;
                 }
             }
         }
-        if let Some(stream) = self.stream.as_mut() {
-            stream.set_read_timeout(None)?;
-            stream.set_write_timeout(None)?;
-        }
-        result?;
-        self.pickle_protocol = self.session.pickle_protocol();
-        Ok(())
+        self.apply_write_timeout(None)?;
+        result
     }
 
     fn drive_handshake(&mut self) -> Result<()> {
-        // Socket timeouts enforce the deadline. They are set again only when the time left has
-        // fallen below half of what is set, so a handshake usually costs two setsockopt calls,
-        // and a peer answering each step at the last moment stays under twice the deadline.
-        let mut timeout_set: Option<Duration> = None;
         loop {
-            while let Some(m) = self.session.poll_transmit() {
-                if let Err(e) = self.send_bytes(&m) {
-                    return Err(self.handshake_io_error(e, "handshake deadline passed while sending"));
-                }
-            }
-            if self.session.is_open() {
-                // Drop the Opened event; nothing else waits.
-                while self.session.poll_event().is_some() {}
-                return Ok(());
-            }
-            if self.session.is_closed() {
-                return Err(self.close_error());
-            }
-            if let Some(d) = self.session.poll_timeout() {
-                let now = Instant::now();
-                let left = d.saturating_duration_since(now);
-                if left.is_zero() {
-                    self.session.handle_timeout(now);
+            while let Some(m) = self.link.session_mut().poll_transmit() {
+                let left = self.link.session().poll_timeout().map(|d| d.saturating_duration_since(Instant::now()));
+                self.apply_write_timeout(left)?;
+                let header = Header::for_len(m.len());
+                let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(&m)];
+                let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
+                if let Err(e) = stream.write_all_vectored(&mut slices) {
+                    // Out of time: the session's deadline decides; any other error is the
+                    // session's too.
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                        self.link.session_mut().handle_timeout(Instant::now());
+                    }
+                    self.link.io_error(e);
                     return Err(self.close_error());
                 }
-                if timeout_set.is_none_or(|set| left < set / 2) {
-                    let stream = self.stream()?;
-                    stream.set_read_timeout(Some(left))?;
-                    stream.set_write_timeout(Some(left))?;
-                    timeout_set = Some(left);
-                }
             }
-            match self.recv_frame(self.session.frame_limit()) {
-                Ok(_) => {}
-                Err(e) if self.readable => return Err(self.handshake_io_error(e, "handshake deadline passed")),
-                Err(e) => return Err(e),
+            if self.link.session().is_open() {
+                // Drop the Opened event; nothing else waits.
+                while self.link.session_mut().poll_event().is_some() {}
+                return Ok(());
             }
-        }
-    }
-
-    /// A timeout while authenticating is the session's handshake deadline; other errors stay.
-    fn handshake_io_error(&mut self, e: Error, what: &'static str) -> Error {
-        match &e {
-            Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                self.session.close_with(crate::wire::session::CloseReason::HandshakeTimeout);
-                let _ = self.close_error();
-                Error::Timeout(what)
-            }
-            // A send that hit the socket's timeout (set to the handshake deadline).
-            Error::Timeout(_) => {
-                // The socket timeout is the deadline (or within a clock tick of it).
-                self.session.close_with(crate::wire::session::CloseReason::HandshakeTimeout);
-                let _ = self.close_error();
-                Error::Timeout(what)
-            }
-            _ => e,
+            self.recv_frame(usize::MAX)?;
         }
     }
 }
+
+/// Why a connection refuses to send.
+const SEND_BROKEN: &str = "a send timed out or the connection was split: this side cannot send";
 
 /// Writes one message (or several framed ones) whole; a write timeout becomes
 /// [`Error::Timeout`] and refuses later sends, since part of the message may be out.
 fn write_message(stream: &mut Stream, send_broken: &mut bool, slices: &mut [IoSlice<'_>]) -> Result<()> {
     if *send_broken {
-        return Err(Error::Closed("a send timed out or the connection was split: this side cannot send"));
+        return Err(Error::Closed(SEND_BROKEN));
     }
     match stream.write_all_vectored(slices) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
             *send_broken = true;
             log::debug!("send timed out: {e}");
-            Err(Error::Timeout("the write timeout passed before the peer took the whole message"))
+            Err(Error::Timeout(crate::Timeout::Write))
         }
         Err(e) => Err(e.into()),
     }
@@ -458,66 +735,49 @@ impl ConnectionReader {
 }
 
 /// The sending half of a [`Connection`] ([`Connection::into_split`]): every way to send, on a
-/// duplicate of the socket. Dropping it closes its descriptor without shutting anything down.
+/// duplicate of the socket (a connection that never reads, with the session's sending half).
+/// Dropping it closes its descriptor without shutting anything down.
 #[derive(Debug)]
 pub struct ConnectionWriter {
-    stream: Option<Stream>,
-    send_broken: bool,
-    pickle_protocol: u8,
+    conn: Connection,
 }
 
 impl ConnectionWriter {
-    /// Sends one message ([`Connection::send_bytes`]; the same write-timeout rule).
+    /// Sends one message ([`Connection::send_bytes`]; the same write-timeout and write-stall
+    /// rules).
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        let header = Header::for_len(buf.len());
-        let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
-        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
-        write_message(stream, &mut self.send_broken, &mut slices)
+        self.conn.send_bytes(buf)
     }
 
     /// Writes bytes that are already framed ([`Connection::send_frames`]).
     pub fn send_frames(&mut self, framed: &[u8]) -> Result<()> {
-        let stream = self.stream.as_mut().ok_or(Error::Closed(""))?;
-        write_message(stream, &mut self.send_broken, &mut [IoSlice::new(framed)])
+        self.conn.send_frames(framed)
     }
 
-    /// Sets a timeout for blocking sends ([`Connection::set_write_timeout`]).
+    /// Sets a timeout for blocking sends ([`Connection::set_write_timeout`]); the write-stall
+    /// limit still applies when shorter.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
-        if timeout == Some(Duration::ZERO) {
-            return Err(Error::Config("a write timeout of zero (use None for no timeout)".into()));
-        }
-        self.stream.as_mut().ok_or(Error::Closed(""))?.set_write_timeout(timeout)?;
-        Ok(())
+        self.conn.set_write_timeout(timeout)
     }
 
     /// The pickle protocol `send` writes ([`Connection::pickle_protocol`]).
     pub fn pickle_protocol(&self) -> u8 {
-        self.pickle_protocol
+        self.conn.pickle_protocol()
     }
 
     /// Chooses the pickle protocol `send` writes.
     pub fn set_pickle_protocol(&mut self, protocol: u8) {
-        self.pickle_protocol = protocol;
+        self.conn.set_pickle_protocol(protocol);
     }
 
     /// Stops sending: shuts the sending direction (the peer reads end of file once it has read
     /// what was sent) and closes this half's descriptor. The reader can still receive.
     pub fn close(&mut self) -> Result<()> {
-        if let Some(s) = self.stream.take() {
+        if let Some(s) = self.conn.stream.take() {
             let _ = s.shutdown(Shutdown::Write);
         }
         Ok(())
     }
-}
-
-fn is_disconnect(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof
-    )
 }
 
 #[cfg(unix)]
@@ -544,19 +804,43 @@ impl AsFd for Connection {
 /// (`None`: no limit). Returns the indexes of the ready ones (Python's
 /// `multiprocessing.connection.wait`); empty on timeout. Closed connections are reported ready
 /// (reading them gives [`Error::Closed`]), as Python reports them.
+///
+/// The connections' session deadlines apply: a connection whose session would close by one
+/// (idle, partial message, handshake; [`Session::close_deadline`]) is reported ready once it
+/// has passed, and receiving from it returns the session's error ([`Error::Timeout`]). As for
+/// a receive, the time between a delivered message and the next receive or `poll` is the
+/// caller's own pause: a connection waited on here right after a delivery starts its idle
+/// clock at its next receive.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let mut ready: Vec<usize> = connections
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.closed() || c.has_buffered_message())
-        .map(|(i, _)| i)
-        .collect();
-    if !ready.is_empty() {
-        return Ok(ready);
+    let caller_deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let now = Instant::now();
+        let mut next_close: Option<Instant> = None;
+        let mut ready = Vec::new();
+        for (i, c) in connections.iter().enumerate() {
+            let session = c.link.session();
+            let close_at = session.close_deadline();
+            if c.closed()
+                || c.has_buffered_message()
+                || c.link.eof_seen()
+                || session.close_pending()
+                || close_at.is_some_and(|d| d <= now)
+            {
+                ready.push(i);
+            }
+            next_close = earliest(next_close, close_at);
+        }
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
+        // Every connection has a stream here (a closed one was ready above).
+        let streams: Vec<&Stream> = connections.iter().filter_map(|c| c.stream.as_ref()).collect();
+        let wait = earliest(next_close, caller_deadline).map(|d| d.saturating_duration_since(now));
+        let ready = wait_readable(&streams, wait)?;
+        if !ready.is_empty() || caller_deadline.is_some_and(|d| d <= Instant::now()) {
+            return Ok(ready);
+        }
     }
-    let streams: Vec<&Stream> = connections.iter().filter_map(|c| c.stream.as_ref()).collect();
-    ready = wait_readable(&streams, timeout)?;
-    Ok(ready)
 }
 
 /// A connected pair of connections (Python's `Pipe`). With `duplex` false the first can only
@@ -607,14 +891,12 @@ impl Connection {
 impl ConnectionWriter {
     /// Sends a Rust value as a pickle ([`Connection::send`]).
     pub fn send<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
-        let bytes = crate::pickle::dumps(value, self.pickle_protocol)?;
-        self.send_bytes(&bytes)
+        self.conn.send(value)
     }
 
     /// Sends a dynamic [`Value`](crate::pickle::Value) as a pickle.
     pub fn send_value(&mut self, value: &crate::pickle::Value) -> Result<()> {
-        let bytes = crate::pickle::dumps_value(value, self.pickle_protocol)?;
-        self.send_bytes(&bytes)
+        self.conn.send_value(value)
     }
 }
 

@@ -2,145 +2,50 @@
 //! `address`, `last_accepted`, `close`), plus what Python lacks: an accept timeout
 //! (cpython#76425) and a handshake deadline, so a silent peer cannot block `accept` forever.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::address::{Address, Family, arbitrary_address};
-use crate::authkey::{AuthKey, resolve_key};
-use crate::blocking::{Connection, IntoAddress};
+use crate::address::IntoAddress;
+use crate::blocking::Connection;
 use crate::error::{Error, Result};
-use crate::transport::{RawDescriptor, SocketListener};
-use crate::wire::digest::DigestPolicy;
-use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Dialect, HandshakeConfig, Nonce};
-use crate::wire::session::{AuthOptions, Session, Timeouts};
-
-/// Default listen backlog. Python's is 1, which refuses bursts of clients; this is larger.
-pub const DEFAULT_BACKLOG: i32 = 128;
+use crate::settings::{Bound, ListenSettings, face_setters, listener_accessors};
+use crate::transport::SocketListener;
 
 /// Settings for [`Listener`], made with [`Listener::builder`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ListenerBuilder {
-    address: Option<Result<Address, String>>,
-    family: Option<Family>,
-    backlog: i32,
-    auth: AuthOptions,
-    authenticate: bool,
-    max_message_size: usize,
-    accept_timeout: Option<Duration>,
+    settings: ListenSettings,
 }
 
 impl ListenerBuilder {
-    /// The address to bind (default: a fresh address of the family, see [`arbitrary_address`]).
+    /// The address to bind (default: a fresh address of the family, see
+    /// [`arbitrary_address`](crate::arbitrary_address)).
     pub fn address(mut self, address: impl IntoAddress) -> Self {
-        self.address = Some(address.into_address().map_err(|e| e.to_string()));
+        self.settings.face.set_address(address);
         self
     }
 
-    /// The family; checked against the address, or picks the arbitrary address's family.
-    pub fn family(mut self, family: Family) -> Self {
-        self.family = Some(family);
-        self
-    }
-
-    /// The listen backlog (default [`DEFAULT_BACKLOG`]).
+    /// The listen backlog (default 128; Python's is 1, which refuses bursts of clients).
     pub fn backlog(mut self, backlog: i32) -> Self {
-        self.backlog = backlog;
+        self.settings.backlog = backlog;
         self
     }
 
-    /// Demand the challenge-response with this key from every client.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.auth.authkey = Some(key.into());
-        self
-    }
-
-    /// Key, dialect, digest policy and handshake timeout at once.
-    pub fn auth(mut self, auth: AuthOptions) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    /// Demand the challenge-response with the process-wide default key if no key is given
-    /// (Python's `authenticate=True`).
-    pub fn authenticate(mut self, on: bool) -> Self {
-        self.authenticate = on;
-        self
-    }
-
-    /// The handshake dialect to offer (default: CPython, which every CPython since 2.7 answers).
-    pub fn dialect(mut self, dialect: Dialect) -> Self {
-        self.auth.dialect = dialect;
-        self
-    }
-
-    /// Which digests to accept (default: what CPython accepts).
-    pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.auth.digest_policy = policy;
-        self
-    }
-
-    /// Limit on one received message (default [`DEFAULT_MAX_MESSAGE_SIZE`]).
-    pub fn max_message_size(mut self, max: usize) -> Self {
-        self.max_message_size = max;
-        self
-    }
-
-    /// Time a client has to complete the handshake (default [`crate::blocking::DEFAULT_HANDSHAKE_TIMEOUT`];
-    /// `None`: no limit, as in Python).
-    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.auth.handshake_timeout = timeout;
-        self
-    }
+    face_setters!(.settings.face);
 
     /// How long `accept` waits for a client (default: forever).
     pub fn accept_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.accept_timeout = timeout;
+        self.settings.accept_timeout = timeout;
         self
     }
 
     /// Binds and listens.
     pub fn bind(self) -> Result<Listener> {
-        let (address, arbitrary) = match self.address {
-            Some(Ok(a)) => {
-                if let Some(f) = self.family {
-                    a.check_family(f)?;
-                }
-                (a, false)
-            }
-            Some(Err(e)) => return Err(Error::Address(e)),
-            None => (arbitrary_address(self.family.unwrap_or_else(Family::fastest))?, true),
-        };
-        let mut socket = match SocketListener::bind(&address, self.backlog) {
-            Ok(s) => s,
-            Err(e) => {
-                if arbitrary {
-                    remove_private_dir(&address);
-                }
-                return Err(e);
-            }
-        };
-        if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-            socket.own_dir(dir.to_path_buf());
-        }
-        let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
-        let handshake = self.auth.handshake_config(key);
-        log::debug!("listening on {}", socket.address());
+        let (socket, factory) = self.settings.bind()?;
         Ok(Listener {
-            address: socket.address().clone(),
-            socket: Some(socket),
-            handshake,
-            max_message_size: self.max_message_size,
-            handshake_timeout: self.auth.handshake_timeout,
-            accept_timeout: self.accept_timeout,
-            last_accepted: None,
+            bound: Bound::new(socket.address().clone(), socket, factory),
+            accept_timeout: self.settings.accept_timeout,
         })
-    }
-}
-
-fn remove_private_dir(address: &Address) {
-    if let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-        let _ = std::fs::remove_dir(dir);
     }
 }
 
@@ -162,13 +67,8 @@ fn remove_private_dir(address: &Address) {
 /// ```
 #[derive(Debug)]
 pub struct Listener {
-    address: Address,
-    socket: Option<SocketListener>,
-    handshake: Option<HandshakeConfig>,
-    max_message_size: usize,
-    handshake_timeout: Option<Duration>,
+    bound: Bound<SocketListener>,
     accept_timeout: Option<Duration>,
-    last_accepted: Option<Address>,
 }
 
 impl Listener {
@@ -179,19 +79,7 @@ impl Listener {
 
     /// Settings for a listener.
     pub fn builder() -> ListenerBuilder {
-        ListenerBuilder {
-            address: None,
-            family: None,
-            backlog: DEFAULT_BACKLOG,
-            auth: AuthOptions::default(),
-            authenticate: false,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            accept_timeout: None,
-        }
-    }
-
-    fn socket(&self) -> Result<&SocketListener> {
-        self.socket.as_ref().ok_or(Error::Closed("the listener is closed"))
+        ListenerBuilder { settings: ListenSettings::new() }
     }
 
     /// Accepts a connection and, if the listener has a key, runs the challenge-response.
@@ -199,61 +87,38 @@ impl Listener {
     /// A failed handshake is an error for that connection only ([`Error::Authentication`], or
     /// [`Error::Timeout`] when the peer is too slow); the listener keeps serving. Waits at most
     /// the accept timeout, if one was set.
+    ///
+    /// As in Python, the handshake runs inside `accept`: one client that connects and says
+    /// nothing holds the next `accept` for up to the handshake deadline (10 s by default). A
+    /// server facing untrusted clients sets a short
+    /// [`handshake_timeout`](ListenerBuilder::handshake_timeout), or serves from the reactor or
+    /// the tokio face, where handshakes run side by side.
     pub fn accept(&mut self) -> Result<Connection> {
         self.accept_within(self.accept_timeout)
     }
 
     /// Like [`Listener::accept`], waiting at most `timeout` for a client ([`Error::Timeout`]).
     pub fn accept_within(&mut self, timeout: Option<Duration>) -> Result<Connection> {
-        let socket = self.socket()?;
+        let socket = self.bound.socket()?;
         let (stream, peer) = match timeout {
-            Some(t) => {
-                socket.accept_within(t)?.ok_or(Error::Timeout("no client connected within the accept timeout"))?
-            }
+            Some(t) => socket.accept_within(t)?.ok_or(Error::Timeout(crate::Timeout::Accept))?,
             None => socket.accept()?,
         };
-        log::debug!("accepted a connection from {peer}");
-        self.last_accepted = Some(peer);
-        let nonce = match self.handshake {
-            Some(_) => Some(Nonce::random()?),
-            None => None,
-        };
-        let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
-        let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
-        let mut conn = Connection::new(stream, self.max_message_size, session);
-        if self.handshake.is_some()
+        let session = self.bound.accepted(peer)?;
+        let mut conn = Connection::new(stream, self.bound.factory.max_message_size(), session);
+        if self.bound.factory.is_keyed()
             && let Err(e) = conn.handshake()
         {
             log::info!(
                 "handshake with {} failed: {e}",
-                self.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
+                self.bound.last_accepted.as_ref().map(ToString::to_string).unwrap_or_default()
             );
             return Err(e);
         }
         Ok(conn)
     }
 
-    /// The bound address (with the real port if 0 was asked for).
-    pub fn address(&self) -> &Address {
-        &self.address
-    }
-
-    /// The peer address of the last accepted connection (Python's `last_accepted`): `ip:port` for
-    /// TCP, the empty path for Unix clients; `None` before the first accept.
-    pub fn last_accepted(&self) -> Option<&Address> {
-        self.last_accepted.as_ref()
-    }
-
-    /// The listening socket's descriptor, to wait for clients in another event loop (on Windows
-    /// the socket; a pipe listener has none, that is an error).
-    pub fn fileno(&self) -> Result<RawDescriptor> {
-        Ok(self.socket()?.raw_descriptor()?)
-    }
-
-    /// Closes the listener; a Unix socket file it created is removed. Dropping does the same.
-    pub fn close(&mut self) {
-        self.socket = None;
-    }
+    listener_accessors!();
 }
 
 #[cfg(unix)]
@@ -266,7 +131,7 @@ impl std::os::fd::AsRawFd for Listener {
     /// # Panics
     /// If the listener was closed; [`Listener::fileno`] is the checked version.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).expect("as_raw_fd on a closed Listener")
+        self.bound.socket.as_ref().map(std::os::fd::AsRawFd::as_raw_fd).expect("as_raw_fd on a closed Listener")
     }
 }
 
@@ -278,7 +143,7 @@ impl std::os::fd::AsFd for Listener {
     /// # Panics
     /// If the listener was closed.
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.socket.as_ref().map(std::os::fd::AsFd::as_fd).expect("as_fd on a closed Listener")
+        self.bound.socket.as_ref().map(std::os::fd::AsFd::as_fd).expect("as_fd on a closed Listener")
     }
 }
 

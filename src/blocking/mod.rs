@@ -6,9 +6,6 @@ mod client;
 mod connection;
 mod listener;
 
-pub use crate::wire::session::DEFAULT_HANDSHAKE_TIMEOUT;
 pub use client::Client;
 pub use connection::{Connection, ConnectionReader, ConnectionWriter, pipe, wait};
-pub use listener::{DEFAULT_BACKLOG, Listener, ListenerBuilder};
-
-pub use crate::address::IntoAddress;
+pub use listener::{Listener, ListenerBuilder};

@@ -181,7 +181,7 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDe<'a> {
                 }
             }
             Value::Float(f) => visitor.visit_f64(*f),
-            Value::Str(s) => visitor.visit_str(s),
+            Value::Str(s) | Value::Py2Str(s) => visitor.visit_str(s),
             Value::Bytes(b) | Value::ByteArray(b) => visitor.visit_bytes(b),
             Value::List(l) | Value::Tuple(l) => {
                 self.child(self.v)?;
@@ -225,7 +225,7 @@ impl<'de, 'a> de::Deserializer<'de> for ValueDe<'a> {
         visitor: V,
     ) -> Result<V::Value, PickleError> {
         match self.v.resolved() {
-            Value::Str(s) => visitor.visit_enum(Enum { name: s, payload: None }),
+            Value::Str(s) | Value::Py2Str(s) => visitor.visit_enum(Enum { name: s, payload: None }),
             Value::Dict(d) if d.len() == 1 => {
                 let (k, v) = &d.entries()[0];
                 let name = k.as_str().ok_or_else(|| PickleError::Serde("an enum variant name must be a str".into()))?;

@@ -24,7 +24,8 @@
 //!   None)` (an [`Object`] of `cls`). `collections.OrderedDict` stays an [`Object`] (its items in
 //!   `dict_items`, printed as Python prints it), so it goes back to Python as an `OrderedDict`.
 //!
-//! Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING) decodes as `Str` when it is ASCII and as
+//! Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING) decodes as `Py2Str` when it is ASCII (a
+//! `str` to everything but the encoder, which writes it back to Python 2 as a `str`) and as
 //! `Bytes` otherwise; protocol 0's `I01` / `I00` are `True` / `False`, as in CPython.
 
 use std::collections::{HashMap, HashSet};
@@ -35,18 +36,23 @@ use num_bigint::BigInt;
 
 use super::PickleError;
 use super::key;
+use super::opcodes;
+use super::opcodes as op;
 use super::value::{Dict, Global, List, Object, ObjectKind, Set, Value};
 
 /// The most decimal digits a protocol-0 integer may have: CPython's default
 /// `sys.get_int_max_str_digits()`, for the same reason (the conversion is quadratic).
 pub const MAX_INT_TEXT_DIGITS: usize = 4300;
 
-/// Bytes of decoded memory the budget allows per byte of pickle.
+/// Bytes of heap the budget allows per byte of pickle.
 ///
-/// The densest legitimate pickles create one [`Value`] per input byte (`N`, `)`, `]`, `}`, and
-/// a 2-byte BINGET of a shared object creates a 32-byte handle), so about 32 bytes per byte are
-/// reached by ordinary data; 64 leaves room for container growth and dict indexes.
-pub const EXPANSION: u64 = 64;
+/// The budget bounds the real heap of a decode: every vector's capacity (the VM's stack, its
+/// marks, memo and slots, each container), every box, `Arc` and string, charged before it is
+/// allocated, and while a vector grows both its old and its new block. The densest legitimate
+/// pickles create one 32-byte [`Value`] per input byte (`N`, `)`, `]`, `}`): CPython's
+/// `[None]*N` appends them 1,000 at a time to a list that doubles, so it holds up to 64 bytes per
+/// input byte, and 96 while it moves to a block twice as big. 128 leaves room above that.
+pub const EXPANSION: u64 = 128;
 
 /// Bytes every pickle may use whatever its length (so tiny pickles are never refused).
 pub const EXPANSION_FLOOR: u64 = 1 << 20;
@@ -57,6 +63,21 @@ pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 /// The budget, in bytes of decoded memory, for a pickle of `input_len` bytes under `cap`.
 pub fn budget(input_len: usize, cap: u64) -> u64 {
     (input_len as u64).saturating_mul(EXPANSION).saturating_add(EXPANSION_FLOOR).min(cap)
+}
+
+/// Steps of hashing, probing and comparing dict keys and set elements the work budget allows per
+/// byte of pickle. A step is one leaf hashed or compared (plus one per 64 bytes it reads), one
+/// tuple or frozenset element, one probe of a hash index. Ordinary data takes under one step
+/// per byte (a dict of N str keys: one hash and about one probe per key of several bytes).
+pub const WORK_PER_BYTE: u64 = 16;
+
+/// Steps every pickle may take whatever its length.
+pub const WORK_FLOOR: u64 = 1 << 20;
+
+/// The work budget, in steps, for a pickle of `input_len` bytes: beyond it the decode is refused
+/// as [`PickleError::TooComplex`]. Independent of [`DecodeOptions::max_bytes`] (time, not memory).
+pub fn work_budget(input_len: usize) -> u64 {
+    (input_len as u64).saturating_mul(WORK_PER_BYTE).saturating_add(WORK_FLOOR)
 }
 
 /// What to do with a pickle that refers to a class or function (a global, a class instance, a
@@ -109,82 +130,30 @@ impl DecodeOptions {
 
 const NODE: u64 = std::mem::size_of::<Value>() as u64;
 
-/// The name of an opcode, for error messages.
-pub(crate) fn op_name(op: u8) -> &'static str {
-    match op {
-        b'(' => "MARK",
-        b'.' => "STOP",
-        b'0' => "POP",
-        b'1' => "POP_MARK",
-        b'2' => "DUP",
-        b'F' => "FLOAT",
-        b'I' => "INT",
-        b'J' => "BININT",
-        b'K' => "BININT1",
-        b'L' => "LONG",
-        b'M' => "BININT2",
-        b'N' => "NONE",
-        b'P' => "PERSID",
-        b'Q' => "BINPERSID",
-        b'R' => "REDUCE",
-        b'S' => "STRING",
-        b'T' => "BINSTRING",
-        b'U' => "SHORT_BINSTRING",
-        b'V' => "UNICODE",
-        b'X' => "BINUNICODE",
-        b'a' => "APPEND",
-        b'b' => "BUILD",
-        b'c' => "GLOBAL",
-        b'd' => "DICT",
-        b'}' => "EMPTY_DICT",
-        b'e' => "APPENDS",
-        b'g' => "GET",
-        b'h' => "BINGET",
-        b'i' => "INST",
-        b'j' => "LONG_BINGET",
-        b'l' => "LIST",
-        b']' => "EMPTY_LIST",
-        b'o' => "OBJ",
-        b'p' => "PUT",
-        b'q' => "BINPUT",
-        b'r' => "LONG_BINPUT",
-        b's' => "SETITEM",
-        b't' => "TUPLE",
-        b')' => "EMPTY_TUPLE",
-        b'u' => "SETITEMS",
-        b'G' => "BINFLOAT",
-        0x80 => "PROTO",
-        0x81 => "NEWOBJ",
-        0x82 => "EXT1",
-        0x83 => "EXT2",
-        0x84 => "EXT4",
-        0x85 => "TUPLE1",
-        0x86 => "TUPLE2",
-        0x87 => "TUPLE3",
-        0x88 => "NEWTRUE",
-        0x89 => "NEWFALSE",
-        0x8a => "LONG1",
-        0x8b => "LONG4",
-        b'B' => "BINBYTES",
-        b'C' => "SHORT_BINBYTES",
-        0x8c => "SHORT_BINUNICODE",
-        0x8d => "BINUNICODE8",
-        0x8e => "BINBYTES8",
-        0x8f => "EMPTY_SET",
-        0x90 => "ADDITEMS",
-        0x91 => "FROZENSET",
-        0x92 => "NEWOBJ_EX",
-        0x93 => "STACK_GLOBAL",
-        0x94 => "MEMOIZE",
-        0x95 => "FRAME",
-        0x96 => "BYTEARRAY8",
-        0x97 => "NEXT_BUFFER",
-        0x98 => "READONLY_BUFFER",
-        _ => "unknown opcode",
-    }
+/// The heap of an `Arc<Value>`: two counters and the value.
+const ARC: u64 = 16 + NODE;
+
+/// Bytes charged for each new entry of a `HashMap` / `HashSet` of entries of `size` bytes: a
+/// bucket (entry + control byte) for each entry at the fullest (7/8) and emptiest (7/16, just
+/// after doubling) load, and both tables while it doubles: at most (size + 1) × 16/7 × 1.5.
+const fn hash_entry(size: usize) -> u64 {
+    ((size as u64 + 1) * 24).div_ceil(7) + 1
 }
 
-/// A set of memo ids: a bitmap for ids below the input length, a hash set above.
+/// Bytes charged for a str of `len` bytes: `CompactString` keeps up to 24 inline; beyond, it
+/// allocates at least 32.
+fn str_heap(len: usize) -> u64 {
+    if len <= 24 { 0 } else { len.max(32) as u64 + 8 }
+}
+
+/// The name of an opcode, for error messages.
+pub(crate) fn op_name(op: u8) -> &'static str {
+    // The one table: opcodes::TABLE.
+    opcodes::name(op)
+}
+
+/// A set of memo ids: a bitmap for ids below the input length (allocated whole, exactly, at the
+/// first insert: one bit per byte of input), a hash set above.
 struct IdSet {
     bits: Vec<u64>,
     dense: u64,
@@ -194,6 +163,28 @@ struct IdSet {
 impl IdSet {
     fn new(dense: usize) -> IdSet {
         IdSet { bits: Vec::new(), dense: dense as u64, sparse: HashSet::new() }
+    }
+
+    /// The bitmap's bytes at the most while it grew (its old and new blocks).
+    fn bitmap_bytes(&self) -> u64 {
+        self.bits.capacity() as u64 * 8 * 3 / 2
+    }
+
+    /// Readies the set for `id` with the allocation charged: the bitmap grown as a vector
+    /// ([`Meter::grow`]), or a new entry of the hash set above it.
+    fn ready(&mut self, id: u64, meter: &mut Meter) -> R<()> {
+        if id < self.dense {
+            let w = (id / 64) as usize;
+            if w >= self.bits.len() {
+                let more = w + 1 - self.bits.len();
+                meter.grow(&mut self.bits, more)?;
+            }
+            Ok(())
+        } else if !self.sparse.contains(&id) {
+            meter.charge(hash_entry(8))
+        } else {
+            Ok(())
+        }
     }
 
     /// Inserts; true when it was not there.
@@ -247,61 +238,63 @@ fn prescan(data: &[u8]) -> IdSet {
         let op = data[i];
         i += 1;
         let next = match op {
-            b'('
-            | b'0'
-            | b'1'
-            | b'2'
-            | b'N'
-            | b'Q'
-            | b'R'
-            | b'a'
-            | b'b'
-            | b'd'
-            | b'}'
-            | b'e'
-            | b'l'
-            | b']'
-            | b'o'
-            | b's'
-            | b't'
-            | b')'
-            | b'u'
-            | 0x81
-            | 0x85..=0x89
-            | 0x8f..=0x94
-            | 0x97
-            | 0x98 => Some(i),
-            b'.' => break,
-            b'K' | 0x80 | b'q' | 0x82 => Some(i + 1),
-            b'h' => {
+            op::MARK
+            | op::POP
+            | op::POP_MARK
+            | op::DUP
+            | op::NONE
+            | op::BINPERSID
+            | op::REDUCE
+            | op::APPEND
+            | op::BUILD
+            | op::DICT
+            | op::EMPTY_DICT
+            | op::APPENDS
+            | op::LIST
+            | op::EMPTY_LIST
+            | op::OBJ
+            | op::SETITEM
+            | op::TUPLE
+            | op::EMPTY_TUPLE
+            | op::SETITEMS
+            | op::NEWOBJ
+            | op::TUPLE1..=op::NEWFALSE
+            | op::EMPTY_SET..=op::MEMOIZE
+            | op::NEXT_BUFFER
+            | op::READONLY_BUFFER => Some(i),
+            op::STOP => break,
+            op::BININT1 | op::PROTO | op::BINPUT | op::EXT1 => Some(i + 1),
+            op::BINGET => {
                 if let Some(&id) = data.get(i) {
                     fetched.insert(id as u64);
                 }
                 Some(i + 1)
             }
-            b'M' | 0x83 => Some(i + 2),
-            b'J' | b'r' | 0x84 => Some(i + 4),
-            b'j' => {
+            op::BININT2 | op::EXT2 => Some(i + 2),
+            op::BININT | op::LONG_BINPUT | op::EXT4 => Some(i + 4),
+            op::LONG_BINGET => {
                 if let Some(b) = data.get(i..i + 4) {
                     fetched.insert(le(b));
                 }
                 Some(i + 4)
             }
-            b'G' | 0x95 => Some(i + 8),
-            b'U' | b'C' | 0x8c | 0x8a => data.get(i).map(|&l| i + 1 + l as usize),
-            b'T' | b'X' | b'B' | 0x8b => {
+            op::BINFLOAT | op::FRAME => Some(i + 8),
+            op::SHORT_BINSTRING | op::SHORT_BINBYTES | op::SHORT_BINUNICODE | op::LONG1 => {
+                data.get(i).map(|&l| i + 1 + l as usize)
+            }
+            op::BINSTRING | op::BINUNICODE | op::BINBYTES | op::LONG4 => {
                 data.get(i..i + 4).and_then(|b| usize::try_from(le(b)).ok()).and_then(|l| (i + 4).checked_add(l))
             }
-            0x8d | 0x8e | 0x96 => {
+            op::BINUNICODE8 | op::BINBYTES8 | op::BYTEARRAY8 => {
                 data.get(i..i + 8).and_then(|b| usize::try_from(le(b)).ok()).and_then(|l| (i + 8).checked_add(l))
             }
-            b'g' => line_end(i).inspect(|&e| {
+            op::GET => line_end(i).inspect(|&e| {
                 if let Some(id) = parse_id(&data[i..e - 1]) {
                     fetched.insert(id);
                 }
             }),
-            b'F' | b'I' | b'L' | b'S' | b'V' | b'P' | b'p' => line_end(i),
-            b'c' | b'i' => line_end(i).and_then(line_end),
+            op::FLOAT | op::INT | op::LONG | op::STRING | op::UNICODE | op::PERSID | op::PUT => line_end(i),
+            op::GLOBAL | op::INST => line_end(i).and_then(line_end),
             _ => None,
         };
         match next {
@@ -316,6 +309,32 @@ fn prescan(data: &[u8]) -> IdSet {
 enum Item {
     V(Value),
     H(u32),
+}
+
+/// The value of an item already embedded ([`Vm::embed_from`]).
+fn value_of(it: Item) -> Value {
+    match it {
+        Item::V(v) => v,
+        Item::H(_) => Value::None,
+    }
+}
+
+/// The value at stack index `i` (or in the slot it refers to), to modify.
+fn target_in<'s>(stack: &'s mut [Item], slots: &'s mut [Slot], i: usize, op: u8, offset: usize) -> R<&'s mut Value> {
+    match stack.get_mut(i) {
+        Some(Item::V(v)) => Ok(v),
+        Some(Item::H(s)) => match &mut slots[*s as usize] {
+            Slot::Open(v) => Ok(v),
+            Slot::Frozen(_) => Err(PickleError::Cycle { offset }),
+        },
+        None => Err(PickleError::Invalid { opcode: op_name(op), offset, reason: "the stack is empty".into() }),
+    }
+}
+
+/// A float that is NaN: the memo and DUP share it (as an object with an identity, which Python
+/// keys use), rather than copying it.
+fn is_nan(v: &Value) -> bool {
+    matches!(v, Value::Float(f) if f.is_nan())
 }
 
 /// A shared object: mutable until it is first embedded, then frozen.
@@ -341,6 +360,7 @@ fn is_scalar(v: &Value) -> bool {
             | Value::BigInt(_)
             | Value::Float(_)
             | Value::Str(_)
+            | Value::Py2Str(_)
             | Value::Bytes(_)
             | Value::Global(_)
     )
@@ -349,10 +369,10 @@ fn is_scalar(v: &Value) -> bool {
 /// Heap bytes of a scalar's copy.
 fn heap(v: &Value) -> u64 {
     match v {
-        Value::Str(s) => s.len() as u64,
+        Value::Str(s) | Value::Py2Str(s) => str_heap(s.len()),
         Value::Bytes(b) | Value::ByteArray(b) => b.len() as u64,
-        Value::BigInt(b) => 32 + b.bits() / 8,
-        Value::Global(g) => 48 + (g.module.len() + g.name.len()) as u64,
+        Value::BigInt(b) => 32 + b.bits().div_ceil(64) * 8,
+        Value::Global(g) => std::mem::size_of::<Global>() as u64 + (g.module.len() + g.name.len()) as u64,
         _ => 0,
     }
 }
@@ -370,6 +390,69 @@ fn py3_module(module: &str, name: &str) -> String {
     }
 }
 
+/// The memory budget of one decode: the heap bytes the decoder holds, charged before each
+/// allocation (and a growing vector's old block given back once it is freed).
+struct Meter {
+    used: u64,
+    limit: u64,
+    /// Where the current opcode starts, for the error.
+    at: usize,
+}
+
+impl Meter {
+    #[inline]
+    fn charge(&mut self, n: u64) -> R<()> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.limit {
+            return Err(PickleError::TooLarge { limit: self.limit, offset: self.at });
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn refund(&mut self, n: u64) {
+        self.used = self.used.saturating_sub(n);
+    }
+
+    /// Makes room in `v` for `n` more items (doubling, see [`key::grown_capacity`]): the new block
+    /// is charged before it is allocated, and the old one (alive while the items move) given
+    /// back after.
+    #[inline]
+    fn grow<T>(&mut self, v: &mut Vec<T>, n: usize) -> R<()> {
+        if v.capacity() - v.len() >= n {
+            return Ok(());
+        }
+        self.grow_slow(v, n)
+    }
+
+    #[inline(never)]
+    fn grow_slow<T>(&mut self, v: &mut Vec<T>, n: usize) -> R<()> {
+        let size = std::mem::size_of::<T>() as u64;
+        let old = v.capacity() as u64 * size;
+        let need = v.len().saturating_add(n);
+        self.charge(key::grown_capacity(v.capacity(), need) as u64 * size)?;
+        key::reserve_vec(v, n);
+        self.refund(old);
+        Ok(())
+    }
+
+    /// Makes room in a dict or set's storage for `n` more items, charged as [`Meter::grow`].
+    #[inline(never)]
+    fn grow_store<T>(&mut self, store: &mut key::Store<T>, n: usize, key_of: impl Fn(&T) -> &Value) -> R<()> {
+        let old = store.heap_bytes();
+        self.charge(store.bytes_after_reserve(n))?;
+        key::reserve_store(store, n, key_of)?;
+        self.refund(old);
+        Ok(())
+    }
+
+    /// A vector of exactly `n` items, charged.
+    fn vec_exact<T>(&mut self, n: usize) -> R<Vec<T>> {
+        self.charge(n as u64 * std::mem::size_of::<T>() as u64)?;
+        Ok(Vec::with_capacity(n))
+    }
+}
+
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
@@ -383,10 +466,8 @@ struct Vm<'a> {
     fetched: IdSet,
     present: IdSet,
     memo_len: u64,
-    used: u64,
-    limit: u64,
+    meter: Meter,
     refuse_objects: bool,
-    scratch: Vec<Value>,
 }
 
 type R<T> = Result<T, PickleError>;
@@ -407,15 +488,17 @@ pub(crate) fn decode(data: &[u8], options: &DecodeOptions) -> R<Value> {
         memo_sparse: HashMap::new(),
         present: IdSet::new(data.len()),
         memo_len: 0,
-        used: 0,
-        limit,
+        meter: Meter { used: 0, limit, at: 0 },
         refuse_objects: options.objects == ObjectPolicy::Refuse,
-        scratch: Vec::new(),
         fetched,
     };
-    vm.charge(dense as u64 * std::mem::size_of::<Option<Memo>>() as u64)?;
+    // The first pass's id set (its bitmap, and its hash set at the most a hash set takes per
+    // entry while it grows), then the memo, exactly.
+    let prescanned = vm.fetched.bitmap_bytes() + vm.fetched.sparse.len() as u64 * hash_entry(8);
+    vm.meter.charge(prescanned)?;
+    vm.memo_dense = vm.meter.vec_exact(dense)?;
     vm.memo_dense.resize(dense, None);
-    let work = key::WorkBudget::new(limit);
+    let work = key::WorkBudget::new(work_budget(data.len()));
     let v = vm.run().map_err(|e| match e {
         PickleError::Unhashable { type_name, offset: None } => {
             PickleError::Unhashable { type_name, offset: Some(vm.start) }
@@ -444,10 +527,16 @@ impl<'a> Vm<'a> {
 
     #[inline]
     fn charge(&mut self, n: u64) -> R<()> {
-        self.used = self.used.saturating_add(n);
-        if self.used > self.limit {
-            return Err(PickleError::TooLarge { limit: self.limit, offset: self.start });
+        self.meter.charge(n)
+    }
+
+    /// Pushes onto the VM stack, growing it (charged) when it is full.
+    #[inline]
+    fn push_item(&mut self, item: Item) -> R<()> {
+        if self.stack.len() == self.stack.capacity() {
+            self.meter.grow(&mut self.stack, 1)?;
         }
+        self.stack.push(item);
         Ok(())
     }
 
@@ -496,11 +585,11 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// Pushes a value: its 32 bytes are the stack's (charged as its capacity); its heap bytes
+    /// were charged by the caller.
     #[inline]
     fn push(&mut self, v: Value) -> R<()> {
-        self.charge(NODE)?;
-        self.stack.push(Item::V(v));
-        Ok(())
+        self.push_item(Item::V(v))
     }
 
     fn fence(&self) -> usize {
@@ -536,22 +625,24 @@ impl<'a> Vm<'a> {
     }
 
     fn push_str(&mut self, b: &[u8]) -> R<()> {
-        self.charge(b.len() as u64)?;
+        self.charge(str_heap(b.len()))?;
         let s = self.str_of(b)?;
         self.push(Value::Str(s))
     }
 
     fn push_bytes(&mut self, b: &[u8], array: bool) -> R<()> {
+        // Exact: `to_vec`.
         self.charge(b.len() as u64)?;
         self.push(if array { Value::ByteArray(b.to_vec()) } else { Value::Bytes(b.to_vec()) })
     }
 
-    /// A Python 2 `str`: `Str` when ASCII, else `Bytes`.
+    /// A Python 2 `str`: `Py2Str` when ASCII (Python 3 reads it as a `str`; the encoder writes
+    /// it back to Python 2 as a `str`), else `Bytes`.
     fn push_py2_str(&mut self, b: &[u8]) -> R<()> {
         self.charge(b.len() as u64)?;
         if b.is_ascii() {
             let s = std::str::from_utf8(b).map_err(|_| self.invalid("not ASCII"))?;
-            self.push(Value::Str(s.into()))
+            self.push(Value::Py2Str(s.into()))
         } else {
             self.push(Value::Bytes(b.to_vec()))
         }
@@ -571,7 +662,8 @@ impl<'a> Vm<'a> {
             }
             return self.push(Value::Int(v));
         }
-        self.charge(32 + b.len() as u64)?;
+        // The box, the digits, and the copy a negative number is converted through.
+        self.charge(48 + 2 * b.len() as u64)?;
         self.push(Value::int(BigInt::from_signed_bytes_le(b)))
     }
 
@@ -607,7 +699,7 @@ impl<'a> Vm<'a> {
                 if digits.is_empty() || digits.len() > MAX_INT_TEXT_DIGITS {
                     return Err(self.invalid(format!("{t:?} is not an integer")));
                 }
-                self.charge(32 + t.len() as u64)?;
+                self.charge(64 + 2 * t.len() as u64)?;
                 let n = BigInt::parse_bytes(digits.as_bytes(), radix)
                     .ok_or_else(|| self.invalid(format!("{t:?} is not an integer")))?;
                 return self.push(Value::int(if neg { -n } else { n }));
@@ -624,7 +716,7 @@ impl<'a> Vm<'a> {
                 "an integer of {digits} decimal digits; the limit is {MAX_INT_TEXT_DIGITS}, as CPython's"
             )));
         }
-        self.charge(32 + t.len() as u64)?;
+        self.charge(64 + 2 * t.len() as u64)?;
         match t.parse::<BigInt>() {
             Ok(b) => self.push(Value::int(b)),
             Err(_) => Err(self.invalid(format!("{t:?} is not an integer"))),
@@ -632,7 +724,8 @@ impl<'a> Vm<'a> {
     }
 
     fn global(&mut self, module: &str, name: &str) -> R<()> {
-        self.charge(48 + (module.len() + name.len()) as u64)?;
+        // The box, the two strings (a Python 2 module name may map to a longer one).
+        self.charge(std::mem::size_of::<Global>() as u64 + (module.len() + name.len()) as u64 + 16)?;
         let module = py3_module(module, name);
         self.push(Value::Global(Box::new(Global { module, name: name.to_owned() })))
     }
@@ -653,53 +746,51 @@ impl<'a> Vm<'a> {
                 let arc = match slot {
                     Slot::Frozen(a) => a.clone(),
                     Slot::Open(v) => {
+                        self.meter.charge(ARC)?;
                         let a = Arc::new(std::mem::replace(v, Value::None));
                         *slot = Slot::Frozen(a.clone());
                         a
                     }
                 };
-                self.charge(NODE)?;
                 Ok(Value::Shared(arc))
             }
         }
     }
 
-    /// Items taken off the stack as values (collected in place: no new allocation).
-    fn embed_all(&mut self, items: Vec<Item>) -> R<Vec<Value>> {
-        items.into_iter().map(|it| self.embed(it)).collect()
-    }
-
-    /// The items above stack index `k`, embedded, into the reused scratch vector.
-    fn drain_embedded(&mut self, k: usize) -> R<Vec<Value>> {
-        let mut out = std::mem::take(&mut self.scratch);
-        out.clear();
-        let mut stack = std::mem::take(&mut self.stack);
-        let mut r = Ok(());
-        for it in stack.drain(k..) {
-            match self.embed(it) {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    r = Err(e);
-                    break;
-                }
+    /// Embeds the items above stack index `k` where they are (a handle becomes its shared
+    /// value; nothing is allocated but the `Arc` of a slot frozen now).
+    #[inline(never)]
+    fn embed_from(&mut self, k: usize) -> R<()> {
+        for i in k..self.stack.len() {
+            let needs = match &self.stack[i] {
+                Item::H(_) => true,
+                Item::V(Value::Global(_)) => self.refuse_objects,
+                Item::V(_) => false,
+            };
+            if needs {
+                let it = std::mem::replace(&mut self.stack[i], Item::V(Value::None));
+                let v = self.embed(it)?;
+                self.stack[i] = Item::V(v);
             }
         }
-        stack.truncate(k);
-        self.stack = stack;
-        r.map(|()| out)
+        Ok(())
     }
 
-    /// The value at stack index `i`, to modify.
-    fn target(&mut self, i: usize) -> R<&mut Value> {
+    /// The items above stack index `k`, embedded, moved into a vector of exactly their number
+    /// (charged): the stack keeps its capacity, and no other copy is made.
+    #[inline(never)]
+    fn take_from(&mut self, k: usize) -> R<Vec<Value>> {
+        self.embed_from(k)?;
+        let mut out = self.meter.vec_exact(self.stack.len() - k)?;
+        out.extend(self.stack.drain(k..).map(value_of));
+        Ok(out)
+    }
+
+    /// The value at stack index `i`, to modify, with the meter beside it.
+    fn target(&mut self, i: usize) -> R<(&mut Value, &mut Meter)> {
         let offset = self.start;
-        match self.stack.get_mut(i) {
-            Some(Item::V(v)) => Ok(v),
-            Some(Item::H(s)) => match &mut self.slots[*s as usize] {
-                Slot::Open(v) => Ok(v),
-                Slot::Frozen(_) => Err(PickleError::Cycle { offset }),
-            },
-            None => Err(PickleError::Invalid { opcode: op_name(self.op), offset, reason: "the stack is empty".into() }),
-        }
+        let v = target_in(&mut self.stack, &mut self.slots, i, self.op, offset)?;
+        Ok((v, &mut self.meter))
     }
 
     fn memo_get(&self, id: u64) -> Option<&Memo> {
@@ -710,43 +801,53 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn memo_set(&mut self, id: u64, m: Memo) {
+    /// Stores a memo entry; a new entry of the sparse memo (an id beyond the input's length) is
+    /// charged as a hash map entry first. (The dense memo was charged whole.)
+    fn memo_set(&mut self, id: u64, m: Memo) -> R<()> {
         if (id as usize as u64) == id && (id as usize) < self.memo_dense.len() {
             self.memo_dense[id as usize] = Some(m);
         } else {
+            if !self.memo_sparse.contains_key(&id) {
+                self.meter.charge(hash_entry(std::mem::size_of::<(u64, Memo)>()))?;
+            }
             self.memo_sparse.insert(id, m);
         }
+        Ok(())
+    }
+
+    /// Moves the top of the stack into a new slot (charged), leaving a handle.
+    fn top_to_slot(&mut self) -> R<u32> {
+        let n = self.slots.len() as u32;
+        if self.slots.len() == self.slots.capacity() {
+            self.meter.grow(&mut self.slots, 1)?;
+        }
+        let Some(top) = self.stack.last_mut() else { return Err(self.invalid("the stack is empty")) };
+        let Item::V(v) = std::mem::replace(top, Item::H(n)) else { return Err(self.invalid("not a value")) };
+        self.slots.push(Slot::Open(v));
+        Ok(n)
     }
 
     fn put(&mut self, id: u64) -> R<()> {
         if self.stack.len() <= self.fence() {
             return Err(self.invalid("the stack is empty"));
         }
+        self.present.ready(id, &mut self.meter)?;
         if self.present.insert(id) {
             self.memo_len += 1;
-            self.charge(1)?;
         }
         if !self.fetched.contains(id) {
             return Ok(());
         }
-        let n = self.slots.len() as u32;
-        let Some(top) = self.stack.last_mut() else { return Err(self.invalid("the stack is empty")) };
-        let m = match top {
-            Item::H(s) => Memo::Slot(*s),
-            Item::V(v) if is_scalar(v) => Memo::Scalar(v.clone()),
-            Item::V(_) => {
-                let Item::V(v) = std::mem::replace(top, Item::H(n)) else { unreachable!() };
-                self.slots.push(Slot::Open(v));
-                Memo::Slot(n)
+        let m = match self.stack.last() {
+            Some(Item::H(s)) => Memo::Slot(*s),
+            Some(Item::V(v)) if is_scalar(v) && !is_nan(v) => {
+                self.meter.charge(heap(v))?;
+                Memo::Scalar(v.clone())
             }
+            Some(Item::V(_)) => Memo::Slot(self.top_to_slot()?),
+            None => return Err(self.invalid("the stack is empty")),
         };
-        let cost = match &m {
-            Memo::Scalar(v) => NODE + heap(v),
-            Memo::Slot(_) => NODE,
-        };
-        self.charge(cost)?;
-        self.memo_set(id, m);
-        Ok(())
+        self.memo_set(id, m)
     }
 
     fn get(&mut self, id: u64) -> R<()> {
@@ -760,9 +861,7 @@ impl<'a> Vm<'a> {
             Some(Memo::Slot(s)) => Item::H(*s),
             None => return Err(self.invalid(format!("memo key {id} not found"))),
         };
-        self.charge(NODE)?;
-        self.stack.push(item);
-        Ok(())
+        self.push_item(item)
     }
 
     fn make_object(&mut self, class: Global, kind: ObjectKind, args: Value, kwargs: Option<Value>) -> R<Value> {
@@ -793,16 +892,8 @@ impl<'a> Vm<'a> {
         let args = self.pop()?;
         let args = self.embed(args)?;
         let class = self.pop_global("the callable of REDUCE")?;
-        let v = match plain_reduce(&class, args)? {
-            Ok(v) => {
-                let extra = match &v {
-                    Value::Dict(d) => key_cost(d.len()),
-                    Value::Set(s) | Value::FrozenSet(s) => key_cost(s.len()),
-                    _ => 0,
-                };
-                self.charge(extra)?;
-                v
-            }
+        let v = match plain_reduce(&class, args, &mut self.meter)? {
+            Ok(v) => v,
             Err(args) => {
                 if (class.module.as_str(), class.name.as_str()) == ("copyreg", "_reconstructor")
                     && matches!(args.as_slice(), Some([Value::Global(_), _, _]))
@@ -811,10 +902,11 @@ impl<'a> Vm<'a> {
                         let state = parts.pop().unwrap_or(Value::None);
                         let base = parts.pop().unwrap_or(Value::None);
                         if let Some(Value::Global(cls)) = parts.pop() {
-                            let rest = Value::Tuple(List(vec![base, state]));
-                            let v = self.make_object(*cls, ObjectKind::Reconstructor, rest, None)?;
-                            self.stack.push(Item::V(v));
-                            return Ok(());
+                            let mut rest = self.meter.vec_exact(2)?;
+                            rest.extend([base, state]);
+                            let v =
+                                self.make_object(*cls, ObjectKind::Reconstructor, Value::Tuple(List(rest)), None)?;
+                            return self.push_item(Item::V(v));
                         }
                     }
                     return Err(self.invalid("copyreg._reconstructor with shared arguments"));
@@ -822,8 +914,7 @@ impl<'a> Vm<'a> {
                 self.make_object(class, ObjectKind::Reduce, args, None)?
             }
         };
-        self.stack.push(Item::V(v));
-        Ok(())
+        self.push_item(Item::V(v))
     }
 
     fn run(&mut self) -> R<Value> {
@@ -832,38 +923,41 @@ impl<'a> Vm<'a> {
                 return Err(PickleError::NoStop { offset: self.data.len() });
             };
             self.start = self.pos;
+            self.meter.at = self.pos;
             self.op = op;
             self.pos += 1;
             match op {
-                b'.' => {
+                op::STOP => {
                     let item = self.pop()?;
                     return self.embed(item);
                 }
-                b'(' => {
-                    self.charge(8)?;
+                op::MARK => {
+                    if self.marks.len() == self.marks.capacity() {
+                        self.meter.grow(&mut self.marks, 1)?;
+                    }
                     self.marks.push(self.stack.len());
                 }
-                b'N' => self.push(Value::None)?,
-                0x88 => self.push(Value::Bool(true))?,
-                0x89 => self.push(Value::Bool(false))?,
-                b'K' => {
+                op::NONE => self.push(Value::None)?,
+                op::NEWTRUE => self.push(Value::Bool(true))?,
+                op::NEWFALSE => self.push(Value::Bool(false))?,
+                op::BININT1 => {
                     let b = self.byte()?;
                     self.push(Value::Int(b as i64))?
                 }
-                b'M' => {
+                op::BININT2 => {
                     let n = self.uint(2)?;
                     self.push(Value::Int(n as i64))?
                 }
-                b'J' => {
+                op::BININT => {
                     let n = self.uint(4)? as u32 as i32;
                     self.push(Value::Int(n as i64))?
                 }
-                0x8a => {
+                op::LONG1 => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
                     self.push_long_bytes(b)?
                 }
-                0x8b => {
+                op::LONG4 => {
                     let n = self.uint(4)? as u32 as i32;
                     if n < 0 {
                         return Err(self.invalid("LONG pickle has negative byte count"));
@@ -871,13 +965,13 @@ impl<'a> Vm<'a> {
                     let b = self.take(n as usize)?;
                     self.push_long_bytes(b)?
                 }
-                b'G' => {
+                op::BINFLOAT => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
                     self.push(Value::Float(f64::from_be_bytes(a)))?
                 }
-                b'F' => {
+                op::FLOAT => {
                     let l = self.line()?;
                     let f = std::str::from_utf8(l).ok().and_then(|s| s.trim().parse::<f64>().ok());
                     match f {
@@ -885,61 +979,62 @@ impl<'a> Vm<'a> {
                         None => return Err(self.invalid("not a float")),
                     }
                 }
-                b'I' => {
+                op::INT => {
                     let l = self.line()?;
                     self.push_int_text(l, true)?
                 }
-                b'L' => {
+                op::LONG => {
                     let l = self.line()?;
                     self.push_int_text(l, false)?
                 }
-                0x8c => {
+                op::SHORT_BINUNICODE => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
                     self.push_str(b)?
                 }
-                b'X' => {
+                op::BINUNICODE => {
                     let n = self.len_arg(4)?;
                     let b = self.take(n)?;
                     self.push_str(b)?
                 }
-                0x8d => {
+                op::BINUNICODE8 => {
                     let n = self.len_arg(8)?;
                     let b = self.take(n)?;
                     self.push_str(b)?
                 }
-                b'V' => {
+                op::UNICODE => {
                     let l = self.line()?;
+                    // The decoded `String` (at most the line's length) and the str made of it.
+                    self.charge(l.len() as u64 + str_heap(l.len()))?;
                     let s = raw_unicode_escape(l).ok_or_else(|| self.invalid("bad \\u escape"))?;
-                    self.charge(s.len() as u64)?;
                     self.push(Value::Str(s.into()))?
                 }
-                b'C' => {
+                op::SHORT_BINBYTES => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
                     self.push_bytes(b, false)?
                 }
-                b'B' => {
+                op::BINBYTES => {
                     let n = self.len_arg(4)?;
                     let b = self.take(n)?;
                     self.push_bytes(b, false)?
                 }
-                0x8e => {
+                op::BINBYTES8 => {
                     let n = self.len_arg(8)?;
                     let b = self.take(n)?;
                     self.push_bytes(b, false)?
                 }
-                0x96 => {
+                op::BYTEARRAY8 => {
                     let n = self.len_arg(8)?;
                     let b = self.take(n)?;
                     self.push_bytes(b, true)?
                 }
-                b'U' => {
+                op::SHORT_BINSTRING => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
                     self.push_py2_str(b)?
                 }
-                b'T' => {
+                op::BINSTRING => {
                     let n = self.uint(4)? as u32 as i32;
                     if n < 0 {
                         return Err(self.invalid("BINSTRING pickle has negative byte count"));
@@ -947,7 +1042,7 @@ impl<'a> Vm<'a> {
                     let b = self.take(n as usize)?;
                     self.push_py2_str(b)?
                 }
-                b'S' => {
+                op::STRING => {
                     let l = self.line()?;
                     let inner = match l {
                         [q, inner @ .., q2] if q == q2 && (*q == b'\'' || *q == b'"') => inner,
@@ -956,96 +1051,76 @@ impl<'a> Vm<'a> {
                     let b = escape_decode(inner).ok_or_else(|| self.invalid("bad escape in STRING"))?;
                     self.push_py2_str(&b)?
                 }
-                b')' => self.push(Value::Tuple(List::new()))?,
-                b']' => self.push(Value::List(List::new()))?,
-                b'}' => self.push(Value::Dict(Dict::new()))?,
-                0x8f => self.push(Value::Set(Set::new()))?,
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                op::EMPTY_TUPLE => self.push(Value::Tuple(List::new()))?,
+                op::EMPTY_LIST => self.push(Value::List(List::new()))?,
+                op::EMPTY_DICT => self.push(Value::Dict(Dict::new()))?,
+                op::EMPTY_SET => self.push(Value::Set(Set::new()))?,
+                op::TUPLE1..=op::TUPLE3 => {
+                    let n = (op - op::TUPLE1) as usize + 1;
                     if self.stack.len() < self.fence() + n {
                         return Err(self.invalid("the stack is empty (unpickling stack underflow)"));
                     }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    let items = self.embed_all(items)?;
+                    let items = self.take_from(self.stack.len() - n)?;
                     self.push(Value::Tuple(List(items)))?
                 }
-                b't' => {
+                op::TUPLE => {
                     let k = self.pop_mark()?;
-                    let items = self.stack.split_off(k);
-                    let items = self.embed_all(items)?;
+                    let items = self.take_from(k)?;
                     self.push(Value::Tuple(List(items)))?
                 }
-                b'l' => {
+                op::LIST => {
                     let k = self.pop_mark()?;
-                    let items = self.stack.split_off(k);
-                    let items = self.embed_all(items)?;
+                    let items = self.take_from(k)?;
                     self.push(Value::List(List(items)))?
                 }
-                b'd' => {
+                op::DICT => {
                     let k = self.pop_mark()?;
-                    let items = self.stack.split_off(k);
-                    if !items.len().is_multiple_of(2) {
+                    if !(self.stack.len() - k).is_multiple_of(2) {
                         return Err(self.invalid("odd number of items for DICT"));
                     }
-                    self.charge(key_cost(items.len() / 2))?;
-                    let items = self.embed_all(items)?;
+                    self.embed_from(k)?;
                     let mut d = Dict::new();
-                    let mut it = items.into_iter();
+                    self.meter.grow_store(&mut d.store, (self.stack.len() - k) / 2, |e| &e.0)?;
+                    let mut it = self.stack.drain(k..).map(value_of);
                     while let (Some(k), Some(v)) = (it.next(), it.next()) {
                         d.insert(k, v)?;
                     }
+                    drop(it);
                     self.push(Value::Dict(d))?
                 }
-                0x91 => {
+                op::FROZENSET => {
                     let k = self.pop_mark()?;
-                    let items = self.stack.split_off(k);
-                    self.charge(key_cost(items.len()))?;
-                    let items = self.embed_all(items)?;
+                    self.embed_from(k)?;
                     let mut s = Set::new();
-                    for v in items {
+                    self.meter.grow_store(&mut s.store, self.stack.len() - k, |e| e)?;
+                    for v in self.stack.drain(k..).map(value_of) {
                         s.insert(v)?;
                     }
                     self.push(Value::FrozenSet(s))?
                 }
-                b'a' => {
+                op::APPEND => {
                     let item = self.pop()?;
                     let v = self.embed(item)?;
                     let i = self.stack.len().wrapping_sub(1);
-                    self.extend_list(i, vec![v])?
+                    self.extend_list(i, std::iter::once(v), 1)?
                 }
-                b'e' => {
+                op::APPENDS => {
                     let k = self.pop_mark()?;
                     if k == 0 {
                         return Err(self.invalid("no list below the MARK"));
                     }
-                    let in_place = !self.refuse_objects
-                        && matches!(self.stack.get(k - 1), Some(Item::V(Value::List(_))))
-                        && self.stack[k..].iter().all(|i| matches!(i, Item::V(_)));
-                    if in_place {
-                        let (head, tail) = self.stack.split_at_mut(k);
-                        if let Some(Item::V(Value::List(l))) = head.last_mut() {
-                            l.0.reserve(tail.len());
-                            for it in tail.iter_mut() {
-                                if let Item::V(v) = std::mem::replace(it, Item::V(Value::None)) {
-                                    l.0.push(v);
-                                }
-                            }
-                        }
-                        self.stack.truncate(k);
-                    } else {
-                        let items = self.drain_embedded(k)?;
-                        self.extend_list(k - 1, items)?
-                    }
+                    self.embed_from(k)?;
+                    self.extend_from_stack(k)?
                 }
-                b's' => {
+                op::SETITEM => {
                     let v = self.pop()?;
                     let v = self.embed(v)?;
                     let k = self.pop()?;
                     let k = self.embed(k)?;
                     let i = self.stack.len().wrapping_sub(1);
-                    self.set_items(i, vec![k, v])?
+                    self.set_items(i, [k, v].into_iter(), 1)?
                 }
-                b'u' => {
+                op::SETITEMS => {
                     let k = self.pop_mark()?;
                     if k == 0 {
                         return Err(self.invalid("no dict below the MARK"));
@@ -1053,42 +1128,41 @@ impl<'a> Vm<'a> {
                     if !(self.stack.len() - k).is_multiple_of(2) {
                         return Err(self.invalid("odd number of items for SETITEMS"));
                     }
-                    if !self.set_items_in_place(k)? {
-                        let items = self.drain_embedded(k)?;
-                        self.set_items(k - 1, items)?
-                    }
+                    self.embed_from(k)?;
+                    self.set_items_from_stack(k)?
                 }
-                0x90 => {
+                op::ADDITEMS => {
                     let k = self.pop_mark()?;
                     if k == 0 {
                         return Err(self.invalid("no set below the MARK"));
                     }
-                    let items = self.stack.split_off(k);
-                    self.charge(key_cost(items.len()))?;
-                    let items = self.embed_all(items)?;
-                    let offset = self.start;
-                    match self.target(k - 1)? {
+                    self.embed_from(k)?;
+                    let n = self.stack.len() - k;
+                    let (head, tail) = self.stack.split_at_mut(k);
+                    match target_in(head, &mut self.slots, k - 1, op, self.start)? {
                         Value::Set(s) => {
-                            for v in items {
-                                s.insert(v)?;
+                            self.meter.grow_store(&mut s.store, n, |e| e)?;
+                            for it in tail.iter_mut() {
+                                s.insert(value_of(std::mem::replace(it, Item::V(Value::None))))?;
                             }
                         }
                         other => {
                             let t = other.type_name();
                             return Err(PickleError::Invalid {
                                 opcode: "ADDITEMS",
-                                offset,
+                                offset: self.start,
                                 reason: format!("cannot add items to a {t}"),
                             });
                         }
                     }
+                    self.stack.truncate(k);
                 }
-                b'b' => {
+                op::BUILD => {
                     let state = self.pop()?;
                     let state = self.embed(state)?;
                     let offset = self.start;
                     let i = self.stack.len().wrapping_sub(1);
-                    match self.target(i)? {
+                    match self.target(i)?.0 {
                         Value::Object(o) => o.state = Some(state),
                         other => {
                             let t = other.type_name();
@@ -1100,157 +1174,149 @@ impl<'a> Vm<'a> {
                         }
                     }
                 }
-                b'0' => {
+                op::POP => {
                     if self.marks.last() == Some(&self.stack.len()) {
                         self.marks.pop();
                     } else {
                         self.pop()?;
                     }
                 }
-                b'1' => {
+                op::POP_MARK => {
                     let k = self.pop_mark()?;
                     self.stack.truncate(k);
                 }
-                b'2' => {
+                op::DUP => {
                     if self.stack.len() <= self.fence() {
                         return Err(self.invalid("the stack is empty"));
                     }
-                    self.charge(NODE)?;
-                    let n = self.slots.len() as u32;
-                    let Some(top) = self.stack.last_mut() else { return Err(self.invalid("the stack is empty")) };
-                    let dup = match top {
-                        Item::H(s) => Item::H(*s),
-                        Item::V(v) if is_scalar(v) => {
-                            let c = heap(v);
-                            let v = v.clone();
-                            self.charge(c)?;
-                            Item::V(v)
+                    let dup = match self.stack.last() {
+                        Some(Item::H(s)) => Item::H(*s),
+                        Some(Item::V(v)) if is_scalar(v) && !is_nan(v) => {
+                            self.meter.charge(heap(v))?;
+                            Item::V(v.clone())
                         }
-                        Item::V(_) => {
-                            let Item::V(v) = std::mem::replace(top, Item::H(n)) else { unreachable!() };
-                            self.slots.push(Slot::Open(v));
-                            Item::H(n)
-                        }
+                        Some(Item::V(_)) => Item::H(self.top_to_slot()?),
+                        None => return Err(self.invalid("the stack is empty")),
                     };
-                    self.stack.push(dup);
+                    self.push_item(dup)?;
                 }
-                b'p' => {
+                op::PUT => {
                     let l = self.line()?;
                     let id = parse_id(l).ok_or_else(|| self.invalid("bad memo id"))?;
                     self.put(id)?
                 }
-                b'q' => {
+                op::BINPUT => {
                     let id = self.byte()? as u64;
                     self.put(id)?
                 }
-                b'r' => {
+                op::LONG_BINPUT => {
                     let id = self.uint(4)?;
                     self.put(id)?
                 }
-                0x94 => {
+                op::MEMOIZE => {
                     let id = self.memo_len;
                     self.put(id)?
                 }
-                b'g' => {
+                op::GET => {
                     let l = self.line()?;
                     let id = parse_id(l).ok_or_else(|| self.invalid("bad memo id"))?;
                     self.get(id)?
                 }
-                b'h' => {
+                op::BINGET => {
                     let id = self.byte()? as u64;
                     self.get(id)?
                 }
-                b'j' => {
+                op::LONG_BINGET => {
                     let id = self.uint(4)?;
                     self.get(id)?
                 }
-                b'c' => {
+                op::GLOBAL => {
                     let m = self.line()?;
                     let n = self.line()?;
+                    // The two names read (freed at once; charged, not given back).
+                    self.charge(str_heap(m.len()) + str_heap(n.len()))?;
                     let m = self.str_of(m)?;
                     let n = self.str_of(n)?;
                     self.global(&m, &n)?
                 }
-                0x93 => {
+                op::STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (&module, &name) {
-                        (Item::V(Value::Str(m)), Item::V(Value::Str(n))) => {
+                        (Item::V(Value::Str(m) | Value::Py2Str(m)), Item::V(Value::Str(n) | Value::Py2Str(n))) => {
+                            self.meter.charge(str_heap(m.len()) + str_heap(n.len()))?;
                             let (m, n) = (m.clone(), n.clone());
                             self.global(&m, &n)?
                         }
                         _ => return Err(self.invalid("STACK_GLOBAL requires str")),
                     }
                 }
-                b'R' => self.reduce()?,
-                0x81 => {
+                op::REDUCE => self.reduce()?,
+                op::NEWOBJ => {
                     let args = self.pop()?;
                     let args = self.embed(args)?;
                     let class = self.pop_global("the class of NEWOBJ")?;
                     let v = self.make_object(class, ObjectKind::NewObj, args, None)?;
-                    self.stack.push(Item::V(v));
+                    self.push_item(Item::V(v))?;
                 }
-                0x92 => {
+                op::NEWOBJ_EX => {
                     let kwargs = self.pop()?;
                     let kwargs = self.embed(kwargs)?;
                     let args = self.pop()?;
                     let args = self.embed(args)?;
                     let class = self.pop_global("the class of NEWOBJ_EX")?;
                     let v = self.make_object(class, ObjectKind::NewObjEx, args, Some(kwargs))?;
-                    self.stack.push(Item::V(v));
+                    self.push_item(Item::V(v))?;
                 }
-                b'i' => {
+                op::INST => {
                     let m = self.line()?;
                     let n = self.line()?;
+                    self.charge(str_heap(m.len()) + str_heap(n.len()))?;
                     let m = self.str_of(m)?;
                     let n = self.str_of(n)?;
                     let k = self.pop_mark()?;
-                    let items = self.stack.split_off(k);
-                    let items = self.embed_all(items)?;
-                    self.charge(NODE)?;
+                    let items = self.take_from(k)?;
+                    self.charge(std::mem::size_of::<Global>() as u64 + (m.len() + n.len()) as u64 + 16)?;
                     let class = Global { module: py3_module(&m, &n), name: n.into() };
                     let v = self.make_object(class, ObjectKind::Inst, Value::Tuple(List(items)), None)?;
                     self.push(v)?
                 }
-                b'o' => {
+                op::OBJ => {
                     let k = self.pop_mark()?;
-                    let mut items = self.stack.split_off(k);
-                    if items.is_empty() {
-                        return Err(self.invalid("OBJ needs a class"));
-                    }
-                    let class = match items.remove(0) {
-                        Item::V(Value::Global(g)) => *g,
-                        _ => return Err(self.invalid("the class of OBJ must be a global")),
+                    let class = match self.stack.get_mut(k) {
+                        None => return Err(self.invalid("OBJ needs a class")),
+                        Some(Item::V(Value::Global(g))) => std::mem::replace(&mut **g, Global::new("", "")),
+                        Some(_) => return Err(self.invalid("the class of OBJ must be a global")),
                     };
-                    let items = self.embed_all(items)?;
-                    self.charge(NODE)?;
+                    let items = self.take_from(k + 1)?;
+                    self.stack.truncate(k);
                     let v = self.make_object(class, ObjectKind::Inst, Value::Tuple(List(items)), None)?;
                     self.push(v)?
                 }
-                0x80 => {
+                op::PROTO => {
                     let p = self.byte()?;
                     if p > 5 {
                         return Err(self.invalid(format!("unsupported pickle protocol: {p}")));
                     }
                 }
-                0x95 => {
+                op::FRAME => {
                     self.len_arg(8)?;
                 }
-                b'P' | b'Q' => {
+                op::PERSID | op::BINPERSID => {
                     return Err(PickleError::Unsupported {
                         opcode: op_name(op),
                         offset: self.start,
                         why: "persistent ids need a persistent_load of the sender's program",
                     });
                 }
-                0x82..=0x84 => {
+                op::EXT1..=op::EXT4 => {
                     return Err(PickleError::Unsupported {
                         opcode: op_name(op),
                         offset: self.start,
                         why: "the copyreg extension registry is not supported",
                     });
                 }
-                0x97 | 0x98 => {
+                op::NEXT_BUFFER | op::READONLY_BUFFER => {
                     return Err(PickleError::Unsupported {
                         opcode: op_name(op),
                         offset: self.start,
@@ -1262,12 +1328,14 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn extend_list(&mut self, i: usize, mut items: Vec<Value>) -> R<()> {
-        let offset = self.start;
-        let op = self.op;
-        match self.target(i)? {
-            Value::List(l) => l.0.append(&mut items),
-            Value::Object(o) => o.list_items.append(&mut items),
+    /// APPEND: `n` values into the list (or object) at stack index `i`, its storage grown
+    /// (charged) first.
+    fn extend_list(&mut self, i: usize, items: impl Iterator<Item = Value>, n: usize) -> R<()> {
+        let (op, offset) = (self.op, self.start);
+        let (target, meter) = self.target(i)?;
+        let list = match target {
+            Value::List(l) => &mut l.0,
+            Value::Object(o) => &mut o.list_items,
             other => {
                 let t = other.type_name();
                 return Err(PickleError::Invalid {
@@ -1276,78 +1344,83 @@ impl<'a> Vm<'a> {
                     reason: format!("cannot append to a {t}"),
                 });
             }
-        }
-        self.scratch = items;
+        };
+        meter.grow(list, n)?;
+        list.extend(items);
         Ok(())
     }
 
-    /// SETITEMS straight from the stack into a dict the stack owns (the common case: no handles,
-    /// no objects to refuse); false when it does not apply.
-    fn set_items_in_place(&mut self, k: usize) -> R<bool> {
-        let applies = !self.refuse_objects
-            && matches!(self.stack.get(k - 1), Some(Item::V(Value::Dict(_))))
-            && self.stack[k..].iter().all(|i| matches!(i, Item::V(_)));
-        if !applies {
-            return Ok(false);
-        }
-        let n = (self.stack.len() - k) / 2;
-        if matches!(self.stack.get(k - 1), Some(Item::V(Value::Dict(d))) if d.len() + n > 8) {
-            self.charge(key_cost(n))?;
-        }
+    /// APPENDS: the (embedded) values above stack index `k` into the list below it, moved out
+    /// of the stack one by one (no intermediate vector).
+    #[inline(never)]
+    fn extend_from_stack(&mut self, k: usize) -> R<()> {
+        let n = self.stack.len() - k;
         let (head, tail) = self.stack.split_at_mut(k);
-        if let Some(Item::V(Value::Dict(d))) = head.last_mut() {
-            d.reserve(n);
-            let mut it = tail.iter_mut();
-            while let (Some(a), Some(b)) = (it.next(), it.next()) {
-                let (a, b) = (std::mem::replace(a, Item::V(Value::None)), std::mem::replace(b, Item::V(Value::None)));
-                if let (Item::V(key), Item::V(value)) = (a, b) {
-                    d.insert(key, value)?;
-                }
-            }
-        }
-        self.stack.truncate(k);
-        Ok(true)
-    }
-
-    fn set_items(&mut self, i: usize, mut items: Vec<Value>) -> R<()> {
-        let offset = self.start;
-        let op = self.op;
-        let n = items.len() / 2;
-        let big = matches!(self.stack.get(i), Some(Item::V(Value::Dict(d))) if d.len() + n > 8);
-        if big {
-            self.charge(key_cost(n))?;
-        }
-        match self.target(i)? {
-            Value::Dict(d) => {
-                d.reserve(n);
-                let mut it = items.drain(..);
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    d.insert(k, v)?;
-                }
-            }
-            Value::Object(o) => {
-                let mut it = items.drain(..);
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    o.dict_items.push((k, v));
-                }
-            }
+        let target = target_in(head, &mut self.slots, k - 1, self.op, self.start)?;
+        let list = match target {
+            Value::List(l) => &mut l.0,
+            Value::Object(o) => &mut o.list_items,
             other => {
                 let t = other.type_name();
-                return Err(PickleError::Invalid {
-                    opcode: op_name(op),
-                    offset,
-                    reason: format!("cannot set items on a {t}"),
-                });
+                return Err(self.invalid(format!("cannot append to a {t}")));
             }
-        }
-        self.scratch = items;
+        };
+        self.meter.grow(list, n)?;
+        list.extend(tail.iter_mut().map(|it| value_of(std::mem::replace(it, Item::V(Value::None)))));
+        self.stack.truncate(k);
+        Ok(())
+    }
+
+    /// SETITEM: `n` key-value pairs (`items` alternate) into the dict (or object) at stack
+    /// index `i`, its storage grown (charged) first.
+    fn set_items(&mut self, i: usize, items: impl Iterator<Item = Value>, n: usize) -> R<()> {
+        let (op, offset) = (self.op, self.start);
+        let mut pair: Vec<Item> = items.map(Item::V).collect();
+        let (target, meter) = self.target(i)?;
+        insert_pairs(target, meter, &mut pair, n, op, offset)
+    }
+
+    /// SETITEMS: the (embedded) pairs above stack index `k` into the dict below it.
+    #[inline(never)]
+    fn set_items_from_stack(&mut self, k: usize) -> R<()> {
+        let n = (self.stack.len() - k) / 2;
+        let (head, tail) = self.stack.split_at_mut(k);
+        let target = target_in(head, &mut self.slots, k - 1, self.op, self.start)?;
+        insert_pairs(target, &mut self.meter, tail, n, self.op, self.start)?;
+        self.stack.truncate(k);
         Ok(())
     }
 }
 
-/// Bytes of hash index for `n` keys.
-fn key_cost(n: usize) -> u64 {
-    n as u64 * 24
+/// Inserts `n` key-value pairs into a dict (or an object's dict items), growing its storage
+/// (charged) first, so inserting allocates nothing more.
+fn insert_pairs(target: &mut Value, meter: &mut Meter, items: &mut [Item], n: usize, op: u8, offset: usize) -> R<()> {
+    let take = |it: &mut Item| value_of(std::mem::replace(it, Item::H(0)));
+    match target {
+        Value::Dict(d) => {
+            meter.grow_store(&mut d.store, n, |e| &e.0)?;
+            for pair in items.chunks_exact_mut(2) {
+                let (k, v) = pair.split_at_mut(1);
+                d.insert(take(&mut k[0]), take(&mut v[0]))?;
+            }
+        }
+        Value::Object(o) => {
+            meter.grow(&mut o.dict_items, n)?;
+            for pair in items.chunks_exact_mut(2) {
+                let (k, v) = pair.split_at_mut(1);
+                o.dict_items.push((take(&mut k[0]), take(&mut v[0])));
+            }
+        }
+        other => {
+            let t = other.type_name();
+            return Err(PickleError::Invalid {
+                opcode: op_name(op),
+                offset,
+                reason: format!("cannot set items on a {t}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The items of a list or tuple argument, taken out; the value back if it is not one (or is
@@ -1376,7 +1449,8 @@ fn is_latin1_name(e: &str) -> bool {
 }
 
 /// The plain-data forms of REDUCE: `Ok(Ok(value))`, or `Ok(Err(args))` to build an object.
-fn plain_reduce(class: &Global, args: Value) -> R<Result<Value, Value>> {
+/// What it allocates is charged to `meter` first.
+fn plain_reduce(class: &Global, args: Value, meter: &mut Meter) -> R<Result<Value, Value>> {
     let m = class.module.as_str();
     let n = class.name.as_str();
     let known = matches!((m, n), ("_codecs", "encode") | ("builtins", "bytes" | "bytearray" | "set" | "frozenset"));
@@ -1387,13 +1461,26 @@ fn plain_reduce(class: &Global, args: Value) -> R<Result<Value, Value>> {
         Ok(items) => items,
         Err(args) => return Ok(Err(args)),
     };
+    // A copy of bytes, or a str's latin-1 bytes (at most its length).
+    let copied = match items.as_slice() {
+        [Value::Bytes(b)] => b.len(),
+        [Value::Str(s), _] => s.len(),
+        _ => 0,
+    };
+    meter.charge(copied as u64)?;
     let out = match ((m, n), items.as_slice()) {
-        (("_codecs", "encode"), [Value::Str(s), Value::Str(e)]) if is_latin1_name(e) => latin1(s).map(Value::Bytes),
+        (("_codecs", "encode"), [Value::Str(s) | Value::Py2Str(s), Value::Str(e) | Value::Py2Str(e)])
+            if is_latin1_name(e) =>
+        {
+            latin1(s).map(Value::Bytes)
+        }
         (("builtins", "bytes"), []) => Some(Value::Bytes(Vec::new())),
         (("builtins", "bytes"), [Value::Bytes(b)]) => Some(Value::Bytes(b.clone())),
         (("builtins", "bytearray"), []) => Some(Value::ByteArray(Vec::new())),
         (("builtins", "bytearray"), [Value::Bytes(b)]) => Some(Value::ByteArray(b.clone())),
-        (("builtins", "bytearray"), [Value::Str(s), Value::Str(e)]) if is_latin1_name(e) => {
+        (("builtins", "bytearray"), [Value::Str(s) | Value::Py2Str(s), Value::Str(e) | Value::Py2Str(e)])
+            if is_latin1_name(e) =>
+        {
             latin1(s).map(Value::ByteArray)
         }
         (("builtins", "set" | "frozenset"), []) => {
@@ -1410,9 +1497,13 @@ fn plain_reduce(class: &Global, args: Value) -> R<Result<Value, Value>> {
         let Some(arg) = items.pop() else { return Ok(Err(Value::Tuple(List(items)))) };
         let elems = match into_items(arg) {
             Ok(e) => e,
-            Err(arg) => return Ok(Err(Value::Tuple(List(vec![arg])))),
+            Err(arg) => {
+                items.push(arg);
+                return Ok(Err(Value::Tuple(List(items))));
+            }
         };
         let mut s = Set::new();
+        meter.grow_store(&mut s.store, elems.len(), |e| e)?;
         for v in elems {
             s.insert(v)?;
         }

@@ -6,7 +6,8 @@
 //! identity, so the output is never larger than CPython's), and [`Value::Shared`] by pointer
 //! identity, so sharing survives a round trip. At protocol 2, `bytes`, `bytearray`, `set` and
 //! `frozenset` are written exactly as Python 3 writes them (`_codecs.encode` / `__builtin__`
-//! `REDUCE`), which Python 2.7 reads; module names are mapped back to Python 2's at protocol 2,
+//! `REDUCE`), which Python 2.7 reads, and a Python 2 `str` ([`Value::Py2Str`]) as Python 2 wrote
+//! it (SHORT_BINSTRING / BINSTRING); module names are mapped back to Python 2's at protocol 2,
 //! as CPython's `fix_imports`. No FRAME opcode: it only adds bytes.
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use num_bigint::BigInt;
 
 use super::PickleError;
 use super::key::FastState;
+use super::opcodes as op;
 use super::value::{Global, Object, ObjectKind, Value};
 
 const BATCH: usize = 1000;
@@ -43,9 +45,11 @@ struct Enc<'a> {
     out: Vec<u8>,
     proto: u8,
     memo_len: u32,
-    /// (hash, str, memo id): the hash is kept so growing the table never reads the strings again
-    /// (they are scattered in memory; re-reading them was most of the memo's cost).
-    strs: hashbrown::HashTable<(u64, &'a str, u32)>,
+    /// (hash, str, written as a Python 2 byte string, memo id): the hash is kept so growing the
+    /// table never reads the strings again (they are scattered in memory; re-reading them was
+    /// most of the memo's cost). A `str` and a Python 2 `str` of the same text are two entries:
+    /// a reference to one must not stand for the other.
+    strs: hashbrown::HashTable<(u64, &'a str, bool, u32)>,
     hasher: FastState,
     globals: HashMap<(&'a str, &'a str), u32, FastState>,
     shared: HashMap<*const Value, u32, FastState>,
@@ -66,11 +70,11 @@ pub(crate) fn encode(v: &Value, proto: u8) -> R<Vec<u8>> {
         globals: HashMap::with_hasher(FastState::new()),
         shared: HashMap::with_hasher(FastState::new()),
     };
-    e.out.extend_from_slice(&[0x80, proto]);
+    e.out.extend_from_slice(&[op::PROTO, proto]);
     let mut frames: Vec<Frame<'_>> = Vec::new();
     e.value(v, &mut frames)?;
     e.run(&mut frames)?;
-    e.out.push(b'.');
+    e.out.push(op::STOP);
     Ok(e.out)
 }
 
@@ -156,11 +160,11 @@ impl<'a> Enc<'a> {
         let id = self.memo_len;
         self.memo_len += 1;
         if self.proto >= 4 {
-            self.out.push(0x94);
+            self.out.push(op::MEMOIZE);
         } else if id < 256 {
-            self.out.extend_from_slice(&[b'q', id as u8]);
+            self.out.extend_from_slice(&[op::BINPUT, id as u8]);
         } else {
-            self.out.push(b'r');
+            self.out.push(op::LONG_BINPUT);
             self.out.extend_from_slice(&id.to_le_bytes());
         }
         id
@@ -168,25 +172,25 @@ impl<'a> Enc<'a> {
 
     fn get(&mut self, id: u32) {
         if id < 256 {
-            self.out.extend_from_slice(&[b'h', id as u8]);
+            self.out.extend_from_slice(&[op::BINGET, id as u8]);
         } else {
-            self.out.push(b'j');
+            self.out.push(op::LONG_BINGET);
             self.out.extend_from_slice(&id.to_le_bytes());
         }
     }
 
     fn int(&mut self, n: i64) {
         if (0..=0xff).contains(&n) {
-            self.out.extend_from_slice(&[b'K', n as u8]);
+            self.out.extend_from_slice(&[op::BININT1, n as u8]);
         } else if (0..=0xffff).contains(&n) {
-            self.out.push(b'M');
+            self.out.push(op::BININT2);
             self.out.extend_from_slice(&(n as u16).to_le_bytes());
         } else if (i32::MIN as i64..=i32::MAX as i64).contains(&n) {
-            self.out.push(b'J');
+            self.out.push(op::BININT);
             self.out.extend_from_slice(&(n as i32).to_le_bytes());
         } else {
             let b = long_bytes(n);
-            self.out.extend_from_slice(&[0x8a, b.len() as u8]);
+            self.out.extend_from_slice(&[op::LONG1, b.len() as u8]);
             self.out.extend_from_slice(&b);
         }
     }
@@ -197,40 +201,73 @@ impl<'a> Enc<'a> {
         }
         let b = n.to_signed_bytes_le();
         if b.len() < 256 {
-            self.out.extend_from_slice(&[0x8a, b.len() as u8]);
+            self.out.extend_from_slice(&[op::LONG1, b.len() as u8]);
         } else {
-            self.out.push(0x8b);
+            self.out.push(op::LONG4);
             self.out.extend_from_slice(&(b.len() as u32).to_le_bytes());
         }
         self.out.extend_from_slice(&b);
     }
 
     fn str(&mut self, s: &'a str) -> R<()> {
+        self.memo_str(s, false)
+    }
+
+    /// A str, memoised: written the first time (as a Python 2 byte string when `py2`), fetched
+    /// from the memo afterwards.
+    fn memo_str(&mut self, s: &'a str, py2: bool) -> R<()> {
         let h = self.hasher.hash_one(s.as_bytes());
-        match self.strs.entry(h, |&(hh, x, _)| hh == h && x == s, |&(h, _, _)| h) {
+        match self.strs.entry(h, |&(hh, x, p, _)| hh == h && p == py2 && x == s, |&(h, _, _, _)| h) {
             hashbrown::hash_table::Entry::Occupied(e) => {
-                let id = e.get().2;
+                let id = e.get().3;
                 self.get(id);
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
                 let id = self.memo_len;
-                e.insert((h, s, id));
-                self.raw_str(s)?;
+                e.insert((h, s, py2, id));
+                if py2 {
+                    self.raw_py2_str(s.as_bytes());
+                } else {
+                    self.raw_str(s)?;
+                }
                 self.put();
             }
         }
         Ok(())
     }
 
+    /// A [`Value::Py2Str`]: at protocol 2, what a Python 2 peer reads, the byte string Python 2
+    /// wrote (and Python 3 reads as a `str`, as it read the original); at protocols 3-5 the
+    /// `str` CPython 3 made of it. Text beyond ASCII (only a hand-built value holds it) is a
+    /// `str` everywhere: as a byte string, Python 3 could not read it; so is text of 2 GiB or
+    /// more, which BINSTRING's signed 32-bit length cannot hold.
+    fn py2_str(&mut self, s: &'a str) -> R<()> {
+        let py2 = self.proto == 2 && s.is_ascii() && s.len() <= i32::MAX as usize;
+        self.memo_str(s, py2)
+    }
+
+    /// SHORT_BINSTRING or BINSTRING, as Python 2.7 writes a `str` at protocols 1 and 2.
+    fn raw_py2_str(&mut self, b: &[u8]) {
+        let n = b.len();
+        if n < 256 {
+            self.out.extend_from_slice(&[op::SHORT_BINSTRING, n as u8]);
+        } else {
+            // py2_str sends text beyond i32::MAX bytes elsewhere.
+            self.out.push(op::BINSTRING);
+            self.out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        self.out.extend_from_slice(b);
+    }
+
     fn raw_str(&mut self, s: &str) -> R<()> {
         let n = s.len();
         if self.proto >= 4 && n < 256 {
-            self.out.extend_from_slice(&[0x8c, n as u8]);
+            self.out.extend_from_slice(&[op::SHORT_BINUNICODE, n as u8]);
         } else if n <= u32::MAX as usize {
-            self.out.push(b'X');
+            self.out.push(op::BINUNICODE);
             self.out.extend_from_slice(&(n as u32).to_le_bytes());
         } else if self.proto >= 4 {
-            self.out.push(0x8d);
+            self.out.push(op::BINUNICODE8);
             self.out.extend_from_slice(&(n as u64).to_le_bytes());
         } else {
             return Err(PickleError::Serde("a str over 4 GiB needs protocol 4".into()));
@@ -248,7 +285,7 @@ impl<'a> Enc<'a> {
         if self.proto >= 4 {
             self.str(module)?;
             self.str(name)?;
-            self.out.push(0x93);
+            self.out.push(op::STACK_GLOBAL);
         } else {
             if module.contains('\n') || name.contains('\n') {
                 return Err(PickleError::Serde(format!(
@@ -256,7 +293,7 @@ impl<'a> Enc<'a> {
                 )));
             }
             let m = if self.proto < 3 { py2_name(module, name) } else { module };
-            self.out.push(b'c');
+            self.out.push(op::GLOBAL);
             self.out.extend_from_slice(m.as_bytes());
             self.out.push(b'\n');
             self.out.extend_from_slice(name.as_bytes());
@@ -272,23 +309,23 @@ impl<'a> Enc<'a> {
         if self.proto < 3 {
             if n == 0 {
                 self.global("builtins", "bytes")?;
-                self.out.extend_from_slice(b")R");
+                self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
             } else {
                 self.global("_codecs", "encode")?;
                 let text: String = b.iter().map(|&c| c as char).collect();
                 self.raw_str(&text)?;
                 self.str("latin1")?;
-                self.out.extend_from_slice(b"\x86R");
+                self.out.extend_from_slice(&[op::TUPLE2, op::REDUCE]);
             }
             return Ok(());
         }
         if n < 256 {
-            self.out.extend_from_slice(&[b'C', n as u8]);
+            self.out.extend_from_slice(&[op::SHORT_BINBYTES, n as u8]);
         } else if n <= u32::MAX as usize {
-            self.out.push(b'B');
+            self.out.push(op::BINBYTES);
             self.out.extend_from_slice(&(n as u32).to_le_bytes());
         } else if self.proto >= 4 {
-            self.out.push(0x8e);
+            self.out.push(op::BINBYTES8);
             self.out.extend_from_slice(&(n as u64).to_le_bytes());
         } else {
             return Err(PickleError::Serde("bytes over 4 GiB need protocol 4".into()));
@@ -300,70 +337,71 @@ impl<'a> Enc<'a> {
     /// Writes `v`, or starts it and pushes the frames that finish it.
     fn value(&mut self, v: &'a Value, frames: &mut Vec<Frame<'a>>) -> R<()> {
         match v {
-            Value::None => self.out.push(b'N'),
-            Value::Bool(true) => self.out.push(0x88),
-            Value::Bool(false) => self.out.push(0x89),
+            Value::None => self.out.push(op::NONE),
+            Value::Bool(true) => self.out.push(op::NEWTRUE),
+            Value::Bool(false) => self.out.push(op::NEWFALSE),
             Value::Int(n) => self.int(*n),
             Value::BigInt(n) => self.bigint(n),
             Value::Float(f) => {
-                self.out.push(b'G');
+                self.out.push(op::BINFLOAT);
                 self.out.extend_from_slice(&f.to_be_bytes());
             }
             Value::Str(s) => self.str(s)?,
+            Value::Py2Str(s) => self.py2_str(s)?,
             Value::Bytes(b) => self.bytes(b)?,
             Value::ByteArray(b) => {
                 if self.proto >= 5 {
-                    self.out.push(0x96);
+                    self.out.push(op::BYTEARRAY8);
                     self.out.extend_from_slice(&(b.len() as u64).to_le_bytes());
                     self.out.extend_from_slice(b);
                 } else if b.is_empty() {
                     self.global("builtins", "bytearray")?;
-                    self.out.extend_from_slice(b")R");
+                    self.out.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
                 } else {
                     self.global("builtins", "bytearray")?;
                     self.bytes(b)?;
-                    self.out.extend_from_slice(b"\x85R");
+                    self.out.extend_from_slice(&[op::TUPLE1, op::REDUCE]);
                 }
             }
             Value::List(l) => {
-                self.out.push(b']');
+                self.out.push(op::EMPTY_LIST);
                 frames.push(Frame::List { items: l, pos: 0 });
             }
             Value::Tuple(t) => match t.len() {
-                0 => self.out.push(b')'),
+                0 => self.out.push(op::EMPTY_TUPLE),
                 n @ 1..=3 => {
                     frames.push(Frame::Bytes(match n {
-                        1 => b"\x85",
-                        2 => b"\x86",
-                        _ => b"\x87",
+                        1 => &[op::TUPLE1],
+                        2 => &[op::TUPLE2],
+                        _ => &[op::TUPLE3],
                     }));
                     frames.push(Frame::Items { items: t, pos: 0 });
                 }
                 _ => {
-                    self.out.push(b'(');
-                    frames.push(Frame::Bytes(b"t"));
+                    self.out.push(op::MARK);
+                    frames.push(Frame::Bytes(&[op::TUPLE]));
                     frames.push(Frame::Items { items: t, pos: 0 });
                 }
             },
             Value::Dict(d) => {
-                self.out.push(b'}');
+                self.out.push(op::EMPTY_DICT);
                 frames.push(Frame::Dict { entries: d.entries(), pos: 0 });
             }
             Value::Set(s) | Value::FrozenSet(s) => {
                 let frozen = matches!(v, Value::FrozenSet(_));
                 if self.proto >= 4 {
                     if frozen {
-                        self.out.push(b'(');
-                        frames.push(Frame::Bytes(b"\x91"));
+                        self.out.push(op::MARK);
+                        frames.push(Frame::Bytes(&[op::FROZENSET]));
                         frames.push(Frame::Items { items: s.as_slice(), pos: 0 });
                     } else {
-                        self.out.push(0x8f);
+                        self.out.push(op::EMPTY_SET);
                         frames.push(Frame::Set { items: s.as_slice(), pos: 0 });
                     }
                 } else {
                     self.global("builtins", if frozen { "frozenset" } else { "set" })?;
-                    self.out.push(b']');
-                    frames.push(Frame::Bytes(b"\x85R"));
+                    self.out.push(op::EMPTY_LIST);
+                    frames.push(Frame::Bytes(&[op::TUPLE1, op::REDUCE]));
                     frames.push(Frame::List { items: s.as_slice(), pos: 0 });
                 }
             }
@@ -384,7 +422,7 @@ impl<'a> Enc<'a> {
 
     fn object(&mut self, o: &'a Object, frames: &mut Vec<Frame<'a>>) -> R<()> {
         if let Some(state) = &o.state {
-            frames.push(Frame::Bytes(b"b"));
+            frames.push(Frame::Bytes(&[op::BUILD]));
             frames.push(Frame::Val(state));
         }
         if !o.dict_items.is_empty() {
@@ -396,12 +434,12 @@ impl<'a> Enc<'a> {
         let Global { module, name } = &o.class;
         match o.kind {
             ObjectKind::Reduce | ObjectKind::Inst => {
-                frames.push(Frame::Bytes(b"R"));
+                frames.push(Frame::Bytes(&[op::REDUCE]));
                 frames.push(Frame::Val(&o.args));
                 self.global(module, name)?;
             }
             ObjectKind::NewObj => {
-                frames.push(Frame::Bytes(b"\x81"));
+                frames.push(Frame::Bytes(&[op::NEWOBJ]));
                 frames.push(Frame::Val(&o.args));
                 self.global(module, name)?;
             }
@@ -410,12 +448,12 @@ impl<'a> Enc<'a> {
                     return Err(PickleError::Serde(format!("{module}.{name}: NEWOBJ_EX without kwargs")));
                 };
                 if self.proto >= 4 {
-                    frames.push(Frame::Bytes(b"\x92"));
+                    frames.push(Frame::Bytes(&[op::NEWOBJ_EX]));
                     frames.push(Frame::Val(kwargs));
                     frames.push(Frame::Val(&o.args));
                     self.global(module, name)?;
                 } else {
-                    frames.push(Frame::Bytes(b"\x87R"));
+                    frames.push(Frame::Bytes(&[op::TUPLE3, op::REDUCE]));
                     frames.push(Frame::Val(kwargs));
                     frames.push(Frame::Val(&o.args));
                     self.global("copyreg", "__newobj_ex__")?;
@@ -426,7 +464,7 @@ impl<'a> Enc<'a> {
                 let parts = o.args.as_slice().filter(|p| p.len() == 2).ok_or_else(|| {
                     PickleError::Serde(format!("{module}.{name}: a _reconstructor object needs (base, state) args"))
                 })?;
-                frames.push(Frame::Bytes(b"\x87R"));
+                frames.push(Frame::Bytes(&[op::TUPLE3, op::REDUCE]));
                 frames.push(Frame::Items { items: parts, pos: 0 });
                 self.global("copyreg", "_reconstructor")?;
                 self.global(module, name)?;
@@ -467,19 +505,19 @@ impl<'a> Enc<'a> {
                 Some(Frame::List { items, pos }) => {
                     let len = items.len();
                     if *pos % BATCH == 0 && *pos > 0 {
-                        self.out.push(b'e');
+                        self.out.push(op::APPENDS);
                     }
                     if *pos == len {
                         if len % BATCH == 1 {
-                            self.out.push(b'a');
+                            self.out.push(op::APPEND);
                         } else if len % BATCH != 0 {
-                            self.out.push(b'e');
+                            self.out.push(op::APPENDS);
                         }
                         frames.pop();
                         continue;
                     }
                     if *pos % BATCH == 0 && len - *pos > 1 {
-                        self.out.push(b'(');
+                        self.out.push(op::MARK);
                     }
                     *pos += 1;
                     &items[*pos - 1]
@@ -488,19 +526,19 @@ impl<'a> Enc<'a> {
                     let len = entries.len() * 2;
                     let b2 = BATCH * 2;
                     if *pos % b2 == 0 && *pos > 0 {
-                        self.out.push(b'u');
+                        self.out.push(op::SETITEMS);
                     }
                     if *pos == len {
                         if len % b2 == 2 {
-                            self.out.push(b's');
+                            self.out.push(op::SETITEM);
                         } else if len % b2 != 0 {
-                            self.out.push(b'u');
+                            self.out.push(op::SETITEMS);
                         }
                         frames.pop();
                         continue;
                     }
                     if *pos % b2 == 0 && len - *pos > 2 {
-                        self.out.push(b'(');
+                        self.out.push(op::MARK);
                     }
                     let (k, v) = &entries[*pos / 2];
                     *pos += 1;
@@ -509,17 +547,17 @@ impl<'a> Enc<'a> {
                 Some(Frame::Set { items, pos }) => {
                     let len = items.len();
                     if *pos % BATCH == 0 && *pos > 0 {
-                        self.out.push(0x90);
+                        self.out.push(op::ADDITEMS);
                     }
                     if *pos == len {
                         if len % BATCH != 0 {
-                            self.out.push(0x90);
+                            self.out.push(op::ADDITEMS);
                         }
                         frames.pop();
                         continue;
                     }
                     if *pos % BATCH == 0 {
-                        self.out.push(b'(');
+                        self.out.push(op::MARK);
                     }
                     *pos += 1;
                     &items[*pos - 1]

@@ -4,13 +4,27 @@
 //! True`, `'a' != b'a'`, tuples and frozensets as keys, NaN never equal, lists unhashable), and
 //! must do so on hostile input without recursion on depth and without quadratic time. Hashing is
 //! iterative (frozensets hash order-independently); equality is an iterative lockstep walk that
-//! sees through [`Value::Shared`] and shortcuts on `Arc::ptr_eq`. Only a lookup inside a nested
-//! set or dict (a frozenset inside a frozenset key) recurses, and that is bounded by
-//! [`MAX_KEY_DEPTH`]; deeper, two keys are equal when their keyed 64-bit hashes are.
+//! sees through [`Value::Shared`] and shortcuts on identity (the same object is equal to itself,
+//! as CPython's `PyObject_RichCompareBool`). Only a lookup inside a nested set or dict (a
+//! frozenset inside a frozenset key) recurses, and that is bounded by [`MAX_KEY_DEPTH`]; deeper,
+//! two keys are equal when their keyed 64-bit hashes are.
+//!
+//! **Every hash, probe and comparison is charged** to one per-decode work budget ([`WorkBudget`],
+//! steps proportional to the input's length): a leaf hash or comparison costs one step plus one
+//! per 64 bytes it reads, a tuple or frozenset one step per element, a probe of the hash index one
+//! step per candidate. So the total work of keys is linear in the input whatever it holds.
+//!
+//! **NaN hashes by identity**, as in CPython 3.10+: a NaN is equal to nothing but itself, so
+//! hashing NaNs by value put every NaN in one probe chain (a set of N NaNs took N²/2 probes).
+//! Identity here: a NaN behind a [`Value::Shared`] (a memoised NaN fetched again, a DUP) is the
+//! object inside the `Arc`; a NaN inside a tuple or frozenset is its place in that container's
+//! heap buffer (immutable once built); a NaN that is the key itself is a fresh object, equal to
+//! nothing else (a fresh number each time it is hashed).
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use num_bigint::BigInt;
 use num_traits::FromPrimitive;
@@ -72,6 +86,84 @@ impl<T> Store<T> {
             Store::Big(b) => b.0,
         }
     }
+
+    /// The heap bytes the store holds: the vector's capacity, and for a big store its box and
+    /// its index table (as hashbrown lays it out: 16-byte entries, one control byte each, one
+    /// group of 16 more).
+    pub(crate) fn heap_bytes(&self) -> u64 {
+        match self {
+            Store::Small(v) => vec_bytes(v.capacity(), size_of::<T>()),
+            Store::Big(b) => {
+                BIG_BOX::<T>() + vec_bytes(b.0.capacity(), size_of::<T>()) + table_bytes(b.1.table.capacity())
+            }
+        }
+    }
+
+    /// The heap bytes [`Store::reserve`] for `n` more items would leave the store holding (an
+    /// upper bound; computed without allocating, to be charged first).
+    pub(crate) fn bytes_after_reserve(&self, n: usize) -> u64 {
+        let v = self.slice();
+        let need = v.len().saturating_add(n);
+        let cap = match self {
+            Store::Small(v) => v.capacity(),
+            Store::Big(b) => b.0.capacity(),
+        };
+        let vec = vec_bytes(grown_capacity(cap, need), size_of::<T>());
+        if need <= INDEX_AT && matches!(self, Store::Small(_)) {
+            return vec;
+        }
+        let table = match self {
+            Store::Small(_) => table_bytes_for(need),
+            Store::Big(b) if b.1.table.capacity() >= need => table_bytes(b.1.table.capacity()),
+            Store::Big(b) => table_bytes_for(need.max(b.1.table.capacity() + 1)),
+        };
+        BIG_BOX::<T>() + vec + table
+    }
+}
+
+/// The bytes of a vector of `cap` items of `size` bytes.
+fn vec_bytes(cap: usize, size: usize) -> u64 {
+    cap as u64 * size as u64
+}
+
+/// The box of a big store.
+#[allow(non_snake_case)]
+const fn BIG_BOX<T>() -> u64 {
+    size_of::<(Vec<T>, Index)>() as u64
+}
+
+/// The capacity a vector of capacity `cap` grows to when `need` items must fit: doubling (at
+/// least 4), or exactly `need` when that is more. The decoder grows every vector this way, with
+/// `reserve_exact`, so it knows the capacity it charges for.
+pub(crate) fn grown_capacity(cap: usize, need: usize) -> usize {
+    if need <= cap { cap } else { need.max(cap.saturating_mul(2)).max(4) }
+}
+
+/// Grows `v` so that `n` more items fit, as [`grown_capacity`] says.
+pub(crate) fn reserve_vec<T>(v: &mut Vec<T>, n: usize) {
+    let need = v.len().saturating_add(n);
+    let cap = grown_capacity(v.capacity(), need);
+    if cap > v.capacity() {
+        v.reserve_exact(cap - v.len());
+    }
+}
+
+/// Bytes of a hash index table whose capacity (`HashTable::capacity`) is `cap`.
+fn table_bytes(cap: usize) -> u64 {
+    if cap == 0 {
+        return 0;
+    }
+    // hashbrown keeps one bucket free below 8 buckets, an eighth of them above.
+    let buckets = if cap < 8 { cap + 1 } else { cap / 7 * 8 };
+    buckets as u64 * (size_of::<(u64, u32)>() as u64 + 1) + 16
+}
+
+/// Bytes of a hash index table made for `cap` items (`with_capacity` / `reserve`): an upper
+/// bound of hashbrown's choice (at least 16 buckets below 15 items, else the next power of two
+/// of 8/7 of them).
+fn table_bytes_for(cap: usize) -> u64 {
+    let buckets = if cap < 15 { 16 } else { (cap.saturating_mul(8) / 7).next_power_of_two() };
+    buckets as u64 * (size_of::<(u64, u32)>() as u64 + 1) + 16
 }
 
 fn state() -> &'static std::collections::hash_map::RandomState {
@@ -83,22 +175,59 @@ fn unhashable(v: &Value) -> PickleError {
     PickleError::Unhashable { type_name: v.type_name(), offset: None }
 }
 
-/// Hashes one value that is not a tuple or frozenset.
-fn leaf_hash(v: &Value, h: &mut impl Hasher) -> Result<(), PickleError> {
+/// Bytes a step of hashing or comparing may read: a leaf costs one step plus one per this many
+/// bytes of it.
+const BYTES_PER_STEP: usize = 64;
+
+/// The steps of hashing or comparing one leaf (a str, bytes, int, ...): 1 + its bytes / 64.
+#[inline]
+fn leaf_cost(v: &Value) -> u64 {
+    let bytes = match v {
+        Value::Str(s) | Value::Py2Str(s) => s.len(),
+        Value::Bytes(b) | Value::ByteArray(b) => b.len(),
+        Value::BigInt(b) => (b.bits() / 8) as usize,
+        Value::Global(g) => g.module.len() + g.name.len(),
+        _ => 0,
+    };
+    1 + (bytes / BYTES_PER_STEP) as u64
+}
+
+/// A big int's hash: its sign and 64-bit digits, read in place (no copy).
+fn big_hash(b: &BigInt, h: &mut impl Hasher) {
+    (2u8, b.sign() == num_bigint::Sign::Minus).hash(h);
+    for d in b.iter_u64_digits() {
+        h.write_u64(d);
+    }
+}
+
+/// A fresh identity for a NaN that is the key itself: no other value is that object.
+fn fresh_identity() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Hashes one value that is not a tuple or frozenset. `place`: where the value lives when that
+/// is its identity (inside an `Arc`, or inside an immutable container); `None` for the key
+/// itself. Only NaN hashes by identity.
+fn leaf_hash(v: &Value, place: Option<usize>, h: &mut impl Hasher) -> Result<(), PickleError> {
     match v {
         Value::None => 0u8.hash(h),
         Value::Bool(b) => (1u8, *b as i64).hash(h),
         Value::Int(i) => (1u8, *i).hash(h),
         Value::BigInt(b) => match i64::try_from(&**b) {
             Ok(i) => (1u8, i).hash(h),
-            Err(_) => (2u8, b.to_signed_bytes_le()).hash(h),
+            Err(_) => big_hash(b, h),
+        },
+        Value::Float(f) if f.is_nan() => match place {
+            Some(p) => (8u8, 0u8, p as u64).hash(h),
+            None => (8u8, 1u8, fresh_identity()).hash(h),
         },
         Value::Float(f) => {
             if f.fract() == 0.0 {
                 if *f >= -9.223_372_036_854_776e18 && *f < 9.223_372_036_854_776e18 {
                     (1u8, *f as i64).hash(h)
                 } else if let Some(b) = BigInt::from_f64(*f) {
-                    (2u8, b.to_signed_bytes_le()).hash(h)
+                    big_hash(&b, h)
                 } else {
                     (3u8, f.to_bits()).hash(h)
                 }
@@ -106,7 +235,7 @@ fn leaf_hash(v: &Value, h: &mut impl Hasher) -> Result<(), PickleError> {
                 (3u8, f.to_bits()).hash(h)
             }
         }
-        Value::Str(s) => (4u8, s.as_str()).hash(h),
+        Value::Str(s) | Value::Py2Str(s) => (4u8, s.as_str()).hash(h),
         Value::Bytes(b) => (5u8, b.as_slice()).hash(h),
         Value::Global(g) => (6u8, &g.module, &g.name).hash(h),
         // Instances hash and compare by identity, as Python's default: the address of the
@@ -132,10 +261,15 @@ fn mix(x: u64) -> u64 {
 /// Python's `hash(v)` in spirit: equal keys hash equal; an unhashable value (list, dict, set,
 /// bytearray, or a tuple holding one) is [`PickleError::Unhashable`]. Iterative.
 pub(crate) fn hash_key(v: &Value) -> Result<u64, PickleError> {
+    // The key's own identity, when it has one beyond this call: the object inside its `Arc`.
+    let place = matches!(v, Value::Shared(_)).then(|| place_of(v));
     let v = v.resolved();
     if !matches!(v, Value::Tuple(_) | Value::FrozenSet(_)) {
+        if !spend(leaf_cost(v)) {
+            return Err(PickleError::TooComplex);
+        }
         let mut h = state().build_hasher();
-        leaf_hash(v, &mut h)?;
+        leaf_hash(v, place, &mut h)?;
         return Ok(h.finish());
     }
     // Frames: (items, next position, accumulator, is a frozenset).
@@ -158,16 +292,18 @@ pub(crate) fn hash_key(v: &Value) -> Result<u64, PickleError> {
             done = Some(mix(acc ^ (items.len() as u64) ^ if fset { 0x5555 } else { 0xaaaa }));
             continue;
         }
-        if !spend() {
+        let child = top.0[top.1].resolved();
+        if !spend(leaf_cost(child)) {
             return Err(PickleError::TooComplex);
         }
-        let child = top.0[top.1].resolved();
         top.1 += 1;
         match open(child) {
             Some(f) => frames.push(f),
             None => {
+                // Inside an immutable tuple or frozenset (or an `Arc`), the child stays put:
+                // its place is its identity.
                 let mut h = state().build_hasher();
-                leaf_hash(child, &mut h)?;
+                leaf_hash(child, Some(child as *const Value as usize), &mut h)?;
                 done = Some(h.finish());
             }
         }
@@ -180,7 +316,7 @@ fn scalar_eq(a: &Value, b: &Value) -> Option<bool> {
     use Value::*;
     Some(match (a, b) {
         (None, None) => true,
-        (Str(x), Str(y)) => x == y,
+        (Str(x) | Py2Str(x), Str(y) | Py2Str(y)) => x == y,
         (Bytes(x) | ByteArray(x), Bytes(y) | ByteArray(y)) => x == y,
         (Int(x), Int(y)) => x == y,
         (Float(x), Float(y)) => x == y,
@@ -231,8 +367,32 @@ pub(crate) fn eq(a: &Value, b: &Value) -> bool {
     eq_walk(vec![(a, b)], 0, false)
 }
 
+/// Where a value lives, seen through `Shared`: its identity.
+#[inline]
+fn place_of(v: &Value) -> usize {
+    v.resolved() as *const Value as usize
+}
+
+/// Python's `a == b` between two keys (`PyObject_RichCompareBool`: the same object is equal to
+/// itself, NaN included), charged to the work budget; unequal once the budget is spent.
+///
+/// Two scalars (no `Shared`, no container) are compared at once: the caller charged the
+/// comparison (a step per candidate of a scan or a probe), and what a long str or bytes costs
+/// to compare is bounded by its own bytes, which the decoder charged when it made that copy
+/// (a key compared more than a few times is behind `Shared`, or inside a tuple, and charged
+/// here by its length).
+#[inline]
 fn eq_at(a: &Value, b: &Value, depth: usize) -> bool {
     if let Some(r) = scalar_eq(a, b) {
+        return r;
+    }
+    if !spend(leaf_cost(a.resolved())) {
+        return false;
+    }
+    if place_of(a) == place_of(b) {
+        return true;
+    }
+    if let Some(r) = scalar_eq(a.resolved(), b.resolved()) {
         return r;
     }
     if depth > MAX_KEY_DEPTH {
@@ -290,19 +450,15 @@ fn push_objects<'a>(x: &'a Object, y: &'a Object, work: &mut Work<'a>) -> bool {
 /// two instances are equal when built the same way.
 fn eq_walk<'a>(mut work: Work<'a>, depth: usize, keys: bool) -> bool {
     while let Some((a, b)) = work.pop() {
-        if !spend() {
+        let (a, b) = (a.resolved(), b.resolved());
+        if !spend(leaf_cost(a)) {
             return false;
         }
-        if let (Value::Shared(x), Value::Shared(y)) = (a, b)
-            && Arc::ptr_eq(x, y)
-        {
+        // The same object is equal to itself (Python's identity shortcut in comparisons: a
+        // shared NaN, the same shared list through two handles).
+        if std::ptr::eq(a, b) {
             continue;
         }
-        // The same container is equal to itself (Python's identity shortcut in comparisons).
-        if a.is_nested() && std::ptr::eq(a, b) {
-            continue;
-        }
-        let (a, b) = (a.resolved(), b.resolved());
         if let Some(r) = scalar_eq(a, b) {
             if r {
                 continue;
@@ -347,15 +503,16 @@ thread_local! {
     static STEPS: Cell<u64> = const { Cell::new(u64::MAX) };
 }
 
-/// Takes one step of the work budget; false once it is spent.
+/// Takes `n` steps of the work budget; false (and the budget left at zero) once it is spent.
 #[inline]
-fn spend() -> bool {
+fn spend(n: u64) -> bool {
     STEPS.with(|c| {
         let v = c.get();
-        if v == 0 {
+        if v < n {
+            c.set(0);
             false
         } else {
-            c.set(v - 1);
+            c.set(v - n);
             true
         }
     })
@@ -390,7 +547,7 @@ impl Drop for WorkBudget {
 fn check_hashable(k: &Value) -> Result<(), PickleError> {
     let mut work: Vec<&Value> = vec![k];
     while let Some(v) = work.pop() {
-        if !spend() {
+        if !spend(1) {
             return Err(PickleError::TooComplex);
         }
         match v.resolved() {
@@ -404,16 +561,37 @@ fn check_hashable(k: &Value) -> Result<(), PickleError> {
 
 /// A key whose hash the index never needs: compared by a scan in small containers.
 fn fast_key(k: &Value) -> bool {
-    matches!(k, Value::Str(_) | Value::Int(_) | Value::None | Value::Bytes(_))
+    matches!(k, Value::Str(_) | Value::Py2Str(_) | Value::Int(_) | Value::None | Value::Bytes(_))
+}
+
+/// One probe of a hash index: a candidate whose hash is `hh` for a key whose hash is `h`. Charged
+/// one step (a long probe chain is work too); false once the budget is spent.
+#[inline]
+fn probe(hh: u64, h: u64) -> bool {
+    spend(1) && hh == h
+}
+
+/// The position of `k` among the keys of a small store (scanned), charged a step per key
+/// compared.
+#[inline]
+fn scan<'a>(keys: impl Iterator<Item = &'a Value>, k: &Value, depth: usize) -> Option<usize> {
+    let mut n = 0u64;
+    let r = keys.inspect(|_| n += 1).position(|kk| eq_at(kk, k, depth));
+    if !spend(n) {
+        return None;
+    }
+    r
 }
 
 fn find_in_dict(d: &Dict, k: &Value, depth: usize) -> Option<usize> {
     let entries = d.store.slice();
     match d.store.index() {
-        None => entries.iter().position(|(kk, _)| eq_at(kk, k, depth)),
+        None => scan(entries.iter().map(|(kk, _)| kk), k, depth),
         Some(ix) => {
             let h = hash_key(k).ok()?;
-            ix.table.find(h, |&(hh, i)| hh == h && eq_at(&entries[i as usize].0, k, depth)).map(|&(_, i)| i as usize)
+            ix.table
+                .find(h, |&(hh, i)| probe(hh, h) && eq_at(&entries[i as usize].0, k, depth))
+                .map(|&(_, i)| i as usize)
         }
     }
 }
@@ -421,10 +599,10 @@ fn find_in_dict(d: &Dict, k: &Value, depth: usize) -> Option<usize> {
 fn find_in_set(s: &Set, k: &Value, depth: usize) -> Option<usize> {
     let items = s.store.slice();
     match s.store.index() {
-        None => items.iter().position(|kk| eq_at(kk, k, depth)),
+        None => scan(items.iter(), k, depth),
         Some(ix) => {
             let h = hash_key(k).ok()?;
-            ix.table.find(h, |&(hh, i)| hh == h && eq_at(&items[i as usize], k, depth)).map(|&(_, i)| i as usize)
+            ix.table.find(h, |&(hh, i)| probe(hh, h) && eq_at(&items[i as usize], k, depth)).map(|&(_, i)| i as usize)
         }
     }
 }
@@ -458,17 +636,48 @@ fn locate<T>(
             if !fast_key(k) {
                 check_hashable(k)?;
             }
-            Ok(items.iter().position(|x| eq_at(key_of(x), k, 0)).ok_or(None))
+            Ok(scan(items.iter().map(key_of), k, 0).ok_or(None))
         }
         Some(ix) => {
             let h = hash_key(k)?;
             Ok(ix
                 .table
-                .find(h, |&(hh, i)| hh == h && eq_at(key_of(&items[i as usize]), k, 0))
+                .find(h, |&(hh, i)| probe(hh, h) && eq_at(key_of(&items[i as usize]), k, 0))
                 .map(|&(_, i)| i as usize)
                 .ok_or(Some(h)))
         }
     }
+}
+
+/// Makes room for `n` more items without any allocation while they are inserted: the vector's
+/// capacity (as [`grown_capacity`]) and, beyond [`INDEX_AT`], the index (built now for a small
+/// store). What it allocates is at most [`Store::bytes_after_reserve`].
+pub(crate) fn reserve_store<T>(
+    store: &mut Store<T>,
+    n: usize,
+    key_of: impl Fn(&T) -> &Value,
+) -> Result<(), PickleError> {
+    let need = store.slice().len().saturating_add(n);
+    match store {
+        Store::Small(v) => {
+            reserve_vec(v, n);
+            if need > INDEX_AT {
+                let mut ix = Index { table: hashbrown::HashTable::with_capacity(need) };
+                for (i, k) in v.iter().enumerate() {
+                    let h = hash_key(key_of(k))?;
+                    ix.table.insert_unique(h, (h, i as u32), |&(h, _)| h);
+                }
+                let v = std::mem::take(v);
+                *store = Store::Big(Box::new((v, ix)));
+            }
+        }
+        Store::Big(b) => {
+            reserve_vec(&mut b.0, n);
+            let more = need.saturating_sub(b.1.table.len());
+            b.1.table.reserve(more, |&(h, _)| h);
+        }
+    }
+    Ok(())
 }
 
 /// Appends a new key (hash `h` when known) and indexes it, building the index when the store

@@ -18,6 +18,7 @@ mod de;
 mod decode;
 mod encode;
 mod key;
+mod opcodes;
 mod repr;
 mod ser;
 mod unprintable;
@@ -31,10 +32,13 @@ use serde::de::DeserializeOwned;
 
 pub use compact_str::CompactString;
 pub use de::SERDE_NODE_FLOOR;
-pub use decode::{DecodeOptions, EXPANSION, EXPANSION_FLOOR, MAX_INT_TEXT_DIGITS, ObjectPolicy, budget};
+pub use decode::{
+    DecodeOptions, EXPANSION, EXPANSION_FLOOR, MAX_INT_TEXT_DIGITS, ObjectPolicy, WORK_FLOOR, WORK_PER_BYTE, budget,
+    work_budget,
+};
 pub use key::MAX_KEY_DEPTH;
 pub use num_bigint::BigInt;
-pub use repr::{repr, repr_limited};
+pub use repr::{is_printable, repr, repr_limited};
 pub use value::{Dict, Global, List, Object, ObjectKind, Set, Value};
 
 use crate::error::Result;
@@ -221,7 +225,19 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, PickleError> 
 }
 
 /// A [`Value`] as a `serde` type (the reverse of [`to_value`]; depth limited to
-/// [`SERDE_DEPTH_LIMIT`]).
-pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, PickleError> {
-    de::from_value(value)
+/// [`SERDE_DEPTH_LIMIT`]). Takes the value itself or a reference to it (`from_value(v)` and
+/// `from_value(&v)` both work; `T` can still be named: `from_value::<T>(v)`).
+///
+/// ```
+/// use mpconn::pickle::{Value, from_value, loads_value};
+/// // The tuple (1, 2) as protocol 2 writes it: BININT1 1, BININT1 2, TUPLE2, STOP.
+/// let value: Value = loads_value(b"K\x01K\x02\x86.")?;
+/// let pair: (i64, i64) = from_value(&value)?; // borrowed: the value stays usable
+/// assert_eq!(pair, (1, 2));
+/// let pair: (u8, u8) = from_value(value)?; // or given away
+/// assert_eq!(pair, (1, 2));
+/// # Ok::<(), mpconn::pickle::PickleError>(())
+/// ```
+pub fn from_value<T: DeserializeOwned>(value: impl std::borrow::Borrow<Value>) -> Result<T, PickleError> {
+    de::from_value(value.borrow())
 }

@@ -300,7 +300,7 @@ impl Serialize for Depth<'_> {
                 }
             }
             Value::Float(f) => s.serialize_f64(*f),
-            Value::Str(x) => s.serialize_str(x),
+            Value::Str(x) | Value::Py2Str(x) => s.serialize_str(x),
             Value::Bytes(b) | Value::ByteArray(b) => s.serialize_bytes(b),
             Value::List(l) => {
                 let mut seq = s.serialize_seq(Some(l.len()))?;

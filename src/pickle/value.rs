@@ -28,6 +28,26 @@ use super::key;
 /// Equality is Python's `==`: `1 == 1.0 == True`, `b'a' == bytearray(b'a')`, a set equals a
 /// frozenset of the same elements, dicts compare without regard to order, and a NaN is not equal
 /// to itself (except through the same [`Value::Shared`]).
+///
+/// ```
+/// use mpconn::pickle::{Dict, Value, dumps_value, loads_value};
+///
+/// // What Python's pickle.dumps({'id': 7, 'tags': ['a', 'b']}, 2) holds, built by hand:
+/// let mut record = Dict::new();
+/// record.insert("id".into(), 7.into())?;
+/// record.insert("tags".into(), vec![Value::from("a"), Value::from("b")].into())?;
+/// let value = Value::from(record);
+/// assert_eq!(value.to_string(), "{'id': 7, 'tags': ['a', 'b']}"); // Python's repr
+///
+/// // Through the codec and back; then read it as Python code would.
+/// let back = loads_value(&dumps_value(&value, 2)?)?;
+/// assert_eq!(back, value);
+/// let dict = back.as_dict().expect("a dict");
+/// assert_eq!(dict.get_str("id").and_then(Value::as_i64), Some(7));
+/// let tags = dict.get_str("tags").and_then(Value::as_slice).expect("a list");
+/// assert_eq!(tags.iter().filter_map(Value::as_str).collect::<Vec<_>>(), ["a", "b"]);
+/// # Ok::<(), mpconn::pickle::PickleError>(())
+/// ```
 #[non_exhaustive]
 pub enum Value {
     /// `None`.
@@ -40,10 +60,23 @@ pub enum Value {
     BigInt(Box<BigInt>),
     /// A `float`.
     Float(f64),
-    /// A `str` (and a Python 2 `str` made only of ASCII bytes). A [`CompactString`]: up to 24
-    /// bytes inline, without an allocation (dict keys, short strings); it dereferences to `&str`
-    /// and converts from `String` and `&str` (`Value::Str("a".into())`).
+    /// A `str`. A [`CompactString`]: up to 24 bytes inline, without an allocation (dict keys,
+    /// short strings); it dereferences to `&str` and converts from `String` and `&str`
+    /// (`Value::Str("a".into())`). A Python 2 `str` made of ASCII bytes is a [`Value::Py2Str`];
+    /// [`Value::as_str`] returns both.
     Str(CompactString),
+    /// A Python 2 `str` (a byte string: STRING, BINSTRING, SHORT_BINSTRING) made only of ASCII
+    /// bytes, as the decoder makes it. Python 3 reads such a pickle as a `str`, and so does
+    /// everything here but the encoder: it is equal to, hashes as, is one dict key with, and
+    /// prints as the [`Value::Str`] of the same text, and [`Value::as_str`] and `serde` see a
+    /// `str`. The encoder writes it back at protocol 2 (what a Python 2 peer reads) as Python 2
+    /// wrote it, a byte string (SHORT_BINSTRING / BINSTRING, which Python 3 again reads as a
+    /// `str`), so a relay gives a Python 2 peer its `str` back, not a `unicode`; at protocols
+    /// 3-5, as the `str` CPython 3 would have made of it. (A Python 2 `str` with a byte beyond
+    /// ASCII is [`Value::Bytes`], which protocol 2 also writes back as a Python 2 `str`.)
+    /// Build one with [`Value::py2_str`]; text beyond ASCII held here is written as a `str` at
+    /// every protocol.
+    Py2Str(CompactString),
     /// `bytes` (and a Python 2 `str` holding a byte beyond ASCII).
     Bytes(Vec<u8>),
     /// A `bytearray`.
@@ -467,7 +500,7 @@ impl Value {
             Value::Bool(_) => "bool",
             Value::Int(_) | Value::BigInt(_) => "int",
             Value::Float(_) => "float",
-            Value::Str(_) => "str",
+            Value::Str(_) | Value::Py2Str(_) => "str",
             Value::Bytes(_) => "bytes",
             Value::ByteArray(_) => "bytearray",
             Value::List(_) => "list",
@@ -524,12 +557,29 @@ impl Value {
         }
     }
 
-    /// A `str`.
+    /// A `str` (a [`Value::Str`] or a [`Value::Py2Str`]).
     pub fn as_str(&self) -> Option<&str> {
         match self.resolved() {
-            Value::Str(s) => Some(s),
+            Value::Str(s) | Value::Py2Str(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// A Python 2 `str` (a byte string) as the decoder makes one from a Python 2 pickle: a
+    /// [`Value::Py2Str`] when every byte is ASCII, else [`Value::Bytes`]. Both go back to a
+    /// Python 2 peer (protocol 2) as a `str`; a Python 3 peer reads the first as a `str`, the
+    /// second as `bytes`.
+    pub fn py2_str(b: &[u8]) -> Value {
+        match std::str::from_utf8(b) {
+            Ok(s) if b.is_ascii() => Value::Py2Str(s.into()),
+            _ => Value::Bytes(b.to_vec()),
+        }
+    }
+
+    /// Was this (after [`Value::resolved`]) a Python 2 `str` made of ASCII bytes
+    /// ([`Value::Py2Str`])?
+    pub fn is_py2_str(&self) -> bool {
+        matches!(self.resolved(), Value::Py2Str(_))
     }
 
     /// The bytes of `bytes` or `bytearray`.
@@ -687,6 +737,7 @@ fn shallow_clone(v: &Value) -> Value {
         Value::BigInt(b) => Value::BigInt(b.clone()),
         Value::Float(f) => Value::Float(*f),
         Value::Str(s) => Value::Str(s.clone()),
+        Value::Py2Str(s) => Value::Py2Str(s.clone()),
         Value::Bytes(b) => Value::Bytes(b.clone()),
         Value::ByteArray(b) => Value::ByteArray(b.clone()),
         Value::Global(g) => Value::Global(g.clone()),

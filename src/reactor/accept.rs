@@ -5,8 +5,7 @@ use std::io;
 use std::time::Instant;
 
 use crate::reactor::{Handler, Reactor};
-use crate::wire::handshake::Nonce;
-use crate::wire::session::Session;
+use crate::settings::Side;
 
 impl<H: Handler> Reactor<H> {
     /// Accepts on a listener until it would block, the connection limit is reached, or the
@@ -29,19 +28,17 @@ impl<H: Handler> Reactor<H> {
                     l.paused = false;
                     let opts = l.opts.clone();
                     let lid = l.id;
-                    let config = opts.handshake_config();
-                    let nonce = match config {
-                        Some(_) => match Nonce::random() {
-                            Ok(n) => Some(n),
-                            Err(e) => {
-                                log::error!("no random challenge, connection dropped: {e}");
-                                continue;
-                            }
-                        },
-                        None => None,
+                    // The settings were checked by `listen`; what can fail is the random source.
+                    let session = match opts
+                        .session_factory(&self.core.config)
+                        .and_then(|f| f.session(Side::Listener, Instant::now()))
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            log::error!("no session for an accepted connection, dropped: {e}");
+                            continue;
+                        }
                     };
-                    let timeouts = opts.timeouts(&self.core.config);
-                    let session = Session::listener(config.as_ref().zip(nonce), timeouts, Instant::now());
                     match self.core.add_conn(stream, peer, session, opts, Some(lid)) {
                         Ok(cid) => {
                             if let Some(l) = self.core.listener(id) {

@@ -10,16 +10,17 @@ use mio::{Interest, Poll, Token};
 use slab::Slab;
 
 use crate::address::Address;
+use crate::budget::{MemoryBudget, SMALL_INPUT};
 use crate::error::{Error, Result};
 use crate::reactor::deadlines::Timers;
 use crate::reactor::handle::{Handle, Shared};
 use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
 use crate::reactor::write_queue::WriteQueue;
 use crate::reactor::{ConnId, ListenerId, SendError};
+use crate::settings::Side;
 use crate::transport::{Notify, SocketListener, Stream};
-use crate::wire::frame::{DEFAULT_READ_BLOCK, FrameDecoder};
-use crate::wire::handshake::Nonce;
-use crate::wire::session::{Event, HANDSHAKE_READ_BLOCK, Session};
+use crate::wire::frame::FrameDecoder;
+use crate::wire::session::{Event, Session};
 
 /// One connection: its socket, its buffers, and its [`Session`] (where every protocol decision
 /// is made); the rest is the reactor's bookkeeping.
@@ -42,8 +43,14 @@ pub(crate) struct ConnEntry {
     pub(crate) carried: bool,
     /// Reading paused by the user (`pause_reading`).
     pub(crate) paused: bool,
-    /// Reading paused because the output queue is above the high-water mark.
+    /// Reading paused because the output queue is above the high-water mark (or, under the
+    /// memory budget's pressure, above `SMALL_INPUT`).
     pub(crate) auto_paused: bool,
+    /// Reading stopped by the memory budget (not told to the session: the partial-message
+    /// clock keeps running); the budget names the connection when it may read again.
+    pub(crate) budget_paused: bool,
+    /// What the budget was last told this connection holds: input, output.
+    pub(crate) budget_seen: (usize, usize),
 }
 
 impl ConnEntry {
@@ -52,10 +59,15 @@ impl ConnEntry {
     }
 
     /// With `auto_pause_reading`, stops reading once the output queue reaches the high-water
-    /// mark (the delivery loop looks at this before each message).
+    /// mark, or holds more than `SMALL_INPUT` while the memory budget is under pressure
+    /// (`pressure`) (the delivery loop looks at this before each message).
     #[inline]
-    pub(crate) fn check_high_water(&mut self) {
-        if self.opts.auto_pause_reading && !self.auto_paused && self.out.queued() >= self.opts.high_water_mark {
+    pub(crate) fn check_high_water(&mut self, pressure: bool) {
+        let queued = self.out.queued();
+        if self.opts.auto_pause_reading
+            && !self.auto_paused
+            && (queued >= self.opts.high_water_mark || (pressure && queued > SMALL_INPUT))
+        {
             self.auto_paused = true;
             if !self.paused {
                 self.session.set_reading_paused(true, Instant::now());
@@ -122,10 +134,13 @@ pub(crate) struct Core {
     pub(crate) accept_retry: Vec<u64>,
     /// A graceful stop is in progress, until this deadline.
     pub(crate) stopping: Option<Instant>,
+    /// The memory budget shared by every connection (`ReactorConfig::memory_budget`).
+    pub(crate) budget: MemoryBudget,
 }
 
 impl Core {
     pub(crate) fn new(config: ReactorConfig) -> Result<Core> {
+        let config_budget = config.memory_budget;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
         let shared = Arc::new(Shared {
@@ -152,6 +167,7 @@ impl Core {
             drained: Vec::new(),
             accept_retry: Vec::new(),
             stopping: None,
+            budget: MemoryBudget::new(config_budget),
         })
     }
 
@@ -189,7 +205,9 @@ impl Core {
         if self.stopping.is_some() {
             return Err(Error::Closed("the reactor is stopping"));
         }
-        let mut socket = SocketListener::bind(address, options.backlog)?;
+        // Settings no peer could authenticate under are refused here, before the bind.
+        options.connection.session_factory(&self.config)?;
+        let mut socket = crate::transport::bind_listener(Some(address.clone()), None, options.backlog)?;
         let generation = self.generation();
         let entry = self.entries.vacant_entry();
         let id = ListenerId(pack(entry.key(), generation));
@@ -223,10 +241,8 @@ impl Core {
         let id = ConnId(pack(entry.key(), generation));
         let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         stream.register(self.poll.registry(), Token(id.0 as usize), interest, &self.notify)?;
-        // Until authenticated, reads are bounded by the handshake's cap, not a read block.
-        let read_block = if session.is_open() { DEFAULT_READ_BLOCK } else { HANDSHAKE_READ_BLOCK };
-        let mut decoder = FrameDecoder::new(opts.max_message_size);
-        decoder.set_read_block(read_block);
+        // The session says the read block: until authenticated, the handshake's, not 64 KiB.
+        let decoder = FrameDecoder::with_read_block(opts.max_message_size, session.read_block());
         entry.insert(Entry::Conn(Box::new(ConnEntry {
             id,
             stream,
@@ -243,6 +259,8 @@ impl Core {
             carried: false,
             paused: false,
             auto_paused: false,
+            budget_paused: false,
+            budget_seen: (0, 0),
         })));
         self.pump(id.0);
         Ok(id)
@@ -265,7 +283,7 @@ impl Core {
             match e {
                 Event::Opened => {
                     opened = true;
-                    c.decoder.set_read_block(DEFAULT_READ_BLOCK);
+                    c.decoder.set_read_block(c.session.read_block());
                 }
                 Event::Closed(reason) => closed = Some(reason),
             }
@@ -298,37 +316,51 @@ impl Core {
             return Err(Error::Closed("the reactor is stopping"));
         }
         let (stream, _connected) = Stream::connect_nonblocking(address)?;
-        let config = options.handshake_config();
-        let nonce = match config {
-            Some(_) => Some(Nonce::random()?),
-            None => None,
-        };
-        let auth = config.as_ref().zip(nonce);
-        let session = Session::connecting(auth, options.timeouts(&self.config), Instant::now());
+        let session = options.session_factory(&self.config)?.session(Side::Connecting, Instant::now())?;
         self.add_conn(stream, address.clone(), session, Arc::new(options), None)
     }
 
     /// Queues a framed message on an open connection.
     pub(crate) fn send(&mut self, id: ConnId, message: &[u8]) -> Result<(), SendError> {
-        let c = self.writable_conn(id)?;
+        let pressure = self.budget.under_pressure();
+        let c = self.writable_conn(id, message.len())?;
         c.out.push_copy(message);
-        c.check_high_water();
+        c.check_high_water(pressure);
         self.mark_dirty(id);
+        self.budget_after_send(id.0);
         Ok(())
     }
 
     pub(crate) fn send_owned(&mut self, id: ConnId, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
-        let c = match self.writable_conn(id) {
+        let pressure = self.budget.under_pressure();
+        let c = match self.writable_conn(id, message.len()) {
             Ok(c) => c,
             Err(e) => return Err((e, message)),
         };
         c.out.push_owned(message);
-        c.check_high_water();
+        c.check_high_water(pressure);
         self.mark_dirty(id);
+        self.budget_after_send(id.0);
         Ok(())
     }
 
-    fn writable_conn(&mut self, id: ConnId) -> Result<&mut ConnEntry, SendError> {
+    /// Queues a message whose body is shared with other connections' queues (a reference).
+    pub(crate) fn send_shared(&mut self, id: ConnId, message: &bytes::Bytes) -> Result<(), SendError> {
+        let pressure = self.budget.under_pressure();
+        let c = self.writable_conn(id, message.len())?;
+        c.out.push_shared(message);
+        c.check_high_water(pressure);
+        self.mark_dirty(id);
+        // A shared body counts in full for each connection: the budget stays an upper bound.
+        self.budget_after_send(id.0);
+        Ok(())
+    }
+
+    /// The connection, if a message of `len` bytes may be queued on it now: open, under its
+    /// high-water mark, and within the memory budget.
+    fn writable_conn(&mut self, id: ConnId, len: usize) -> Result<&mut ConnEntry, SendError> {
+        let allowed = self.budget.may_queue(id.0, len);
+        let (total, cap) = (self.budget.total(), self.config.memory_budget.unwrap_or(usize::MAX));
         let c = self.conn(id.0).ok_or(SendError::NoSuchConnection)?;
         if c.session.is_closing() {
             return Err(SendError::Closing);
@@ -339,6 +371,10 @@ impl Core {
         if c.out.queued() >= c.opts.high_water_mark {
             c.backpressured = true;
             return Err(SendError::Full { queued: c.out.queued(), high_water_mark: c.opts.high_water_mark });
+        }
+        if !allowed {
+            c.backpressured = true;
+            return Err(SendError::OverBudget { queued: c.out.queued(), total, budget: cap });
         }
         Ok(c)
     }
@@ -384,6 +420,9 @@ impl Core {
         c.session.set_reading_paused(paused, Instant::now());
         if !paused {
             self.schedule_read(id, true);
+        } else if self.budget.enabled() {
+            self.budget.pass_lead(id);
+            self.budget_wake();
         }
     }
 
@@ -409,6 +448,10 @@ impl Core {
         self.conn(id.0)?;
         let Entry::Conn(mut c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
         self.timers.sync(id.0, &mut c.timer_at, None);
+        if self.budget.enabled() {
+            self.budget.remove(id.0);
+            self.budget_wake();
+        }
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
         // dropped) removes it from the epoll set.
         if let Some(l) = c.listener
@@ -420,6 +463,96 @@ impl Core {
             }
         }
         Some(c)
+    }
+
+    /// Tells the memory budget what a connection holds now (its decoder's buffer, its queued
+    /// output), if that changed, and resumes the connections the budget lets read again.
+    #[inline]
+    pub(crate) fn budget_sync(&mut self, id: u64) {
+        if !self.budget.enabled() {
+            return;
+        }
+        let Some(c) = self.conn(id) else { return };
+        let now = (c.decoder.capacity(), c.out.queued());
+        if now == c.budget_seen {
+            return;
+        }
+        let seen = std::mem::replace(&mut c.budget_seen, now);
+        if now.0 != seen.0 {
+            self.budget.set_input(id, now.0);
+        }
+        if now.1 != seen.1 {
+            self.budget.set_output(id, now.1);
+        }
+        if self.budget.has_wake() {
+            self.budget_wake();
+        }
+    }
+
+    /// After a send: the budget learns the queue's size, and a leader that the send paused
+    /// (its queue reached the high-water mark) passes the lead on.
+    fn budget_after_send(&mut self, id: u64) {
+        if !self.budget.enabled() {
+            return;
+        }
+        if self.conn(id).is_some_and(|c| c.auto_paused) {
+            self.budget.pass_lead(id);
+        }
+        self.budget_sync(id);
+        self.budget_wake();
+    }
+
+    /// Resumes the connections the budget named (they are read first next turn).
+    /// A connection named while its reading is paused otherwise (by the user, or by its own
+    /// output queue) passes the lead on, so it cannot stall the others.
+    pub(crate) fn budget_wake(&mut self) {
+        while self.budget.has_wake() {
+            for id in self.budget.take_wake() {
+                let Some(c) = self.conn(id) else { continue };
+                let elsewhere = c.reading_paused();
+                if c.budget_paused {
+                    c.budget_paused = false;
+                    if !elsewhere {
+                        self.schedule_read(id, true);
+                    }
+                }
+                if elsewhere {
+                    self.budget.pass_lead(id);
+                }
+            }
+        }
+    }
+
+    /// Before a read of `id`: may it read, by the memory budget? Under pressure an idle
+    /// decoder's large buffer is given back first. A refusal stops reading the connection until
+    /// the budget resumes it.
+    pub(crate) fn budget_allows_read(&mut self, id: u64, large: usize) -> bool {
+        if !self.budget.enabled() {
+            return true;
+        }
+        let pressure = self.budget.under_pressure();
+        let Some(c) = self.conn(id) else { return false };
+        if pressure && c.decoder.is_idle() && c.decoder.capacity() >= large {
+            c.decoder.shrink_if_idle();
+        }
+        let growth = if c.decoder.in_message() { c.decoder.read_growth() } else { 0 };
+        self.budget_sync(id);
+        if self.budget.may_read(id, growth) {
+            // Being elected may have named others (or this one) to wake.
+            if self.budget.has_wake() {
+                self.budget_wake();
+            }
+            return true;
+        }
+        let total = self.budget.total();
+        if let Some(c) = self.conn(id)
+            && !c.budget_paused
+        {
+            c.budget_paused = true;
+            log::debug!("{} stops reading: memory budget spent ({total} bytes held by all)", c.id);
+        }
+        self.budget_wake();
+        false
     }
 
     pub(crate) fn remove_listener(&mut self, id: ListenerId) -> bool {
@@ -450,9 +583,58 @@ impl Core {
 }
 
 /// What a callback can do: send, close, listen, connect, stop. Given to every
-/// [`crate::reactor::Handler`] method.
+/// [`crate::reactor::Handler`] method, and by [`crate::reactor::Reactor::with_context`] between
+/// turns.
+///
+/// ```
+/// use mpconn::reactor::options::ListenOptions;
+/// use mpconn::reactor::{ConnId, Context, Handler, Reactor, SendError};
+///
+/// /// Sends every message to every connection but its sender.
+/// #[derive(Default)]
+/// struct Relay {
+///     members: Vec<ConnId>,
+/// }
+///
+/// impl Handler for Relay {
+///     fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mpconn::Address) {
+///         self.members.push(conn);
+///     }
+///     fn on_message(&mut self, ctx: &mut Context<'_>, from: ConnId, message: &[u8]) {
+///         let shared = mpconn::reactor::Bytes::copy_from_slice(message); // one copy for all
+///         for &to in self.members.iter().filter(|&&m| m != from) {
+///             match ctx.send_shared(to, &shared) {
+///                 Ok(()) => {}
+///                 // Over its high-water mark: this recipient misses it. (examples/chat_server.rs
+///                 // keeps it instead, and pauses the senders until the queue drains.)
+///                 Err(SendError::Full { .. }) => log::warn!("{to} is slow"),
+///                 Err(_) => {} // closing: on_close follows
+///             }
+///         }
+///     }
+/// }
+///
+/// # fn main() -> mpconn::Result<()> {
+/// let mut reactor = Reactor::new(Relay::default())?;
+/// reactor.listen("127.0.0.1:0", ListenOptions::new())?;
+/// // Outside callbacks too, between turns:
+/// let entries = reactor.with_context(|ctx| ctx.entry_count());
+/// assert_eq!(entries, 1); // the listener
+/// # Ok(()) }
+/// ```
 pub struct Context<'a> {
     pub(crate) core: &'a mut Core,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connections = self.core.entries.iter().filter(|(_, e)| matches!(e, Entry::Conn(_))).count();
+        f.debug_struct("Context")
+            .field("connections", &connections)
+            .field("listeners", &(self.core.entries.len() - connections))
+            .field("stopping", &self.core.stopping.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context<'_> {
@@ -471,9 +653,37 @@ impl Context<'_> {
         self.core.send_owned(conn, message)
     }
 
-    /// Pickles `value` with the protocol the peer reads (see
-    /// [`crate::wire::session::Session::pickle_protocol`]: 4 for CPython 3.12+, 2 where the peer
-    /// may be a Python 2) and queues it.
+    /// Queues a message whose body is a refcounted [`bytes::Bytes`]: the connection's queue holds
+    /// a reference (and the message's few header bytes), not a copy, so a broadcast to many
+    /// connections keeps one copy of the body in memory however many queues hold it, and
+    /// sending costs a reference count, not a copy, per recipient. The same refusal as
+    /// [`Context::send`] (the caller keeps its `Bytes`). For many tiny messages to one
+    /// connection, [`Context::send`] is better: copies coalesce into one buffer, references are
+    /// written as one slice each.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use mpconn::reactor::{ConnId, Context};
+    ///
+    /// fn broadcast(ctx: &mut Context<'_>, members: &[ConnId], text: &[u8]) {
+    ///     let shared = Bytes::copy_from_slice(text); // the one copy
+    ///     for &member in members {
+    ///         if let Err(e) = ctx.send_shared(member, &shared) {
+    ///             log::debug!("{member}: {e}");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn send_shared(&mut self, conn: ConnId, message: &bytes::Bytes) -> Result<(), SendError> {
+        self.core.send_shared(conn, message)
+    }
+
+    /// Pickles `value` with the protocol the peer reads (what the handshake proved: 4 for
+    /// CPython 3.12+, 2 where the peer may be a Python 2; see [`Context::pickle_protocol`]) and
+    /// queues it. A refusal is [`Error::Send`] with the reason: a full
+    /// queue is `SendError::Full` (nothing was queued and the caller still has `value`: send it
+    /// again after [`crate::reactor::Handler::on_drained`]), a gone connection
+    /// `SendError::NoSuchConnection`.
     #[cfg(feature = "pickle")]
     #[cfg_attr(docsrs, doc(cfg(feature = "pickle")))]
     pub fn send_pickle<T: serde::Serialize>(&mut self, conn: ConnId, value: &T) -> Result<()> {
@@ -482,12 +692,13 @@ impl Context<'_> {
             None => crate::wire::session::UNKNOWN_PEER_PICKLE_PROTOCOL,
         };
         let bytes = crate::pickle::dumps(value, protocol)?;
-        self.core.send_owned(conn, bytes).map_err(|(e, _)| Error::Closed(e.as_str()))
+        Ok(self.core.send_owned(conn, bytes)?)
     }
 
-    /// The pickle protocol `conn`'s peer reads (what [`Context::send_pickle`] writes: see
-    /// [`crate::wire::session::Session::pickle_protocol`]), for a caller that pickles values
-    /// itself; `None` for an unknown id.
+    /// The pickle protocol `conn`'s peer reads, for a caller that pickles values itself (what
+    /// [`Context::send_pickle`] writes): 4 when the handshake proved a CPython 3.12+ peer (the
+    /// `{sha256}` digest prefix), else 2, which every Python since 2.3 reads; `None` for an
+    /// unknown id.
     pub fn pickle_protocol(&mut self, conn: ConnId) -> Option<u8> {
         self.core.conn(conn.0).map(|c| c.session.pickle_protocol())
     }
@@ -544,6 +755,35 @@ impl Context<'_> {
     /// The address a connection's peer has (for accepted Unix sockets usually the empty path).
     pub fn peer_address(&mut self, conn: ConnId) -> Option<&Address> {
         self.core.conn(conn.0).map(|c| &c.peer)
+    }
+
+    /// Bytes all connections hold together by the memory budget's count (decoder buffers,
+    /// queued output and what the handler holds by [`Context::hold_memory`]; 0 when the budget is
+    /// off), and how many reads it has refused so far.
+    pub fn budget_usage(&self) -> (usize, u64) {
+        (self.core.budget.total(), self.core.budget.refusals())
+    }
+
+    /// Charges `bytes` the handler keeps of its connections' messages past the callback (a
+    /// whole message handed to a worker thread by [`crate::reactor::Handler::on_message_owned`],
+    /// say) to the reactor's memory budget ([`ReactorConfig::memory_budget`]), until
+    /// [`Context::release_memory`]. While the budget is over its cap, connections reading large
+    /// messages wait (small ones go on), so the memory a reactor and its handler hold together
+    /// stays bounded however many connections hand messages over at once. Nothing when the
+    /// budget is off.
+    ///
+    /// [`ReactorConfig::memory_budget`]: crate::reactor::options::ReactorConfig::memory_budget
+    pub fn hold_memory(&mut self, bytes: usize) {
+        self.core.budget.hold(bytes);
+        self.core.budget_wake();
+    }
+
+    /// Gives back `bytes` charged by [`Context::hold_memory`] (from another thread: through
+    /// [`Handle::call`]); connections the budget stopped resume once it is under its low-water
+    /// mark.
+    pub fn release_memory(&mut self, bytes: usize) {
+        self.core.budget.release(bytes);
+        self.core.budget_wake();
     }
 
     /// Bytes queued for `conn` and not yet written.

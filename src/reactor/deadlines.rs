@@ -67,6 +67,7 @@ impl<H: Handler> Reactor<H> {
             c.timer_at = None;
             if c.session.handle_timeout(now) {
                 c.decoder.shrink_if_idle();
+                self.core.budget_sync(id);
             }
             self.core.pump(id);
             self.settle();

@@ -194,6 +194,12 @@ impl<H: Handler> Reactor<H> {
                         h.on_send_refused(&mut ctx, id, msg, e);
                     }
                 }
+                Command::SendShared(id, msg) => {
+                    if let Err(e) = self.core.send_shared(id, &msg) {
+                        let (h, mut ctx) = self.ctx();
+                        h.on_send_refused(&mut ctx, id, Vec::from(msg), e);
+                    }
+                }
                 Command::Close(id) => self.core.close(id),
                 Command::PauseReading(id) => {
                     self.core.set_paused(id, true);
@@ -243,7 +249,7 @@ impl<H: Handler> Reactor<H> {
             // one still connecting or authenticating closes at once.
             let unopened = c.session.is_connecting() || c.session.is_handshaking();
             if past || c.out.is_empty() || unopened {
-                c.session.close_with(CloseReason::ReactorStopped);
+                c.session.abort("the reactor stopped");
             } else if c.session.is_open() {
                 c.session.close(now, false);
                 let cid = c.id;

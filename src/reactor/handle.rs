@@ -13,6 +13,7 @@ pub type Call = Box<dyn FnOnce(&mut Context<'_>) + Send>;
 
 pub(crate) enum Command {
     Send(ConnId, Vec<u8>),
+    SendShared(ConnId, bytes::Bytes),
     Close(ConnId),
     PauseReading(ConnId),
     ResumeReading(ConnId),
@@ -39,6 +40,32 @@ impl crate::transport::Notify for Shared {
 
 /// A `Send + Clone` handle to a reactor, for other threads: send, close, stop, or run a closure
 /// on the reactor thread. Commands from one thread are carried out in the order given.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use mpconn::reactor::{ConnId, Context, Handler, Reactor};
+///
+/// struct Quiet;
+/// impl Handler for Quiet {
+///     fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &[u8]) {}
+/// }
+///
+/// # fn main() -> mpconn::Result<()> {
+/// let mut reactor = Reactor::new(Quiet)?;
+/// let handle = reactor.handle();
+/// let (tx, rx) = mpsc::channel();
+/// let other = std::thread::spawn(move || -> mpconn::Result<()> {
+///     // Runs on the reactor's thread, with a Context.
+///     handle.call(move |ctx| {
+///         let _ = tx.send(ctx.entry_count());
+///     })?;
+///     handle.stop() // run() returns once this is carried out
+/// });
+/// reactor.run()?;
+/// other.join().unwrap()?;
+/// assert_eq!(rx.recv().unwrap(), 0); // no listener, no connection
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) shared: Arc<Shared>,
@@ -71,6 +98,14 @@ impl Handle {
     /// reactor gets to it, the message goes to [`crate::reactor::Handler::on_send_refused`].
     pub fn send(&self, conn: ConnId, message: Vec<u8>) -> Result<()> {
         self.push(Command::Send(conn, message))
+    }
+
+    /// Queues a shared (refcounted) message for `conn`, as [`Context::send_shared`]: give each
+    /// recipient a clone of one [`bytes::Bytes`] (a reference count, not a copy). A refusal goes
+    /// to [`crate::reactor::Handler::on_send_refused`] as [`Handle::send`]'s do (there as a
+    /// `Vec<u8>`: a copy of the body, made only for a refused message).
+    pub fn send_shared(&self, conn: ConnId, message: bytes::Bytes) -> Result<()> {
+        self.push(Command::SendShared(conn, message))
     }
 
     /// Closes `conn` (after its queued messages are written).

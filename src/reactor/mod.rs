@@ -42,12 +42,65 @@
 //! `examples/embed_poll.rs` (a `poll(2)` loop) show both; on Windows, call `run_once` from the
 //! outer loop with a timeout of at most `poll_timeout`. [`Handle`] lets other threads send,
 //! close and stop.
+//!
+//! **Work in a callback is every connection's wait.** Callbacks run on the reactor thread, so
+//! while `on_message` works nothing else is read, written or timed out. Unpickling there is the
+//! usual trap: the largest allowed message (128 MiB by default) of the densest pickle
+//! (`[None, None, ...]`, one value per byte) took 2.9 to 3.5 s per message to decode and print
+//! in `mpconn listen` (release build), and every other client waited that long for its reply.
+//! Keep callbacks to moving bytes, and decode on a worker thread: copy the message out (the
+//! slice lives for the call only), pause the connection so the worker holds at most one of its
+//! messages (a peer that sends faster than the worker decodes is throttled by TCP, not queued in
+//! memory), and post the answer back through a [`Handle`], resuming the connection there:
+//!
+//! ```no_run
+//! use std::sync::mpsc;
+//! use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
+//!
+//! struct Offload {
+//!     jobs: mpsc::Sender<(ConnId, Vec<u8>)>,
+//! }
+//! impl Handler for Offload {
+//!     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+//!         // Nothing more is delivered for this peer until its answer is posted back (a pause
+//!         // takes effect before the next message, even one from the same read).
+//!         ctx.pause_reading(conn);
+//!         let _ = self.jobs.send((conn, message.to_vec()));
+//!     }
+//! }
+//!
+//! fn worker(jobs: mpsc::Receiver<(ConnId, Vec<u8>)>, handle: Handle) {
+//!     for (conn, message) in jobs {
+//!         let ok = mpconn::pickle::loads_value(&message).is_ok(); // seconds, off the reactor
+//!         let reply = mpconn::pickle::dumps(&ok, 4).unwrap_or_default();
+//!         // Runs on the reactor thread, in the order posted.
+//!         let _ = handle.call(move |ctx| {
+//!             let _ = ctx.send_owned(conn, reply);
+//!             ctx.resume_reading(conn);
+//!         });
+//!     }
+//! }
+//! # fn main() -> mpconn::Result<()> {
+//! let (tx, rx) = mpsc::channel();
+//! let mut reactor = Reactor::new(Offload { jobs: tx })?;
+//! let handle = reactor.handle();
+//! std::thread::spawn(move || worker(rx, handle));
+//! reactor.run()
+//! # }
+//! ```
+//!
+//! With one worker, one slow message still delays the others' answers (not their reads and
+//! writes); several workers need an order per connection. `mpconn listen` (`cli/src/work.rs`)
+//! keeps a queue per connection served by two workers, one connection at a time each, so one
+//! slow peer holds up only itself, and lets a connection queue up to 8 MiB before pausing it.
+//! What stays on the reactor thread is the copy out of its buffer: 64 to 90 ms for a 128 MiB
+//! message into fresh memory, measured on a loaded machine.
 
 mod accept;
 mod core;
 mod deadlines;
 mod event_loop;
-pub mod handle;
+mod handle;
 pub mod options;
 mod read;
 mod write;
@@ -59,6 +112,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
+
+/// The refcounted buffer [`Context::send_shared`] and [`Handle::send_shared`] take (the `bytes`
+/// crate's, re-exported so a caller needs no dependency of its own).
+pub use bytes::Bytes;
 
 pub use self::core::Context;
 use self::core::Core;
@@ -102,20 +159,56 @@ pub enum SendError {
         /// The connection's high-water mark.
         high_water_mark: usize,
     },
+    /// The reactor's memory budget ([`options::ReactorConfig::memory_budget`]) is spent and this
+    /// connection already has output queued; as for `Full`, wait for `on_drained` (its queue
+    /// emptied).
+    #[error("the reactor's memory budget is spent ({total} bytes held, budget {budget}; {queued} queued here)")]
+    OverBudget {
+        /// Bytes queued on this connection now.
+        queued: usize,
+        /// Bytes held by all connections together.
+        total: usize,
+        /// The budget.
+        budget: usize,
+    },
 }
 
-impl SendError {
-    pub(crate) fn as_str(&self) -> &'static str {
-        match self {
-            SendError::NoSuchConnection => "no such connection",
-            SendError::Closing => "the connection is closing",
-            SendError::NotOpen => "the connection is not open yet",
-            SendError::Full { .. } => "the write queue is full",
-        }
-    }
-}
-
-/// The user's callbacks. Only `on_message` is required.
+/// The user's callbacks. Only `on_message` is required. Every callback gets a [`Context`] to
+/// send, close, pause or stop with, and may act on any connection, not only its own.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use mpconn::Address;
+/// use mpconn::CloseReason;
+/// use mpconn::reactor::{ConnId, Context, Handler};
+///
+/// /// Counts messages per connection and answers each with the count so far.
+/// #[derive(Default)]
+/// struct Counter {
+///     open: HashSet<ConnId>,
+///     messages: u64,
+/// }
+///
+/// impl Handler for Counter {
+///     fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, peer: &Address) {
+///         log::info!("{conn} from {peer}");
+///         self.open.insert(conn);
+///     }
+///     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _message: &[u8]) {
+///         self.messages += 1;
+///         if ctx.send(conn, &self.messages.to_be_bytes()).is_err() {
+///             ctx.close(conn); // over its high-water mark: this one does not read
+///         }
+///     }
+///     fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
+///         self.open.remove(&conn);
+///         if reason != CloseReason::PeerClosed {
+///             log::warn!("{conn}: {reason}");
+///         }
+///     }
+/// }
+/// # let _ = mpconn::reactor::Reactor::new(Counter::default());
+/// ```
 pub trait Handler {
     /// A connection is open: accepted or connected, and authenticated if it has a key.
     fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: &Address) {
@@ -124,6 +217,25 @@ pub trait Handler {
 
     /// A whole message arrived. The slice is valid for the call only.
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]);
+
+    /// A whole message arrived in the connection's own buffer, which is handed over: called
+    /// instead of [`Handler::on_message`] when the message can be given away without a copy.
+    /// That is a large message (above the 64 KiB read block) read into the connection's own
+    /// decoder, which holds nothing else: a message larger than the shared read buffer
+    /// ([`options::ReactorConfig::read_buffer_size`], 1 MiB by default), or one split across
+    /// reads that grew the connection's buffer. Messages that arrive whole in the shared buffer
+    /// keep the zero-copy slice of `on_message`.
+    ///
+    /// By default it calls `on_message` with the slice and drops the buffer. Implement it to keep
+    /// a large message past the call (for a worker thread, say) without copying it on the
+    /// reactor thread: copying 128 MiB into fresh memory there took 62–72 ms, during which no
+    /// other connection was served (`mpconn listen` hands its large messages to its workers this
+    /// way). The connection's next message gets a new buffer. Memory kept past the call can be
+    /// charged to the reactor's memory budget with [`Context::hold_memory`], so that connections
+    /// reading more large messages wait while it is held.
+    fn on_message_owned(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: Vec<u8>) {
+        self.on_message(ctx, conn, &message);
+    }
 
     /// A connection closed (or a connect failed); `reason` says why. Its id is dead afterwards.
     fn on_close(&mut self, ctx: &mut Context<'_>, conn: ConnId, reason: CloseReason) {
@@ -153,6 +265,45 @@ pub enum Turn {
 }
 
 /// A single-threaded event loop of listeners and connections. See the module docs.
+///
+/// [`Reactor::run`] runs until stopped; [`Reactor::run_once`] does one turn, for a loop of your
+/// own. Between turns, [`Reactor::with_context`] sends and closes from the owning thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use mpconn::reactor::options::ListenOptions;
+/// use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
+///
+/// struct Hello;
+/// impl Handler for Hello {
+///     fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mpconn::Address) {
+///         let _ = ctx.send(conn, b"hello");
+///     }
+///     fn on_message(&mut self, ctx: &mut Context<'_>, _: ConnId, _: &[u8]) {
+///         ctx.stop(); // the client answered: stop (queues flushed, connections closed)
+///     }
+/// }
+///
+/// # fn main() -> mpconn::Result<()> {
+/// let mut reactor = Reactor::new(Hello)?;
+/// let listener = reactor.listen("127.0.0.1:0", ListenOptions::new().authkey("key"))?;
+/// let address = reactor.listener_address(listener).expect("bound").clone();
+/// let client = std::thread::spawn(move || -> mpconn::Result<Vec<u8>> {
+///     let mut conn = mpconn::Client::new(address).authkey("key").connect()?;
+///     let greeting = conn.recv_bytes()?;
+///     conn.send_bytes(b"hi")?;
+///     Ok(greeting)
+/// });
+/// // One turn at a time (as `run` does), with a bound of our own.
+/// for _ in 0..1000 {
+///     if reactor.run_once(Some(Duration::from_millis(10)))? == Turn::Stopped {
+///         break;
+///     }
+/// }
+/// assert!(reactor.is_stopped());
+/// assert_eq!(client.join().unwrap()?, b"hello");
+/// # Ok(()) }
+/// ```
 pub struct Reactor<H: Handler> {
     core: Core,
     handler: H,
@@ -236,8 +387,15 @@ impl<H: Handler> Reactor<H> {
         self.core.entries.is_empty()
     }
 
-    /// Deadlines pending (for tests of the timer structure's size).
-    pub fn pending_deadlines(&self) -> usize {
+    /// Bytes all connections hold together by the memory budget's count, and the reads it has
+    /// refused so far (see [`Context::budget_usage`]).
+    pub fn budget_usage(&self) -> (usize, u64) {
+        (self.core.budget.total(), self.core.budget.refusals())
+    }
+
+    /// Deadlines pending (for tests of the timer structure's size, through
+    /// `mpconn::internal::pending_deadlines`).
+    pub(crate) fn pending_deadlines(&self) -> usize {
         self.core.timers.len()
     }
 

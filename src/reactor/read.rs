@@ -12,15 +12,18 @@ use std::io;
 use std::time::Instant;
 
 use crate::reactor::{ConnId, Context, Handler, Reactor};
-use crate::wire::frame::{DEFAULT_READ_BLOCK, FrameDecoder, FrameError, SliceFrames};
-use crate::wire::session::Delivery;
+use crate::wire::frame::{Frame, FrameDecoder, FrameError, SliceFrames};
+use crate::wire::link::{Next, judge_frame};
 
 impl<H: Handler> Reactor<H> {
     /// Reads a connection within its budget and delivers what arrived.
     /// `short_read_ends`: a read that returns less than asked means the socket is empty (true
     /// for an ordinary readiness edge; false when the peer has closed, or without an edge).
     pub(super) fn read_conn(&mut self, id: u64, short_read_ends: bool) {
-        let slice = self.core.config.read_budget.max(1);
+        let mut slice = self.core.config.read_budget.max(1);
+        if self.core.budget.held_pressure() {
+            slice = slice.min(crate::budget::HELD_PRESSURE_READ);
+        }
         let turn_budget = self.core.config.turn_read_budget;
         let mut read = 0usize;
         let turn_before = self.core.turn_read;
@@ -35,9 +38,7 @@ impl<H: Handler> Reactor<H> {
                 let mut decoder = std::mem::take(&mut c.decoder);
                 self.deliver(cid, &mut decoder);
                 if let Some(c) = self.core.conn(id) {
-                    if c.session.is_open() {
-                        decoder.set_read_block(DEFAULT_READ_BLOCK);
-                    }
+                    decoder.set_read_block(c.session.read_block());
                     c.decoder = decoder;
                     c.session.on_read(Instant::now(), c.decoder.in_message());
                 }
@@ -49,6 +50,12 @@ impl<H: Handler> Reactor<H> {
                 self.core.schedule_read(id, read == 0);
                 break;
             }
+            // The memory budget shared by all connections: under pressure only its leader and
+            // connections holding little may grow their input; the others wait to be named.
+            if !self.core.budget_allows_read(id, scratch.len()) {
+                break;
+            }
+            let Some(c) = self.core.conn(id) else { break };
             // A small incomplete tail left by the last read moves to the front of the shared
             // buffer (re-framed) so reads stay large; a connection streaming large messages
             // keeps reading into its own (kept) buffer.
@@ -96,9 +103,7 @@ impl<H: Handler> Reactor<H> {
                         if let Some(c) = self.core.conn(id)
                             && !c.session.is_closing()
                         {
-                            if c.session.is_open() {
-                                c.decoder.set_read_block(DEFAULT_READ_BLOCK);
-                            }
+                            c.decoder.set_read_block(c.session.read_block());
                             c.decoder.feed(frames.rest());
                         }
                         completed
@@ -131,6 +136,17 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
+        // A message that completed leaves its large buffer idle: under the budget's pressure it
+        // is given back now (the lead passes on), not a second later.
+        let pressure = self.core.budget.under_pressure();
+        if self.core.budget.enabled()
+            && let Some(c) = self.core.conn(id)
+        {
+            if pressure && c.decoder.is_idle() && c.decoder.capacity() >= scratch.len() {
+                c.decoder.shrink_if_idle();
+            }
+            self.core.budget_sync(id);
+        }
         self.scratch = scratch;
         self.core.turn_read = turn_before + read;
         // Replies written in the callbacks leave now, in one write.
@@ -154,22 +170,20 @@ impl<H: Handler> Reactor<H> {
                 return count;
             }
             let limit = c.session.frame_limit().min(c.opts.max_message_size);
-            let frame = match source.next(limit) {
-                Ok(Some(f)) => f,
-                Ok(None) => return count,
-                Err(e) => {
-                    c.session.handle_frame_error(e);
-                    self.core.pump(cid.0);
-                    return count;
-                }
-            };
-            count += 1;
-            match c.session.handle_frame(frame) {
-                Delivery::Message => {
+            // The glue every face shares: a frame or a refused length, judged by the session.
+            match judge_frame(&mut c.session, source.next(limit)) {
+                Next::Empty => return count,
+                Next::Message(frame) => {
+                    count += 1;
                     let (h, mut ctx) = (&mut self.handler, Context { core: &mut self.core });
-                    h.on_message(&mut ctx, cid, frame);
+                    match frame {
+                        Frame::Borrowed(message) => h.on_message(&mut ctx, cid, message),
+                        // The connection's own buffer, moved out: a large message, not copied.
+                        Frame::Owned(message) => h.on_message_owned(&mut ctx, cid, message),
+                    }
                 }
-                Delivery::Consumed => {
+                Next::Consumed => {
+                    count += 1;
                     if self.core.pump(cid.0) {
                         // Open: on_open runs before the messages that follow in this read.
                         let Some(c) = self.core.conn(cid.0) else { return count };
@@ -178,7 +192,7 @@ impl<H: Handler> Reactor<H> {
                         h.on_open(&mut ctx, cid, &peer);
                     }
                 }
-                Delivery::Closed => {
+                Next::Closed => {
                     self.core.pump(cid.0);
                     return count;
                 }
@@ -187,19 +201,20 @@ impl<H: Handler> Reactor<H> {
     }
 }
 
-/// Where frames come from during delivery: the shared read buffer or a connection's own.
+/// Where frames come from during delivery: the shared read buffer (always borrowed) or a
+/// connection's own decoder (a large message that fills it is moved out, owned).
 trait FrameSource {
-    fn next(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError>;
+    fn next(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError>;
 }
 
 impl FrameSource for FrameDecoder {
-    fn next(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError> {
-        self.next_frame_limited(limit)
+    fn next(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError> {
+        self.next_frame_or_owned(limit)
     }
 }
 
 impl FrameSource for SliceFrames<'_> {
-    fn next(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError> {
-        self.next_frame_limited(limit)
+    fn next(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError> {
+        Ok(self.next_frame_limited(limit)?.map(Frame::Borrowed))
     }
 }

@@ -33,7 +33,11 @@ impl Core {
         }
         // Below the low-water mark (half the high-water mark) an auto-paused connection reads
         // again.
-        let resume = c.auto_paused && c.out.queued() < c.opts.high_water_mark / 2;
+        // Under the memory budget's pressure, a queue above SMALL_INPUT keeps it paused.
+        let queued = c.out.queued();
+        let resume = c.auto_paused
+            && queued < c.opts.high_water_mark / 2
+            && !(self.budget.under_pressure() && queued > crate::budget::SMALL_INPUT);
         if resume {
             c.auto_paused = false;
         }
@@ -60,6 +64,7 @@ impl Core {
         if resume {
             self.reading_changed(id, true);
         }
+        self.budget_sync(id);
         self.pump(id);
     }
 }

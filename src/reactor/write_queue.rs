@@ -1,9 +1,12 @@
 //! A connection's outgoing bytes: small messages are copied and coalesced into shared chunks so a
 //! burst leaves in one system call; large owned messages are queued as they are and written with
-//! vectored writes, never copied.
+//! vectored writes, never copied; shared (refcounted) bodies are queued as a reference, so a
+//! broadcast holds one copy of its body whatever the number of recipients.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+
+use bytes::Bytes;
 
 use crate::wire::frame::Header;
 
@@ -18,6 +21,8 @@ enum Chunk {
     Small(Vec<u8>),
     /// One large message: its header and the caller's buffer.
     Large { header: Header, body: Vec<u8> },
+    /// One message whose body other queues share: its header (inline) and a reference.
+    Shared { header: Header, body: Bytes },
 }
 
 impl Chunk {
@@ -25,6 +30,7 @@ impl Chunk {
         match self {
             Chunk::Small(b) => b.len(),
             Chunk::Large { header, body } => header.as_bytes().len() + body.len(),
+            Chunk::Shared { header, body } => header.as_bytes().len() + body.len(),
         }
     }
 }
@@ -74,6 +80,14 @@ impl WriteQueue {
         self.chunks.push_back(Chunk::Large { header, body });
     }
 
+    /// Queues a message whose body is shared with other queues: a reference, no copy. The header
+    /// is a few bytes kept inline in the queue entry.
+    pub(crate) fn push_shared(&mut self, body: &Bytes) {
+        let header = Header::for_len(body.len());
+        self.queued += header.as_bytes().len() + body.len();
+        self.chunks.push_back(Chunk::Shared { header, body: body.clone() });
+    }
+
     /// Writes as much as the writer takes. `Ok(true)` when everything was written, `Ok(false)`
     /// when the writer would block with bytes left.
     pub(crate) fn flush(&mut self, w: &mut impl Write) -> io::Result<bool> {
@@ -85,6 +99,7 @@ impl WriteQueue {
                 let parts: [&[u8]; 2] = match chunk {
                     Chunk::Small(b) => [b, &[]],
                     Chunk::Large { header, body } => [header.as_bytes(), body],
+                    Chunk::Shared { header, body } => [header.as_bytes(), body],
                 };
                 for part in parts {
                     if skip >= part.len() {
@@ -192,6 +207,37 @@ mod tests {
             got.push(m);
         }
         assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn shared_bodies_are_referenced_not_copied_and_arrive_in_order() {
+        let body = Bytes::from(vec![9u8; 1024]);
+        let mut queues: Vec<WriteQueue> = (0..3).map(|_| WriteQueue::default()).collect();
+        for q in &mut queues {
+            q.push_copy(b"before");
+            q.push_shared(&body);
+            q.push_copy(b"after");
+        }
+        // Every queue points at the same body.
+        for q in &queues {
+            assert!(q.chunks.iter().any(|c| matches!(c, Chunk::Shared { body: b, .. } if b.as_ptr() == body.as_ptr())));
+            assert_eq!(q.queued(), 3 * 4 + 6 + 1024 + 5);
+        }
+        for q in &mut queues {
+            let mut w = Trickle { out: Vec::new(), step: 100, calls: 0 };
+            let mut rounds = 0;
+            while !q.flush(&mut w).unwrap() {
+                rounds += 1;
+                assert!(rounds < 10_000);
+            }
+            let mut d = FrameDecoder::default();
+            d.feed(&w.out);
+            let mut got = Vec::new();
+            while let Some(m) = d.take_frame().unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got, [b"before".to_vec(), vec![9u8; 1024], b"after".to_vec()]);
+        }
     }
 
     #[test]

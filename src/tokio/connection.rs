@@ -1,8 +1,11 @@
 //! The async connection: Python's `Connection` as futures (`send_bytes`, `recv_bytes`,
 //! `recv_bytes_into`, `poll`, `close`, `send` / `recv`).
 //!
-//! Like the blocking connection it owns a [`FrameDecoder`] and a [`Session`] and only moves bytes
-//! and time: the session decides what a frame, end of file, an I/O error or a deadline means.
+//! Like the blocking connection it owns a [`Link`] (the frame decoder and the [`Session`]) and
+//! only moves bytes and time: the session decides what a frame, end of file, an I/O error or a
+//! deadline means. Its deadlines (handshake, partial message, idle, write stall) are the
+//! session's table, as on the reactor: a receive or a send that waits also waits on a `Sleep`
+//! until the session's `poll_timeout`, and when that passes `handle_timeout` decides.
 //! Everything is written as `poll_*` functions over state kept in the connection, so the futures
 //! are thin and a dropped receive loses nothing (see the cancellation notes on each method).
 
@@ -19,9 +22,10 @@ use super::io::AsyncStream;
 use crate::address::Address;
 use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::RawDescriptor;
-use crate::wire::frame::{DEFAULT_READ_BLOCK, FrameDecoder, Header, encode_frame};
+use crate::wire::frame::{Header, encode_frame};
 use crate::wire::handshake::Dialect;
-use crate::wire::session::{Delivery, Event, HANDSHAKE_READ_BLOCK, Session, UNKNOWN_PEER_PICKLE_PROTOCOL};
+use crate::wire::link::{Link, Next, Ready};
+use crate::wire::session::Session;
 
 /// Messages up to this size are copied into the connection's write buffer with their header (one
 /// `write(2)`, and a dropped send cannot tear the frame); larger ones are written straight from
@@ -31,31 +35,116 @@ pub const SMALL_MESSAGE: usize = 64 * 1024;
 /// Fed messages are flushed once this many bytes are waiting (the Sink's `poll_ready`).
 const FEED_HIGH_WATER: usize = 256 * 1024;
 
+/// The bytes a connection reads and writes (together) before it returns to the runtime: once
+/// a receive, send, flush, Stream or Sink has moved this many since it last returned `Pending`,
+/// it yields (the task is woken again only after the runtime has run the other ready tasks and
+/// polled its I/O driver), and no single read or write asks for more. The reactor's
+/// per-connection `read_budget` figure. Without it, tokio's cooperative budget (128 I/O
+/// operations per task poll) let one bulk streamer move up to 8 MiB (128 reads of 64 KiB) before
+/// another task of a current-thread runtime ran: a good client's round trips took 70-440 ms at
+/// p50 behind four 256 KiB streamers (`tests/attacks.rs`, `bulk_streamers`).
+pub const FAIR_SLICE: usize = 256 * 1024;
+
 /// How long a `#FAILURE#` may take to go out after a failed handshake.
 const FAILURE_SEND_LIMIT: Duration = Duration::from_secs(1);
 
 const TORN: &str = "an earlier send_bytes was cancelled after writing part of a large message; \
                     the stream cannot carry further messages";
 
+const SEND_FAILED: &str = "an earlier send failed (the connection was reset, or the peer took none of \
+                           our output for the write-stall timeout): nothing more can be sent";
+
+/// The sleep for the session's earliest deadline, and that deadline.
+type Timer = Option<(Instant, Pin<Box<Sleep>>)>;
+
+/// Gives the runtime a turn: the task is woken again only after the runtime has run its other
+/// ready tasks and polled its I/O driver (`tokio::task::yield_now`'s deferred wake; outside a
+/// runtime the waker is woken at once). Always `Pending`.
+fn yield_to_runtime<T>(cx: &mut Context<'_>) -> Poll<T> {
+    let yielded = std::pin::pin!(::tokio::task::yield_now()).poll(cx);
+    debug_assert!(yielded.is_pending(), "a fresh yield_now is pending on its first poll");
+    Poll::Pending
+}
+
+/// Waits for the session's earliest deadline; each time it passes, the session's
+/// `handle_timeout` decides (a slot whose condition no longer holds re-arms). Ready once the
+/// session has closed; pending while it stays open (the task is woken at the next deadline).
+fn poll_session_deadline(link: &mut Link, timer: &mut Timer, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        if link.session().is_closing() {
+            return Poll::Ready(());
+        }
+        let Some(at) = link.session().poll_timeout() else {
+            *timer = None;
+            return Poll::Pending;
+        };
+        if !matches!(timer, Some((set, _)) if *set == at) {
+            *timer = Some((at, Box::pin(::tokio::time::sleep_until(at.into()))));
+        }
+        let Some((_, sleep)) = timer.as_mut() else { return Poll::Pending };
+        ready!(sleep.as_mut().poll(cx));
+        if link.session_mut().handle_timeout(Instant::now()) {
+            link.decoder_mut().shrink_if_idle();
+        }
+    }
+}
+
 /// An async connection to a peer: a Python `Connection` over a socket, on tokio.
 ///
 /// Messages are whole byte strings; their boundaries are kept. Methods take `&mut self`: one task
-/// uses a connection at a time (split reading and writing by wrapping it in a task that owns it).
+/// uses a connection at a time; [`Connection::into_split`] gives a receiving and a sending half
+/// for two tasks.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::{SinkExt, StreamExt};
+/// use mpconn::tokio::{Client, Listener};
+/// # fn main() -> mpconn::Result<()> {
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # rt.block_on(async {
+/// let mut listener = Listener::builder().address("127.0.0.1:0").authkey("key").bind()?;
+/// let address = listener.address().clone();
+/// let peer = tokio::spawn(async move {
+///     let mut conn = Client::new(address).authkey("key").connect().await?;
+///     while let Some(message) = conn.next().await {  // a Stream of messages
+///         let message = message?;
+///         conn.send_bytes(&message).await?;           // echo
+///     }
+///     Ok::<_, mpconn::Error>(())
+/// });
+/// let mut conn = listener.accept().await?;
+/// conn.send(&vec![1, 2, 3]).await?;                  // pickled, as Python's conn.send
+/// let echoed: Vec<i32> = conn.recv().await?;
+/// assert_eq!(echoed, [1, 2, 3]);
+/// conn.feed(b"one".as_slice()).await?;               // a Sink: feed many, flush once
+/// conn.feed(b"two".as_slice()).await?;
+/// conn.flush().await?;
+/// // Receiving is cancel-safe: a timeout loses no message.
+/// let first = tokio::time::timeout(Duration::from_secs(10), conn.recv_bytes()).await;
+/// assert_eq!(first.expect("in time")?, b"one");
+/// assert_eq!(conn.recv_bytes().await?, b"two");
+/// conn.close().await?;
+/// peer.await.expect("peer task")?;
+/// # Ok(()) })
+/// # }
+/// ```
 ///
 /// # Cancellation
 /// * [`Connection::recv_bytes`], [`Connection::recv_bytes_max`], [`Connection::recv_bytes_into`],
 ///   `recv`, [`Connection::poll`] and the [`Stream`](futures_core::Stream) implementation are
 ///   **cancel-safe**: bytes already read stay in the connection's buffer, so dropping the future
 ///   (a `select!` branch that lost, a `timeout`) loses no message and tears none.
-/// * [`Connection::send_bytes`] of a message up to [`SMALL_MESSAGE`] bytes, `feed_bytes` and
+/// * [`Connection::send_bytes`] of a message up to 64 KiB, `feed_bytes` and
 ///   [`Connection::flush`] are cancel-safe in the sense that a frame is never torn: a dropped
 ///   send leaves either nothing or the whole frame queued, and what is queued is written before
 ///   anything else, by the next send or flush. A send first waits for what earlier sends left,
 ///   so sends abandoned one after another (a `timeout` around each, to a peer that does not
 ///   read) leave at most one message queued.
-/// * A send waits as long as the peer takes nothing: there is no write timeout on this face;
-///   bound it with `tokio::time::timeout` (for a small message that leaves it queued or not sent,
-///   for a large one it may tear the stream as said below).
+/// * A send to a peer that takes nothing waits until the session's write-stall deadline (60 s
+///   by default, [`Timeouts::write_stall`](crate::Timeouts)) closes the
+///   connection, as on the reactor; bound it further with `tokio::time::timeout` (for a small
+///   message that leaves it queued or not sent, for a large one it may tear the stream as said
+///   below).
 /// * [`Connection::send_bytes`] of a larger message is **not** cancel-safe: it writes from your
 ///   buffer, and a send dropped after part of the frame went out leaves the peer mid-message.
 ///   The connection then refuses every further send with [`Error::Closed`] rather than corrupt
@@ -63,45 +152,57 @@ const TORN: &str = "an earlier send_bytes was cancelled after writing part of a 
 #[derive(Debug)]
 pub struct Connection {
     io: Option<AsyncStream>,
-    decoder: FrameDecoder,
-    /// The protocol state: handshake, no-key rule, what end of file and errors mean.
-    session: Session,
-    /// False after an error that left the read side unusable (a refused length, end of file).
-    readable: bool,
-    /// The peer closed its side; reported once the buffered messages are taken.
-    eof: bool,
+    /// The decoder and the protocol state: handshake, no-key rule, what end of file, errors and
+    /// time mean.
+    link: Link,
     /// The sleep for the session's earliest deadline, and that deadline.
-    timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    timer: Timer,
     /// Framed bytes waiting to be written: `out[out_pos..]`.
     out: Vec<u8>,
     out_pos: usize,
     /// A large send was dropped mid-frame: no more sends.
     torn: bool,
+    /// A write failed or stalled past the deadline: no more sends.
+    send_failed: bool,
     /// The Stream implementation has yielded its end.
     stream_done: bool,
-    pickle_protocol: u8,
+    /// The sending half of a split: never reads.
+    send_only: bool,
+    /// The listener's memory budget this connection's input counts against, if any.
+    budget: Option<super::budget::BudgetSlot>,
+    /// Bytes read and written since a poll of this connection last returned `Pending`: at
+    /// [`FAIR_SLICE`] the next read or write yields to the runtime first.
+    moved: usize,
 }
 
 impl Connection {
     pub(crate) fn new(io: AsyncStream, max_message_size: usize, session: Session) -> Connection {
-        let mut decoder = FrameDecoder::new(max_message_size);
-        // While authenticating, a read block just big enough for a handshake message: a
-        // connection that never authenticates holds bytes, not a 64 KiB block (as the reactor).
-        if !session.is_open() {
-            decoder.set_read_block(HANDSHAKE_READ_BLOCK);
-        }
+        // The link's read block is the session's: while authenticating, just big enough for a
+        // handshake message, so a connection that never authenticates holds bytes, not 64 KiB.
         Connection {
             io: Some(io),
-            decoder,
-            session,
-            readable: true,
-            eof: false,
+            link: Link::new(session, max_message_size),
             timer: None,
             out: Vec::new(),
             out_pos: 0,
             torn: false,
+            send_failed: false,
             stream_done: false,
-            pickle_protocol: UNKNOWN_PEER_PICKLE_PROTOCOL,
+            send_only: false,
+            budget: None,
+            moved: 0,
+        }
+    }
+
+    /// Counts this connection's input against a listener's shared memory budget.
+    pub(crate) fn set_budget(&mut self, slot: super::budget::BudgetSlot) {
+        self.budget = Some(slot);
+    }
+
+    /// After a read or a message taken: tells the budget what the decoder holds now.
+    fn budget_report(&mut self) {
+        if let Some(b) = &mut self.budget {
+            b.report(self.link.decoder_mut());
         }
     }
 
@@ -109,9 +210,50 @@ impl Connection {
         self.io.as_ref().ok_or(Error::Closed(""))
     }
 
+    /// The socket, `None` once closed (for the descriptor traits, Unix only).
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) fn async_stream(&self) -> Option<&AsyncStream> {
+        self.io.as_ref()
+    }
+
+    /// The sending half of [`Connection::into_split`]: a connection on a duplicate of the socket
+    /// that only sends, taking over what this one had queued and its torn flag, with the
+    /// session's sending half ([`Session::split_sender`]: the same deadlines, one idle clock for
+    /// both halves). This one goes on receiving.
+    pub(crate) fn split_writer(&mut self) -> Result<Connection> {
+        let io = self.io_ref()?.try_clone()?;
+        let session = self.link.session_mut().split_sender();
+        let mut writer = Connection::new(io, self.max_message_size(), session);
+        writer.send_only = true;
+        writer.stream_done = true;
+        writer.torn = self.torn;
+        writer.out = std::mem::take(&mut self.out);
+        writer.out_pos = std::mem::replace(&mut self.out_pos, 0);
+        Ok(writer)
+    }
+
+    // ----- fairness -----
+
+    /// Before a read or a write: `Pending` (after arranging to be woken once the runtime has
+    /// run its other tasks) when this connection has moved a fair slice since it last returned
+    /// `Pending`; the next poll starts a new slice.
+    fn poll_fair_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.moved < FAIR_SLICE {
+            return Poll::Ready(());
+        }
+        self.moved = 0;
+        log::trace!("yielding to the runtime after a fair slice ({FAIR_SLICE} bytes)");
+        yield_to_runtime(cx)
+    }
+
+    /// The transport returned `Pending`: the task waits anyway, so a new slice starts.
+    fn waited(&mut self) {
+        self.moved = 0;
+    }
+
     // ----- sending -----
 
-    /// Sends one message. Small messages (up to [`SMALL_MESSAGE`]) go out as one write of header
+    /// Sends one message. Small messages (up to 64 KiB) go out as one write of header
     /// and body; larger ones as vectored writes from `buf`. See the cancellation notes on
     /// [`Connection`].
     pub async fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
@@ -132,7 +274,8 @@ impl Connection {
 
     /// Queues one message without writing it (batching for senders of many small messages);
     /// [`Connection::flush`] or the next send writes everything queued in as few writes as the
-    /// socket takes.
+    /// socket takes. Nothing bounds this queue but the caller: flush when
+    /// [`Connection::queued_len`] grows (the sends that write wait for the peer instead).
     pub fn feed_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.check_send()?;
         self.queue_frame(buf);
@@ -156,6 +299,9 @@ impl Connection {
         if self.torn {
             return Err(Error::Closed(TORN));
         }
+        if self.send_failed {
+            return Err(Error::Closed(SEND_FAILED));
+        }
         Ok(())
     }
 
@@ -168,14 +314,30 @@ impl Connection {
     }
 
     pub(crate) fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut wrote = false;
         while self.out_pos < self.out.len() {
-            let io = self.io.as_mut().ok_or(Error::Closed(""))?;
-            match ready!(Pin::new(io).poll_write(cx, &self.out[self.out_pos..])) {
-                Ok(0) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e.into())),
+            if self.poll_fair_turn(cx).is_pending() {
+                return self.yielded_mid_write(wrote);
             }
+            let io = self.io.as_mut().ok_or(Error::Closed(""))?;
+            let end = self.out.len().min(self.out_pos + FAIR_SLICE);
+            match Pin::new(io).poll_write(cx, &self.out[self.out_pos..end]) {
+                Poll::Pending => {
+                    self.waited();
+                    return self.poll_stalled(cx, wrote);
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(self.write_failed(io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    self.out_pos += n;
+                    self.moved += n;
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.write_failed(e))),
+            }
+        }
+        if wrote {
+            self.link.session_mut().on_flush(Instant::now(), true, true);
         }
         self.out.clear();
         self.out_pos = 0;
@@ -186,35 +348,81 @@ impl Connection {
         Poll::Ready(Ok(()))
     }
 
+    /// A write yielded for fairness (the transport took everything offered): the bytes that
+    /// went out in this poll count as traffic; no stall clock starts, and the next poll goes on
+    /// writing.
+    fn yielded_mid_write<T>(&mut self, wrote: bool) -> Poll<T> {
+        if wrote {
+            self.link.session_mut().on_flush(Instant::now(), true, true);
+        }
+        Poll::Pending
+    }
+
+    /// The transport takes no more output now: the session hears of it (`wrote`: progress since
+    /// the last report restarts the write-stall clock) and its deadline is waited on beside the
+    /// write. Ready with the session's reason once it closed (write stall, or another deadline).
+    fn poll_stalled(&mut self, cx: &mut Context<'_>, wrote: bool) -> Poll<Result<()>> {
+        self.link.session_mut().on_flush(Instant::now(), wrote, false);
+        ready!(poll_session_deadline(&mut self.link, &mut self.timer, cx));
+        self.send_failed = true;
+        Poll::Ready(Err(self.close_error()))
+    }
+
+    /// A write failed: the session closes with the error (it decides what it means), and no
+    /// more sends are tried.
+    fn write_failed(&mut self, e: io::Error) -> Error {
+        self.send_failed = true;
+        self.link.io_error(e);
+        self.close_error()
+    }
+
     /// Writes header and `buf` straight from the caller's buffer. Not cancel-safe: `torn` records
     /// a partial frame at every point where this future could be dropped.
     async fn write_large(&mut self, buf: &[u8]) -> Result<()> {
         let header = Header::for_len(buf.len());
-        let h = header.as_bytes();
-        let total = h.len() + buf.len();
         let mut written = 0;
-        while written < total {
+        poll_fn(|cx| self.poll_write_large(cx, header.as_bytes(), buf, &mut written)).await
+    }
+
+    fn poll_write_large(
+        &mut self,
+        cx: &mut Context<'_>,
+        h: &[u8],
+        buf: &[u8],
+        written: &mut usize,
+    ) -> Poll<Result<()>> {
+        let total = h.len() + buf.len();
+        let mut wrote = false;
+        while *written < total {
+            if self.poll_fair_turn(cx).is_pending() {
+                return self.yielded_mid_write(wrote);
+            }
             let io = self.io.as_mut().ok_or(Error::Closed(""))?;
-            let r = poll_fn(|cx| {
-                if written < h.len() {
-                    let slices = [IoSlice::new(&h[written..]), IoSlice::new(buf)];
-                    Pin::new(&mut *io).poll_write_vectored(cx, &slices)
-                } else {
-                    Pin::new(&mut *io).poll_write(cx, &buf[written - h.len()..])
-                }
-            })
-            .await;
+            let r = if *written < h.len() {
+                let slices = [IoSlice::new(&h[*written..]), IoSlice::new(&buf[..buf.len().min(FAIR_SLICE)])];
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices)
+            } else {
+                let from = *written - h.len();
+                Pin::new(&mut *io).poll_write(cx, &buf[from..buf.len().min(from + FAIR_SLICE)])
+            };
             match r {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Ok(n) => {
-                    written += n;
-                    self.torn = written < total;
+                Poll::Pending => {
+                    self.waited();
+                    return self.poll_stalled(cx, wrote);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(self.write_failed(io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => {
+                    *written += n;
+                    self.moved += n;
+                    self.torn = *written < total;
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.write_failed(e))),
             }
         }
-        Ok(())
+        self.link.session_mut().on_flush(Instant::now(), true, true);
+        Poll::Ready(Ok(()))
     }
 
     // ----- receiving -----
@@ -238,22 +446,20 @@ impl Connection {
     /// usable. Cancel-safe.
     pub async fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         poll_fn(|cx| self.poll_message_ready(cx, usize::MAX)).await?;
-        let msg = match self.decoder.next_frame() {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(Error::Closed("decoder lost a message")),
-            Err(e) => {
-                self.session.handle_frame_error(e);
-                return Err(self.close_error());
-            }
+        let msg = match self.link.next(usize::MAX) {
+            Next::Message(m) => m,
+            Next::Empty => return Err(Error::Closed("decoder lost a message")),
+            Next::Consumed | Next::Closed => return Err(self.close_error()),
         };
-        if self.session.handle_frame(msg) != Delivery::Message {
-            return Err(self.close_error());
-        }
         if msg.len() > buf.len() {
-            return Err(BufferTooShort { message: msg.to_vec(), buffer_len: buf.len() }.into());
+            let e = BufferTooShort { message: msg.to_vec(), buffer_len: buf.len() }.into();
+            self.budget_report();
+            return Err(e);
         }
         buf[..msg.len()].copy_from_slice(msg);
-        Ok(msg.len())
+        let n = msg.len();
+        self.budget_report();
+        Ok(n)
     }
 
     /// Receives one message and hands it to `f` as a slice of the connection's buffer, without
@@ -269,18 +475,18 @@ impl Connection {
     pub async fn recv_bytes_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         loop {
             poll_fn(|cx| self.poll_message_ready(cx, usize::MAX)).await?;
-            let msg = match self.decoder.next_frame() {
-                Ok(Some(m)) => m,
-                Ok(None) => return Err(Error::Closed("decoder lost a message")),
-                Err(e) => {
-                    self.session.handle_frame_error(e);
-                    return Err(self.close_error());
+            match self.link.next(usize::MAX) {
+                Next::Message(m) => {
+                    let r = f(m);
+                    self.budget_report();
+                    return Ok(r);
                 }
-            };
-            match self.session.handle_frame(msg) {
-                Delivery::Message => return Ok(f(msg)),
-                Delivery::Consumed if self.session.is_open() => {}
-                _ => return Err(self.close_error()),
+                Next::Empty => return Err(Error::Closed("decoder lost a message")),
+                Next::Consumed => {}
+                Next::Closed => return Err(self.close_error()),
+            }
+            if !self.link.session().is_open() {
+                return Err(self.close_error());
             }
         }
     }
@@ -289,7 +495,7 @@ impl Connection {
     /// for one (`None`: without limit; Python's default `poll()` is `Some(Duration::ZERO)`).
     /// Reads what arrives into the connection's buffer. Cancel-safe.
     pub async fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        if !self.readable || self.io.is_none() {
+        if !self.readable() {
             return Err(Error::Closed("the connection is not readable"));
         }
         let wait = poll_fn(|cx| self.poll_readable(cx));
@@ -307,41 +513,64 @@ impl Connection {
 
     /// True when a whole message is already buffered, so `recv_bytes` will not wait.
     pub fn has_buffered_message(&self) -> bool {
-        self.decoder.has_frame()
+        self.link.decoder().has_frame()
     }
 
-    /// Reads until a whole message or end of file is buffered.
+    /// Reads until a whole message or end of file is buffered (or a deadline closed the
+    /// session: the next receive says why).
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool>> {
         loop {
-            if self.eof || self.decoder.has_frame() {
+            if self.link.eof_seen() || self.link.decoder().has_frame() {
+                return Poll::Ready(Ok(true));
+            }
+            self.link.resume();
+            if poll_session_deadline(&mut self.link, &mut self.timer, cx).is_ready() {
                 return Poll::Ready(Ok(true));
             }
             ready!(self.poll_read_once(cx))?;
         }
     }
 
-    /// One read into the decoder's buffer; end of file sets `eof`.
+    /// One read into the link's buffer (0 bytes: end of file); an error goes to the session.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        // The listener's memory budget: a read that would grow the buffer waits while others
+        // hold the budget (the caller's deadline sleep stays armed).
+        ready!(self.poll_fair_turn(cx));
+        if let Some(b) = &mut self.budget
+            && b.poll_may_read(cx, self.link.decoder_mut()).is_pending()
+        {
+            self.waited();
+            return Poll::Pending;
+        }
         let io = self.io.as_mut().ok_or(Error::Closed(""))?;
-        let mut rb = ReadBuf::new(self.decoder.read_buf());
-        loop {
-            match ready!(Pin::new(&mut *io).poll_read(cx, &mut rb)) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if self.session.is_handshaking() && is_disconnect(&e) => {
-                    self.session.handle_io_error(e);
-                    return Poll::Ready(Err(self.close_error()));
+        let window = self.link.read_buf();
+        let len = window.len().min(FAIR_SLICE);
+        let mut rb = ReadBuf::new(&mut window[..len]);
+        let result = loop {
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Pending => {
+                    self.moved = 0;
+                    return Poll::Pending;
                 }
-                Err(e) => return Poll::Ready(Err(e.into())),
-                Ok(()) => break,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Poll::Ready(r) => break r,
+            }
+        };
+        let n = rb.filled().len();
+        self.moved += n;
+        match result {
+            Ok(()) => {
+                self.link.filled(n, Instant::now());
+                if n > 0 {
+                    self.budget_report();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                self.link.io_error(e);
+                Poll::Ready(Err(self.close_error()))
             }
         }
-        let n = rb.filled().len();
-        if n == 0 {
-            self.eof = true;
-        } else {
-            self.decoder.advance(n);
-        }
-        Poll::Ready(Ok(()))
     }
 
     /// Polls for one application message (handshake messages are given to the session).
@@ -350,7 +579,7 @@ impl Connection {
             if let Some(m) = ready!(self.poll_recv_frame(cx, limit))? {
                 return Poll::Ready(Ok(m));
             }
-            if !self.session.is_open() {
+            if !self.link.session().is_open() {
                 return Poll::Ready(Err(Error::Closed("the handshake is not finished")));
             }
         }
@@ -360,76 +589,41 @@ impl Connection {
     /// handshake message the session took.
     fn poll_recv_frame(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Result<Option<Vec<u8>>>> {
         ready!(self.poll_message_ready(cx, limit))?;
-        let msg = match self.decoder.take_frame_limited(limit) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Poll::Ready(Err(Error::Closed("decoder lost a message"))),
-            Err(e) => {
-                self.session.handle_frame_error(e);
-                return Poll::Ready(Err(self.close_error()));
+        Poll::Ready(match self.link.take(limit) {
+            Next::Message(m) => {
+                self.budget_report();
+                Ok(Some(m))
             }
-        };
-        Poll::Ready(match self.session.handle_frame(&msg) {
-            Delivery::Message => Ok(Some(msg)),
-            Delivery::Consumed => Ok(None),
-            Delivery::Closed => Err(self.close_error()),
+            Next::Consumed => Ok(None),
+            Next::Empty => Err(Error::Closed("decoder lost a message")),
+            Next::Closed => Err(self.close_error()),
         })
     }
 
-    /// Reads until a whole message (within `limit`) is buffered. End of file, a refused length
-    /// and a passed deadline close the session (the error says what it decided).
+    /// Reads until a whole message (within `limit`) is buffered. End of file, a refused length,
+    /// an I/O error and a passed deadline close the session (the error says what it decided).
     fn poll_message_ready(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<Result<()>> {
-        if !self.readable {
-            return Poll::Ready(Err(Error::Closed("the connection is not readable")));
-        }
         loop {
-            match self.decoder.ready_len(limit) {
-                Ok(Some(_)) => return Poll::Ready(Ok(())),
-                Ok(None) => {}
-                Err(e) => {
-                    self.session.handle_frame_error(e);
-                    return Poll::Ready(Err(self.close_error()));
-                }
+            match self.link.poll_ready(limit) {
+                Ready::Frame => return Poll::Ready(Ok(())),
+                Ready::Closed => return Poll::Ready(Err(self.close_error())),
+                Ready::Read => {}
             }
-            if self.eof {
-                self.session.handle_eof(self.decoder.in_message());
-                return Poll::Ready(Err(self.close_error()));
-            }
-            if self.poll_deadline(cx).is_ready() {
-                self.session.handle_timeout(Instant::now());
-                if self.session.is_closed() {
-                    return Poll::Ready(Err(self.close_error()));
-                }
-                continue;
+            self.link.resume();
+            if poll_session_deadline(&mut self.link, &mut self.timer, cx).is_ready() {
+                continue; // closed: poll_ready says so
             }
             ready!(self.poll_read_once(cx))?;
         }
     }
 
-    /// Ready when the session's earliest deadline has passed (never without one).
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(at) = self.session.poll_timeout() else {
-            self.timer = None;
-            return Poll::Pending;
-        };
-        match &mut self.timer {
-            Some((set, _)) if *set == at => {}
-            t => *t = Some((at, Box::pin(::tokio::time::sleep_until(at.into())))),
-        }
-        match &mut self.timer {
-            Some((_, sleep)) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
-    }
-
-    /// The error for the session's close; the read side is unusable from now on.
+    /// The error for the session's close (its reason converted, once; then [`Error::Closed`]);
+    /// the read side is unusable from now on.
     fn close_error(&mut self) -> Error {
-        self.readable = false;
-        while let Some(e) = self.session.poll_event() {
-            if let Event::Closed(reason) = e {
-                return reason.into();
-            }
+        match self.link.close_reason() {
+            Some(reason) => reason.into(),
+            None => Error::Closed("the connection is not readable"),
         }
-        Error::Closed("the connection is not readable")
     }
 
     // ----- handshake -----
@@ -440,7 +634,7 @@ impl Connection {
         let result = self.drive_handshake().await;
         if result.is_err() {
             let mut failure = Vec::new();
-            while let Some(m) = self.session.poll_transmit() {
+            while let Some(m) = self.link.session_mut().poll_transmit() {
                 encode_frame(&m, &mut failure);
             }
             if !failure.is_empty() {
@@ -451,59 +645,64 @@ impl Connection {
                 let _ = ::tokio::time::timeout(FAILURE_SEND_LIMIT, self.flush()).await;
             }
         }
-        result?;
-        self.decoder.set_read_block(DEFAULT_READ_BLOCK);
-        self.pickle_protocol = self.session.pickle_protocol();
-        Ok(())
+        result
     }
 
+    /// Sends what the session has to send and receives until it is open or closed; its
+    /// deadline is waited on beside every write and read, and decided by `handle_timeout`.
     async fn drive_handshake(&mut self) -> Result<()> {
         loop {
-            while let Some(m) = self.session.poll_transmit() {
+            while let Some(m) = self.link.session_mut().poll_transmit() {
                 self.queue_frame(&m);
             }
             if self.queued_len() > 0 {
-                let sent = match self.session.poll_timeout() {
-                    Some(at) => ::tokio::time::timeout_at(at.into(), self.flush()).await,
-                    None => Ok(self.flush().await),
-                };
-                match sent {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        self.session.handle_timeout(Instant::now());
-                        self.session.close_with(crate::wire::session::CloseReason::HandshakeTimeout);
-                        return Err(self.close_error());
-                    }
-                }
+                self.flush().await?;
             }
-            if self.session.is_open() {
+            if self.link.session().is_open() {
                 // Drop the Opened event; nothing else waits.
-                while self.session.poll_event().is_some() {}
+                while self.link.session_mut().poll_event().is_some() {}
                 return Ok(());
             }
-            if self.session.is_closed() {
-                return Err(self.close_error());
-            }
-            let limit = self.session.frame_limit();
-            poll_fn(|cx| self.poll_recv_frame(cx, limit)).await?;
+            poll_fn(|cx| self.poll_recv_frame(cx, usize::MAX)).await?;
         }
     }
 
     // ----- the rest of Python's Connection -----
 
-    /// Closes the connection after writing what is queued (bounded by one second). Further calls
-    /// report [`Error::Closed`]. Dropping closes too, without the flush.
+    /// Closes the connection after writing what is queued ([`Connection::feed_bytes`]), for at
+    /// most the close-flush time ([`Timeouts::close_flush`](crate::Timeouts), 5 s by default;
+    /// the session's write-stall and other deadlines apply meanwhile). The connection is closed
+    /// either way; if queued bytes could not all be written, the unsent rest is dropped and
+    /// this returns an error: [`Error::Timeout`] when the close-flush time ran out, otherwise
+    /// the error that stopped the flush (a write stall, a reset, an earlier failed or torn
+    /// send). Further calls report [`Error::Closed`]. Dropping closes too, without the flush:
+    /// whatever is still queued is dropped silently.
     pub async fn close(&mut self) -> Result<()> {
-        if self.io.is_some() && self.queued_len() > 0 && !self.torn {
-            let _ = ::tokio::time::timeout(FAILURE_SEND_LIMIT, self.flush()).await;
+        let mut result = Ok(());
+        if self.io.is_some() && self.queued_len() > 0 {
+            result = match self.check_send() {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let limit = self.link.session().close_flush_limit();
+                    match ::tokio::time::timeout(limit, self.flush()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Error::Timeout(crate::Timeout::CloseFlush)),
+                    }
+                }
+            };
+            if result.is_err() {
+                log::debug!("close dropped {} queued bytes", self.queued_len());
+                self.out.clear();
+                self.out_pos = 0;
+            }
         }
         if let Some(mut io) = self.io.take() {
             // The peer may have gone already; closing is what matters.
             let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
         }
-        self.session.close(Instant::now(), true);
-        while self.session.poll_event().is_some() {}
-        Ok(())
+        self.link.session_mut().close(Instant::now(), true);
+        while self.link.session_mut().poll_event().is_some() {}
+        result
     }
 
     /// True once [`Connection::close`] was called.
@@ -513,7 +712,7 @@ impl Connection {
 
     /// True while messages can still be read.
     pub fn readable(&self) -> bool {
-        self.io.is_some() && self.readable
+        self.io.is_some() && !self.send_only && !self.link.session().is_closing()
     }
 
     /// The socket's descriptor (Python's `fileno()`); it stays owned by the connection.
@@ -528,28 +727,28 @@ impl Connection {
 
     /// The handshake dialect of this connection (from the listener's choice or the challenge).
     pub fn dialect(&self) -> Dialect {
-        self.session.dialect()
+        self.link.session().dialect()
     }
 
     /// The limit on one received message.
     pub fn max_message_size(&self) -> usize {
-        self.decoder.max_message_size()
+        self.link.decoder().max_message_size()
     }
 
     /// Changes the limit on one received message.
     pub fn set_max_message_size(&mut self, max: usize) {
-        self.decoder.set_max_message_size(max);
+        self.link.decoder_mut().set_max_message_size(max);
     }
 
     /// The pickle protocol `send` writes: what the handshake proved the peer reads (4 for
     /// CPython 3.12+ and Red Hat's Python 3; 2 where it may be a Python 2, and without a key).
     pub fn pickle_protocol(&self) -> u8 {
-        self.pickle_protocol
+        self.link.session().pickle_protocol()
     }
 
     /// Chooses the pickle protocol `send` writes (2 to 5), for those who know their peer.
     pub fn set_pickle_protocol(&mut self, protocol: u8) {
-        self.pickle_protocol = protocol;
+        self.link.session_mut().set_pickle_protocol(protocol);
     }
 
     /// Whether the Stream side has ended (for `FusedStream`-like checks).
@@ -572,16 +771,6 @@ impl Connection {
         let io = self.io.as_mut().ok_or(Error::Closed(""))?;
         Poll::Ready(ready!(Pin::new(io).poll_shutdown(cx)).map_err(Error::from))
     }
-}
-
-fn is_disconnect(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof
-    )
 }
 
 /// Python objects: pickled with [`crate::pickle`] (feature `pickle`).

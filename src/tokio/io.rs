@@ -234,6 +234,38 @@ impl AsyncStream {
         }
     }
 
+    /// A second handle on the same socket (`dup(2)`; `WSADuplicateSocket` on Windows),
+    /// registered with tokio on its own: one half reads through one, the other writes through
+    /// the other (the split of [`super::Connection::into_split`]). A named pipe has one
+    /// overlapped handle and cannot be split.
+    pub(crate) fn try_clone(&self) -> Result<AsyncStream> {
+        require_runtime()?;
+        match self {
+            #[cfg(unix)]
+            AsyncStream::Tcp(s) => {
+                let fd = std::os::fd::AsFd::as_fd(s).try_clone_to_owned()?;
+                Ok(AsyncStream::Tcp(::tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd))?))
+            }
+            #[cfg(unix)]
+            AsyncStream::Unix(s) => {
+                let fd = std::os::fd::AsFd::as_fd(s).try_clone_to_owned()?;
+                Ok(AsyncStream::Unix(::tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?))
+            }
+            #[cfg(windows)]
+            AsyncStream::Tcp(s) => {
+                let socket = std::os::windows::io::AsSocket::as_socket(s).try_clone_to_owned()?;
+                let std = std::net::TcpStream::from(socket);
+                std.set_nonblocking(true)?;
+                Ok(AsyncStream::Tcp(::tokio::net::TcpStream::from_std(std)?))
+            }
+            #[cfg(windows)]
+            AsyncStream::Pipe(_) => Err(Error::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a named pipe connection cannot be split (one overlapped handle, one state)",
+            ))),
+        }
+    }
+
     /// The descriptor (file descriptor on Unix, socket on Windows).
     pub(crate) fn raw_descriptor(&self) -> crate::transport::RawDescriptor {
         #[cfg(unix)]
@@ -246,6 +278,13 @@ impl AsyncStream {
             use std::os::windows::io::AsRawSocket;
             each_socket!(self, s => s.as_raw_socket() as usize, p => p.stream.raw_descriptor())
         }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for AsyncStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        each_socket!(self, s => s.as_fd(), _p => unreachable!())
     }
 }
 

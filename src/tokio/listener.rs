@@ -7,131 +7,54 @@
 //! then waited on through tokio. [`Listener::accept_incoming`] separates accepting from the
 //! handshake, so a server can accept the next client while another one authenticates.
 
-use std::time::{Duration, Instant};
-
 use super::Connection;
 use super::io::{AsyncStream, require_runtime};
-use crate::address::{Address, Family, IntoAddress, arbitrary_address};
-use crate::authkey::{AuthKey, resolve_key};
-use crate::blocking::DEFAULT_BACKLOG;
-use crate::error::{Error, Result};
+use crate::address::{Address, IntoAddress};
+use crate::error::Result;
+use crate::settings::{Bound, ListenSettings, face_setters, listener_accessors};
 use crate::transport::{RawDescriptor, SocketListener};
-use crate::wire::digest::DigestPolicy;
-use crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::wire::handshake::{Dialect, HandshakeConfig, Nonce};
-use crate::wire::session::{AuthOptions, Session, Timeouts};
 
 /// Settings for [`Listener`], made with [`Listener::builder`]; the same as
 /// [`crate::ListenerBuilder`]'s.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ListenerBuilder {
-    address: Option<Result<Address, String>>,
-    family: Option<Family>,
-    backlog: i32,
-    auth: AuthOptions,
-    authenticate: bool,
-    max_message_size: usize,
+    settings: ListenSettings,
+    memory_budget: Option<usize>,
 }
 
 impl ListenerBuilder {
-    /// The address to bind (default: a fresh address of the family, see [`arbitrary_address`]).
+    /// The address to bind (default: a fresh address of the family, see
+    /// [`arbitrary_address`](crate::arbitrary_address)).
     pub fn address(mut self, address: impl IntoAddress) -> Self {
-        self.address = Some(address.into_address().map_err(|e| e.to_string()));
+        self.settings.face.set_address(address);
         self
     }
 
-    /// The family; checked against the address, or picks the arbitrary address's family.
-    pub fn family(mut self, family: Family) -> Self {
-        self.family = Some(family);
-        self
-    }
-
-    /// The listen backlog (default [`DEFAULT_BACKLOG`]).
+    /// The listen backlog (default 128; Python's is 1, which refuses bursts of clients).
     pub fn backlog(mut self, backlog: i32) -> Self {
-        self.backlog = backlog;
+        self.settings.backlog = backlog;
         self
     }
 
-    /// Demand the challenge-response with this key from every client.
-    pub fn authkey(mut self, key: impl Into<AuthKey>) -> Self {
-        self.auth.authkey = Some(key.into());
-        self
-    }
+    face_setters!(.settings.face);
 
-    /// Key, dialect, digest policy and handshake timeout at once.
-    pub fn auth(mut self, auth: AuthOptions) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    /// Demand the challenge-response with the process-wide default key if no key is given.
-    pub fn authenticate(mut self, on: bool) -> Self {
-        self.authenticate = on;
-        self
-    }
-
-    /// The handshake dialect to offer (default: CPython, which every CPython since 2.7 answers).
-    pub fn dialect(mut self, dialect: Dialect) -> Self {
-        self.auth.dialect = dialect;
-        self
-    }
-
-    /// Which digests to accept (default: what CPython accepts).
-    pub fn digest_policy(mut self, policy: DigestPolicy) -> Self {
-        self.auth.digest_policy = policy;
-        self
-    }
-
-    /// Limit on one received message (default [`DEFAULT_MAX_MESSAGE_SIZE`]).
-    pub fn max_message_size(mut self, max: usize) -> Self {
-        self.max_message_size = max;
-        self
-    }
-
-    /// Time a client has to complete the handshake (default
-    /// [`crate::blocking::DEFAULT_HANDSHAKE_TIMEOUT`]; `None`: no limit, as in Python).
-    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.auth.handshake_timeout = timeout;
+    /// Bytes the connections accepted from this listener may hold together in buffered input
+    /// (decoders of incomplete messages), before the largest stop reading while the largest of
+    /// them finishes its message (default [`crate::budget::DEFAULT_MEMORY_BUDGET`], 1 GiB;
+    /// `None`: unbounded). See [`crate::budget`] and SECURITY.md.
+    pub fn memory_budget(mut self, bytes: Option<usize>) -> Self {
+        self.memory_budget = bytes;
         self
     }
 
     /// Binds and listens. Must be called inside a tokio runtime (an error otherwise).
     pub fn bind(self) -> Result<Listener> {
         require_runtime()?;
-        let (address, arbitrary) = match self.address {
-            Some(Ok(a)) => {
-                if let Some(f) = self.family {
-                    a.check_family(f)?;
-                }
-                (a, false)
-            }
-            Some(Err(e)) => return Err(Error::Address(e)),
-            None => (arbitrary_address(self.family.unwrap_or_else(Family::fastest))?, true),
-        };
-        let mut socket = match SocketListener::bind(&address, self.backlog) {
-            Ok(s) => s,
-            Err(e) => {
-                if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-                    let _ = std::fs::remove_dir(dir);
-                }
-                return Err(e);
-            }
-        };
-        if arbitrary && let Some(dir) = address.unix_path().and_then(|p| p.parent()) {
-            socket.own_dir(dir.to_path_buf());
-        }
-        let key = resolve_key(self.auth.authkey.clone(), self.authenticate)?;
-        let handshake = self.auth.handshake_config(key);
-        let address = socket.address().clone();
-        log::debug!("listening (async) on {address}");
+        let (socket, factory) = self.settings.bind()?;
         Ok(Listener {
-            address,
-            socket: Some(Socket::new(socket)?),
-            handshake,
-            max_message_size: self.max_message_size,
-            handshake_timeout: self.auth.handshake_timeout,
-            last_accepted: None,
+            bound: Bound::new(socket.address().clone(), Socket::new(socket)?, factory),
+            budget: super::budget::SharedBudget::new(self.memory_budget),
         })
     }
 }
@@ -183,7 +106,7 @@ impl Socket {
             None => {
                 let wakers = std::sync::Arc::new(super::io::Wakers::default());
                 if !listener.set_pipe_notify(wakers.clone()) {
-                    return Err(crate::transport::unsupported(Family::Pipe));
+                    return Err(crate::transport::unsupported(crate::address::Family::Pipe));
                 }
                 Accepting::Pipe(wakers)
             }
@@ -245,6 +168,26 @@ impl Socket {
 
 /// A bound socket that accepts connections (Python's `Listener`), on tokio.
 ///
+/// ```
+/// # fn main() -> mpconn::Result<()> {
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// # rt.block_on(async {
+/// // A fresh Unix socket (the fastest family here), demanding a key.
+/// let mut listener = mpconn::tokio::Listener::builder().authkey("secret password").bind()?;
+/// let address = listener.address().clone();
+/// let client = tokio::spawn(async move {
+///     let mut conn = mpconn::tokio::Client::new(address).authkey("secret password").connect().await?;
+///     conn.recv_bytes().await
+/// });
+/// let mut conn = listener.accept().await?; // accepts and authenticates
+/// conn.send_bytes(b"welcome").await?;
+/// assert_eq!(client.await.expect("client task")?, b"welcome");
+/// # Ok(()) })
+/// # }
+/// ```
+///
+/// A server accepts in a loop and authenticates each connection in a task of its own:
+///
 /// ```no_run
 /// # async fn demo() -> mpconn::Result<()> {
 /// let mut listener = mpconn::tokio::Listener::builder().authkey("secret password").bind()?;
@@ -271,12 +214,9 @@ impl Socket {
 /// ```
 #[derive(Debug)]
 pub struct Listener {
-    address: Address,
-    socket: Option<Socket>,
-    handshake: Option<HandshakeConfig>,
-    max_message_size: usize,
-    handshake_timeout: Option<Duration>,
-    last_accepted: Option<Address>,
+    bound: Bound<Socket>,
+    /// The memory budget every accepted connection shares (`None`: unbounded).
+    budget: Option<std::sync::Arc<super::budget::SharedBudget>>,
 }
 
 impl Listener {
@@ -287,18 +227,7 @@ impl Listener {
 
     /// Settings for a listener.
     pub fn builder() -> ListenerBuilder {
-        ListenerBuilder {
-            address: None,
-            family: None,
-            backlog: DEFAULT_BACKLOG,
-            auth: AuthOptions::default(),
-            authenticate: false,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-        }
-    }
-
-    fn socket(&self) -> Result<&Socket> {
-        self.socket.as_ref().ok_or(Error::Closed("the listener is closed"))
+        ListenerBuilder { settings: ListenSettings::new(), memory_budget: Some(crate::budget::DEFAULT_MEMORY_BUDGET) }
     }
 
     /// Accepts a connection and, if the listener has a key, runs the challenge-response (within
@@ -312,41 +241,22 @@ impl Listener {
     /// Accepts a connection without authenticating it yet: run [`Incoming::handshake`], perhaps
     /// in a task of its own. The handshake deadline runs from the accept. Cancel-safe.
     pub async fn accept_incoming(&mut self) -> Result<Incoming> {
-        let (io, peer) = self.socket()?.accept().await?;
-        log::debug!("accepted a connection from {peer}");
-        self.last_accepted = Some(peer.clone());
-        let nonce = match self.handshake {
-            Some(_) => Some(Nonce::random()?),
-            None => None,
-        };
-        let timeouts = Timeouts { handshake: self.handshake_timeout, ..Timeouts::NONE };
-        let session = Session::listener(self.handshake.as_ref().zip(nonce), timeouts, Instant::now());
-        Ok(Incoming {
-            conn: Connection::new(io, self.max_message_size, session),
-            keyed: self.handshake.is_some(),
-            peer,
-        })
+        let (io, peer) = self.bound.socket()?.accept().await?;
+        let session = self.bound.accepted(peer.clone())?;
+        let mut conn = Connection::new(io, self.bound.factory.max_message_size(), session);
+        if let Some(b) = &self.budget {
+            conn.set_budget(super::budget::BudgetSlot::new(b.clone()));
+        }
+        Ok(Incoming { conn, keyed: self.bound.factory.is_keyed(), peer })
     }
 
-    /// The bound address (with the real port if 0 was asked for).
-    pub fn address(&self) -> &Address {
-        &self.address
+    /// Bytes the accepted connections hold together by the memory budget's count (0 without a
+    /// budget), and the reads it has refused so far.
+    pub fn budget_usage(&self) -> (usize, u64) {
+        self.budget.as_ref().map_or((0, 0), |b| b.usage())
     }
 
-    /// The peer address of the last accepted connection (Python's `last_accepted`).
-    pub fn last_accepted(&self) -> Option<&Address> {
-        self.last_accepted.as_ref()
-    }
-
-    /// The listening socket's descriptor.
-    pub fn fileno(&self) -> Result<RawDescriptor> {
-        Ok(self.socket()?.raw_descriptor()?)
-    }
-
-    /// Closes the listener; a Unix socket file it created is removed. Dropping does the same.
-    pub fn close(&mut self) {
-        self.socket = None;
-    }
+    listener_accessors!();
 }
 
 /// An accepted connection whose handshake has not run yet (from [`Listener::accept_incoming`]).
@@ -365,7 +275,7 @@ impl Incoming {
     }
 
     /// Runs the challenge-response if the listener has a key (within its handshake timeout;
-    /// [`Error::Authentication`] or [`Error::Timeout`] on failure) and returns the connection.
+    /// [`Error::Authentication`](crate::Error::Authentication) or [`Error::Timeout`](crate::Error::Timeout) on failure) and returns the connection.
     pub async fn handshake(mut self) -> Result<Connection> {
         if self.keyed
             && let Err(e) = self.conn.handshake().await

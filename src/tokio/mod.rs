@@ -37,12 +37,15 @@
 //! message longer than one read cannot be seen there. The crate's pipe driver thread wakes the
 //! waiting task on every change of the pipe's state.
 
+mod budget;
 mod client;
 mod connection;
 mod io;
 mod listener;
+mod split;
 mod stream_sink;
 
 pub use client::Client;
-pub use connection::{Connection, SMALL_MESSAGE};
+pub use connection::Connection;
 pub use listener::{Incoming, Listener, ListenerBuilder};
+pub use split::{ConnectionReader, ConnectionWriter};

@@ -28,7 +28,42 @@ pub use windows::{SocketListener, Stream, wait_readable};
 
 use std::io::{self, IoSlice, Read, Write};
 
-use crate::error::Error;
+use crate::address::{Address, Family, arbitrary_address};
+use crate::error::{Error, Result};
+
+/// Default listen backlog of the blocking and tokio listeners. Python's is 1, which refuses
+/// bursts of clients; this is larger.
+pub const DEFAULT_BACKLOG: i32 = 128;
+
+/// Binds a listener: `address`, checked against `family` if both are given, or else a fresh
+/// address of `family` (default [`Family::fastest`]), whose private directory is removed again
+/// if binding fails and with the listener otherwise. Every face binds through here.
+pub(crate) fn bind_listener(address: Option<Address>, family: Option<Family>, backlog: i32) -> Result<SocketListener> {
+    let (address, arbitrary) = match address {
+        Some(a) => {
+            if let Some(f) = family {
+                a.check_family(f)?;
+            }
+            (a, false)
+        }
+        None => (arbitrary_address(family.unwrap_or_else(Family::fastest))?, true),
+    };
+    let private_dir = if arbitrary { address.unix_path().and_then(|p| p.parent()) } else { None };
+    let mut socket = match SocketListener::bind(&address, backlog) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(dir) = private_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(dir) = private_dir {
+        socket.own_dir(dir.to_path_buf());
+    }
+    log::debug!("listening on {}", socket.address());
+    Ok(socket)
+}
 
 /// What a descriptor is on this platform: a file descriptor on Unix; on Windows the pipe handle
 /// or socket, as a number (what Python's `fileno()` gives there).

@@ -191,6 +191,17 @@ impl Stream {
     pub fn write_all_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
         super::write_all_vectored(self, bufs)
     }
+
+    /// One vectored write that does not wait (`MSG_DONTWAIT`, the socket stays blocking):
+    /// what the socket took at once, or `WouldBlock`. Lets the blocking face see progress the
+    /// moment it happens and touch no socket timeout when nothing has to wait.
+    pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let flags = libc::MSG_DONTWAIT;
+        match self {
+            Stream::Tcp(s) => socket2::SockRef::from(&*s).send_vectored_with_flags(bufs, flags),
+            Stream::Unix(s) => socket2::SockRef::from(&*s).send_vectored_with_flags(bufs, flags),
+        }
+    }
 }
 
 fn unix_address(a: &std::os::unix::net::SocketAddr) -> Address {

@@ -248,6 +248,12 @@ impl Stream {
         super::write_all_vectored(self, bufs)
     }
 
+    /// A write that does not wait: not offered here (`Unsupported`), so the blocking face
+    /// writes with its socket timeouts from the first write on.
+    pub fn try_write_vectored(&mut self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Whether a read would not block now.
     fn ready_to_read(&self) -> bool {
         match self {

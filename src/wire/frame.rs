@@ -78,7 +78,16 @@ impl Header {
     }
 }
 
-/// Appends one framed message (header and body) to `out`.
+/// Appends one framed message (the 4-byte big-endian length, or `-1` and 8 bytes for a body
+/// over 2 GiB, then the body) to `out`: to batch many small messages into one
+/// [`Connection::send_frames`](crate::Connection::send_frames).
+///
+/// ```
+/// let mut framed = Vec::new();
+/// mpconn::encode_frame(b"one", &mut framed);
+/// mpconn::encode_frame(b"two", &mut framed);
+/// assert_eq!(framed, b"\0\0\0\x03one\0\0\0\x03two");
+/// ```
 pub fn encode_frame(body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(Header::for_len(body.len()).as_bytes());
     out.extend_from_slice(body);
@@ -199,6 +208,23 @@ impl FrameDecoder {
         }
     }
 
+    /// How many bytes the next [`FrameDecoder::read_buf`] would add to the buffer (0 when the
+    /// space it needs is already held): what a memory budget asks about before a read.
+    pub fn read_growth(&self) -> usize {
+        let filled = self.end - self.start;
+        let end = if filled == 0 { 0 } else { self.end };
+        let missing = self.body.map(|len| len.saturating_sub(filled));
+        let want = match missing {
+            Some(missing) if missing > self.read_block => missing.min(filled.max(self.read_block)),
+            _ => self.read_block,
+        };
+        if self.buf.len() - end >= want {
+            return 0;
+        }
+        // After compaction the data starts at 0 and ends at `filled`.
+        (filled + want).saturating_sub(self.buf.len())
+    }
+
     /// Free space to read into. Reports what was written with [`FrameDecoder::advance`].
     ///
     /// While a large message is incomplete the slice ends where that message ends, so the body
@@ -308,7 +334,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         self.body = None;
-        if self.start == 0 && self.end == len && len > self.read_block {
+        if self.whole_buffer(len) {
             let mut whole = std::mem::take(&mut self.buf);
             whole.truncate(len);
             self.end = 0;
@@ -317,6 +343,26 @@ impl FrameDecoder {
         let at = self.start;
         self.start += len;
         Ok(Some(self.buf[at..at + len].to_vec()))
+    }
+
+    /// The next complete message, owned when it can be handed over without a copy (a large
+    /// message alone in the buffer, which [`FrameDecoder::take_frame`] would move out), borrowed
+    /// otherwise. The reactor delivers a large message this way: its own buffer goes to the
+    /// handler, and small messages stay zero-copy views.
+    pub(crate) fn next_frame_or_owned(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError> {
+        let Some(len) = self.complete_body(limit)? else {
+            return Ok(None);
+        };
+        if self.whole_buffer(len) {
+            return Ok(self.take_frame_limited(limit)?.map(Frame::Owned));
+        }
+        Ok(self.next_frame_limited(limit)?.map(Frame::Borrowed))
+    }
+
+    /// True when the complete message of `len` bytes fills the buffer from its start, so taking
+    /// it moves the buffer out.
+    fn whole_buffer(&self, len: usize) -> bool {
+        self.start == 0 && self.end == len && len > self.read_block
     }
 
     /// Consumes the next header if needed and returns the body length when the whole body is
@@ -345,6 +391,22 @@ impl FrameDecoder {
             }
         };
         Ok((self.end - self.start >= len).then_some(len))
+    }
+}
+
+/// A complete message: a view into the decoder's buffer, or the buffer itself, moved out.
+#[derive(Debug)]
+pub(crate) enum Frame<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Frame<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Frame::Borrowed(b) => b,
+            Frame::Owned(v) => v,
+        }
     }
 }
 
@@ -406,6 +468,28 @@ mod tests {
             got.push(m.to_vec());
         }
         got
+    }
+
+    /// `read_growth` predicts exactly how much `read_buf` grows the buffer, through a large
+    /// message arriving in uneven reads, its completion, and small messages after it.
+    #[test]
+    fn read_growth_predicts_read_buf() {
+        let mut d = FrameDecoder::new(1 << 30);
+        let mut wire = frames(&[vec![7u8; 3 << 20], vec![1u8; 10], vec![2u8; 200_000]]);
+        let mut step = 1usize;
+        while !wire.is_empty() {
+            let predicted = d.read_growth();
+            let before = d.buf.len();
+            let space = d.read_buf();
+            let n = space.len().min(wire.len()).min(step);
+            space[..n].copy_from_slice(&wire[..n]);
+            let after = d.buf.len();
+            assert_eq!(after - before, predicted, "at {} bytes left", wire.len());
+            d.advance(n);
+            wire.drain(..n);
+            step = step * 3 + 1;
+            while d.next_frame().unwrap().is_some() {}
+        }
     }
 
     #[test]

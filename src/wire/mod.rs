@@ -4,4 +4,5 @@
 pub mod digest;
 pub mod frame;
 pub mod handshake;
+pub mod link;
 pub mod session;

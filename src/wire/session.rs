@@ -18,10 +18,19 @@
 //! whether its condition still holds and re-arms it for the remaining time otherwise. So the next
 //! deadline of a busy connection changes only when a slot is armed or fires, never per read, and a
 //! driver's timer structure needs at most one live entry per connection.
+//!
+//! A connection split into a receiving and a sending half (two threads or tasks) has two
+//! sessions: [`Session::split_sender`] gives the sender's, with the same limits and epoch. Each
+//! half keeps its own deadlines (the receiver's partial message, the sender's write stall), but
+//! idle means no traffic either way, as on the whole connection, so the two share one clock of
+//! the last activity (an atomic, only once split): the sender's progress keeps the receiver
+//! alive and the other way round.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{AuthenticationError, Error};
+use crate::error::{AuthenticationError, Error, Timeout};
 use crate::wire::frame::FrameError;
 use crate::wire::handshake::{
     CHALLENGE, HANDSHAKE_MAX_MESSAGE, Handshake, HandshakeConfig, Nonce, PROCESSING_CHALLENGE, Role,
@@ -40,8 +49,9 @@ pub enum CloseReason {
     PeerClosedMidMessage,
     /// The connection was closed locally (`close`).
     Local,
-    /// The reactor stopped.
-    ReactorStopped,
+    /// Closed at once by the local side for the reason given (the reactor stopped, ...): the
+    /// face decides, the session only records it ([`Session::abort`]).
+    Aborted(&'static str),
     /// The handshake failed (wrong key, no key on one side, another dialect, a peer that is no
     /// handshake peer at all).
     AuthenticationFailed(AuthenticationError),
@@ -63,7 +73,7 @@ pub enum CloseReason {
 impl CloseReason {
     /// True for the reasons that are not failures (peer or local close, stop).
     pub fn is_clean(&self) -> bool {
-        matches!(self, CloseReason::PeerClosed | CloseReason::Local | CloseReason::ReactorStopped)
+        matches!(self, CloseReason::PeerClosed | CloseReason::Local | CloseReason::Aborted(_))
     }
 }
 
@@ -73,7 +83,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("the peer closed the connection"),
             CloseReason::PeerClosedMidMessage => f.write_str("the peer closed the connection during a message"),
             CloseReason::Local => f.write_str("closed locally"),
-            CloseReason::ReactorStopped => f.write_str("the reactor stopped"),
+            CloseReason::Aborted(why) => f.write_str(why),
             CloseReason::AuthenticationFailed(e) => write!(f, "{e}"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
             CloseReason::HandshakeTimeout => f.write_str("the handshake timed out"),
@@ -87,6 +97,27 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
+/// Compares reasons as a handler does (`reason == CloseReason::PeerClosed`): the same variant
+/// with equal payloads. `CloseReason::Error` has no derived equality (an I/O error has none):
+/// two are equal when both are I/O errors of the same kind and OS error code, or otherwise the
+/// same kind of [`Error`] printing the same text.
+impl PartialEq for CloseReason {
+    fn eq(&self, other: &CloseReason) -> bool {
+        match (self, other) {
+            (CloseReason::AuthenticationFailed(a), CloseReason::AuthenticationFailed(b)) => a == b,
+            (CloseReason::Protocol(a), CloseReason::Protocol(b)) => a == b,
+            (CloseReason::Error(Error::Io(a)), CloseReason::Error(Error::Io(b))) => {
+                a.kind() == b.kind() && a.raw_os_error() == b.raw_os_error()
+            }
+            (CloseReason::Error(a), CloseReason::Error(b)) => {
+                std::mem::discriminant(a) == std::mem::discriminant(b) && a.to_string() == b.to_string()
+            }
+            // Every variant with a payload is matched above: these are the unit variants.
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
 impl From<CloseReason> for Error {
     /// The blocking face's view of a close: end of file, an authentication error, a protocol
     /// error, a timeout, or the I/O error itself.
@@ -95,22 +126,23 @@ impl From<CloseReason> for Error {
             CloseReason::PeerClosed => Error::Eof,
             CloseReason::PeerClosedMidMessage => Error::EofInMessage,
             CloseReason::Local => Error::Closed(""),
-            CloseReason::ReactorStopped => Error::Closed("the reactor stopped"),
+            CloseReason::Aborted(why) => Error::Closed(why),
             CloseReason::AuthenticationFailed(e) => Error::Authentication(e),
             CloseReason::Protocol(e) => Error::Protocol(e),
-            CloseReason::HandshakeTimeout => Error::Timeout("handshake deadline passed"),
-            CloseReason::IdleTimeout => Error::Timeout("idle timeout"),
-            CloseReason::PartialMessageTimeout => Error::Timeout("a message stayed incomplete too long"),
-            CloseReason::WriteStallTimeout => Error::Timeout("the peer did not read our output"),
+            CloseReason::HandshakeTimeout => Error::Timeout(Timeout::Handshake),
+            CloseReason::IdleTimeout => Error::Timeout(Timeout::Idle),
+            CloseReason::PartialMessageTimeout => Error::Timeout(Timeout::PartialMessage),
+            CloseReason::WriteStallTimeout => Error::Timeout(Timeout::WriteStall),
             CloseReason::Error(e) => e,
         }
     }
 }
 
-/// The deadline kinds of a session: one slot each in its fixed table.
+/// The deadline kinds of a session: one slot each in its fixed table. Private: faces see the
+/// table only through `poll_timeout` / `handle_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum TimerKind {
+enum TimerKind {
     /// Connect plus handshake must finish.
     Handshake = 0,
     /// No traffic for the idle timeout.
@@ -133,6 +165,25 @@ pub const HANDSHAKE_READ_BLOCK: usize = 64;
 
 /// Default time a peer has to connect and complete the handshake, on every face.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time one message may stay incomplete, on every face.
+pub const DEFAULT_PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default time output may wait without the peer taking a byte of it, on every face.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// True for the I/O errors that mean the peer went away (reset, aborted, broken pipe, an
+/// unexpected end): the one classification every face relies on, through
+/// [`Session::handle_io_error`].
+pub fn is_disconnect(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::UnexpectedEof
+    )
+}
 
 /// The authentication settings every face shares: [`crate::Client`], [`crate::ListenerBuilder`]
 /// and the reactor's [`crate::reactor::options::ConnectionOptions`] each hold one, and the
@@ -204,7 +255,7 @@ impl AuthOptions {
 }
 
 /// Number of deadline kinds (the size of a session's table).
-pub const TIMER_KINDS: usize = 6;
+const TIMER_KINDS: usize = 6;
 
 /// The per-connection time limits a session enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,16 +266,36 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
     /// One message incomplete for this long closes (`None`: never).
     pub partial_message: Option<Duration>,
-    /// A local close waits this long for queued output to leave.
+    /// A local close waits this long for queued output to leave. The async face's `close`
+    /// flushes what [`feed_bytes`](crate::tokio::Connection::feed_bytes) queued for at most
+    /// this long and returns an error if some of it had to be dropped. The blocking face has
+    /// no queue (a send returns once the kernel took all of it), so it has nothing to flush and
+    /// ignores this. The reactor takes its value from `ReactorConfig::stop_timeout`, not from
+    /// here.
     pub close_flush: Duration,
     /// A read buffer held by a quiet connection is released after this long (`None`: never).
+    /// Only the reactor releases buffers this way, and it takes the value from
+    /// `ReactorConfig::buffer_release_after`, not from here: the blocking and async faces,
+    /// which take these `Timeouts`, ignore it (their decoders size their own buffers).
     pub buffer_release: Option<Duration>,
     /// Output the peer takes none of for this long closes (`None`: never).
     pub write_stall: Option<Duration>,
 }
 
 impl Timeouts {
-    /// No deadlines at all (the blocking face after the handshake).
+    /// The defaults of every face: [`DEFAULT_HANDSHAKE_TIMEOUT`], no idle limit,
+    /// [`DEFAULT_PARTIAL_MESSAGE_TIMEOUT`], [`DEFAULT_WRITE_STALL_TIMEOUT`], 5 s to flush on a
+    /// local close, no buffer release (the reactor, which shares its read buffer, sets one).
+    pub const DEFAULT: Timeouts = Timeouts {
+        handshake: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+        idle: None,
+        partial_message: Some(DEFAULT_PARTIAL_MESSAGE_TIMEOUT),
+        close_flush: Duration::from_secs(5),
+        buffer_release: None,
+        write_stall: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+    };
+
+    /// No deadlines at all.
     pub const NONE: Timeouts = Timeouts {
         handshake: None,
         idle: None,
@@ -290,7 +361,7 @@ pub struct Session {
     /// The fixed deadline table, indexed by [`TimerKind`].
     timers: [u64; TIMER_KINDS],
     /// The last time bytes moved, either way (the idle clock).
-    last_activity: u64,
+    last_activity: Activity,
     partial_since: u64,
     opened: bool,
     /// The driver stopped reading (flow control): silence and an incomplete message are ours,
@@ -312,6 +383,46 @@ pub const UNKNOWN_PEER_PICKLE_PROTOCOL: u8 = 2;
 
 /// "No time": an empty slot, no incomplete message, no limit.
 const NEVER: u64 = u64::MAX;
+
+/// The time of the last traffic (milliseconds since the session's epoch): the session's own, or,
+/// once the connection is split, one clock shared by the two halves' sessions (same epoch).
+#[derive(Debug)]
+enum Activity {
+    Own(u64),
+    Shared(Arc<AtomicU64>),
+}
+
+impl Activity {
+    #[inline]
+    fn get(&self) -> u64 {
+        match self {
+            Activity::Own(t) => *t,
+            Activity::Shared(t) => t.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Traffic at `t`; the two halves may report out of order, the later time wins.
+    #[inline]
+    fn set(&mut self, t: u64) {
+        match self {
+            Activity::Own(own) => *own = t,
+            Activity::Shared(shared) => {
+                shared.fetch_max(t, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Makes this clock shared (if not already) and returns another handle on it.
+    fn share(&mut self) -> Activity {
+        if let Activity::Own(t) = *self {
+            *self = Activity::Shared(Arc::new(AtomicU64::new(t)));
+        }
+        match self {
+            Activity::Shared(shared) => Activity::Shared(Arc::clone(shared)),
+            Activity::Own(_) => unreachable!("shared just above"),
+        }
+    }
+}
 
 /// [`Timeouts`] in milliseconds (`u32::MAX`: none).
 #[derive(Debug, Clone, Copy)]
@@ -390,8 +501,25 @@ impl Session {
         s
     }
 
+    /// The session of the sending half when the driver splits this connection in two (a
+    /// receiving half keeps this session, a sending half gets the returned one): open, with this
+    /// session's limits, dialect and pickle protocol, sharing its idle clock (see the module
+    /// docs). The sender's write-stall and idle deadlines are its own slots; it never reads.
+    pub fn split_sender(&mut self) -> Session {
+        let mut s = Session::with_limits(self.role, self.limits, self.epoch);
+        s.phase = Phase::Open;
+        s.dialect = self.dialect;
+        s.pickle_protocol = self.pickle_protocol;
+        s.last_activity = self.last_activity.share();
+        s.timers[TimerKind::Idle as usize] = after(s.last_activity.get(), s.limits.idle);
+        s
+    }
+
     fn new(role: Role, timeouts: Timeouts, now: Instant) -> Session {
-        let limits = Limits::new(&timeouts);
+        Session::with_limits(role, Limits::new(&timeouts), now)
+    }
+
+    fn with_limits(role: Role, limits: Limits, epoch: Instant) -> Session {
         let mut timers = [NEVER; TIMER_KINDS];
         timers[TimerKind::Idle as usize] = after(0, limits.idle);
         Session {
@@ -400,9 +528,9 @@ impl Session {
             screen: Screen::Off,
             dialect: Dialect::Cpython,
             limits,
-            epoch: now,
+            epoch,
             timers,
-            last_activity: 0,
+            last_activity: Activity::Own(0),
             partial_since: NEVER,
             output_waiting: false,
             opened: false,
@@ -451,6 +579,81 @@ impl Session {
     /// a handshake.
     pub fn pickle_protocol(&self) -> u8 {
         self.pickle_protocol
+    }
+
+    /// Chooses the pickle protocol to write to this peer (2 to 5), for those who know it.
+    pub fn set_pickle_protocol(&mut self, protocol: u8) {
+        self.pickle_protocol = protocol;
+    }
+
+    /// The read block a face's frame decoder should use now: [`HANDSHAKE_READ_BLOCK`] until the
+    /// connection is open (an unauthenticated peer holds bytes, not a 64 KiB block), the
+    /// decoder's default afterwards.
+    #[inline]
+    pub fn read_block(&self) -> usize {
+        match self.phase {
+            Phase::Open => crate::wire::frame::DEFAULT_READ_BLOCK,
+            _ => HANDSHAKE_READ_BLOCK,
+        }
+    }
+
+    /// How long one blocking write may wait without progress before the write-stall deadline
+    /// closes the connection (`None`: no limit). For faces that wait inside the transport.
+    pub fn write_stall_limit(&self) -> Option<Duration> {
+        (self.limits.write_stall != u32::MAX).then(|| Duration::from_millis(u64::from(self.limits.write_stall)))
+    }
+
+    /// When the write-stall deadline falls: armed while output waits on the peer (after a
+    /// flush that left bytes, see [`Session::on_flush`]), `None` otherwise. A face that waits
+    /// inside the transport (a blocking write) waits at most until then, and then lets
+    /// [`Session::handle_timeout`] decide.
+    pub fn write_stall_deadline(&self) -> Option<Instant> {
+        let slot = self.timers[TimerKind::WriteStall as usize];
+        (self.output_waiting && slot != NEVER).then(|| self.instant(slot))
+    }
+
+    /// How long a local close waits for queued output to leave ([`Timeouts::close_flush`]).
+    pub fn close_flush_limit(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limits.close_flush))
+    }
+
+    /// The time at which [`Session::handle_timeout`] would close the session if nothing else
+    /// happened before (no byte in or out, no pause or resume): exact, unlike
+    /// [`Session::poll_timeout`], whose slots are armed lazily and may only re-arm when due. For
+    /// a face that cannot call `handle_timeout` while it waits (the blocking `wait` sees its
+    /// connections through shared references): it waits until then at most and reports the
+    /// connection ready, and the following receive lets the session decide.
+    pub fn close_deadline(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let slot = |k: TimerKind| self.timers[k as usize];
+        // A lazy slot closes when it fires and its condition's own time has passed too.
+        let lazy = |k: TimerKind, since: u64, limit: u32| {
+            let (slot, due) = (slot(k), after(since, limit));
+            if slot == NEVER || due == NEVER { NEVER } else { slot.max(due) }
+        };
+        let mut first = NEVER;
+        if !matches!(self.phase, Phase::Open | Phase::Closing) {
+            first = first.min(slot(TimerKind::Handshake));
+        }
+        first = first.min(slot(TimerKind::CloseFlush));
+        if !self.reading_paused {
+            first = first.min(lazy(TimerKind::PartialMessage, self.partial_since, self.limits.partial_message));
+        }
+        if !self.reading_paused || self.output_waiting {
+            first = first.min(lazy(TimerKind::Idle, self.last_activity.get(), self.limits.idle));
+        }
+        if self.output_waiting {
+            first = first.min(slot(TimerKind::WriteStall));
+        }
+        (first != NEVER).then(|| self.instant(first))
+    }
+
+    /// True when the session closed and the reason was not yet taken from
+    /// [`Session::poll_event`]: the next receive reports it.
+    pub fn close_pending(&self) -> bool {
+        self.closed.is_some()
     }
 
     /// True while connecting.
@@ -591,23 +794,24 @@ impl Session {
         self.close_with(reason);
     }
 
-    /// A read or write failed.
+    /// A read or write failed: every I/O error of a connection comes here (a face filters
+    /// nothing, except a wait its own caller bounded). The peer going away while
+    /// authenticating is [`AuthenticationError::Disconnected`]; anything else closes with the
+    /// error itself.
     pub fn handle_io_error(&mut self, e: std::io::Error) {
         let reason = match self.phase {
-            Phase::Handshaking(_)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
+            Phase::Handshaking(_) | Phase::Connecting(Some(_)) if is_disconnect(e.kind()) => {
                 CloseReason::AuthenticationFailed(AuthenticationError::Disconnected)
             }
             _ => CloseReason::Error(e.into()),
         };
         self.close_with(reason);
+    }
+
+    /// Closes at once for a reason the face supplies (the reactor stopping, ...): no flush, no
+    /// more deliveries; [`Event::Closed`] carries [`CloseReason::Aborted`].
+    pub fn abort(&mut self, why: &'static str) {
+        self.close_with(CloseReason::Aborted(why));
     }
 
     /// Milliseconds since the session began.
@@ -625,7 +829,7 @@ impl Session {
     #[inline]
     pub fn on_read(&mut self, now: Instant, in_message: bool) {
         let now = self.ms(now);
-        self.last_activity = now;
+        self.last_activity.set(now);
         if !in_message {
             self.partial_since = NEVER;
             return;
@@ -657,7 +861,7 @@ impl Session {
     pub fn on_flush(&mut self, now: Instant, wrote: bool, drained: bool) {
         let now = self.ms(now);
         if wrote {
-            self.last_activity = now;
+            self.last_activity.set(now);
         }
         let slot = &mut self.timers[TimerKind::WriteStall as usize];
         if drained {
@@ -678,7 +882,7 @@ impl Session {
     pub fn set_reading_paused(&mut self, paused: bool, now: Instant) {
         if self.reading_paused && !paused {
             let now = self.ms(now);
-            self.last_activity = now;
+            self.last_activity.set(now);
             if self.partial_since != NEVER {
                 self.partial_since = now;
             }
@@ -691,7 +895,7 @@ impl Session {
     pub fn buffer_held(&mut self) {
         let slot = &mut self.timers[TimerKind::ReleaseBuffer as usize];
         if *slot == NEVER {
-            *slot = after(self.last_activity, self.limits.buffer_release);
+            *slot = after(self.last_activity.get(), self.limits.buffer_release);
         }
     }
 
@@ -718,8 +922,9 @@ impl Session {
         }
     }
 
-    /// Closes with `reason` unless already closed.
-    pub fn close_with(&mut self, reason: CloseReason) {
+    /// Closes with `reason` unless already closed. Private: a face reports what happened (an
+    /// error, end of file, time) and the session picks the reason.
+    fn close_with(&mut self, reason: CloseReason) {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
@@ -761,7 +966,8 @@ impl Session {
                         self.close_with(CloseReason::HandshakeTimeout);
                     }
                 }
-                TimerKind::CloseFlush => self.close_with(CloseReason::Local),
+                // Armed only while output is waiting: what is still queued is dropped.
+                TimerKind::CloseFlush => self.close_with(CloseReason::Error(Error::Timeout(Timeout::CloseFlush))),
                 TimerKind::PartialMessage | TimerKind::Idle
                     if self.reading_paused && (kind == TimerKind::PartialMessage || !self.output_waiting) =>
                 {
@@ -780,7 +986,7 @@ impl Session {
                     }
                 }
                 TimerKind::Idle => {
-                    let due = after(self.last_activity, self.limits.idle);
+                    let due = after(self.last_activity.get(), self.limits.idle);
                     if due <= now {
                         self.close_with(CloseReason::IdleTimeout);
                     } else {
@@ -793,7 +999,7 @@ impl Session {
                     }
                 }
                 TimerKind::ReleaseBuffer => {
-                    let due = after(self.last_activity, self.limits.buffer_release);
+                    let due = after(self.last_activity.get(), self.limits.buffer_release);
                     if due <= now {
                         release = true;
                     } else {
@@ -1094,6 +1300,49 @@ mod tests {
     }
 
     #[test]
+    fn close_deadline_is_exact_where_the_lazy_slots_are_not() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = timeouts();
+        t.idle = Some(Duration::from_secs(1));
+        t.partial_message = None;
+        t.write_stall = Some(Duration::from_secs(2));
+        let mut s = Session::listener(None, t, t0);
+        s.poll_event();
+        assert_eq!(s.close_deadline(), Some(ms(1000)));
+        // A read at 600 ms: the idle slot stays at 1 s (lazy), the close moves to 1.6 s.
+        s.on_read(ms(600), false);
+        assert_eq!(s.poll_timeout(), Some(ms(1000)));
+        assert_eq!(s.close_deadline(), Some(ms(1600)));
+        s.handle_timeout(ms(1000));
+        assert!(!s.is_closed());
+        assert_eq!(s.close_deadline(), Some(ms(1600)));
+        // Paused by the driver with nothing waiting on the peer: no close by idle.
+        s.set_reading_paused(true, ms(700));
+        assert_eq!(s.close_deadline(), None);
+        // Output waiting on the peer: the write-stall slot, and idle again (the peer's silence).
+        s.on_flush(ms(800), true, false);
+        assert_eq!(s.write_stall_deadline(), Some(ms(2800)));
+        assert_eq!(s.close_deadline(), Some(ms(1800)));
+        s.handle_timeout(ms(1800));
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
+        assert_eq!(s.close_deadline(), None);
+        assert_eq!(s.write_stall_deadline(), None, "no output waits on a closed session's clock");
+        // A drained flush disarms the write-stall deadline.
+        let mut s = Session::listener(None, t, t0);
+        s.poll_event();
+        s.on_flush(ms(10), false, false);
+        assert_eq!(s.write_stall_deadline(), Some(ms(2010)));
+        s.on_flush(ms(20), true, true);
+        assert_eq!(s.write_stall_deadline(), None);
+        assert!(!s.close_pending());
+        s.abort("test");
+        assert!(s.close_pending());
+        s.poll_event();
+        assert!(!s.close_pending());
+    }
+
+    #[test]
     fn idle_while_paused_waits_for_our_pause_but_not_for_a_peer_that_does_not_read() {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
@@ -1134,6 +1383,39 @@ mod tests {
             s.handle_timeout(now);
         }
         assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn split_halves_keep_their_deadlines_and_share_the_idle_clock() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = timeouts();
+        t.idle = Some(Duration::from_secs(1));
+        t.write_stall = Some(Duration::from_secs(2));
+        let mut reader = Session::listener(None, t, t0);
+        reader.poll_event();
+        let mut writer = reader.split_sender();
+        assert!(writer.is_open() && writer.poll_event().is_none(), "open, no second Opened");
+        assert_eq!(writer.write_stall_limit(), Some(Duration::from_secs(2)));
+        // The writer sends every 200 ms and the peer sends nothing: the reader stays open.
+        for i in 1..=15 {
+            writer.on_flush(ms(200 * i), true, true);
+            reader.handle_timeout(ms(200 * i));
+        }
+        assert!(!reader.is_closed(), "the writer's traffic counts for the reader's idle");
+        // Reads count for the writer, which is stalled from 3000 on.
+        writer.on_flush(ms(3000), false, false);
+        reader.on_read(ms(3500), false);
+        writer.handle_timeout(ms(4000));
+        assert!(!writer.is_closed(), "read at 3500: idle until 4500");
+        // No progress for the stall limit closes the writer alone.
+        reader.on_read(ms(4400), false);
+        writer.handle_timeout(ms(5000));
+        assert!(matches!(writer.poll_event(), Some(Event::Closed(CloseReason::WriteStallTimeout))));
+        assert!(!reader.is_closed());
+        // Silence both ways for the idle limit closes the reader.
+        reader.handle_timeout(ms(5400));
+        assert!(matches!(reader.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
     }
 
     #[test]
@@ -1203,10 +1485,43 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         s.flushed();
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::Local))));
+        // Output that never leaves: the close says it was dropped.
         let mut s = Session::listener(None, timeouts(), t0);
         s.close(t0, false);
+        s.handle_timeout(t0 + Duration::from_millis(4999));
+        assert!(!s.is_closed(), "still flushing");
         s.handle_timeout(t0 + Duration::from_secs(5));
-        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::Local))));
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::Error(Error::Timeout(Timeout::CloseFlush))))));
+    }
+
+    #[test]
+    fn the_session_says_the_read_block_and_decides_io_errors_and_aborts() {
+        let now = Instant::now();
+        let lc = config("k", Dialect::Cpython);
+        // Until open, the handshake's block; open, the decoder's default.
+        let (.., l, _) = pair(Some("k"), Dialect::Cpython, Some("k"));
+        assert_eq!(l.read_block(), crate::wire::frame::DEFAULT_READ_BLOCK);
+        let mut c = Session::connecting(Some((&lc, nonce(1))), timeouts(), now);
+        assert_eq!(c.read_block(), HANDSHAKE_READ_BLOCK);
+        // A reset while connecting or authenticating: the peer went away.
+        c.handle_io_error(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(
+            c.poll_event(),
+            Some(Event::Closed(CloseReason::AuthenticationFailed(AuthenticationError::Disconnected)))
+        ));
+        // Open: the error itself.
+        let mut o = Session::listener(None, timeouts(), now);
+        o.poll_event();
+        o.handle_io_error(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(o.poll_event(), Some(Event::Closed(CloseReason::Error(Error::Io(_))))));
+        // A face's own reason for closing at once.
+        let mut a = Session::listener(None, timeouts(), now);
+        a.poll_event();
+        a.abort("the reactor stopped");
+        let Some(Event::Closed(reason)) = a.poll_event() else { panic!("not closed") };
+        assert!(reason.is_clean());
+        assert_eq!(reason.to_string(), "the reactor stopped");
+        assert_eq!(a.poll_timeout(), None);
     }
 
     proptest::proptest! {
@@ -1247,10 +1562,11 @@ mod tests {
 #[cfg(test)]
 mod size {
     /// Every connection holds one session: keep it small (times are milliseconds since the
-    /// session began, the close reason is boxed).
+    /// session began, the close reason is boxed; the idle clock is a word plus a tag, made a
+    /// shared atomic only when a connection is split).
     #[test]
     fn a_session_stays_small() {
         let n = std::mem::size_of::<super::Session>();
-        assert!(n <= 160, "Session is {n} bytes");
+        assert!(n <= 168, "Session is {n} bytes");
     }
 }

@@ -1,4 +1,4 @@
-//! What the issue-11 attack suites (flow_control, auth_outcomes, preauth_memory) share: server
+//! What the attack suites (flow_control, auth_outcomes, preauth_memory, handshake_security) share: server
 //! child processes killed on drop, authenticated connections split into plain streams, and
 //! bounded waits. Unix only.
 #![allow(dead_code)]
@@ -20,6 +20,10 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 #[path = "../cli_binary/mod.rs"]
 mod cli_binary;
+#[path = "../common/python.rs"]
+mod python;
+#[allow(unused_imports)]
+pub use python::pyenv_python;
 
 /// The `mpconn` command (built on first use).
 pub fn mpconn() -> &'static Path {
@@ -167,16 +171,6 @@ pub fn framed(seed: u8, i: u32, size: usize) -> Vec<u8> {
     f.extend_from_slice(&(size as u32).to_be_bytes());
     f.extend_from_slice(&message(seed, i, size));
     f
-}
-
-/// A python interpreter through pyenv (`3.13.` ...), if installed.
-pub fn pyenv_python(prefix: &str) -> Option<PathBuf> {
-    let out = Command::new("pyenv").args(["versions", "--bare"]).output().ok()?;
-    let versions = String::from_utf8_lossy(&out.stdout);
-    let version = versions.lines().map(str::trim).rfind(|v| v.starts_with(prefix))?.to_string();
-    let out = Command::new("pyenv").args(["prefix", &version]).output().ok()?;
-    let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python");
-    exe.exists().then_some(exe)
 }
 
 pub fn peer_script() -> PathBuf {

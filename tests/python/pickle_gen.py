@@ -414,10 +414,9 @@ def same(a, b, fwd, back, path):
     """None if b is a faithful copy of a, else where and how they differ."""
     ta, tb = type(a), type(b)
     if PY2:
-        # int and long are one type to a Python 2 program; so are str and unicode when equal.
+        # int and long are one type to a Python 2 program (Rust has one int). str and unicode
+        # are not: a str must come back a str (issue 18 item 9), keys and members included.
         if ta in int_types and tb in int_types and ta is not bool and tb is not bool:
-            return None if a == b else "%s: %r != %r" % (path, a, b)
-        if ta in (str, text_type) and tb in (str, text_type):
             return None if a == b else "%s: %r != %r" % (path, a, b)
     if ta is not tb:
         return "%s: type %s != %s (%r vs %r)" % (path, ta.__name__, tb.__name__, a, b)
@@ -447,7 +446,11 @@ def same(a, b, fwd, back, path):
             return "%s: keys or their order differ: %r vs %r" % (path, list(a)[:10], list(b)[:10])
         if set(a.keys()) != set(b.keys()):
             return "%s: keys differ" % path
+        bkeys = dict((k, k) for k in b)
         for k in a:
+            e = same(k, bkeys[k], fwd, back, "%s key %r" % (path, k))
+            if e:
+                return e
             e = same(a[k], b[k], fwd, back, "%s[%r]" % (path, k))
             if e:
                 return e
@@ -455,6 +458,11 @@ def same(a, b, fwd, back, path):
     if ta in (set, frozenset):
         if a != b:
             return "%s: %r != %r" % (path, a, b)
+        bmembers = dict((x, x) for x in b)
+        for x in a:
+            e = same(x, bmembers[x], fwd, back, "%s member %r" % (path, x))
+            if e:
+                return e
         return None
     if a != b:
         return "%s: %r != %r" % (path, a, b)

@@ -7,7 +7,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use mpconn::reactor::options::{CloseReason, ConnectionOptions, ListenOptions};
+use mpconn::CloseReason;
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
 use mpconn::{Address, IntoAddress};
 

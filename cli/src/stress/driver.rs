@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use mpconn::CloseReason;
 use mpconn::pickle::Value;
-use mpconn::reactor::options::{CloseReason, ConnectionOptions};
+use mpconn::reactor::options::ConnectionOptions;
 use mpconn::reactor::{ConnId, Context, Handler, Reactor, SendError, Turn};
 use mpconn::{Address, Error, Result};
 
@@ -226,7 +227,7 @@ impl Driver {
                 }
                 Attempt::Sent
             }
-            Err(SendError::Full { .. }) => Attempt::NotNow,
+            Err(SendError::Full { .. } | SendError::OverBudget { .. }) => Attempt::NotNow,
             Err(e) => {
                 // The connection is going away; `on_close` ends the client.
                 self.stats.record_error(now_ns, format!("send: {e}"), None, 1);

@@ -120,10 +120,10 @@ pub fn write_human(out: &mut dyn Write, r: &Summary<'_>) -> std::io::Result<()> 
         writeln!(out, "errors: none")?;
     } else {
         for (kind, n) in &h.errors {
-            writeln!(out, "errors: {n} x {kind}")?;
+            writeln!(out, "errors: {n} x {}", crate::clean::text(kind))?;
         }
         for (kind, e) in &h.examples {
-            writeln!(out, "example of {kind}: {e}")?;
+            writeln!(out, "example of {}: {}", crate::clean::text(kind), crate::clean::text(e))?;
         }
     }
     if h.unsent > 0 {

@@ -1,5 +1,8 @@
-//! Breakage found by an outside review (branch break-session). Each test states what the docs
-//! promise and fails while the library does otherwise.
+//! Peers that do not keep up with their own output, against a live reactor: a peer that never
+//! reads its echoes is auto-paused at the high-water mark and then closed, by the idle timeout
+//! when one is set and by the write-stall timeout otherwise (silence while output waits on the
+//! peer is the peer's), while a slow reader that takes some of its output now and then keeps its
+//! connection and gets every byte. Each test's doc says what the docs promise.
 // Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
@@ -14,10 +17,9 @@ use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use support::{Ev, spawn_reactor, stop};
 
 /// A peer that never reads its echoes gets its connection auto-paused at the high-water mark.
-/// Found by the outside review: the idle deadline (500 ms here) was suspended for as long as the
-/// pause lasted, so the peer pinned its connection and full output queue (16 MiB by default) for
-/// ever (20 such peers held 337 MB of server RSS against `mpconn listen --echo`). Now silence
-/// while output waits on the peer is the peer's: the idle deadline closes it.
+/// Silence while output waits on the peer is the peer's: the idle deadline (500 ms here) closes
+/// it. (Were the idle deadline suspended while paused, the peer would pin its connection and
+/// full output queue, 16 MiB by default, for ever: 20 such peers held 337 MB of server RSS.)
 #[test]
 fn a_peer_that_never_reads_is_closed_by_the_idle_timeout() {
     let conn_opts = ConnectionOptions::new()

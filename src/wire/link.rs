@@ -1,0 +1,291 @@
+//! The glue between a byte stream and a [`Session`], written once for every face: a
+//! [`FrameDecoder`] and the session that judges what it yields.
+//!
+//! A face reads into [`Link::read_buf`] and reports with [`Link::filled`] (0 bytes: end of file)
+//! or [`Link::io_error`]; [`Link::poll_ready`] says whether a whole message is buffered, a read
+//! is needed, or the connection closed; [`Link::take`] / [`Link::next`] hand the next frame to
+//! the session and say what it is ([`Next`]). End of file reaches the session only once the
+//! buffered messages are taken, so a receive dropped in between loses nothing. The reactor, which
+//! reads into a shared buffer, uses [`judge_frame`] on its own frame source: one mapping of
+//! "a frame, a refused length" to a delivery.
+//!
+//! Faces that read only when their caller asks (the blocking and async connections) count the
+//! time between a delivered message and the next receive as their own pause, as the reactor's
+//! `pause_reading`: the idle and partial-message clocks restart when reading resumes, but a
+//! receive dropped without a message (a `timeout` around it) does not restart them.
+
+use std::time::Instant;
+
+use crate::wire::frame::{FrameDecoder, FrameError};
+use crate::wire::session::{CloseReason, Delivery, Event, Session};
+
+/// What the next buffered frame was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// An application message.
+    Message(T),
+    /// A handshake message the session took (look at its transmit queue and phase).
+    Consumed,
+    /// No whole frame is buffered.
+    Empty,
+    /// The connection closed (a refused length, a message refused by the session, or earlier);
+    /// [`Link::close_reason`] says why, once.
+    Closed,
+}
+
+/// Whether a face can take a message, must read, or is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// A whole message (within the limit asked for) is buffered.
+    Frame,
+    /// Nothing whole is buffered: read (after looking at the session's deadline).
+    Read,
+    /// The session is closed; [`Link::close_reason`] says why, once.
+    Closed,
+}
+
+/// Hands one frame (or the decoder's refusal) to the session: the one place a face turns its
+/// frame source's output into a delivery.
+#[inline]
+pub fn judge_frame<T: AsRef<[u8]>>(session: &mut Session, frame: Result<Option<T>, FrameError>) -> Next<T> {
+    match frame {
+        Ok(Some(body)) => match session.handle_frame(body.as_ref()) {
+            Delivery::Message => Next::Message(body),
+            Delivery::Consumed => Next::Consumed,
+            Delivery::Closed => Next::Closed,
+        },
+        Ok(None) => Next::Empty,
+        Err(e) => {
+            session.handle_frame_error(e);
+            Next::Closed
+        }
+    }
+}
+
+/// A connection's decoder and session: bytes, end of file and errors in, judged frames out.
+#[derive(Debug)]
+pub struct Link {
+    decoder: FrameDecoder,
+    session: Session,
+    /// The peer closed its side; told to the session once no whole message is buffered.
+    eof: bool,
+    /// A message was delivered and the caller has not asked for the next one yet.
+    paused: bool,
+    /// The time of the last read (reused when pausing, to save a clock read).
+    last_read: Instant,
+}
+
+impl Link {
+    /// A link for `session`, refusing messages above `max_message_size`; its read block is the
+    /// session's ([`Session::read_block`]).
+    pub fn new(session: Session, max_message_size: usize) -> Link {
+        let decoder = FrameDecoder::with_read_block(max_message_size, session.read_block());
+        Link { decoder, session, eof: false, paused: false, last_read: Instant::now() }
+    }
+
+    /// The session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session, to tell it what the face did (a flush, a close, the time).
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// The decoder (for its limits and what it buffers).
+    pub fn decoder(&self) -> &FrameDecoder {
+        &self.decoder
+    }
+
+    /// The decoder, to change its limits.
+    pub fn decoder_mut(&mut self) -> &mut FrameDecoder {
+        &mut self.decoder
+    }
+
+    /// Where the next read goes; its size follows the session's read block (64 bytes until
+    /// the connection is open).
+    #[inline]
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        self.decoder.set_read_block(self.session.read_block());
+        self.decoder.read_buf()
+    }
+
+    /// `n` bytes were read into [`Link::read_buf`] at `now`; 0 is end of file (remembered, and
+    /// told to the session once the buffered messages are taken).
+    #[inline]
+    pub fn filled(&mut self, n: usize, now: Instant) {
+        if n == 0 {
+            self.eof = true;
+            return;
+        }
+        self.decoder.advance(n);
+        self.last_read = now;
+        let complete = self.decoder.has_frame();
+        if complete {
+            self.session.on_message_boundary(now);
+        }
+        // A message is incomplete only when nothing whole is buffered ahead of it; a tail behind
+        // whole messages is looked at when they are taken and reading resumes.
+        self.session.on_read(now, self.decoder.in_message() && !complete);
+    }
+
+    /// A read or write failed: the session decides what it means.
+    pub fn io_error(&mut self, e: std::io::Error) {
+        self.session.handle_io_error(e);
+    }
+
+    /// True once the peer's end of file was read (not yet necessarily told to the session).
+    pub fn eof_seen(&self) -> bool {
+        self.eof
+    }
+
+    /// Whether a whole message within `limit` is buffered, a read is needed, or the session
+    /// closed (a refused length, end of file with nothing whole buffered, a deadline, an error).
+    #[inline]
+    pub fn poll_ready(&mut self, limit: usize) -> Ready {
+        if self.session.is_closing() {
+            return Ready::Closed;
+        }
+        match self.decoder.ready_len(limit.min(self.session.frame_limit())) {
+            Ok(Some(_)) => Ready::Frame,
+            Ok(None) if self.eof => {
+                self.session.handle_eof(self.decoder.in_message());
+                Ready::Closed
+            }
+            Ok(None) => Ready::Read,
+            Err(e) => {
+                self.session.handle_frame_error(e);
+                Ready::Closed
+            }
+        }
+    }
+
+    /// The caller is about to wait for input: if it had paused after a delivery, the idle and
+    /// partial-message clocks restart now (the time in between was the caller's, not the
+    /// peer's). Cheap when not paused (no clock read).
+    #[inline]
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.paused = false;
+            let now = Instant::now();
+            self.session.set_reading_paused(false, now);
+            self.session.on_read(now, self.decoder.in_message());
+        }
+    }
+
+    fn delivered(&mut self) {
+        if !self.paused {
+            self.paused = true;
+            self.session.set_reading_paused(true, self.last_read);
+        }
+    }
+
+    /// The next frame within `limit`, owned (a large message is handed over without a copy).
+    pub fn take(&mut self, limit: usize) -> Next<Vec<u8>> {
+        let limit = limit.min(self.session.frame_limit());
+        let next = judge_frame(&mut self.session, self.decoder.take_frame_limited(limit));
+        self.after_take(next)
+    }
+
+    /// The next frame within `limit`, borrowed from the decoder's buffer.
+    pub fn next(&mut self, limit: usize) -> Next<&[u8]> {
+        let limit = limit.min(self.session.frame_limit());
+        let next = judge_frame(&mut self.session, self.decoder.next_frame_limited(limit));
+        if matches!(next, Next::Message(_)) && !self.paused {
+            self.paused = true;
+            self.session.set_reading_paused(true, self.last_read);
+        }
+        next
+    }
+
+    fn after_take<T>(&mut self, next: Next<T>) -> Next<T> {
+        if let Next::Message(_) = next {
+            self.delivered();
+        }
+        next
+    }
+
+    /// Why the session closed, once (then `None`).
+    pub fn close_reason(&mut self) -> Option<CloseReason> {
+        while let Some(e) = self.session.poll_event() {
+            if let Event::Closed(reason) = e {
+                return Some(reason);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::encode_frame;
+    use crate::wire::session::Timeouts;
+    use std::time::Duration;
+
+    fn open_link() -> Link {
+        let mut s = Session::listener(None, Timeouts::DEFAULT, Instant::now());
+        assert!(matches!(s.poll_event(), Some(Event::Opened)));
+        Link::new(s, 1 << 20)
+    }
+
+    fn feed(link: &mut Link, bytes: &[u8]) {
+        let buf = link.read_buf();
+        buf[..bytes.len()].copy_from_slice(bytes);
+        link.filled(bytes.len(), Instant::now());
+    }
+
+    #[test]
+    fn end_of_file_waits_for_the_buffered_messages() {
+        let mut link = open_link();
+        let mut wire = Vec::new();
+        encode_frame(b"one", &mut wire);
+        encode_frame(b"two", &mut wire);
+        feed(&mut link, &wire);
+        link.filled(0, Instant::now());
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Frame);
+        assert_eq!(link.take(usize::MAX), Next::Message(b"one".to_vec()));
+        assert_eq!(link.next(usize::MAX), Next::Message(&b"two"[..]));
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Closed);
+        assert!(matches!(link.close_reason(), Some(CloseReason::PeerClosed)));
+        assert!(link.close_reason().is_none(), "said once");
+    }
+
+    #[test]
+    fn a_refused_length_and_eof_inside_a_message_close_with_their_reasons() {
+        let mut link = open_link();
+        feed(&mut link, &(2_000_000u32).to_be_bytes());
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Closed);
+        assert!(matches!(link.close_reason(), Some(CloseReason::Protocol(_))));
+        let mut link = open_link();
+        feed(&mut link, &[0, 0, 0, 9, 1, 2]);
+        link.filled(0, Instant::now());
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Closed);
+        assert!(matches!(link.close_reason(), Some(CloseReason::PeerClosedMidMessage)));
+    }
+
+    #[test]
+    fn a_partial_message_arms_the_deadline_and_a_whole_one_does_not() {
+        let mut link = open_link();
+        let mut wire = Vec::new();
+        encode_frame(b"whole", &mut wire);
+        feed(&mut link, &wire);
+        assert_eq!(link.session().poll_timeout(), None, "a whole message is no partial one");
+        assert!(matches!(link.take(usize::MAX), Next::Message(_)));
+        link.resume();
+        feed(&mut link, &[0, 0, 0, 9, 1]);
+        let due = link.session().poll_timeout().expect("the partial-message slot");
+        assert!(due > Instant::now() + Duration::from_secs(59));
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Read);
+    }
+
+    #[test]
+    fn a_reset_closes_the_session_with_the_io_error() {
+        let mut link = open_link();
+        link.io_error(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Closed);
+        let Some(CloseReason::Error(crate::Error::Io(e))) = link.close_reason() else { panic!("not the I/O error") };
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
+}
