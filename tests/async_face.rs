@@ -13,9 +13,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-#[path = "common/python.rs"]
-mod python;
-use python::pyenv_python;
+mod common;
+use common::python::pyenv_python;
 
 use futures_util::{SinkExt, StreamExt};
 use mpconn::pickle::Value;

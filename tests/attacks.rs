@@ -1,6 +1,6 @@
 //! The standing adversary suite, by attack: each attack runs against a live echo server on each
 //! face (blocking `Listener` with a thread per connection, reactor, tokio) while a good client
-//! pings every 10 ms and the process's RSS is sampled (harness: `tests/adversary/mod.rs`). Each
+//! pings every 10 ms and the process's RSS is sampled (harness: `tests/common/adversary.rs`). Each
 //! run prints one line `attack=X face=F good_n=.. good_p50=.. good_max=.. fresh_connect=..
 //! rss_base=.. rss_peak=.. attack_time=..` and asserts how the attackers ended and that the
 //! good client was served (no error, no round trip over `GOOD_MAX`, a new client got in).
@@ -13,14 +13,14 @@
 //! count and time; loopback only.
 #![cfg(all(unix, feature = "tokio"))]
 
-mod adversary;
+mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use adversary::{Config, Face, KEY, Server, closed_within, read_frame, serial, write_frame};
+use common::adversary::{Config, Face, KEY, Server, closed_within, read_frame, serial, write_frame};
 
 /// A good round trip never takes longer than this during an attack (generous: a loaded 2-core
 /// machine; the figures printed are the measurement).
@@ -38,7 +38,7 @@ fn handshake_trickle(face: Face) {
     let _s = serial();
     let server = Server::start(face, &Config::default());
     const N: usize = 5;
-    let report = adversary::run("handshake_trickle", &server, |server| {
+    let report = common::adversary::run("handshake_trickle", &server, |server| {
         let mut peers: Vec<TcpStream> = (0..N).map(|_| server.raw()).collect();
         let reply = [0x41u8; 41];
         let mut frame = (reply.len() as u32).to_be_bytes().to_vec();
@@ -87,7 +87,7 @@ fn silent_peers(face: Face) {
     let _s = serial();
     let server = Server::start(face, &Config::default());
     let n = if face == Face::Blocking { 5 } else { 100 };
-    let report = adversary::run("silent_peers", &server, |server| {
+    let report = common::adversary::run("silent_peers", &server, |server| {
         let mut peers: Vec<TcpStream> = (0..n).map(|_| server.raw()).collect();
         let reasons = server.ended(n, Duration::from_secs(30));
         println!("silent_peers {} n={n}: first {:?}", face.name(), reasons.first());
@@ -107,7 +107,7 @@ fn preauth_garbage(face: Face) {
     let _s = serial();
     let config = Config { handshake_timeout: Duration::from_secs(10), ..Config::default() };
     let server = Server::start(face, &config);
-    let report = adversary::run("preauth_garbage", &server, |server| {
+    let report = common::adversary::run("preauth_garbage", &server, |server| {
         let mut long_header = (-1i32).to_be_bytes().to_vec();
         long_header.extend_from_slice(&(1u64 << 40).to_be_bytes());
         let mut over_cap = 300u32.to_be_bytes().to_vec();
@@ -153,7 +153,7 @@ fn slowloris_mid_message(face: Face) {
     let _s = serial();
     let server = Server::start(face, &Config::default());
     const N: usize = 3;
-    let report = adversary::run("slowloris_mid_message", &server, |server| {
+    let report = common::adversary::run("slowloris_mid_message", &server, |server| {
         let mut peers: Vec<TcpStream> = (0..N).map(|_| server.authenticated(KEY)).collect();
         for p in &mut peers {
             p.write_all(&1000u32.to_be_bytes()).unwrap();
@@ -185,7 +185,7 @@ fn slowloris_mid_message(face: Face) {
 fn never_reading_peer(face: Face) {
     let _s = serial();
     let server = Server::start(face, &Config::default());
-    let report = adversary::run("never_reading_peer", &server, |server| {
+    let report = common::adversary::run("never_reading_peer", &server, |server| {
         let mut p = server.authenticated(KEY);
         p.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
         let body = vec![7u8; 64 * 1024];
@@ -221,7 +221,7 @@ fn never_reading_peer(face: Face) {
 fn bulk_streamers(face: Face) {
     let _s = serial();
     let server = Server::start(face, &Config::default());
-    let report = adversary::run("bulk_streamers", &server, |server| {
+    let report = common::adversary::run("bulk_streamers", &server, |server| {
         let mut peers: Vec<TcpStream> = (0..4).map(|_| server.authenticated(KEY)).collect();
         let start = Instant::now();
         let mut batches = 0u32;
@@ -279,7 +279,7 @@ fn bulk_streamers(face: Face) {
 fn wrong_keys_in_a_loop(face: Face) {
     let _s = serial();
     let server = Server::start(face, &Config::default());
-    let report = adversary::run("wrong_keys_in_a_loop", &server, |server| {
+    let report = common::adversary::run("wrong_keys_in_a_loop", &server, |server| {
         let start = Instant::now();
         let mut tries = 0;
         while tries < 200 && start.elapsed() < Duration::from_secs(4) {
@@ -304,7 +304,7 @@ fn wrong_keys_in_a_loop(face: Face) {
     report.assert_good_client_served(GOOD_MAX);
 }
 
-/// One test per face, `attack::blocking`, `attack::reactor`, `attack::tokio`; a face can carry an
+/// One test per face, `common::servers::blocking`, `common::servers::reactor`, `common::servers::tokio`; a face can carry an
 /// `#[ignore = "why"]` for a known failure (the test still runs with `--include-ignored`).
 macro_rules! on_every_face {
     ($attack:ident $(; blocking: #[$b:meta])? $(; tokio: #[$t:meta])?) => {
@@ -336,12 +336,9 @@ on_every_face!(preauth_garbage);
 // restarted at every byte and a dribbler held its thread as long as it liked).
 on_every_face!(slowloris_mid_message);
 on_every_face!(never_reading_peer);
-// Found here: on the tokio face (one current-thread runtime) 4 streamers starve the other
-// tasks: over three runs the good client's round trips took 32-440 ms (p50, max 158-514 ms), and
-// in one run a new client's handshake missed the server's 1 s deadline (the run fails then; it
-// passed in the others, so it is ignored rather than flaky). The reactor keeps them under 1 ms
-// (p50) by its read budgets. Likely cause (not verified): tokio's cooperative budget counts 128
-// I/O operations per task poll, and at 64 KiB a read that is up to 8 MiB of one streamer's work
-// before another task runs.
+// Found here: on the tokio face (one current-thread runtime) 4 streamers starved the other
+// tasks (good p50 32-440 ms over three runs, and once a new client's handshake missed the 1 s
+// deadline): tokio's cooperative budget let one task read up to 8 MiB between yields. Each
+// connection now yields after `FAIR_SLICE` (256 KiB) read or written.
 on_every_face!(bulk_streamers);
 on_every_face!(wrong_keys_in_a_loop);

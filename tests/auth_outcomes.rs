@@ -17,7 +17,7 @@
 //!   dialect, so for it every dialect must succeed.
 #![cfg(unix)]
 
-mod attack;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,7 +27,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::{Child2, WAIT, mpconn, peer_script, pyenv_python};
+use common::servers::{Child2, WAIT, mpconn, peer_script, pyenv_python};
 use mpconn::CloseReason;
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};

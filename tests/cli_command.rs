@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 
 use mpconn::Listener;
 
-mod cli_binary;
-use cli_binary::mpconn;
+mod common;
+use common::cli_binary::mpconn;
 
 /// `mpconn send` (no key, no --recv) exits non-zero when the message was not delivered, also
 /// when a keyed Python listener calls accept() late (busy with another client: it is

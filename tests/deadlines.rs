@@ -28,7 +28,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-mod cli_binary;
+mod common;
 
 use mpconn::CloseReason;
 use mpconn::Timeouts;
@@ -312,7 +312,7 @@ fn send_against(serve: impl FnOnce(UnixStream) + Send + 'static, key: bool) -> (
             serve(s);
         }
     });
-    let mut cmd = std::process::Command::new(cli_binary::mpconn());
+    let mut cmd = std::process::Command::new(common::cli_binary::mpconn());
     cmd.args(["send", path.to_str().unwrap(), "hello", "--recv", "1", "--timeout", "2s"]);
     if key {
         cmd.args(["--authkey-env", "DEADLINES_KEY"]).env("DEADLINES_KEY", "k");

@@ -7,8 +7,7 @@
 //! `async_echo` example (feature `tokio`) serves the same clients.
 #![cfg(unix)]
 
-#[path = "attack/mod.rs"]
-mod attack;
+mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -16,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::{Child2, example};
+use common::servers::{Child2, example};
 
 const KEY: &str = "embedding key";
 /// The handshake deadline given to the examples.
@@ -230,7 +229,7 @@ fn poll_timeout_tells_the_host_loop_about_the_handshake_deadline() {
 #[cfg(feature = "tokio")]
 #[test]
 fn async_echo_example_serves_python_clients() {
-    let exe = attack::example_with_features("async_echo", &["tokio"]);
+    let exe = common::servers::example_with_features("async_echo", &["tokio"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("async-echo.sock");
     for address in ["127.0.0.1:0", path.to_str().unwrap()] {

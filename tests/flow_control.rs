@@ -1,4 +1,4 @@
-//! Issue 11: a peer that writes faster than it reads is throttled (by TCP, once the server stops
+//! Flow control: a peer that writes faster than it reads is throttled (by TCP, once the server stops
 //! reading it), never dropped, and loses nothing; a handler can pause and resume reading.
 //!
 //! Slow readers: each client writes many large messages as fast as it can on one thread, and
@@ -7,7 +7,7 @@
 //! refused), and an in-process echo with the same handler and a small high-water mark. Every wait is bounded.
 #![cfg(unix)]
 
-mod attack;
+mod common;
 
 use std::io::{Read, Write};
 use std::process::Command;
@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::{Child2, echo_server_example, framed, message, split_tcp};
+use common::servers::{Child2, echo_server_example, framed, message, split_tcp};
 use mpconn::CloseReason;
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor};
@@ -197,7 +197,7 @@ fn a_small_high_water_mark_still_throttles_instead_of_refusing() {
         ready_tx.send((address, reactor.handle())).unwrap();
         reactor.run().unwrap();
     });
-    let (address, handle) = ready.recv_timeout(attack::WAIT).unwrap();
+    let (address, handle) = ready.recv_timeout(common::servers::WAIT).unwrap();
     run_clients("in-process echo, 256 KiB high-water mark", tcp_clients(&address, Some(KEY), 256, SIZE));
     handle.stop().unwrap();
     t.join().unwrap();
@@ -252,7 +252,7 @@ mod pause {
             ready_tx.send((reactor.listener_address(l).unwrap().to_string(), reactor.handle())).unwrap();
             reactor.run().unwrap();
         });
-        let (a, h) = ready.recv_timeout(attack::WAIT).unwrap();
+        let (a, h) = ready.recv_timeout(common::servers::WAIT).unwrap();
         (a, h, rx, t)
     }
 
@@ -274,7 +274,7 @@ mod pause {
         const N: u32 = 100;
         let (address, handle, rx, t) = spawn(Some(10));
         let mut client = Client::new(address.as_str()).authkey(KEY).connect().unwrap();
-        let conn = match rx.recv_timeout(attack::WAIT).unwrap() {
+        let conn = match rx.recv_timeout(common::servers::WAIT).unwrap() {
             Ev::Open(c) => c,
             _ => panic!("expected open"),
         };
@@ -313,7 +313,7 @@ mod pause {
         const N: u32 = 50;
         let (address, handle, rx, t) = spawn(None);
         let mut client = Client::new(address.as_str()).authkey(KEY).connect().unwrap();
-        let conn = match rx.recv_timeout(attack::WAIT).unwrap() {
+        let conn = match rx.recv_timeout(common::servers::WAIT).unwrap() {
             Ev::Open(c) => c,
             _ => panic!("expected open"),
         };
@@ -326,7 +326,7 @@ mod pause {
                 let _ = sync_tx.send(ctx.pause_reading(conn));
             })
             .unwrap();
-        assert!(sync.recv_timeout(attack::WAIT).unwrap());
+        assert!(sync.recv_timeout(common::servers::WAIT).unwrap());
         for i in 0..N {
             client.send_bytes(&message(2, i, 100)).unwrap();
         }
@@ -346,7 +346,7 @@ mod pause {
                 let _ = tx2.send(ctx.resume_reading(conn));
             })
             .unwrap();
-        let _ = rx2.recv_timeout(attack::WAIT).unwrap();
+        let _ = rx2.recv_timeout(common::servers::WAIT).unwrap();
         handle.stop().unwrap();
         t.join().unwrap();
     }

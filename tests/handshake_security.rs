@@ -1,5 +1,5 @@
 //! What the challenge-response does and does not prove, tried with raw sockets against live
-//! listeners on each face (blocking, reactor, tokio; harness: `tests/adversary/mod.rs`) and
+//! listeners on each face (blocking, reactor, tokio; harness: `tests/common/adversary.rs`) and
 //! against real CPython peers. `SECURITY.md` ("What the handshake proves") cites each test.
 //!
 //! * Reflection against a listener: a listener answers the peer's challenge only after the peer
@@ -19,16 +19,15 @@
 //! Loopback only; every wait is bounded; every Python process is killed on drop.
 #![cfg(all(unix, feature = "tokio"))]
 
-mod adversary;
-mod attack;
+mod common;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::thread;
 
-use adversary::{Config, FACES, KEY, Server, WAIT, closed_within, read_frame, write_frame};
-use attack::{Child2, pyenv_python};
+use common::adversary::{Config, FACES, KEY, Server, WAIT, closed_within, read_frame, write_frame};
+use common::servers::{Child2, pyenv_python};
 use mpconn::{Client, Digest, DigestPolicy};
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -75,7 +74,7 @@ fn python3_11() -> String {
 /// listener answers a challenge, but only to a peer that proved the key and could compute it).
 #[test]
 fn a_listener_answers_no_challenge_before_the_peer_proved_the_key() {
-    let _s = adversary::serial();
+    let _s = common::adversary::serial();
     for face in FACES {
         let server = Server::start(face, &Config::default());
         let mut a = server.raw();
@@ -140,7 +139,7 @@ type StartVictim = Box<dyn FnOnce(String) -> Victim>;
 /// CPython 3.12 client where pyenv has one): the MAC binds neither the connection nor the role.
 #[test]
 fn a_keyless_relay_between_a_client_and_a_listener_gets_in_on_every_face() {
-    let _s = adversary::serial();
+    let _s = common::adversary::serial();
     for face in FACES {
         let mut victims: Vec<(&str, StartVictim)> = vec![(
             "mpconn Client",
@@ -294,7 +293,7 @@ fn two_concurrent_connections_let_a_keyless_listener_reflect_a_clients_own_chall
 /// `RequireSha256` (`#FAILURE#`, the server says why), on each face.
 #[test]
 fn an_md5_answer_to_a_sha256_challenge_is_accepted_by_default_and_refused_when_strict() {
-    let _s = adversary::serial();
+    let _s = common::adversary::serial();
     for face in FACES {
         for policy in [DigestPolicy::CpythonCompatible, DigestPolicy::RequireSha256] {
             let server = Server::start(face, &Config { policy, ..Config::default() });
@@ -323,7 +322,7 @@ fn an_md5_answer_to_a_sha256_challenge_is_accepted_by_default_and_refused_when_s
 /// HMAC-MD5) is let in by each face by default and refused under `RequireSha256`.
 #[test]
 fn a_cpython_3_11_md5_client_is_accepted_by_default_and_refused_when_strict() {
-    let _s = adversary::serial();
+    let _s = common::adversary::serial();
     for face in FACES {
         for policy in [DigestPolicy::CpythonCompatible, DigestPolicy::RequireSha256] {
             let server = Server::start(face, &Config { policy, ..Config::default() });
@@ -423,7 +422,7 @@ fn an_md5_challenge_is_answered_by_default_and_refused_by_a_strict_client() {
 /// the key; and an mpconn client with the key is let in by a CPython listener with key + NUL.
 #[test]
 fn keys_that_differ_only_by_trailing_nul_bytes_are_the_same_key() {
-    let _s = adversary::serial();
+    let _s = common::adversary::serial();
     for d in Digest::ALL {
         assert_eq!(d.mac(b"k", b"challenge").as_bytes(), d.mac(b"k\0\0", b"challenge").as_bytes(), "{}", d.name());
         assert_ne!(d.mac(b"k", b"challenge").as_bytes(), d.mac(b"k\0x", b"challenge").as_bytes(), "{}", d.name());

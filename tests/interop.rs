@@ -19,9 +19,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-#[path = "common/python.rs"]
-mod python;
-use python::pyenv_python;
+mod common;
+use common::python::pyenv_python;
 
 use mpconn::pickle::{Value, repr};
 use mpconn::{Address, AuthKey, AuthenticationError, Client, Connection, Dialect, Error, Listener};

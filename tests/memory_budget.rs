@@ -9,7 +9,7 @@
 //! wait is bounded. The tests that measure RSS run one at a time (`SERIAL`).
 #![cfg(unix)]
 
-mod attack;
+mod common;
 
 use std::io::{ErrorKind, Write};
 use std::os::unix::net::UnixStream;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::split_unix;
+use common::servers::split_unix;
 use mpconn::CloseReason;
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor, SendError};

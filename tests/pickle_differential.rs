@@ -33,8 +33,7 @@ use std::time::Duration;
 use mpconn::pickle::{dumps_value, loads_value, repr};
 use serde_json::json;
 
-#[path = "common/python.rs"]
-mod python;
+mod common;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle_gen.py");
 const PY_WAIT: Duration = Duration::from_secs(300);
@@ -44,7 +43,7 @@ const PY_WAIT: Duration = Duration::from_secs(300);
 const STACK: usize = 64 << 20;
 
 fn python(version: &str) -> PathBuf {
-    python::pyenv_python(version).unwrap_or_else(|| panic!("pyenv has no CPython {version} (required)"))
+    common::python::pyenv_python(version).unwrap_or_else(|| panic!("pyenv has no CPython {version} (required)"))
 }
 
 fn py313() -> PathBuf {

@@ -15,7 +15,7 @@
 //! Every loop is bounded in count and time; only processes started here are killed.
 #![cfg(unix)]
 
-mod cli_binary;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -371,7 +371,7 @@ struct Server {
 impl Server {
     fn start(dir: &std::path::Path, n: usize) -> Server {
         let sock = dir.join(format!("listen-{n}.sock"));
-        let mut cmd = Command::new(cli_binary::mpconn());
+        let mut cmd = Command::new(common::cli_binary::mpconn());
         cmd.args(["listen", "--echo", "--authkey-env", "PICKLE_HOSTILE_KEY"])
             .arg(&sock)
             .env("PICKLE_HOSTILE_KEY", KEY)

@@ -39,14 +39,13 @@ use mpconn::pickle::{Value, dumps_value, loads, loads_value, repr};
 use mpconn::{Dialect, Listener};
 use serde_json::json;
 
-#[path = "common/python.rs"]
-mod python;
+mod common;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/py2_relay.py");
 const PY_WAIT: Duration = Duration::from_secs(300);
 
 fn pyenv(version: &str) -> PathBuf {
-    python::pyenv_python(version).unwrap_or_else(|| panic!("pyenv has no CPython {version} (required)"))
+    common::python::pyenv_python(version).unwrap_or_else(|| panic!("pyenv has no CPython {version} (required)"))
 }
 
 fn py27() -> PathBuf {
@@ -486,4 +485,39 @@ fn random_mixes_of_str_and_python2_str_keep_their_kinds_at_protocol_2_only() {
         strings += want.len();
     }
     eprintln!("{values} random values, {strings} strings, kinds kept at protocol 2 (seed {seed})");
+}
+
+/// A Python 2.7 `date`/`datetime`/`time` whose state bytes happen to be ASCII (1900-01-01) is
+/// received as a Value whose argument is a Python 2 `str` (`Value::Py2Str`) and re-sent with
+/// `send_value` (protocol 2, the one chosen for a Python 2 peer) as a `str` again: before, it
+/// became `unicode` and Python 2 raised `TypeError: an integer is required`.
+#[test]
+fn python27_date_relayed_through_rust_values_comes_back() {
+    let mut listener = Listener::builder().address("127.0.0.1:0").authenticate(false).bind().unwrap();
+    let addr = listener.address().to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "import datetime\nfrom multiprocessing.connection import Client\n\
+         for v in [datetime.date(1900, 1, 1), datetime.datetime(1900, 1, 1, 1, 1, 1), datetime.time(1, 2, 3)]:\n\
+         \x20   c = Client(('{host}', {port}))\n\
+         \x20   c.send(v)\n\
+         \x20   try:\n\
+         \x20       print(repr(c.recv()))\n\
+         \x20   except Exception as e:\n\
+         \x20       print('EXC %r' % e)\n"
+    );
+    let child = Command::new(py27()).args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    for _ in 0..3 {
+        let mut conn = listener.accept().unwrap();
+        assert_eq!(conn.pickle_protocol(), 2);
+        let v = conn.recv_value().unwrap();
+        conn.send_value(&v).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["datetime.date(1900, 1, 1)", "datetime.datetime(1900, 1, 1, 1, 1, 1)", "datetime.time(1, 2, 3)"],
+        "Python 2.7 got back:\n{out}"
+    );
 }

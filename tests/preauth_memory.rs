@@ -25,7 +25,7 @@
 //! partial handshake frame: at most 512 bytes (64 KiB before issue 11: a read block).
 #![cfg(target_os = "linux")]
 
-mod attack;
+mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -33,7 +33,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use attack::{Child2, mpconn};
+use common::servers::{Child2, mpconn};
 
 const KEY: &str = "preauth key";
 /// Bytes of user-space memory allowed per unauthenticated connection (the target).

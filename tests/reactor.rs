@@ -17,11 +17,9 @@ use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handler, Reactor, SendError, Turn};
 use mpconn::{Address, AuthKey, Client};
 
-#[path = "common/python.rs"]
-mod python;
-mod support;
-use python::python_at;
-use support::{Ev, WAIT, next_event, spawn_reactor, stop};
+mod common;
+use common::python::python_at;
+use common::reactor::{Ev, WAIT, next_event, spawn_reactor, stop};
 
 const KEY: &str = "reactor key";
 

@@ -6,15 +6,14 @@
 // Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
-mod attack;
-mod support;
+mod common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use attack::{framed, split_tcp};
+use common::reactor::{Ev, spawn_reactor, stop};
+use common::servers::{framed, split_tcp};
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
-use support::{Ev, spawn_reactor, stop};
 
 /// A peer that never reads its echoes gets its connection auto-paused at the high-water mark.
 /// Silence while output waits on the peer is the peer's: the idle deadline (500 ms here) closes
@@ -28,7 +27,7 @@ fn a_peer_that_never_reads_is_closed_by_the_idle_timeout() {
         .idle_timeout(Some(Duration::from_millis(500)))
         .write_stall_timeout(None);
     let (addr, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
-    let addr = attack::address_text(&addr);
+    let addr = common::servers::address_text(&addr);
     let (mut w, _r) = split_tcp(&addr, Some("k"));
     w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     // Write until the server stops reading us (TCP throttles the writer), never read.
@@ -66,7 +65,7 @@ fn a_peer_that_never_reads_is_closed_by_the_write_stall_timeout() {
         .high_water_mark(64 * 1024)
         .write_stall_timeout(Some(Duration::from_millis(500)));
     let (addr, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
-    let addr = attack::address_text(&addr);
+    let addr = common::servers::address_text(&addr);
     let (mut w, _r) = split_tcp(&addr, Some("k"));
     w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     let start = Instant::now();
@@ -110,8 +109,8 @@ fn a_slow_reader_is_not_closed_by_the_write_stall_timeout() {
         .write_stall_timeout(Some(Duration::from_secs(1)));
     let (addr, handle, rx, t) =
         spawn_reactor(path.to_str().unwrap().to_string(), ListenOptions::new().connection(conn_opts), true);
-    let addr = attack::address_text(&addr);
-    let (mut w, mut r) = attack::split_unix(&addr, Some("k"));
+    let addr = common::servers::address_text(&addr);
+    let (mut w, mut r) = common::servers::split_unix(&addr, Some("k"));
     const N: u32 = 32;
     const SIZE: usize = 64 * 1024;
     let writer = std::thread::spawn(move || {

@@ -3,13 +3,13 @@
 //!
 //! Each test says what the code did before the settings core.
 
-mod support;
+mod common;
 
 use std::time::{Duration, Instant};
 
+use common::reactor::{Ev, next_event, spawn_reactor, stop};
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::{AuthOptions, AuthenticationError, Client, Error, Listener};
-use support::{Ev, next_event, spawn_reactor, stop};
 
 const KEY: &str = "settings key";
 
@@ -158,7 +158,7 @@ fn settings_no_peer_could_authenticate_under_are_refused_when_binding() {
     assert!(Listener::builder().address("127.0.0.1:0").max_message_size(16).bind().is_ok());
 
     let (tx, _rx) = std::sync::mpsc::channel();
-    let mut reactor = mpconn::reactor::Reactor::new(support::Recorder { tx, echo: false }).unwrap();
+    let mut reactor = mpconn::reactor::Reactor::new(common::reactor::Recorder { tx, echo: false }).unwrap();
     let listen = reactor.listen("127.0.0.1:0", ListenOptions::new().authkey(KEY).max_message_size(16));
     assert!(tiny(listen.unwrap_err()));
     let connect = reactor.connect("127.0.0.1:9", ConnectionOptions::new().authkey(KEY).max_message_size(16));

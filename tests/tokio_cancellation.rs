@@ -6,9 +6,9 @@
 //! every Python process is killed on drop.
 #![cfg(all(unix, feature = "tokio"))]
 
-mod tokio_support;
+mod common;
 
-use tokio_support::*;
+use common::tokio_face::*;
 
 /// Cancellation by `timeout(1ms)` against random sizes up to 16 MiB, sent slowly in random
 /// slices: every message exactly once, intact, in order; then a clean end of file.

@@ -4,9 +4,9 @@
 //! once against a backlog of 128). Every wait is bounded.
 #![cfg(all(unix, feature = "tokio"))]
 
-mod tokio_support;
+mod common;
 
-use tokio_support::*;
+use common::tokio_face::*;
 
 /// Linux refuses a non-blocking connect to a Unix socket whose backlog is full with EAGAIN
 /// (not EINPROGRESS). Python's Client and the blocking face wait until the listener accepts;

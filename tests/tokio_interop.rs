@@ -4,11 +4,9 @@
 //! with a message. Every wait is bounded; every Python process is killed on drop.
 #![cfg(all(unix, feature = "tokio"))]
 
-#[path = "common/python.rs"]
-mod python;
-mod tokio_support;
+mod common;
 
-use tokio_support::*;
+use common::tokio_face::*;
 
 /// Every installed CPython (2.7, 3.6–3.13) as client of the async listener, right and wrong key,
 /// and as listener for the async client, right and wrong key.
@@ -41,10 +39,10 @@ except Exception as e:
 sys.stdout.flush()
 import time; time.sleep(2)
 "#;
-    let versions = python::pyenv_versions();
+    let versions = common::python::pyenv_versions();
     let mut failures = Vec::new();
     for v in &versions {
-        let Some(exe) = python::pyenv_python(v) else { continue };
+        let Some(exe) = common::python::pyenv_python(v) else { continue };
         for (key, good) in [("k", true), ("wrong", false)] {
             // Python client -> async listener.
             rt().block_on(async {

@@ -4,9 +4,9 @@
 //! connections hold. Every wait is bounded; every Python process is killed on drop.
 #![cfg(all(unix, feature = "tokio"))]
 
-mod tokio_support;
+mod common;
 
-use tokio_support::*;
+use common::tokio_face::*;
 
 /// A client that answers the challenge one byte every 400 ms: the handshake deadline (1.5 s)
 /// must still end it (each byte must not re-arm or starve the deadline).

@@ -13,8 +13,8 @@ use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
 use mpconn::{Address, AuthenticationError, Client, Error, Family, Listener, arbitrary_address};
 
-mod support;
-use support::{Ev, WAIT, spawn_client_reactor, stop};
+mod common;
+use common::reactor::{Ev, WAIT, spawn_client_reactor, stop};
 
 const KEY: &str = "pipe key";
 
@@ -216,7 +216,7 @@ fn pipe_pairs_and_wait() {
 // ---- the reactor over pipes ----
 
 fn spawn_reactor(options: ListenOptions, echo: bool) -> (Address, Handle, mpsc::Receiver<Ev>, thread::JoinHandle<()>) {
-    support::spawn_reactor(fresh_pipe(), options, echo)
+    common::reactor::spawn_reactor(fresh_pipe(), options, echo)
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn the_reactor_serves_many_tcp_clients_at_once() {
 fn many_clients_on(address: Address) {
     const CLIENTS: usize = 64;
     const TRIPS: usize = 50;
-    let (address, handle, _rx, t) = support::spawn_reactor(address, ListenOptions::new().authkey(KEY), true);
+    let (address, handle, _rx, t) = common::reactor::spawn_reactor(address, ListenOptions::new().authkey(KEY), true);
     let start = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {

@@ -18,10 +18,8 @@ use mpconn::{Address, Client};
 /// The longest any test waits for one thing.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-#[path = "../cli_binary/mod.rs"]
-mod cli_binary;
-#[path = "../common/python.rs"]
-mod python;
+use super::cli_binary;
+use super::python;
 #[allow(unused_imports)]
 pub use python::pyenv_python;
 

@@ -1,0 +1,23 @@
+//! What the test suites share, in one place. Tests are separate crates: a suite says `mod common;`
+//! and uses the parts it needs (the rest is compiled and unused there, hence the allow).
+//!
+//! * [`python`]: finding the CPython interpreters (also used by `benches/pickle.rs`);
+//! * [`cli_binary`]: the `mpconn` command, built once per test process;
+//! * [`reactor`]: a recording handler and a reactor on its own thread;
+//! * [`servers`]: server child processes killed on drop, authenticated connections as plain
+//!   streams, bounded waits (Unix);
+//! * [`adversary`]: the standing adversary harness, an echo server on every face with a good
+//!   client measuring its latency and RSS sampled (Unix, tokio);
+//! * [`tokio_face`]: a current-thread runtime, Python children, message bodies and RSS for the
+//!   tokio face's suites (Unix, tokio).
+#![allow(dead_code, unused_imports)]
+
+#[cfg(all(unix, feature = "tokio"))]
+pub mod adversary;
+pub mod cli_binary;
+pub mod python;
+pub mod reactor;
+#[cfg(unix)]
+pub mod servers;
+#[cfg(all(unix, feature = "tokio"))]
+pub mod tokio_face;
