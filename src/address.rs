@@ -157,7 +157,7 @@ impl Address {
             .to_socket_addrs()
             .map_err(|e| Error::Address(format!("cannot resolve {host:?}: {e}")))?
             .collect();
-        addrs.sort_by_key(|a| a.is_ipv6());
+        addrs.sort_by_key(std::net::SocketAddr::is_ipv6);
         if addrs.is_empty() {
             return Err(Error::Address(format!("{host:?} resolves to no address")));
         }

@@ -139,7 +139,7 @@ static DEFAULT_KEY: Mutex<Option<AuthKey>> = Mutex::new(None);
 /// on first use. The same key for the life of the process
 /// unless replaced with [`set_default_authkey`].
 pub fn default_authkey() -> Result<AuthKey> {
-    let mut slot = DEFAULT_KEY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut slot = DEFAULT_KEY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(key) = slot.as_ref() {
         return Ok(key.clone());
     }
@@ -174,7 +174,7 @@ pub(crate) fn resolve_key(explicit: Option<AuthKey>, authenticate: bool) -> Resu
 
 /// Replaces the process-wide default key (Python: `current_process().authkey = key`).
 pub fn set_default_authkey(key: AuthKey) {
-    *DEFAULT_KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+    *DEFAULT_KEY.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key);
 }
 
 /// Fills `buf` from the OS random source.

@@ -285,7 +285,7 @@ impl MemoryBudget {
         if self.pressure && self.total <= self.low {
             self.pressure = false;
             self.leader = None;
-            for (&id, u) in self.users.iter_mut() {
+            for (&id, u) in &mut self.users {
                 if u.waiting {
                     u.waiting = false;
                     self.wake.push(id);

@@ -3,7 +3,7 @@
 //! Why a module of its own: typed `recv` goes pickle → [`Value`] → Rust value, so the one decoder
 //! (with its budget and its refusal of cycles) reads everything. This walk recurses, once per
 //! level of the value, so it stops at [`SERDE_DEPTH_LIMIT`] levels with
-//! [`PickleError::TooDeep`] (as serde_json stops at 128). The mapping is the reverse of
+//! [`PickleError::TooDeep`] (as `serde_json` stops at 128). The mapping is the reverse of
 //! `ser.rs`; lists, tuples, sets and frozensets all read as sequences, bytes and bytearray as
 //! bytes (or as a str when the Rust side asks for one and they are UTF-8), and a class instance
 //! is an error naming its class.
@@ -78,7 +78,7 @@ struct Seq<'a> {
     parent: ValueDe<'a>,
 }
 
-impl<'de, 'a> de::SeqAccess<'de> for Seq<'a> {
+impl<'de> de::SeqAccess<'de> for Seq<'_> {
     type Error = PickleError;
     fn next_element_seed<T: de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, PickleError> {
         match self.items.next() {
@@ -97,7 +97,7 @@ struct Map<'a> {
     parent: ValueDe<'a>,
 }
 
-impl<'de, 'a> de::MapAccess<'de> for Map<'a> {
+impl<'de> de::MapAccess<'de> for Map<'_> {
     type Error = PickleError;
     fn next_key_seed<K: de::DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, PickleError> {
         match self.entries.next() {
@@ -122,7 +122,7 @@ struct Enum<'a> {
     payload: Option<ValueDe<'a>>,
 }
 
-impl<'de, 'a> de::EnumAccess<'de> for Enum<'a> {
+impl<'de> de::EnumAccess<'de> for Enum<'_> {
     type Error = PickleError;
     type Variant = Self;
     fn variant_seed<V: de::DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), PickleError> {
@@ -132,7 +132,7 @@ impl<'de, 'a> de::EnumAccess<'de> for Enum<'a> {
     }
 }
 
-impl<'de, 'a> de::VariantAccess<'de> for Enum<'a> {
+impl<'de> de::VariantAccess<'de> for Enum<'_> {
     type Error = PickleError;
     fn unit_variant(self) -> Result<(), PickleError> {
         Ok(())
@@ -161,7 +161,7 @@ impl<'de, 'a> de::VariantAccess<'de> for Enum<'a> {
     }
 }
 
-impl<'de, 'a> de::Deserializer<'de> for ValueDe<'a> {
+impl<'de> de::Deserializer<'de> for ValueDe<'_> {
     type Error = PickleError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PickleError> {

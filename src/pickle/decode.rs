@@ -5,7 +5,7 @@
 //! * **No recursion.** The stack, the mark stack and the memo are heap vectors; every opcode is
 //!   one step of a loop. Nesting depth costs one stack entry per level, nothing more.
 //! * **Sharing without copies.** A first linear pass collects the memo ids the pickle ever
-//!   fetches (GET, BINGET, LONG_BINGET). PUT / MEMOIZE of any other id costs nothing. PUT of a
+//!   fetches (GET, BINGET, `LONG_BINGET`). PUT / MEMOIZE of any other id costs nothing. PUT of a
 //!   fetched container moves it into a *slot* and leaves a handle on the stack; APPENDS,
 //!   SETITEMS, ADDITEMS and BUILD on a handle go into the slot. The first time a handle is
 //!   embedded (in a container, or as the result) the slot is frozen into an `Arc` and embedded as
@@ -24,7 +24,7 @@
 //!   None)` (an [`Object`] of `cls`). `collections.OrderedDict` stays an [`Object`] (its items in
 //!   `dict_items`, printed as Python prints it), so it goes back to Python as an `OrderedDict`.
 //!
-//! Python 2 `str` (STRING, BINSTRING, SHORT_BINSTRING) decodes as `Py2Str` when it is ASCII (a
+//! Python 2 `str` (STRING, BINSTRING, `SHORT_BINSTRING`) decodes as `Py2Str` when it is ASCII (a
 //! `str` to everything but the encoder, which writes it back to Python 2 as a `str`) and as
 //! `Bytes` otherwise; protocol 0's `I01` / `I00` are `True` / `False`, as in CPython.
 
@@ -220,7 +220,7 @@ impl IdSet {
 }
 
 fn le(b: &[u8]) -> u64 {
-    b.iter().rev().fold(0u64, |acc, &x| acc << 8 | x as u64)
+    b.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x))
 }
 
 fn parse_id(line: &[u8]) -> Option<u64> {
@@ -266,7 +266,7 @@ fn prescan(data: &[u8]) -> IdSet {
             op::BININT1 | op::PROTO | op::BINPUT | op::EXT1 => Some(i + 1),
             op::BINGET => {
                 if let Some(&id) = data.get(i) {
-                    fetched.insert(id as u64);
+                    fetched.insert(u64::from(id));
                 }
                 Some(i + 1)
             }
@@ -652,7 +652,7 @@ impl<'a> Vm<'a> {
         if b.len() <= 8 {
             let mut v: i64 = 0;
             for (i, &x) in b.iter().enumerate() {
-                v |= (x as i64) << (8 * i);
+                v |= i64::from(x) << (8 * i);
             }
             if let Some(&last) = b.last()
                 && b.len() < 8
@@ -942,20 +942,20 @@ impl<'a> Vm<'a> {
                 op::NEWFALSE => self.push(Value::Bool(false))?,
                 op::BININT1 => {
                     let b = self.byte()?;
-                    self.push(Value::Int(b as i64))?
+                    self.push(Value::Int(i64::from(b)))?;
                 }
                 op::BININT2 => {
                     let n = self.uint(2)?;
-                    self.push(Value::Int(n as i64))?
+                    self.push(Value::Int(n as i64))?;
                 }
                 op::BININT => {
                     let n = self.uint(4)? as u32 as i32;
-                    self.push(Value::Int(n as i64))?
+                    self.push(Value::Int(i64::from(n)))?;
                 }
                 op::LONG1 => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
-                    self.push_long_bytes(b)?
+                    self.push_long_bytes(b)?;
                 }
                 op::LONG4 => {
                     let n = self.uint(4)? as u32 as i32;
@@ -963,13 +963,13 @@ impl<'a> Vm<'a> {
                         return Err(self.invalid("LONG pickle has negative byte count"));
                     }
                     let b = self.take(n as usize)?;
-                    self.push_long_bytes(b)?
+                    self.push_long_bytes(b)?;
                 }
                 op::BINFLOAT => {
                     let b = self.take(8)?;
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    self.push(Value::Float(f64::from_be_bytes(a)))?
+                    self.push(Value::Float(f64::from_be_bytes(a)))?;
                 }
                 op::FLOAT => {
                     let l = self.line()?;
@@ -981,58 +981,58 @@ impl<'a> Vm<'a> {
                 }
                 op::INT => {
                     let l = self.line()?;
-                    self.push_int_text(l, true)?
+                    self.push_int_text(l, true)?;
                 }
                 op::LONG => {
                     let l = self.line()?;
-                    self.push_int_text(l, false)?
+                    self.push_int_text(l, false)?;
                 }
                 op::SHORT_BINUNICODE => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
-                    self.push_str(b)?
+                    self.push_str(b)?;
                 }
                 op::BINUNICODE => {
                     let n = self.len_arg(4)?;
                     let b = self.take(n)?;
-                    self.push_str(b)?
+                    self.push_str(b)?;
                 }
                 op::BINUNICODE8 => {
                     let n = self.len_arg(8)?;
                     let b = self.take(n)?;
-                    self.push_str(b)?
+                    self.push_str(b)?;
                 }
                 op::UNICODE => {
                     let l = self.line()?;
                     // The decoded `String` (at most the line's length) and the str made of it.
                     self.charge(l.len() as u64 + str_heap(l.len()))?;
                     let s = raw_unicode_escape(l).ok_or_else(|| self.invalid("bad \\u escape"))?;
-                    self.push(Value::Str(s.into()))?
+                    self.push(Value::Str(s.into()))?;
                 }
                 op::SHORT_BINBYTES => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
-                    self.push_bytes(b, false)?
+                    self.push_bytes(b, false)?;
                 }
                 op::BINBYTES => {
                     let n = self.len_arg(4)?;
                     let b = self.take(n)?;
-                    self.push_bytes(b, false)?
+                    self.push_bytes(b, false)?;
                 }
                 op::BINBYTES8 => {
                     let n = self.len_arg(8)?;
                     let b = self.take(n)?;
-                    self.push_bytes(b, false)?
+                    self.push_bytes(b, false)?;
                 }
                 op::BYTEARRAY8 => {
                     let n = self.len_arg(8)?;
                     let b = self.take(n)?;
-                    self.push_bytes(b, true)?
+                    self.push_bytes(b, true)?;
                 }
                 op::SHORT_BINSTRING => {
                     let n = self.byte()? as usize;
                     let b = self.take(n)?;
-                    self.push_py2_str(b)?
+                    self.push_py2_str(b)?;
                 }
                 op::BINSTRING => {
                     let n = self.uint(4)? as u32 as i32;
@@ -1040,7 +1040,7 @@ impl<'a> Vm<'a> {
                         return Err(self.invalid("BINSTRING pickle has negative byte count"));
                     }
                     let b = self.take(n as usize)?;
-                    self.push_py2_str(b)?
+                    self.push_py2_str(b)?;
                 }
                 op::STRING => {
                     let l = self.line()?;
@@ -1049,7 +1049,7 @@ impl<'a> Vm<'a> {
                         _ => return Err(self.invalid("the STRING opcode argument must be quoted")),
                     };
                     let b = escape_decode(inner).ok_or_else(|| self.invalid("bad escape in STRING"))?;
-                    self.push_py2_str(&b)?
+                    self.push_py2_str(&b)?;
                 }
                 op::EMPTY_TUPLE => self.push(Value::Tuple(List::new()))?,
                 op::EMPTY_LIST => self.push(Value::List(List::new()))?,
@@ -1061,17 +1061,17 @@ impl<'a> Vm<'a> {
                         return Err(self.invalid("the stack is empty (unpickling stack underflow)"));
                     }
                     let items = self.take_from(self.stack.len() - n)?;
-                    self.push(Value::Tuple(List(items)))?
+                    self.push(Value::Tuple(List(items)))?;
                 }
                 op::TUPLE => {
                     let k = self.pop_mark()?;
                     let items = self.take_from(k)?;
-                    self.push(Value::Tuple(List(items)))?
+                    self.push(Value::Tuple(List(items)))?;
                 }
                 op::LIST => {
                     let k = self.pop_mark()?;
                     let items = self.take_from(k)?;
-                    self.push(Value::List(List(items)))?
+                    self.push(Value::List(List(items)))?;
                 }
                 op::DICT => {
                     let k = self.pop_mark()?;
@@ -1086,7 +1086,7 @@ impl<'a> Vm<'a> {
                         d.insert(k, v)?;
                     }
                     drop(it);
-                    self.push(Value::Dict(d))?
+                    self.push(Value::Dict(d))?;
                 }
                 op::FROZENSET => {
                     let k = self.pop_mark()?;
@@ -1096,13 +1096,13 @@ impl<'a> Vm<'a> {
                     for v in self.stack.drain(k..).map(value_of) {
                         s.insert(v)?;
                     }
-                    self.push(Value::FrozenSet(s))?
+                    self.push(Value::FrozenSet(s))?;
                 }
                 op::APPEND => {
                     let item = self.pop()?;
                     let v = self.embed(item)?;
                     let i = self.stack.len().wrapping_sub(1);
-                    self.extend_list(i, std::iter::once(v), 1)?
+                    self.extend_list(i, std::iter::once(v), 1)?;
                 }
                 op::APPENDS => {
                     let k = self.pop_mark()?;
@@ -1110,7 +1110,7 @@ impl<'a> Vm<'a> {
                         return Err(self.invalid("no list below the MARK"));
                     }
                     self.embed_from(k)?;
-                    self.extend_from_stack(k)?
+                    self.extend_from_stack(k)?;
                 }
                 op::SETITEM => {
                     let v = self.pop()?;
@@ -1118,7 +1118,7 @@ impl<'a> Vm<'a> {
                     let k = self.pop()?;
                     let k = self.embed(k)?;
                     let i = self.stack.len().wrapping_sub(1);
-                    self.set_items(i, [k, v].into_iter(), 1)?
+                    self.set_items(i, [k, v].into_iter(), 1)?;
                 }
                 op::SETITEMS => {
                     let k = self.pop_mark()?;
@@ -1129,7 +1129,7 @@ impl<'a> Vm<'a> {
                         return Err(self.invalid("odd number of items for SETITEMS"));
                     }
                     self.embed_from(k)?;
-                    self.set_items_from_stack(k)?
+                    self.set_items_from_stack(k)?;
                 }
                 op::ADDITEMS => {
                     let k = self.pop_mark()?;
@@ -1203,32 +1203,32 @@ impl<'a> Vm<'a> {
                 op::PUT => {
                     let l = self.line()?;
                     let id = parse_id(l).ok_or_else(|| self.invalid("bad memo id"))?;
-                    self.put(id)?
+                    self.put(id)?;
                 }
                 op::BINPUT => {
-                    let id = self.byte()? as u64;
-                    self.put(id)?
+                    let id = u64::from(self.byte()?);
+                    self.put(id)?;
                 }
                 op::LONG_BINPUT => {
                     let id = self.uint(4)?;
-                    self.put(id)?
+                    self.put(id)?;
                 }
                 op::MEMOIZE => {
                     let id = self.memo_len;
-                    self.put(id)?
+                    self.put(id)?;
                 }
                 op::GET => {
                     let l = self.line()?;
                     let id = parse_id(l).ok_or_else(|| self.invalid("bad memo id"))?;
-                    self.get(id)?
+                    self.get(id)?;
                 }
                 op::BINGET => {
-                    let id = self.byte()? as u64;
-                    self.get(id)?
+                    let id = u64::from(self.byte()?);
+                    self.get(id)?;
                 }
                 op::LONG_BINGET => {
                     let id = self.uint(4)?;
-                    self.get(id)?
+                    self.get(id)?;
                 }
                 op::GLOBAL => {
                     let m = self.line()?;
@@ -1237,7 +1237,7 @@ impl<'a> Vm<'a> {
                     self.charge(str_heap(m.len()) + str_heap(n.len()))?;
                     let m = self.str_of(m)?;
                     let n = self.str_of(n)?;
-                    self.global(&m, &n)?
+                    self.global(&m, &n)?;
                 }
                 op::STACK_GLOBAL => {
                     let name = self.pop()?;
@@ -1246,7 +1246,7 @@ impl<'a> Vm<'a> {
                         (Item::V(Value::Str(m) | Value::Py2Str(m)), Item::V(Value::Str(n) | Value::Py2Str(n))) => {
                             self.meter.charge(str_heap(m.len()) + str_heap(n.len()))?;
                             let (m, n) = (m.clone(), n.clone());
-                            self.global(&m, &n)?
+                            self.global(&m, &n)?;
                         }
                         _ => return Err(self.invalid("STACK_GLOBAL requires str")),
                     }
@@ -1279,7 +1279,7 @@ impl<'a> Vm<'a> {
                     self.charge(std::mem::size_of::<Global>() as u64 + (m.len() + n.len()) as u64 + 16)?;
                     let class = Global { module: py3_module(&m, &n), name: n.into() };
                     let v = self.make_object(class, ObjectKind::Inst, Value::Tuple(List(items)), None)?;
-                    self.push(v)?
+                    self.push(v)?;
                 }
                 op::OBJ => {
                     let k = self.pop_mark()?;
@@ -1291,7 +1291,7 @@ impl<'a> Vm<'a> {
                     let items = self.take_from(k + 1)?;
                     self.stack.truncate(k);
                     let v = self.make_object(class, ObjectKind::Inst, Value::Tuple(List(items)), None)?;
-                    self.push(v)?
+                    self.push(v)?;
                 }
                 op::PROTO => {
                     let p = self.byte()?;
@@ -1538,11 +1538,11 @@ fn escape_decode(s: &[u8]) -> Option<Vec<u8>> {
             b't' => out.push(b'\t'),
             b'v' => out.push(11),
             b'0'..=b'7' => {
-                let mut v = (e - b'0') as u32;
+                let mut v = u32::from(e - b'0');
                 for _ in 0..2 {
                     match s.get(i) {
                         Some(&d @ b'0'..=b'7') => {
-                            v = v * 8 + (d - b'0') as u32;
+                            v = v * 8 + u32::from(d - b'0');
                             i += 1;
                         }
                         _ => break,

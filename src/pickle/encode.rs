@@ -7,7 +7,7 @@
 //! identity, so sharing survives a round trip. At protocol 2, `bytes`, `bytearray`, `set` and
 //! `frozenset` are written exactly as Python 3 writes them (`_codecs.encode` / `__builtin__`
 //! `REDUCE`), which Python 2.7 reads, and a Python 2 `str` ([`Value::Py2Str`]) as Python 2 wrote
-//! it (SHORT_BINSTRING / BINSTRING); module names are mapped back to Python 2's at protocol 2,
+//! it (`SHORT_BINSTRING` / BINSTRING); module names are mapped back to Python 2's at protocol 2,
 //! as CPython's `fix_imports`. No FRAME opcode: it only adds bytes.
 
 use std::collections::HashMap;
@@ -185,7 +185,7 @@ impl<'a> Enc<'a> {
         } else if (0..=0xffff).contains(&n) {
             self.out.push(op::BININT2);
             self.out.extend_from_slice(&(n as u16).to_le_bytes());
-        } else if (i32::MIN as i64..=i32::MAX as i64).contains(&n) {
+        } else if (i64::from(i32::MIN)..=i64::from(i32::MAX)).contains(&n) {
             self.out.push(op::BININT);
             self.out.extend_from_slice(&(n as i32).to_le_bytes());
         } else {
@@ -242,11 +242,11 @@ impl<'a> Enc<'a> {
     /// `str` everywhere: as a byte string, Python 3 could not read it; so is text of 2 GiB or
     /// more, which BINSTRING's signed 32-bit length cannot hold.
     fn py2_str(&mut self, s: &'a str) -> R<()> {
-        let py2 = self.proto == 2 && s.is_ascii() && s.len() <= i32::MAX as usize;
+        let py2 = self.proto == 2 && s.is_ascii() && i32::try_from(s.len()).is_ok();
         self.memo_str(s, py2)
     }
 
-    /// SHORT_BINSTRING or BINSTRING, as Python 2.7 writes a `str` at protocols 1 and 2.
+    /// `SHORT_BINSTRING` or BINSTRING, as Python 2.7 writes a `str` at protocols 1 and 2.
     fn raw_py2_str(&mut self, b: &[u8]) {
         let n = b.len();
         if n < 256 {
@@ -263,7 +263,7 @@ impl<'a> Enc<'a> {
         let n = s.len();
         if self.proto >= 4 && n < 256 {
             self.out.extend_from_slice(&[op::SHORT_BINUNICODE, n as u8]);
-        } else if n <= u32::MAX as usize {
+        } else if u32::try_from(n).is_ok() {
             self.out.push(op::BINUNICODE);
             self.out.extend_from_slice(&(n as u32).to_le_bytes());
         } else if self.proto >= 4 {
@@ -321,7 +321,7 @@ impl<'a> Enc<'a> {
         }
         if n < 256 {
             self.out.extend_from_slice(&[op::SHORT_BINBYTES, n as u8]);
-        } else if n <= u32::MAX as usize {
+        } else if u32::try_from(n).is_ok() {
             self.out.push(op::BINBYTES);
             self.out.extend_from_slice(&(n as u32).to_le_bytes());
         } else if self.proto >= 4 {

@@ -212,7 +212,7 @@ fn fresh_identity() -> u64 {
 fn leaf_hash(v: &Value, place: Option<usize>, h: &mut impl Hasher) -> Result<(), PickleError> {
     match v {
         Value::None => 0u8.hash(h),
-        Value::Bool(b) => (1u8, *b as i64).hash(h),
+        Value::Bool(b) => (1u8, i64::from(*b)).hash(h),
         Value::Int(i) => (1u8, *i).hash(h),
         Value::BigInt(b) => match i64::try_from(&**b) {
             Ok(i) => (1u8, i).hash(h),
@@ -225,14 +225,14 @@ fn leaf_hash(v: &Value, place: Option<usize>, h: &mut impl Hasher) -> Result<(),
         Value::Float(f) => {
             if f.fract() == 0.0 {
                 if *f >= -9.223_372_036_854_776e18 && *f < 9.223_372_036_854_776e18 {
-                    (1u8, *f as i64).hash(h)
+                    (1u8, *f as i64).hash(h);
                 } else if let Some(b) = BigInt::from_f64(*f) {
-                    big_hash(&b, h)
+                    big_hash(&b, h);
                 } else {
-                    (3u8, f.to_bits()).hash(h)
+                    (3u8, f.to_bits()).hash(h);
                 }
             } else {
-                (3u8, f.to_bits()).hash(h)
+                (3u8, f.to_bits()).hash(h);
             }
         }
         Value::Str(s) | Value::Py2Str(s) => (4u8, s.as_str()).hash(h),
@@ -249,7 +249,7 @@ fn leaf_hash(v: &Value, place: Option<usize>, h: &mut impl Hasher) -> Result<(),
 
 /// An object's identity as a key: where its box lives.
 fn object_identity(o: &Object) -> usize {
-    o as *const Object as usize
+    std::ptr::from_ref::<Object>(o) as usize
 }
 
 fn mix(x: u64) -> u64 {
@@ -297,15 +297,14 @@ pub(crate) fn hash_key(v: &Value) -> Result<u64, PickleError> {
             return Err(PickleError::TooComplex);
         }
         top.1 += 1;
-        match open(child) {
-            Some(f) => frames.push(f),
-            None => {
-                // Inside an immutable tuple or frozenset (or an `Arc`), the child stays put:
-                // its place is its identity.
-                let mut h = state().build_hasher();
-                leaf_hash(child, Some(child as *const Value as usize), &mut h)?;
-                done = Some(h.finish());
-            }
+        if let Some(f) = open(child) {
+            frames.push(f)
+        } else {
+            // Inside an immutable tuple or frozenset (or an `Arc`), the child stays put:
+            // its place is its identity.
+            let mut h = state().build_hasher();
+            leaf_hash(child, Some(std::ptr::from_ref::<Value>(child) as usize), &mut h)?;
+            done = Some(h.finish());
         }
     }
     Ok(done.unwrap_or(0))
@@ -338,7 +337,7 @@ enum Num<'a> {
 fn num(v: &Value) -> Num<'_> {
     match v {
         Value::Int(i) => Num::I(*i),
-        Value::Bool(b) => Num::I(*b as i64),
+        Value::Bool(b) => Num::I(i64::from(*b)),
         Value::BigInt(b) => Num::B(b),
         Value::Float(f) => Num::F(*f),
         _ => Num::F(f64::NAN),
@@ -370,7 +369,7 @@ pub(crate) fn eq(a: &Value, b: &Value) -> bool {
 /// Where a value lives, seen through `Shared`: its identity.
 #[inline]
 fn place_of(v: &Value) -> usize {
-    v.resolved() as *const Value as usize
+    std::ptr::from_ref::<Value>(v.resolved()) as usize
 }
 
 /// Python's `a == b` between two keys (`PyObject_RichCompareBool`: the same object is equal to
@@ -448,7 +447,7 @@ fn push_objects<'a>(x: &'a Object, y: &'a Object, work: &mut Work<'a>) -> bool {
 /// The lockstep walk. `keys`: the pairs are (parts of) dict keys or set members, where class
 /// instances are equal only to themselves (Python's default `__eq__` and `__hash__`); elsewhere
 /// two instances are equal when built the same way.
-fn eq_walk<'a>(mut work: Work<'a>, depth: usize, keys: bool) -> bool {
+fn eq_walk(mut work: Work<'_>, depth: usize, keys: bool) -> bool {
     while let Some((a, b)) = work.pop() {
         let (a, b) = (a.resolved(), b.resolved());
         if !spend(leaf_cost(a)) {
@@ -696,7 +695,7 @@ fn append<T>(store: &mut Store<T>, item: T, h: Option<u64>, key_of: impl Fn(&T) 
         }
         Store::Big(b) => {
             if b.0.len() >= u32::MAX as usize {
-                return Err(PickleError::TooLarge { limit: u32::MAX as u64, offset: 0 });
+                return Err(PickleError::TooLarge { limit: u64::from(u32::MAX), offset: 0 });
             }
             let h = match h {
                 Some(h) => h,
@@ -759,7 +758,7 @@ pub(crate) struct FastHasher {
 
 #[inline]
 fn mum(a: u64, b: u64) -> u64 {
-    let r = (a as u128).wrapping_mul(b as u128);
+    let r = u128::from(a).wrapping_mul(u128::from(b));
     (r as u64) ^ ((r >> 64) as u64)
 }
 

@@ -43,7 +43,7 @@ pub use value::{Dict, Global, List, Object, ObjectKind, Set, Value};
 
 use crate::error::Result;
 
-/// How deep the `serde` conversion from a [`Value`] into a typed value may go (as serde_json's
+/// How deep the `serde` conversion from a [`Value`] into a typed value may go (as `serde_json`'s
 /// 128).
 pub const SERDE_DEPTH_LIMIT: usize = 128;
 

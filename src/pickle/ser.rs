@@ -3,7 +3,7 @@
 //! Why a module of its own: typed `send` goes Rust value → [`Value`] → pickle, so the one encoder
 //! writes everything. Structs and maps become dicts in field / insertion order, sequences lists,
 //! tuples tuples, `Option::None` and `()` `None`, `serde_bytes` bytes; a unit enum variant is its
-//! name as a str, any other variant a one-entry dict `{name: payload}` (serde_json's external
+//! name as a str, any other variant a one-entry dict `{name: payload}` (`serde_json`'s external
 //! tagging). It recurses on the Rust value's own nesting, which the program controls.
 
 use serde::ser::{self, Serialize};
@@ -52,13 +52,13 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::Bool(v))
     }
     fn serialize_i8(self, v: i8) -> Result<Value, PickleError> {
-        Ok(Value::Int(v as i64))
+        Ok(Value::Int(i64::from(v)))
     }
     fn serialize_i16(self, v: i16) -> Result<Value, PickleError> {
-        Ok(Value::Int(v as i64))
+        Ok(Value::Int(i64::from(v)))
     }
     fn serialize_i32(self, v: i32) -> Result<Value, PickleError> {
-        Ok(Value::Int(v as i64))
+        Ok(Value::Int(i64::from(v)))
     }
     fn serialize_i64(self, v: i64) -> Result<Value, PickleError> {
         Ok(Value::Int(v))
@@ -67,13 +67,13 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::from(v))
     }
     fn serialize_u8(self, v: u8) -> Result<Value, PickleError> {
-        Ok(Value::Int(v as i64))
+        Ok(Value::Int(i64::from(v)))
     }
     fn serialize_u16(self, v: u16) -> Result<Value, PickleError> {
-        Ok(Value::Int(v as i64))
+        Ok(Value::Int(i64::from(v)))
     }
     fn serialize_u32(self, v: u32) -> Result<Value, PickleError> {
-        Ok(Value::Int(v as i64))
+        Ok(Value::Int(i64::from(v)))
     }
     fn serialize_u64(self, v: u64) -> Result<Value, PickleError> {
         Ok(Value::from(v))
@@ -82,7 +82,7 @@ impl ser::Serializer for ValueSerializer {
         Ok(Value::from(v))
     }
     fn serialize_f32(self, v: f32) -> Result<Value, PickleError> {
-        Ok(Value::Float(v as f64))
+        Ok(Value::Float(f64::from(v)))
     }
     fn serialize_f64(self, v: f64) -> Result<Value, PickleError> {
         Ok(Value::Float(v))

@@ -65,12 +65,12 @@ pub enum Value {
     /// (`Value::Str("a".into())`). A Python 2 `str` made of ASCII bytes is a [`Value::Py2Str`];
     /// [`Value::as_str`] returns both.
     Str(CompactString),
-    /// A Python 2 `str` (a byte string: STRING, BINSTRING, SHORT_BINSTRING) made only of ASCII
+    /// A Python 2 `str` (a byte string: STRING, BINSTRING, `SHORT_BINSTRING`) made only of ASCII
     /// bytes, as the decoder makes it. Python 3 reads such a pickle as a `str`, and so does
     /// everything here but the encoder: it is equal to, hashes as, is one dict key with, and
     /// prints as the [`Value::Str`] of the same text, and [`Value::as_str`] and `serde` see a
     /// `str`. The encoder writes it back at protocol 2 (what a Python 2 peer reads) as Python 2
-    /// wrote it, a byte string (SHORT_BINSTRING / BINSTRING, which Python 3 again reads as a
+    /// wrote it, a byte string (`SHORT_BINSTRING` / BINSTRING, which Python 3 again reads as a
     /// `str`), so a relay gives a Python 2 peer its `str` back, not a `unicode`; at protocols
     /// 3-5, as the `str` CPython 3 would have made of it. (A Python 2 `str` with a byte beyond
     /// ASCII is [`Value::Bytes`], which protocol 2 also writes back as a Python 2 `str`.)
@@ -530,7 +530,7 @@ impl Value {
     pub fn as_i64(&self) -> Option<i64> {
         match self.resolved() {
             Value::Int(i) => Some(*i),
-            Value::Bool(b) => Some(*b as i64),
+            Value::Bool(b) => Some(i64::from(*b)),
             Value::BigInt(b) => i64::try_from(&**b).ok(),
             _ => None,
         }
@@ -540,7 +540,7 @@ impl Value {
     pub fn as_bigint(&self) -> Option<BigInt> {
         match self.resolved() {
             Value::Int(i) => Some(BigInt::from(*i)),
-            Value::Bool(b) => Some(BigInt::from(*b as i64)),
+            Value::Bool(b) => Some(BigInt::from(i64::from(*b))),
             Value::BigInt(b) => Some((**b).clone()),
             _ => None,
         }
@@ -551,7 +551,7 @@ impl Value {
         match self.resolved() {
             Value::Float(f) => Some(*f),
             Value::Int(i) => Some(*i as f64),
-            Value::Bool(b) => Some(*b as i64 as f64),
+            Value::Bool(b) => Some(i64::from(*b) as f64),
             Value::BigInt(b) => num_traits::ToPrimitive::to_f64(&**b),
             _ => None,
         }
@@ -917,7 +917,7 @@ impl From<f64> for Value {
 
 impl From<f32> for Value {
     fn from(f: f32) -> Value {
-        Value::Float(f as f64)
+        Value::Float(f64::from(f))
     }
 }
 
@@ -976,7 +976,7 @@ impl From<Object> for Value {
 }
 
 impl From<()> for Value {
-    fn from(_: ()) -> Value {
+    fn from((): ()) -> Value {
         Value::None
     }
 }

@@ -98,7 +98,7 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
 /// Ids pack a generation above the slab index, so a stale id never reaches a reused slot.
 pub(crate) fn pack(index: usize, generation: u32) -> u64 {
-    (generation as u64) << 32 | index as u64
+    u64::from(generation) << 32 | index as u64
 }
 
 pub(crate) fn index_of(id: u64) -> usize {

@@ -113,7 +113,8 @@ impl<H: Handler> Reactor<H> {
 
     /// Handles readiness that a transport reported itself (Windows pipes) as poller events.
     fn drain_reported(&mut self) {
-        let reported = std::mem::take(&mut *self.core.shared.ready.lock().unwrap_or_else(|p| p.into_inner()));
+        let reported =
+            std::mem::take(&mut *self.core.shared.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for token in reported {
             self.on_event(token as u64, true, true, false);
             self.settle();
@@ -185,7 +186,8 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn drain_commands(&mut self) {
-        let commands = std::mem::take(&mut *self.core.shared.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        let commands =
+            std::mem::take(&mut *self.core.shared.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for command in commands {
             match command {
                 Command::Send(id, msg) => {

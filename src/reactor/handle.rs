@@ -31,7 +31,7 @@ pub(crate) struct Shared {
 
 impl crate::transport::Notify for Shared {
     fn notify(&self, token: usize) {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).push(token);
+        self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(token);
         if let Err(e) = self.waker.wake() {
             log::warn!("cannot wake the reactor: {e}");
         }
@@ -83,7 +83,7 @@ impl Handle {
             return Err(Error::Closed("the reactor is gone"));
         }
         let was_empty = {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.shared.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let was_empty = q.is_empty();
             q.push_back(c);
             was_empty

@@ -680,14 +680,13 @@ impl Connection {
     pub async fn close(&mut self) -> Result<()> {
         let mut result = Ok(());
         if self.io.is_some() && self.queued_len() > 0 {
-            result = match self.check_send() {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    let limit = self.link.session().close_flush_limit();
-                    match ::tokio::time::timeout(limit, self.flush()).await {
-                        Ok(r) => r,
-                        Err(_) => Err(Error::Timeout(crate::Timeout::CloseFlush)),
-                    }
+            result = if let Err(e) = self.check_send() {
+                Err(e)
+            } else {
+                let limit = self.link.session().close_flush_limit();
+                match ::tokio::time::timeout(limit, self.flush()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout(crate::Timeout::CloseFlush)),
                 }
             };
             if result.is_err() {

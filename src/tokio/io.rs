@@ -1,6 +1,6 @@
 //! The byte transport of the async face: tokio's TCP and Unix streams behind one type.
 //!
-//! Sockets are made by the crate's transport (the same options as the blocking face: TCP_NODELAY,
+//! Sockets are made by the crate's transport (the same options as the blocking face: `TCP_NODELAY`,
 //! the Unix socket's 0600 mode and stale-file handling, abstract names) and only then handed to
 //! tokio, so both faces behave identically on the wire and on the file system.
 
@@ -227,7 +227,7 @@ impl AsyncStream {
             #[cfg(unix)]
             AsyncStream::Unix(s) => {
                 let a = s.peer_addr()?;
-                Ok(Address::Unix(a.as_pathname().map(|p| p.to_path_buf()).unwrap_or_default()))
+                Ok(Address::Unix(a.as_pathname().map(std::path::Path::to_path_buf).unwrap_or_default()))
             }
             #[cfg(windows)]
             AsyncStream::Pipe(p) => p.stream.peer_address(),

@@ -2,7 +2,7 @@
 //! `address`, `last_accepted`, `close`) on tokio.
 //!
 //! The socket is bound by the crate's transport, exactly as the blocking listener binds it
-//! (`SO_REUSEADDR`, TCP_NODELAY inherited by accepted sockets, the Unix socket file made 0600
+//! (`SO_REUSEADDR`, `TCP_NODELAY` inherited by accepted sockets, the Unix socket file made 0600
 //! before `listen`, a stale file replaced only when nobody accepts on it, removal on drop), and
 //! then waited on through tokio. [`Listener::accept_incoming`] separates accepting from the
 //! handshake, so a server can accept the next client while another one authenticates.
@@ -125,7 +125,7 @@ impl Socket {
             #[cfg(unix)]
             Accepting::Unix(l) => {
                 let (s, a) = l.accept().await?;
-                let peer = Address::Unix(a.as_pathname().map(|p| p.to_path_buf()).unwrap_or_default());
+                let peer = Address::Unix(a.as_pathname().map(std::path::Path::to_path_buf).unwrap_or_default());
                 Ok((AsyncStream::Unix(s), peer))
             }
             #[cfg(windows)]

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 /// A connected byte stream.
 #[derive(Debug)]
 pub enum Stream {
-    /// TCP (TCP_NODELAY is set: messages are written whole, Nagle would only add latency).
+    /// TCP (`TCP_NODELAY` is set: messages are written whole, Nagle would only add latency).
     Tcp(TcpStream),
     /// A Unix-domain stream socket.
     Unix(UnixStream),
@@ -79,7 +79,7 @@ impl Stream {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.map(Error::Io).unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+        Err(last.map_or_else(|| Error::Address(format!("{address}: nothing to connect to")), Error::Io))
     }
 
     /// Starts a non-blocking connect (for the reactor). Returns the stream, in non-blocking mode,
@@ -98,7 +98,7 @@ impl Stream {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.map(Error::Io).unwrap_or_else(|| Error::Address(format!("{address}: nothing to connect to"))))
+        Err(last.map_or_else(|| Error::Address(format!("{address}: nothing to connect to")), Error::Io))
     }
 
     /// The pending socket error (`SO_ERROR`), used to learn how a non-blocking connect ended.
@@ -356,7 +356,7 @@ impl SocketListener {
                     Ok((s, addr)) => {
                         return match &self.inner {
                             ListenerInner::Tcp(_) => {
-                                let peer = addr.as_socket().map(Address::from).unwrap_or_else(|| Address::inet("", 0));
+                                let peer = addr.as_socket().map_or_else(|| Address::inet("", 0), Address::from);
                                 Ok((Stream::Tcp(s.into()), peer))
                             }
                             ListenerInner::Unix(_) => {

@@ -1,7 +1,7 @@
 //! The HMAC digests the handshake dialects use, and the policy that says which a verifier accepts.
 //!
-//! CPython 3.12+ names its digest in braces (`{sha256}`) and accepts md5, sha256, sha384, sha3_256
-//! and sha3_384 replies; CPython up to 3.11 speaks raw HMAC-MD5; the original `processing`
+//! CPython 3.12+ names its digest in braces (`{sha256}`) and accepts md5, sha256, sha384, `sha3_256`
+//! and `sha3_384` replies; CPython up to 3.11 speaks raw HMAC-MD5; the original `processing`
 //! package raw HMAC-SHA1. Comparison of MACs is constant-time (`hmac`'s `verify_slice`, built on
 //! `subtle`).
 
@@ -133,7 +133,7 @@ impl Digest {
 #[non_exhaustive]
 pub enum DigestPolicy {
     /// Accept what CPython accepts (md5 including the legacy raw reply, sha256, sha384,
-    /// sha3_256, sha3_384; sha1 in the `processing` dialect), so every Python version interoperates.
+    /// `sha3_256`, `sha3_384`; sha1 in the `processing` dialect), so every Python version interoperates.
     #[default]
     CpythonCompatible,
     /// Require HMAC-SHA256 both ways: legacy MD5 peers and the `processing` dialect are refused.

@@ -373,22 +373,21 @@ impl FrameDecoder {
     }
 
     fn complete_body(&mut self, limit: usize) -> Result<Option<usize>, FrameError> {
-        let len = match self.body {
-            Some(len) => len,
-            None => {
-                let Some((header_len, len)) = parse_header(&self.buf[self.start..self.end])? else {
-                    return Ok(None);
-                };
-                let limit = limit.min(self.max_message_size);
-                if len > limit as u64 {
-                    self.start += header_len;
-                    return Err(FrameError::TooLarge { len, limit });
-                }
+        let len = if let Some(len) = self.body {
+            len
+        } else {
+            let Some((header_len, len)) = parse_header(&self.buf[self.start..self.end])? else {
+                return Ok(None);
+            };
+            let limit = limit.min(self.max_message_size);
+            if len > limit as u64 {
                 self.start += header_len;
-                let len = len as usize;
-                self.body = Some(len);
-                len
+                return Err(FrameError::TooLarge { len, limit });
             }
+            self.start += header_len;
+            let len = len as usize;
+            self.body = Some(len);
+            len
         };
         Ok((self.end - self.start >= len).then_some(len))
     }

@@ -372,13 +372,12 @@ impl Handshake {
 
     /// Records that the connection ended before the handshake finished.
     pub fn handle_eof(&mut self) -> AuthenticationError {
-        match &self.state {
-            State::Failed(e) => e.clone(),
-            _ => {
-                let e = AuthenticationError::Disconnected;
-                self.state = State::Failed(e.clone());
-                e
-            }
+        if let State::Failed(e) = &self.state {
+            e.clone()
+        } else {
+            let e = AuthenticationError::Disconnected;
+            self.state = State::Failed(e.clone());
+            e
         }
     }
 
