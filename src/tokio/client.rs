@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use super::Connection;
-use super::io::AsyncStream;
 use crate::address::IntoAddress;
 use crate::error::{Error, Result};
 use crate::settings::{ClientSettings, Side, face_setters};
+use crate::transport::async_io::AsyncStream;
 
 /// Connects to a listener (Python's `Client`), as a builder; the same options as
 /// [`crate::Client`]:

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use ::tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use ::tokio::time::Sleep;
 
-use super::io::AsyncStream;
 use crate::address::Address;
 use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::RawDescriptor;
+use crate::transport::async_io::AsyncStream;
 use crate::wire::frame::{Header, encode_frame};
 use crate::wire::handshake::Dialect;
 use crate::wire::link::{Link, Next, Ready};

@@ -8,11 +8,10 @@
 //! handshake, so a server can accept the next client while another one authenticates.
 
 use super::Connection;
-use super::io::{AsyncStream, require_runtime};
 use crate::address::{Address, IntoAddress};
 use crate::error::Result;
 use crate::settings::{Bound, ListenSettings, face_setters, listener_accessors};
-use crate::transport::{RawDescriptor, SocketListener};
+use crate::transport::async_io::{AsyncSocket, require_runtime};
 
 /// Settings for [`Listener`], made with [`Listener::builder`]; the same as
 /// [`crate::ListenerBuilder`]'s.
@@ -53,116 +52,9 @@ impl ListenerBuilder {
         require_runtime()?;
         let (socket, factory) = self.settings.bind()?;
         Ok(Listener {
-            bound: Bound::new(socket.address().clone(), Socket::new(socket)?, factory),
+            bound: Bound::new(socket.address().clone(), AsyncSocket::new(socket)?, factory),
             budget: super::budget::SharedBudget::new(self.memory_budget),
         })
-    }
-}
-
-/// The listening socket as tokio sees it: tokio registers a duplicate of the descriptor, and the
-/// crate's listener is kept for what it owns (the socket file, removed on drop).
-#[derive(Debug)]
-struct Socket {
-    accepting: Accepting,
-    /// Kept for what it owns (the Unix socket file, removed on drop); on Windows it also
-    /// accepts pipe clients.
-    #[cfg_attr(unix, allow(dead_code))]
-    listener: SocketListener,
-}
-
-#[derive(Debug)]
-enum Accepting {
-    Tcp(::tokio::net::TcpListener),
-    #[cfg(unix)]
-    Unix(::tokio::net::UnixListener),
-    /// A Windows pipe listener: accepts through the crate's listener in non-blocking mode,
-    /// woken by its driver thread.
-    #[cfg(windows)]
-    Pipe(std::sync::Arc<super::io::Wakers>),
-}
-
-impl Socket {
-    fn new(listener: SocketListener) -> Result<Socket> {
-        #[cfg(unix)]
-        let accepting = match listener.try_clone_std()? {
-            crate::transport::StdListener::Tcp(l) => {
-                l.set_nonblocking(true)?;
-                Accepting::Tcp(::tokio::net::TcpListener::from_std(l)?)
-            }
-            crate::transport::StdListener::Unix(l) => {
-                l.set_nonblocking(true)?;
-                Accepting::Unix(::tokio::net::UnixListener::from_std(l)?)
-            }
-        };
-        #[cfg(windows)]
-        let mut listener = listener;
-        #[cfg(windows)]
-        let accepting = match listener.try_clone_tcp() {
-            Some(l) => {
-                let l = l?;
-                l.set_nonblocking(true)?;
-                Accepting::Tcp(::tokio::net::TcpListener::from_std(l)?)
-            }
-            None => {
-                let wakers = std::sync::Arc::new(super::io::Wakers::default());
-                if !listener.set_pipe_notify(wakers.clone()) {
-                    return Err(crate::transport::unsupported(crate::address::Family::Pipe));
-                }
-                Accepting::Pipe(wakers)
-            }
-        };
-        Ok(Socket { accepting, listener })
-    }
-
-    /// Accepts one client. Cancel-safe (tokio's accept is).
-    async fn accept(&self) -> std::io::Result<(AsyncStream, Address)> {
-        match &self.accepting {
-            Accepting::Tcp(l) => {
-                let (s, a) = l.accept().await?;
-                s.set_nodelay(true)?;
-                Ok((AsyncStream::Tcp(s), a.into()))
-            }
-            #[cfg(unix)]
-            Accepting::Unix(l) => {
-                let (s, a) = l.accept().await?;
-                let peer = Address::Unix(a.as_pathname().map(std::path::Path::to_path_buf).unwrap_or_default());
-                Ok((AsyncStream::Unix(s), peer))
-            }
-            #[cfg(windows)]
-            Accepting::Pipe(wakers) => {
-                let (stream, peer) = std::future::poll_fn(|cx| {
-                    // The waker first, so a client arriving during the attempt is not missed.
-                    wakers.set_read(cx.waker());
-                    match self.listener.accept_nonblocking() {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::task::Poll::Pending,
-                        r => std::task::Poll::Ready(r),
-                    }
-                })
-                .await?;
-                let io = AsyncStream::from_stream(stream).map_err(std::io::Error::other)?;
-                Ok((io, peer))
-            }
-        }
-    }
-
-    fn raw_descriptor(&self) -> std::io::Result<RawDescriptor> {
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsRawFd;
-            match &self.accepting {
-                Accepting::Tcp(l) => Ok(l.as_raw_fd()),
-                Accepting::Unix(l) => Ok(l.as_raw_fd()),
-            }
-        }
-        #[cfg(windows)]
-        {
-            use std::os::windows::io::AsRawSocket;
-            match &self.accepting {
-                Accepting::Tcp(l) => Ok(l.as_raw_socket() as usize),
-                // A pipe listener has none (its instances come and go): the blocking face's error.
-                Accepting::Pipe(_) => self.listener.raw_descriptor(),
-            }
-        }
     }
 }
 
@@ -214,7 +106,7 @@ impl Socket {
 /// ```
 #[derive(Debug)]
 pub struct Listener {
-    bound: Bound<Socket>,
+    bound: Bound<AsyncSocket>,
     /// The memory budget every accepted connection shares (`None`: unbounded).
     budget: Option<std::sync::Arc<super::budget::SharedBudget>>,
 }

@@ -40,7 +40,6 @@
 mod budget;
 mod client;
 mod connection;
-mod io;
 mod listener;
 mod split;
 mod stream_sink;

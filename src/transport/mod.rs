@@ -7,6 +7,8 @@
 //! a thread of their own, see `pipe`), so they report it to a `Notify` the reactor passes at
 //! registration; the reactor treats those reports exactly as poller events.
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_io;
 #[cfg(windows)]
 #[allow(unsafe_code)]
 mod pipe;

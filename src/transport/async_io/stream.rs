@@ -1,4 +1,5 @@
-//! The byte transport of the async face: tokio's TCP and Unix streams behind one type.
+//! The byte stream of the async face: tokio's TCP and Unix streams and the crate's Windows
+//! pipes behind one type.
 //!
 //! Sockets are made by the crate's transport (the same options as the blocking face: `TCP_NODELAY`,
 //! the Unix socket's 0600 mode and stale-file handling, abstract names) and only then handed to
@@ -236,7 +237,7 @@ impl AsyncStream {
 
     /// A second handle on the same socket (`dup(2)`; `WSADuplicateSocket` on Windows),
     /// registered with tokio on its own: one half reads through one, the other writes through
-    /// the other (the split of [`super::Connection::into_split`]). A named pipe has one
+    /// the other (the split of `crate::tokio::Connection::into_split`). A named pipe has one
     /// overlapped handle and cannot be split.
     pub(crate) fn try_clone(&self) -> Result<AsyncStream> {
         require_runtime()?;
