@@ -432,7 +432,10 @@ fn hostile_pipe_peers_close_only_their_own_connection() {
         }
         sent
     });
-    assert_eq!(next_close(), "Local");
+    // The handler closed it; its queued echoes cannot all leave (the flooder reads nothing), so
+    // the close ends when the close-flush time runs out and says the output was dropped.
+    let reason = next_close();
+    assert!(reason == "Local" || reason == "Error(Timeout(CloseFlush))", "{reason}");
     let sent = flooder.join().unwrap();
     assert!(sent < 64 << 20, "the flood was never stopped ({sent} bytes taken)");
     eprintln!("flood of {sent} bytes stopped after {:?}", flood_start.elapsed());
