@@ -438,3 +438,82 @@ fn the_memory_budget_is_split_and_holds_per_shard() {
     drop(held);
     g.stop();
 }
+
+const PY_HOLD_AND_ECHO: &str = r#"
+import sys
+from multiprocessing.connection import Client
+address, conns = sys.argv[1], int(sys.argv[2])
+cs = [Client(address) for _ in range(conns)]
+for k, c in enumerate(cs):
+    c.send_bytes(b'm%d' % k)
+for k, c in enumerate(cs):
+    assert c.recv_bytes() == b'm%d' % k
+for c in cs:
+    c.close()
+print('ok')
+"#;
+
+/// Lines of a server process until `n` lines starting with `close ` came (bounded by `WAIT`).
+fn lines_until_closes(server: &common::servers::Child2, n: usize) -> Vec<String> {
+    let until = Instant::now() + WAIT;
+    let mut lines = Vec::new();
+    while lines.iter().filter(|l: &&String| l.starts_with("close ")).count() < n {
+        let left = until.saturating_duration_since(Instant::now());
+        match server.lines.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("{}: {} close lines within {WAIT:?}; got {lines:?}", server.label, n),
+        }
+    }
+    lines
+}
+
+/// `mpconn listen --reactors 3 --echo` on a Unix socket: CPython clients held open at once are
+/// echoed; the `open CONN from PEER`, `message CONN (N bytes): REPR` and `close CONN: REASON` lines
+/// are kept, each connection's name is unique and says its reactor, and all three reactors serve.
+#[test]
+fn listen_command_with_reactors_keeps_its_lines_and_names_connections_uniquely() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("listen.sock");
+    let mut cmd = Command::new(common::servers::mpconn());
+    cmd.args(["listen", path.to_str().unwrap(), "--reactors", "3", "--echo"]);
+    let server = common::servers::Child2::spawn(cmd, "mpconn listen --reactors 3");
+    server.expect_line("listening on");
+    let conns = 9;
+    let out = Command::new("python3")
+        .args(["-c", PY_HOLD_AND_ECHO, path.to_str().unwrap(), &conns.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = lines_until_closes(&server, conns);
+    let name = |l: &str, prefix: &str| -> String {
+        l.strip_prefix(prefix).and_then(|r| r.split([' ', ':']).next()).unwrap_or_default().to_string()
+    };
+    let opens: std::collections::BTreeSet<String> =
+        lines.iter().filter(|l| l.starts_with("open ")).map(|l| name(l, "open ")).collect();
+    let messages = lines.iter().filter(|l| l.starts_with("message ") && l.contains(" (2 bytes): b'm")).count();
+    let shards: std::collections::BTreeSet<String> =
+        opens.iter().map(|c| c.trim_start_matches("conn#").split('.').next().unwrap_or_default().to_string()).collect();
+    println!("listen --reactors 3: connections {opens:?}");
+    assert_eq!(opens.len(), conns, "unique names: {lines:?}");
+    assert_eq!(messages, conns, "{lines:?}");
+    assert!(lines.iter().filter(|l| l.starts_with("open ")).all(|l| l.contains(" from ")), "{lines:?}");
+    assert_eq!(shards.len(), 3, "every reactor served: {opens:?}");
+    for c in &opens {
+        assert_eq!(c.matches('.').count(), 2, "conn#SHARD.SLOT.GENERATION: {c}");
+    }
+}
+
+/// `examples/echo_server --reactors 2` over TCP and Unix: CPython and Rust clients echoed.
+#[test]
+fn echo_server_example_with_reactors_echoes_everyone() {
+    let exe = common::servers::echo_server_example();
+    let dir = tempfile::tempdir().unwrap();
+    for address in ["127.0.0.1:0".to_string(), dir.path().join("echo.sock").to_string_lossy().into_owned()] {
+        let mut cmd = Command::new(&exe);
+        cmd.args([address.as_str(), "--authkey", KEY, "--reactors", "2"]);
+        let server = common::servers::Child2::spawn(cmd, "echo_server --reactors 2");
+        let bound: Address = server.expect_line("listening on").parse().unwrap();
+        clients(&bound, 4, 2, 3, 10);
+        println!("echo_server --reactors 2 on {bound}: 10 connections echoed");
+    }
+}
