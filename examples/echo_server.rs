@@ -1,9 +1,12 @@
 //! An echo server on the reactor: every message comes back to its sender.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- [ADDRESS] [--authkey KEY]
+//! cargo run --release --example echo_server -- [ADDRESS] [--authkey KEY] [--reactors N]
 //! ```
 //! Prints `listening on <address>` once ready. With no address it binds a fresh Unix socket.
+//! `--reactors N` serves with N reactor threads (`Sharded`; 0: one per core), each with its own
+//! `Echo`: on Linux a TCP address gets one `SO_REUSEPORT` socket per reactor, a Unix socket one
+//! acceptor thread that hands connections to the least-loaded reactor.
 //! Python clients work as they are:
 //! `Client(address, authkey=b"KEY").send_bytes(b"hi")`.
 //!
@@ -16,7 +19,8 @@ use std::collections::HashMap;
 
 use mpconn::CloseReason;
 use mpconn::reactor::options::ListenOptions;
-use mpconn::reactor::{ConnId, Context, Handler, Reactor};
+use mpconn::reactor::options::ReactorConfig;
+use mpconn::reactor::{ConnId, Context, Handler, Reactor, Sharded};
 use mpconn::{Address, Family, arbitrary_address};
 
 #[derive(Default)]
@@ -57,12 +61,17 @@ impl Handler for Echo {
 fn main() -> mpconn::Result<()> {
     let mut address = None;
     let mut options = ListenOptions::new();
+    let mut reactors = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--authkey" => {
                 let key = args.next().ok_or(mpconn::Error::Config("--authkey needs a value".into()))?;
                 options = options.authkey(key.as_str());
+            }
+            "--reactors" => {
+                let n = args.next().ok_or(mpconn::Error::Config("--reactors needs a number".into()))?;
+                reactors = Some(n.parse::<usize>().map_err(|e| mpconn::Error::Config(format!("--reactors {n}: {e}")))?);
             }
             other => address = Some(other.parse::<Address>()?),
         }
@@ -71,6 +80,13 @@ fn main() -> mpconn::Result<()> {
         Some(a) => a,
         None => arbitrary_address(Family::fastest())?,
     };
+    if let Some(n) = reactors {
+        let mut group = Sharded::new(n, ReactorConfig::default(), |_| Echo::default())?;
+        let listener = group.listen(address, options)?;
+        println!("listening on {}", listener.address());
+        log::info!("{} reactors, connections spread by {:?}", group.shard_count(), listener.balance());
+        return group.run();
+    }
     let mut reactor = Reactor::new(Echo::default())?;
     let listener = reactor.listen(address, options)?;
     println!("listening on {}", reactor.listener_address(listener).expect("just bound"));

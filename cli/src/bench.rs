@@ -108,7 +108,17 @@ pub struct BenchArgs {
     pub n: usize,
     pub face: Face,
     pub threads: usize,
+    /// `Some(N)`: N sharded reactors (`mpconn::reactor::Sharded`) serve, fed by `clients`
+    /// client processes (W1, W3: each sends its share of `n`, the last message marked; W4: each
+    /// opens its share of the connections with `threads` threads).
+    pub reactors: Option<usize>,
+    pub clients: usize,
+    /// Client side: the last message of this client is marked (sharded runs).
+    pub mark_last: bool,
 }
+
+/// The first byte of a sharded run's last message from each client: the server answers it.
+const LAST_MARK: u8 = 0xCD;
 
 pub fn emit(imp: &str, w: &str, family: &str, value: f64, unit: &str, n: usize) {
     println!(
@@ -246,6 +256,9 @@ impl Handler for BenchServer {
 pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     if args.workload == Workload::W5 {
         return w5::server(args);
+    }
+    if let Some(reactors) = args.reactors {
+        return sharded::server(args, reactors);
     }
     let address = arbitrary_address(args.family)?;
     let exe = std::env::current_exe()?;
@@ -563,7 +576,14 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
             let mut left = args.n;
             while left > 0 {
                 let k = left.min(W1_BATCH);
-                conn.send_frames(&batch[..k * frame])?;
+                if args.mark_last && k == left {
+                    // The last frame's first payload byte says "answer me" (sharded runs).
+                    let mut last = batch[..k * frame].to_vec();
+                    last[(k - 1) * frame + 4] = LAST_MARK;
+                    conn.send_frames(&last)?;
+                } else {
+                    conn.send_frames(&batch[..k * frame])?;
+                }
                 left -= k;
             }
             conn.recv_bytes()?;
@@ -579,8 +599,11 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
             emit(imp, "W2", family_name(args.family), us, "us/rtt", args.n);
         }
         Workload::W3 => {
-            let bulk = vec![0xABu8; BULK];
-            for _ in 0..args.n {
+            let mut bulk = vec![0xABu8; BULK];
+            for i in 0..args.n {
+                if args.mark_last && i + 1 == args.n {
+                    bulk[0] = LAST_MARK;
+                }
                 conn.send_bytes(&bulk)?;
             }
             conn.recv_bytes()?;
@@ -795,6 +818,154 @@ mod w5 {
         while rx.try_recv().is_err() {
             reactor.run_once(Some(Duration::from_millis(100)))?;
         }
+        Ok(())
+    }
+}
+
+/// `--reactors N`: W1, W3 and W4 served by N sharded reactors, fed by `--clients` processes. The
+/// figure is the aggregate at the server: all messages (connections for W4) over the time from
+/// the first one on any shard to the last one on any shard.
+mod sharded {
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
+    use mpconn::reactor::{ConnId, Context, Handler, Sharded};
+    use mpconn::{Address, Error, Result, arbitrary_address};
+
+    use super::{BULK, ClientProcess, KEY, LAST_MARK, Workload, emit, emit_partial, family_name};
+
+    /// One shard's counts: its messages (W1, W3) or handshakes (W4), first and last.
+    struct Counter {
+        workload: Workload,
+        count: usize,
+        first: Option<Instant>,
+        last: Option<Instant>,
+    }
+
+    impl Counter {
+        #[inline]
+        fn tick(&mut self) {
+            let now = Instant::now();
+            if self.first.is_none() {
+                self.first = Some(now);
+            }
+            self.last = Some(now);
+            self.count += 1;
+        }
+    }
+
+    impl Handler for Counter {
+        fn on_open(&mut self, _: &mut Context<'_>, _: ConnId, _: &Address) {
+            if self.workload == Workload::W4 {
+                self.tick();
+            }
+        }
+
+        #[inline]
+        fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+            self.count += 1;
+            if self.first.is_none() {
+                self.first = Some(Instant::now());
+            }
+            if message.first() == Some(&LAST_MARK) {
+                self.last = Some(Instant::now());
+                let _ = ctx.send(conn, b"");
+            }
+        }
+    }
+
+    pub fn server(args: &super::BenchArgs, reactors: usize) -> Result<()> {
+        if !matches!(args.workload, Workload::W1 | Workload::W3 | Workload::W4) {
+            return Err(Error::Config("--reactors serves W1, W3 and W4".into()));
+        }
+        let clients = args.clients.max(1);
+        let w4 = args.workload == Workload::W4;
+        let workload = args.workload;
+        let mut group = Sharded::new(reactors, ReactorConfig::default(), |_| Counter {
+            workload,
+            count: 0,
+            first: None,
+            last: None,
+        })?;
+        let n = group.shard_count();
+        let imp = format!("mpconn-reactor/{n}-reactors/{clients}-clients");
+        let mut options = ConnectionOptions::new().max_message_size(BULK + 1024).high_water_mark(64 << 20);
+        if w4 {
+            options = options.authkey(KEY);
+        }
+        let listener =
+            group.listen(arbitrary_address(args.family)?, ListenOptions::new().connection(options).backlog(4096))?;
+        log::info!("bench: {n} reactors, listener balanced by {:?}", listener.balance());
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::with_capacity(clients);
+        for c in 0..clients {
+            let share = args.n / clients + usize::from(c < args.n % clients);
+            let mut cmd = Command::new(&exe);
+            cmd.args(["bench", "--role", "client", "--workload", args.workload.name()])
+                .args(["--family", family_name(args.family), "--addr", &listener.address().to_string()])
+                .args(["--n", &share.to_string(), "--threads", &args.threads.to_string(), "--mark-last"])
+                .stdout(Stdio::inherit());
+            children.push(ClientProcess(cmd.spawn()?));
+        }
+        // The clients end when served; then the group stops. Ctrl-C kills them and stops it.
+        let handle = group.handle();
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        let waiter = std::thread::spawn(move || -> Result<()> {
+            let mut result = Ok(());
+            for mut c in children {
+                loop {
+                    if crate::interrupt::requested() {
+                        flag.store(true, Ordering::Relaxed);
+                        c.stop();
+                        break;
+                    }
+                    match c.0.try_wait() {
+                        Ok(Some(status)) => {
+                            if !status.success() && result.is_ok() {
+                                result = Err(Error::Config(format!("bench client failed: {status}")));
+                            }
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(e) => {
+                            result = Err(e.into());
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = handle.stop();
+            result
+        });
+        let ran = group.run();
+        let waited = waiter.join().map_err(|_| Error::Config("the client waiter panicked".into()))?;
+        ran?;
+        let counted: usize = group.handlers().map(|h| h.count).sum();
+        let first = group.handlers().filter_map(|h| h.first).min();
+        let last = group.handlers().filter_map(|h| h.last).max();
+        let spread: Vec<usize> = group.handlers().map(|h| h.count).collect();
+        log::info!("bench: per reactor {spread:?}");
+        let (Some(first), Some(last)) = (first, last) else {
+            eprintln!("bench: nothing measured");
+            return waited;
+        };
+        let secs = (last - first).as_secs_f64().max(1e-9);
+        let per = (counted.saturating_sub(1)) as f64 / secs;
+        let (value, unit) = match args.workload {
+            Workload::W1 => (per, "msg/s"),
+            Workload::W3 => (per * BULK as f64 / 1e9, "GB/s"),
+            _ => (per, "conn/s"),
+        };
+        if interrupted.load(Ordering::Relaxed) {
+            emit_partial(&imp, args.workload.name(), family_name(args.family), value, unit, counted);
+            return Ok(());
+        }
+        waited?;
+        emit(&imp, args.workload.name(), family_name(args.family), value, unit, counted);
         Ok(())
     }
 }

@@ -8,17 +8,19 @@
 //! through `clean::text`, so nothing a peer sends reaches the terminal or a line parser raw.
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use mpconn::CloseReason;
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
-use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
+use mpconn::reactor::{ConnId, Context, Handler, Reactor, Sharded, Turn};
 use mpconn::{Address, Family, Result, arbitrary_address};
 
 use crate::clean;
 use crate::interrupt;
 use crate::keys::KeyArgs;
-use crate::work::Pool;
+use crate::work::{EchoProbe, Pool};
 
 /// How often an idle reactor looks at the interrupt flag: the delay between Ctrl-C and the stop.
 const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
@@ -50,11 +52,13 @@ impl Handler for Printer {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     address: Option<String>,
     family: Option<Family>,
     echo: bool,
     memory_budget: Option<usize>,
+    reactors: Option<usize>,
     quiet: bool,
     keys: &KeyArgs,
 ) -> Result<()> {
@@ -69,6 +73,9 @@ pub fn run(
     let mut config = ReactorConfig::default();
     if let Some(bytes) = memory_budget {
         config = config.memory_budget(Some(bytes));
+    }
+    if let Some(n) = reactors {
+        return run_sharded(n, address, connection, config, echo, quiet);
     }
     let mut reactor = Reactor::with_config(Printer { echo, pool: Pool::new(quiet) }, config)?;
     let handle = reactor.handle();
@@ -101,5 +108,61 @@ pub fn run(
     };
     log::debug!("listen: at most {} bytes were queued for the workers", reactor.handler().pool.peak_bytes());
     reactor.handler_mut().pool.finish();
+    result
+}
+
+/// `--reactors N`: N sharded reactors, each with its own printer and worker pool; connections are
+/// spread over them (see `mpconn::reactor::Sharded`), the lines are as with one reactor, and the
+/// connection names (`conn#SHARD.SLOT.GENERATION`) are unique across the shards. Ctrl-C stops
+/// them all (after the echoes the workers still hold, at most `ECHO_GRACE`).
+fn run_sharded(
+    n: usize,
+    address: Address,
+    connection: ConnectionOptions,
+    config: ReactorConfig,
+    echo: bool,
+    quiet: bool,
+) -> Result<()> {
+    let mut group = Sharded::new(n, config, |_| Printer { echo, pool: Pool::new(quiet) })?;
+    let handle = group.handle();
+    let mut probes = Vec::new();
+    for i in 0..group.shard_count() {
+        let (Some(printer), Some(shard)) = (group.handler_mut(i), handle.shard(i)) else { continue };
+        printer.pool.start(shard.clone())?;
+        probes.push(printer.pool.echo_probe());
+    }
+    let listener = group.listen(address, ListenOptions::new().connection(connection))?;
+    println!("listening on {}", clean::text(&listener.address().to_string()));
+    let _ = std::io::stdout().flush();
+    log::info!("{} reactors, connections spread by {:?}", group.shard_count(), listener.balance());
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (done, handle) = (done.clone(), handle.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if interrupt::requested() {
+                    log::info!("interrupted: stopping (open connections are closed, the socket file removed)");
+                    let at = Instant::now();
+                    while probes.iter().any(EchoProbe::echoes_pending) && at.elapsed() <= ECHO_GRACE {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let _ = handle.stop();
+                    return;
+                }
+                std::thread::sleep(INTERRUPT_CHECK);
+            }
+        })
+    };
+    let result = group.run();
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    for (i, s) in handle.stats().shards.iter().enumerate() {
+        log::info!("reactor {i}: {} connections opened, {} messages, {} bytes", s.opened, s.messages, s.bytes);
+    }
+    for i in 0..group.shard_count() {
+        if let Some(p) = group.handler_mut(i) {
+            p.pool.finish();
+        }
+    }
     result
 }

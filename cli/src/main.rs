@@ -79,6 +79,11 @@ enum Cmd {
         /// together (default 1 GiB); over it, connections reading large messages wait.
         #[arg(long)]
         memory_budget: Option<usize>,
+        /// Serve with N reactor threads (0: one per core), each with its own connections: TCP
+        /// on Linux through one SO_REUSEPORT socket per reactor, otherwise one acceptor thread
+        /// handing connections to the least-loaded reactor. The memory budget is split evenly.
+        #[arg(long)]
+        reactors: Option<usize>,
     },
     /// Connects, sends messages, and prints replies. Exits non-zero when the listener did not
     /// accept the connection (wrong or missing key, wrong dialect).
@@ -130,6 +135,16 @@ enum Cmd {
         /// W4 client threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Serve with N sharded reactor threads (0: one per core) fed by --clients client
+        /// processes (W1, W3, W4); the figure is the aggregate at the server.
+        #[arg(long)]
+        reactors: Option<usize>,
+        /// With --reactors: client processes, each with its share of --n (default: the number
+        /// of reactors).
+        #[arg(long)]
+        clients: Option<usize>,
+        #[arg(long, hide = true)]
+        mark_last: bool,
         #[arg(long, hide = true, default_value = "server")]
         role: String,
         #[arg(long, hide = true)]
@@ -230,9 +245,9 @@ fn main() {
     logging::init(logging::level(cli.verbose, cli.quiet));
     let keys = cli.keys;
     let result = match cli.command {
-        Cmd::Listen { address, family, echo, memory_budget } => {
+        Cmd::Listen { address, family, echo, memory_budget, reactors } => {
             interrupt::install();
-            listen::run(address, family, echo, memory_budget, cli.quiet, &keys)
+            listen::run(address, family, echo, memory_budget, reactors, cli.quiet, &keys)
         }
         Cmd::Send { address, messages, pickle, json, protocol, recv, timeout } => {
             let address = negative::unmark(address);
@@ -243,7 +258,7 @@ fn main() {
             }
             send::run(&args, &keys)
         }
-        Cmd::Bench { workload, all, family, n, face, threads, role, addr } => {
+        Cmd::Bench { workload, all, family, n, face, threads, reactors, clients, mark_last, role, addr } => {
             if role != "client" {
                 interrupt::install();
             }
@@ -256,7 +271,13 @@ fn main() {
                 run_all_benches(face, threads)
             } else {
                 let workload = workload.unwrap_or(bench::Workload::W1);
-                let args = bench::BenchArgs { workload, family, n: n.unwrap_or(workload.default_n()), face, threads };
+                let clients = clients.unwrap_or_else(|| match reactors {
+                    Some(0) => mpconn::reactor::available_shards(),
+                    Some(r) => r,
+                    None => 1,
+                });
+                let n = n.unwrap_or(workload.default_n());
+                let args = bench::BenchArgs { workload, family, n, face, threads, reactors, clients, mark_last };
                 if role == "client" {
                     bench::run_client(&args, addr.as_deref().unwrap_or_default(), imp)
                 } else {
@@ -331,14 +352,32 @@ fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
     use bench::Workload::*;
     for workload in [W1, W2, W3, W4] {
         for family in [Family::Unix, Family::Inet] {
-            bench::run_server(&bench::BenchArgs { workload, family, n: workload.default_n(), face, threads })?;
+            bench::run_server(&bench::BenchArgs {
+                workload,
+                family,
+                n: workload.default_n(),
+                face,
+                threads,
+                reactors: None,
+                clients: 1,
+                mark_last: false,
+            })?;
             if interrupt::requested() {
                 return Ok(());
             }
         }
     }
     if face == bench::Face::Reactor {
-        bench::run_server(&bench::BenchArgs { workload: W5, family: Family::Unix, n: W5.default_n(), face, threads })?;
+        bench::run_server(&bench::BenchArgs {
+            workload: W5,
+            family: Family::Unix,
+            n: W5.default_n(),
+            face,
+            threads,
+            reactors: None,
+            clients: 1,
+            mark_last: false,
+        })?;
     }
     Ok(())
 }

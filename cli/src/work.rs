@@ -117,6 +117,16 @@ impl Shared {
 }
 
 /// The worker pool of one `listen`.
+/// See [`Pool::echo_probe`].
+pub struct EchoProbe(Arc<Shared>);
+
+impl EchoProbe {
+    /// As [`Pool::echoes_pending`].
+    pub fn echoes_pending(&self) -> bool {
+        self.0.lock().conns.values().any(|q| q.deferred_echoes > 0)
+    }
+}
+
 pub struct Pool {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -234,6 +244,12 @@ impl Pool {
     /// True while an echo handed to a worker has not reached its connection's queue.
     pub fn echoes_pending(&self) -> bool {
         self.shared.lock().conns.values().any(|q| q.deferred_echoes > 0)
+    }
+
+    /// The same question from another thread (the interrupt watcher of a sharded `listen`,
+    /// whose pools live on the shards' threads).
+    pub fn echo_probe(&self) -> EchoProbe {
+        EchoProbe(self.shared.clone())
     }
 
     /// Prints what is queued, then ends the workers.

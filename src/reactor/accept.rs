@@ -2,10 +2,14 @@
 //! not) and joins the reactor; the session decides the rest.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::address::Address;
+use crate::reactor::options::ConnectionOptions;
 use crate::reactor::{Handler, Reactor};
 use crate::settings::Side;
+use crate::transport::Stream;
 
 impl<H: Handler> Reactor<H> {
     /// Accepts on a listener until it would block, the connection limit is reached, or the
@@ -66,6 +70,31 @@ impl<H: Handler> Reactor<H> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Serves a stream another thread accepted (the acceptor of [`crate::reactor::Sharded`]): the
+    /// handshake runs here, as for a connection accepted by a listener of this reactor.
+    pub(super) fn adopt(&mut self, stream: Stream, peer: Address, opts: Arc<ConnectionOptions>) {
+        self.core.adopted += 1;
+        if self.core.stopping.is_some() {
+            return; // dropped: the peer sees the close
+        }
+        let session =
+            match opts.session_factory(&self.core.config).and_then(|f| f.session(Side::Listener, Instant::now())) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("no session for a handed-over connection, dropped: {e}");
+                    return;
+                }
+            };
+        match self.core.add_conn(stream, peer, session, opts, None) {
+            Ok(cid) => {
+                if self.core.conn(cid.0).is_some_and(|c| c.session.is_open()) {
+                    self.core.opened.push(cid);
+                }
+            }
+            Err(e) => log::warn!("handed-over connection dropped: {e}"),
         }
     }
 

@@ -4,6 +4,7 @@
 //! module only records what happened (opened, drained, to close) for it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mio::{Interest, Poll, Token};
@@ -96,13 +97,38 @@ pub(crate) enum Entry {
 
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 
-/// Ids pack a generation above the slab index, so a stale id never reaches a reused slot.
-pub(crate) fn pack(index: usize, generation: u32) -> u64 {
-    u64::from(generation) << 32 | index as u64
+/// Ids pack a generation above the slab index, so a stale id never reaches a reused slot; bits
+/// 24 to 31 carry the shard tag (0 for a reactor of its own, shard index + 1 for a shard of
+/// [`crate::reactor::Sharded`]), so an id says which shard owns it. The slab index has the 24
+/// bits below: at most [`MAX_ENTRIES`] listeners and connections per reactor.
+pub(crate) fn pack(index: usize, generation: u32, shard_tag: u64) -> u64 {
+    u64::from(generation) << 32 | shard_tag << SHARD_SHIFT | index as u64
 }
 
+/// Where the shard tag starts in an id.
+pub(crate) const SHARD_SHIFT: u32 = 24;
+/// The bits of an id that hold the slab index.
+const INDEX_MASK: u64 = (1 << SHARD_SHIFT) - 1;
+/// The most listeners and connections one reactor holds (16,777,216).
+pub(crate) const MAX_ENTRIES: usize = 1 << SHARD_SHIFT;
+
 pub(crate) fn index_of(id: u64) -> usize {
-    (id & 0xffff_ffff) as usize
+    (id & INDEX_MASK) as usize
+}
+
+/// What a shard of [`crate::reactor::Sharded`] publishes at the end of each turn for other threads
+/// (its stats, and the acceptor's choice of the least-loaded shard): written by the shard's thread
+/// alone, read by any.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// Connections (accepted, adopted or connecting, not yet closed).
+    pub(crate) connections: AtomicUsize,
+    /// Streams adopted from the acceptor so far.
+    pub(crate) adopted: AtomicU64,
+    /// Bytes held by the memory budget's count.
+    pub(crate) budget_held: AtomicUsize,
+    /// Reads the memory budget refused so far.
+    pub(crate) budget_refusals: AtomicU64,
 }
 
 pub(crate) struct Core {
@@ -136,6 +162,14 @@ pub(crate) struct Core {
     pub(crate) stopping: Option<Instant>,
     /// The memory budget shared by every connection (`ReactorConfig::memory_budget`).
     pub(crate) budget: MemoryBudget,
+    /// Connections now (not listeners).
+    pub(crate) connections: usize,
+    /// Streams adopted from a sharded acceptor so far.
+    pub(crate) adopted: u64,
+    /// The shard tag of every id (0: not a shard), already shifted into place by `pack`.
+    shard_tag: u64,
+    /// A shard's published figures (`None` for a reactor of its own).
+    pub(crate) gauges: Option<Arc<Gauges>>,
 }
 
 impl Core {
@@ -168,7 +202,38 @@ impl Core {
             accept_retry: Vec::new(),
             stopping: None,
             budget: MemoryBudget::new(config_budget),
+            connections: 0,
+            adopted: 0,
+            shard_tag: 0,
+            gauges: None,
         })
+    }
+
+    /// Makes this reactor shard `index` of a sharded group: its ids carry the shard, and it
+    /// publishes its figures to `gauges` each turn. Before any entry exists.
+    pub(crate) fn make_shard(&mut self, index: usize, gauges: Arc<Gauges>) {
+        debug_assert!(self.entries.is_empty());
+        self.shard_tag = index as u64 + 1;
+        self.gauges = Some(gauges);
+    }
+
+    /// Publishes the shard's figures (a few relaxed stores; nothing for a reactor of its own).
+    #[inline]
+    pub(crate) fn publish(&self) {
+        if let Some(g) = &self.gauges {
+            g.connections.store(self.connections, Ordering::Relaxed);
+            g.adopted.store(self.adopted, Ordering::Relaxed);
+            g.budget_held.store(self.budget.total(), Ordering::Relaxed);
+            g.budget_refusals.store(self.budget.refusals(), Ordering::Relaxed);
+        }
+    }
+
+    /// Refuses a new entry once the reactor holds [`MAX_ENTRIES`] (ids have no more room).
+    fn check_room(&self) -> Result<()> {
+        if self.entries.vacant_key() >= MAX_ENTRIES {
+            return Err(Error::Config(format!("a reactor holds at most {MAX_ENTRIES} listeners and connections")));
+        }
+        Ok(())
     }
 
     fn generation(&mut self) -> u32 {
@@ -207,10 +272,20 @@ impl Core {
         }
         // Settings no peer could authenticate under are refused here, before the bind.
         options.connection.session_factory(&self.config)?;
-        let mut socket = crate::transport::bind_listener(Some(address.clone()), None, options.backlog)?;
+        let socket = crate::transport::bind_listener(Some(address.clone()), None, options.backlog)?;
+        self.add_listener(socket, options)
+    }
+
+    /// Serves connections from a listener bound already (settings checked by the caller).
+    pub(crate) fn add_listener(&mut self, mut socket: SocketListener, options: ListenOptions) -> Result<ListenerId> {
+        if self.stopping.is_some() {
+            return Err(Error::Closed("the reactor is stopping"));
+        }
+        self.check_room()?;
         let generation = self.generation();
+        let shard_tag = self.shard_tag;
         let entry = self.entries.vacant_entry();
-        let id = ListenerId(pack(entry.key(), generation));
+        let id = ListenerId(pack(entry.key(), generation, shard_tag));
         socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
         entry.insert(Entry::Listener(Box::new(ListenerEntry {
             id,
@@ -236,9 +311,11 @@ impl Core {
         listener: Option<ListenerId>,
     ) -> Result<ConnId> {
         let connecting = session.is_connecting();
+        self.check_room()?;
         let generation = self.generation();
+        let shard_tag = self.shard_tag;
         let entry = self.entries.vacant_entry();
-        let id = ConnId(pack(entry.key(), generation));
+        let id = ConnId(pack(entry.key(), generation, shard_tag));
         let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         stream.register(self.poll.registry(), Token(id.0 as usize), interest, &self.notify)?;
         // The session says the read block: until authenticated, the handshake's, not 64 KiB.
@@ -262,6 +339,7 @@ impl Core {
             budget_paused: false,
             budget_seen: (0, 0),
         })));
+        self.connections += 1;
         self.pump(id.0);
         Ok(id)
     }
@@ -447,6 +525,7 @@ impl Core {
     pub(crate) fn remove_conn(&mut self, id: ConnId) -> Option<Box<ConnEntry>> {
         self.conn(id.0)?;
         let Entry::Conn(mut c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
+        self.connections -= 1;
         self.timers.sync(id.0, &mut c.timer_at, None);
         if self.budget.enabled() {
             self.budget.remove(id.0);

@@ -97,6 +97,7 @@ impl<H: Handler> Reactor<H> {
         if self.core.stopping.is_some() {
             self.progress_stop();
         }
+        self.core.publish();
         if self.stopped {
             return Ok(Turn::Stopped);
         }
@@ -216,6 +217,10 @@ impl<H: Handler> Reactor<H> {
                 Command::Call(f) => {
                     let (_, mut ctx) = self.ctx();
                     f(&mut ctx);
+                }
+                Command::Adopt(a) => {
+                    let crate::reactor::handle::Adopted { stream, peer, opts } = *a;
+                    self.adopt(stream, peer, opts);
                 }
             }
             self.settle();

@@ -19,6 +19,16 @@ pub(crate) enum Command {
     ResumeReading(ConnId),
     Stop,
     Call(Call),
+    /// A stream accepted by a sharded acceptor, to serve here (boxed: the queue's slots stay
+    /// small).
+    Adopt(Box<Adopted>),
+}
+
+/// A stream accepted on another thread, with what its listener says.
+pub(crate) struct Adopted {
+    pub(crate) stream: crate::transport::Stream,
+    pub(crate) peer: crate::address::Address,
+    pub(crate) opts: Arc<crate::reactor::options::ConnectionOptions>,
 }
 
 pub(crate) struct Shared {
@@ -126,6 +136,12 @@ impl Handle {
     /// Stops the reactor gracefully.
     pub fn stop(&self) -> Result<()> {
         self.push(Command::Stop)
+    }
+
+    /// Hands an accepted stream to the reactor (a sharded acceptor's hand-off). On an error the
+    /// stream is dropped, which closes it.
+    pub(crate) fn adopt(&self, adopted: Adopted) -> Result<()> {
+        self.push(Command::Adopt(Box::new(adopted)))
     }
 
     /// Runs `f` on the reactor thread.

@@ -103,6 +103,7 @@ mod event_loop;
 mod handle;
 pub mod options;
 mod read;
+mod shard;
 mod write;
 mod write_queue;
 
@@ -121,12 +122,28 @@ pub use self::core::Context;
 use self::core::Core;
 pub use self::handle::Handle;
 use self::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
+pub use self::shard::{
+    Balance, MAX_SHARDS, ShardStats, Sharded, ShardedHandle, ShardedListener, ShardedStats, available_shards,
+};
 use crate::address::{Address, IntoAddress};
 use crate::error::Result;
 
 /// Identifies a connection of a reactor. A closed connection's id never names a later one.
+///
+/// Displayed as `conn#SLOT.GENERATION` for a reactor of its own, and as
+/// `conn#SHARD.SLOT.GENERATION` for a shard of a [`Sharded`] group, so the ids of a group are
+/// unique across its shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The index of the shard that owns this connection, for a connection of a [`Sharded`]
+    /// group; `None` for one of a reactor of its own.
+    pub fn shard(self) -> Option<usize> {
+        let tag = (self.0 >> core::SHARD_SHIFT) & 0xff;
+        (tag as usize).checked_sub(1)
+    }
+}
 
 /// Identifies a listener of a reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,7 +151,11 @@ pub struct ListenerId(pub(crate) u64);
 
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "conn#{}.{}", self.0 & 0xffff_ffff, self.0 >> 32)
+        let slot = core::index_of(self.0);
+        match self.shard() {
+            None => write!(f, "conn#{slot}.{}", self.0 >> 32),
+            Some(shard) => write!(f, "conn#{shard}.{slot}.{}", self.0 >> 32),
+        }
     }
 }
 

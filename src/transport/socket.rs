@@ -276,12 +276,33 @@ impl SocketListener {
     /// made mode 0600 before `listen`, so no other user can connect even briefly; an existing
     /// file is replaced only if it is a stale socket (nobody accepting on it).
     pub fn bind(address: &Address, backlog: i32) -> Result<SocketListener> {
+        Self::bind_with(address, backlog, false)
+    }
+
+    /// Binds a TCP listener with `SO_REUSEPORT` as well (Linux): several such sockets of one user
+    /// share the port, and the kernel spreads incoming connections over them (by a hash of the
+    /// peer's address and port). Each shard of a sharded reactor listens on one.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn bind_reuse_port(address: &Address, backlog: i32) -> Result<SocketListener> {
+        if !matches!(address, Address::Inet { .. }) {
+            return Err(Error::Address(format!("{address}: SO_REUSEPORT is for TCP addresses")));
+        }
+        Self::bind_with(address, backlog, true)
+    }
+
+    fn bind_with(address: &Address, backlog: i32, reuse_port: bool) -> Result<SocketListener> {
         let sa =
             sockaddr(address)?.into_iter().next().ok_or_else(|| Error::Address(format!("{address}: no address")))?;
         let socket = Socket::new(domain_of(&sa), Type::STREAM, None)?;
         match address {
             Address::Inet { .. } => {
                 socket.set_reuse_address(true)?;
+                #[cfg(target_os = "linux")]
+                if reuse_port {
+                    socket.set_reuse_port(true)?;
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = reuse_port;
                 // Accepted sockets inherit TCP_NODELAY from the listener (Linux): one
                 // setsockopt here instead of one per connection.
                 socket.set_tcp_nodelay(true)?;
