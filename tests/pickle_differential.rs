@@ -439,3 +439,195 @@ fn the_forms_issue_10_lists_decode_as_python_has_them() {
     failures.append(&mut more);
     verdict("issue 10's forms: decoded as CPython has them, written back equal", checked + n, &failures);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Typed values (issue 20): `dumps` writes opcodes as serde walks the value. What CPython loads
+// from it must be what the value means: what it loads from `dumps_value(&to_value(v))`, the
+// encoder the tests above hold to CPython's own pickles.
+
+mod typed {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+
+    #[derive(Serialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Key {
+        Unit,
+        Other,
+    }
+
+    #[derive(Serialize)]
+    pub enum Kind {
+        Unit,
+        New(i64),
+        Tup(u8, String),
+        Named { x: f32, s: String },
+        Bytes(Bytes),
+    }
+
+    pub struct Bytes(pub Vec<u8>);
+
+    impl Serialize for Bytes {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+
+    #[derive(Serialize)]
+    pub struct Rec {
+        pub id: u64,
+        pub name: String,
+        pub city: String,
+        pub score: f64,
+        pub flag: bool,
+        pub tags: Vec<String>,
+        pub opt: Option<i32>,
+        pub kind: Kind,
+        pub pair: (i16, String, Option<()>),
+        pub map: BTreeMap<String, i64>,
+        pub keyed: BTreeMap<(Key, i8), Vec<u16>>,
+        pub big: i128,
+        pub ubig: u128,
+        pub ch: char,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub skipped: Option<u8>,
+    }
+
+    /// xorshift64*: the values from the run's seed.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+        pub fn text(&mut self) -> String {
+            const POOL: [&str; 8] = ["", "a", "b", "tag", "é", "日本語", "x y z", "a much longer str that repeats"];
+            match self.below(4) {
+                0 => POOL[self.below(8) as usize].into(),
+                1 => format!("s{}", self.below(50)),
+                _ => (0..self.below(12))
+                    .map(|_| match self.below(5) {
+                        0 => char::from_u32(0x80 + self.below(0x700) as u32).unwrap_or('?'),
+                        1 => char::from_u32(0x1_0000 + self.below(0x1000) as u32).unwrap_or('?'),
+                        _ => char::from(b' ' + self.below(95) as u8),
+                    })
+                    .collect(),
+            }
+        }
+        pub fn float(&mut self) -> f64 {
+            match self.below(8) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => -0.0,
+                3 => f64::from_bits(self.next()),
+                _ => self.below(1_000_000) as f64 / 7.0 - 5000.0,
+            }
+        }
+        pub fn int(&mut self) -> i64 {
+            match self.below(5) {
+                0 => self.below(256) as i64,
+                1 => self.below(65536) as i64,
+                2 => self.next() as i32 as i64,
+                _ => self.next() as i64,
+            }
+        }
+        pub fn rec(&mut self, i: u64) -> Rec {
+            let kind = match self.below(5) {
+                0 => Kind::Unit,
+                1 => Kind::New(self.int()),
+                2 => Kind::Tup(self.below(256) as u8, self.text()),
+                3 => Kind::Named { x: self.float() as f32, s: self.text() },
+                _ => Kind::Bytes(Bytes((0..self.below(300)).map(|_| self.next() as u8).collect())),
+            };
+            Rec {
+                id: if self.below(4) == 0 { u64::MAX - self.below(1000) } else { i },
+                name: format!("user {i} {}", self.text()),
+                city: ["Paris", "Berlin", "Tokyo"][self.below(3) as usize].into(),
+                score: self.float(),
+                flag: self.below(2) == 0,
+                tags: (0..self.below(4)).map(|_| self.text()).collect(),
+                opt: (self.below(2) == 0).then(|| self.int() as i32),
+                kind,
+                pair: (self.int() as i16, self.text(), (self.below(2) == 0).then_some(())),
+                map: (0..self.below(5)).map(|_| (self.text(), self.int())).collect(),
+                keyed: (0..self.below(3))
+                    .map(|_| {
+                        let k = if self.below(2) == 0 { Key::Unit } else { Key::Other };
+                        ((k, self.int() as i8), (0..self.below(4)).map(|_| self.below(70_000) as u16).collect())
+                    })
+                    .collect(),
+                big: (self.int() as i128) << self.below(64),
+                ubig: u128::from(self.next()) << self.below(65),
+                ch: self.text().chars().next().unwrap_or('é'),
+                skipped: (self.below(2) == 0).then_some(7),
+            }
+        }
+    }
+}
+
+/// Random typed values (lists of 0 to 2,999 records, so struct fields whose strs do not repeat
+/// leave the memo, and some pass 4,096 distinct strs): `py` loads `dumps` at `protocols` and
+/// compares with `dumps_value(to_value(v))` loaded by itself.
+fn typed_failures(py: &PathBuf, protocols: &[u8]) -> (usize, Vec<String>) {
+    use mpconn::pickle::{dumps, to_value};
+    let count: usize = std::env::var("MPCONN_PICKLE_COUNT").ok().and_then(|s| s.parse().ok()).unwrap_or(400) / 10;
+    let mut rng = typed::Rng(data().seed | 1);
+    let mut input = String::new();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in 0..count.max(8) {
+        let n = match case % 4 {
+            0 => rng.below(3),
+            1 => rng.below(100),
+            2 => 100 + rng.below(900),
+            _ => 1000 + rng.below(2000),
+        };
+        let value: Vec<typed::Rec> = (0..n).map(|i| rng.rec(i)).collect();
+        let reference = match to_value(&value).and_then(|v| dumps_value(&v, 2)) {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("typed {case}: the reference cannot be written: {e}"));
+                continue;
+            }
+        };
+        let mut cand = serde_json::Map::new();
+        for &p in protocols {
+            match dumps(&value, p) {
+                Ok(b) => {
+                    cand.insert(p.to_string(), hex(&b).into());
+                }
+                Err(e) => failures.push(format!("typed {case}: protocol {p}: dumps failed: {e}")),
+            }
+            checked += 1;
+        }
+        input += &(json!({"id": format!("typed {case} ({n} records)"), "ref": hex(&reference), "cand": cand})
+            .to_string()
+            + "\n");
+    }
+    for r in run_py(py, &["check"], input) {
+        for e in r["errors"].as_array().unwrap() {
+            failures.push(format!("{}: {}", r["id"].as_str().unwrap(), e.as_str().unwrap()));
+        }
+    }
+    (checked, failures)
+}
+
+#[test]
+fn typed_values_written_directly_load_in_cpython_313_and_311_as_what_they_mean() {
+    let (checked, failures) = typed_failures(&py313(), &[2, 3, 4, 5]);
+    verdict("typed values by dumps, protocols 2-5, loaded by CPython 3.13", checked, &failures);
+    let (checked, failures) = typed_failures(&PathBuf::from("python3"), &[2, 3, 4, 5]);
+    verdict("typed values by dumps, protocols 2-5, loaded by python3 (3.11)", checked, &failures);
+}
+
+#[test]
+fn typed_values_written_directly_at_protocol_2_load_in_cpython_27_as_what_they_mean() {
+    let (checked, failures) = typed_failures(&py27(), &[2]);
+    verdict("typed values by dumps, protocol 2, loaded by CPython 2.7", checked, &failures);
+}

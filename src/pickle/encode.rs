@@ -79,7 +79,7 @@ pub(crate) fn encode(v: &Value, proto: u8) -> R<Vec<u8>> {
 }
 
 /// Python 2's name of a Python 3 global (CPython's `REVERSE_NAME_MAPPING`, the common part).
-fn py2_name<'a>(module: &'a str, name: &str) -> &'a str {
+pub(super) fn py2_name<'a>(module: &'a str, name: &str) -> &'a str {
     match module {
         "builtins" if is_py2_exception(name) => "exceptions",
         "builtins" => "__builtin__",
@@ -142,57 +142,115 @@ fn is_py2_exception(name: &str) -> bool {
     )
 }
 
-fn long_bytes(n: i64) -> Vec<u8> {
-    let mut b = n.to_le_bytes().to_vec();
-    while b.len() > 1 {
-        let (last, prev) = (b[b.len() - 1], b[b.len() - 2]);
+/// How many of the little-endian two's-complement bytes `b` a LONG1 needs (at least one): the
+/// trailing bytes that only repeat the sign are dropped.
+pub(super) fn minimal_len(b: &[u8]) -> usize {
+    let mut n = b.len();
+    while n > 1 {
+        let (last, prev) = (b[n - 1], b[n - 2]);
         if (last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0) {
-            b.pop();
+            n -= 1;
         } else {
             break;
         }
     }
-    b
+    n
+}
+
+/// An int as CPython writes it at protocol 2+: BININT1, BININT2, BININT or LONG1.
+#[inline]
+pub(super) fn write_int(out: &mut Vec<u8>, n: i64) {
+    if (0..=0xff).contains(&n) {
+        out.extend_from_slice(&[op::BININT1, n as u8]);
+    } else if (0..=0xffff).contains(&n) {
+        out.push(op::BININT2);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+    } else if (i64::from(i32::MIN)..=i64::from(i32::MAX)).contains(&n) {
+        out.push(op::BININT);
+        out.extend_from_slice(&(n as i32).to_le_bytes());
+    } else {
+        let b = n.to_le_bytes();
+        let len = minimal_len(&b);
+        out.extend_from_slice(&[op::LONG1, len as u8]);
+        out.extend_from_slice(&b[..len]);
+    }
+}
+
+/// The opcode and length of a `str` of `n` bytes: `SHORT_BINUNICODE` (protocol 4+), BINUNICODE
+/// or BINUNICODE8 (protocol 4+).
+#[inline(always)]
+pub(super) fn write_str_header(out: &mut Vec<u8>, proto: u8, n: usize) -> Result<(), PickleError> {
+    if proto >= 4 && n < 256 {
+        out.extend_from_slice(&[op::SHORT_BINUNICODE, n as u8]);
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(op::BINUNICODE);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else if proto >= 4 {
+        out.push(op::BINUNICODE8);
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    } else {
+        return Err(PickleError::Serde("a str over 4 GiB needs protocol 4".into()));
+    }
+    Ok(())
+}
+
+/// Bytes at protocol 3+: `SHORT_BINBYTES`, BINBYTES or BINBYTES8 (protocol 4+).
+#[inline]
+pub(super) fn write_bytes3(out: &mut Vec<u8>, proto: u8, b: &[u8]) -> Result<(), PickleError> {
+    let n = b.len();
+    if n < 256 {
+        out.extend_from_slice(&[op::SHORT_BINBYTES, n as u8]);
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(op::BINBYTES);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else if proto >= 4 {
+        out.push(op::BINBYTES8);
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    } else {
+        return Err(PickleError::Serde("bytes over 4 GiB need protocol 4".into()));
+    }
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// Stores the value on top of the stack as memo entry `id` (the next one).
+#[inline]
+pub(super) fn write_put(out: &mut Vec<u8>, proto: u8, id: u32) {
+    if proto >= 4 {
+        out.push(op::MEMOIZE);
+    } else if id < 256 {
+        out.extend_from_slice(&[op::BINPUT, id as u8]);
+    } else {
+        out.push(op::LONG_BINPUT);
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// Pushes memo entry `id`.
+#[inline(always)]
+pub(super) fn write_get(out: &mut Vec<u8>, id: u32) {
+    if id < 256 {
+        out.extend_from_slice(&[op::BINGET, id as u8]);
+    } else {
+        out.push(op::LONG_BINGET);
+        out.extend_from_slice(&id.to_le_bytes());
+    }
 }
 
 impl<'a> Enc<'a> {
     fn put(&mut self) -> u32 {
         let id = self.memo_len;
         self.memo_len += 1;
-        if self.proto >= 4 {
-            self.out.push(op::MEMOIZE);
-        } else if id < 256 {
-            self.out.extend_from_slice(&[op::BINPUT, id as u8]);
-        } else {
-            self.out.push(op::LONG_BINPUT);
-            self.out.extend_from_slice(&id.to_le_bytes());
-        }
+        write_put(&mut self.out, self.proto, id);
         id
     }
 
     fn get(&mut self, id: u32) {
-        if id < 256 {
-            self.out.extend_from_slice(&[op::BINGET, id as u8]);
-        } else {
-            self.out.push(op::LONG_BINGET);
-            self.out.extend_from_slice(&id.to_le_bytes());
-        }
+        write_get(&mut self.out, id);
     }
 
     fn int(&mut self, n: i64) {
-        if (0..=0xff).contains(&n) {
-            self.out.extend_from_slice(&[op::BININT1, n as u8]);
-        } else if (0..=0xffff).contains(&n) {
-            self.out.push(op::BININT2);
-            self.out.extend_from_slice(&(n as u16).to_le_bytes());
-        } else if (i64::from(i32::MIN)..=i64::from(i32::MAX)).contains(&n) {
-            self.out.push(op::BININT);
-            self.out.extend_from_slice(&(n as i32).to_le_bytes());
-        } else {
-            let b = long_bytes(n);
-            self.out.extend_from_slice(&[op::LONG1, b.len() as u8]);
-            self.out.extend_from_slice(&b);
-        }
+        write_int(&mut self.out, n);
     }
 
     fn bigint(&mut self, n: &BigInt) {
@@ -260,18 +318,7 @@ impl<'a> Enc<'a> {
     }
 
     fn raw_str(&mut self, s: &str) -> R<()> {
-        let n = s.len();
-        if self.proto >= 4 && n < 256 {
-            self.out.extend_from_slice(&[op::SHORT_BINUNICODE, n as u8]);
-        } else if u32::try_from(n).is_ok() {
-            self.out.push(op::BINUNICODE);
-            self.out.extend_from_slice(&(n as u32).to_le_bytes());
-        } else if self.proto >= 4 {
-            self.out.push(op::BINUNICODE8);
-            self.out.extend_from_slice(&(n as u64).to_le_bytes());
-        } else {
-            return Err(PickleError::Serde("a str over 4 GiB needs protocol 4".into()));
-        }
+        write_str_header(&mut self.out, self.proto, s.len())?;
         self.out.extend_from_slice(s.as_bytes());
         Ok(())
     }
@@ -319,19 +366,7 @@ impl<'a> Enc<'a> {
             }
             return Ok(());
         }
-        if n < 256 {
-            self.out.extend_from_slice(&[op::SHORT_BINBYTES, n as u8]);
-        } else if u32::try_from(n).is_ok() {
-            self.out.push(op::BINBYTES);
-            self.out.extend_from_slice(&(n as u32).to_le_bytes());
-        } else if self.proto >= 4 {
-            self.out.push(op::BINBYTES8);
-            self.out.extend_from_slice(&(n as u64).to_le_bytes());
-        } else {
-            return Err(PickleError::Serde("bytes over 4 GiB need protocol 4".into()));
-        }
-        self.out.extend_from_slice(b);
-        Ok(())
+        write_bytes3(&mut self.out, self.proto, b)
     }
 
     /// Writes `v`, or starts it and pushes the frames that finish it.

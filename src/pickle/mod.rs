@@ -9,13 +9,15 @@
 //!   input ([`DecodeOptions::max_bytes`], [`EXPANSION`]), refusing before it allocates more.
 //! * [`dumps_value`] writes protocols 2 to 5 as CPython does (same opcodes, batches and memo of
 //!   strings), insertion order kept, sharing kept, readable by Python 2.7 at protocol 2.
-//! * [`loads`] / [`dumps`] go through [`Value`] for any `serde` type.
+//! * [`loads`] goes through [`Value`] for any `serde` type; [`dumps`] writes a `serde` value's
+//!   opcodes directly, as [`dumps_value`] would write its [`to_value`].
 //! * [`repr`] / [`repr_limited`] print a value as Python's `repr` does.
 //!
 //! The connection stays usable after any decode error: the whole message was already read.
 
 mod de;
 mod decode;
+mod dump;
 mod encode;
 mod key;
 mod opcodes;
@@ -208,13 +210,14 @@ pub fn loads<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PickleError> {
     de::from_value(&v)
 }
 
-/// Pickles `value` with `protocol` (2 to 5), through a [`Value`].
+/// Pickles `value` with `protocol` (2 to 5), writing the opcodes as `serde` walks it (no
+/// [`Value`] in between). Python loads the value `dumps_value(&to_value(value)?, protocol)`
+/// would give it, and a map key Python could not hash (a list or dict) is refused the same way.
+/// The bytes are the same too for a value of up to 4,096 distinct strs; beyond, or in a struct
+/// field whose strs do not repeat, strs are memoised more cheaply than exactly (see
+/// ARCHITECTURE.md, the pickle codec).
 pub fn dumps<T: Serialize + ?Sized>(value: &T, protocol: u8) -> Result<Vec<u8>, PickleError> {
-    if !(2..=5).contains(&protocol) {
-        return Err(PickleError::UnsupportedProtocol(protocol));
-    }
-    let v = ser::to_value(value)?;
-    encode::encode(&v, protocol)
+    dump::dumps(value, protocol)
 }
 
 /// A `serde` value as a [`Value`]: structs and maps become dicts (insertion order kept), sequences
