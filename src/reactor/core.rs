@@ -359,9 +359,14 @@ impl Core {
     /// The connection, if a message of `len` bytes may be queued on it now: open, under its
     /// high-water mark, and within the memory budget.
     fn writable_conn(&mut self, id: ConnId, len: usize) -> Result<&mut ConnEntry, SendError> {
-        let allowed = self.budget.may_queue(id.0, len);
         let (total, cap) = (self.budget.total(), self.config.memory_budget.unwrap_or(usize::MAX));
-        let c = self.conn(id.0).ok_or(SendError::NoSuchConnection)?;
+        let budget = &self.budget;
+        let c = match self.entries.get_mut(index_of(id.0)) {
+            Some(Entry::Conn(c)) if c.id == id => c,
+            _ => return Err(SendError::NoSuchConnection),
+        };
+        // What the budget was last told this connection queued.
+        let allowed = budget.may_queue(c.budget_seen.1, len);
         if c.session.is_closing() {
             return Err(SendError::Closing);
         }
@@ -449,7 +454,7 @@ impl Core {
         let Entry::Conn(mut c) = self.entries.remove(index_of(id.0)) else { unreachable!("checked above") };
         self.timers.sync(id.0, &mut c.timer_at, None);
         if self.budget.enabled() {
-            self.budget.remove(id.0);
+            self.budget.remove(id.0, c.budget_seen.1);
             self.budget_wake();
         }
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
@@ -481,9 +486,7 @@ impl Core {
         if now.0 != seen.0 {
             self.budget.set_input(id, now.0);
         }
-        if now.1 != seen.1 {
-            self.budget.set_output(id, now.1);
-        }
+        self.budget.output_changed(seen.1, now.1);
         if self.budget.has_wake() {
             self.budget_wake();
         }
