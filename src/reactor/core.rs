@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::reactor::deadlines::Timers;
 use crate::reactor::handle::{Handle, Shared};
 use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
-use crate::reactor::write_queue::WriteQueue;
+use crate::reactor::write_queue::{Spare, WriteQueue};
 use crate::reactor::{ConnId, ListenerId, SendError};
 use crate::settings::Side;
 use crate::transport::{Notify, SocketListener, Stream};
@@ -136,6 +136,8 @@ pub(crate) struct Core {
     pub(crate) stopping: Option<Instant>,
     /// The memory budget shared by every connection (`ReactorConfig::memory_budget`).
     pub(crate) budget: MemoryBudget,
+    /// Write-queue storage a drained queue left for the next one.
+    pub(crate) spare: Spare,
 }
 
 impl Core {
@@ -168,6 +170,7 @@ impl Core {
             accept_retry: Vec::new(),
             stopping: None,
             budget: MemoryBudget::new(config_budget),
+            spare: Spare::default(),
         })
     }
 
@@ -274,7 +277,8 @@ impl Core {
         let cid = c.id;
         let mut queued = false;
         while let Some(m) = c.session.poll_transmit() {
-            c.out.push_owned(m);
+            // Handshake messages, a last #FAILURE#: rare, no storage reused.
+            c.out.push_owned(m, &mut Spare::default());
             queued = true;
         }
         let mut opened = false;
@@ -323,8 +327,8 @@ impl Core {
     /// Queues a framed message on an open connection.
     pub(crate) fn send(&mut self, id: ConnId, message: &[u8]) -> Result<(), SendError> {
         let pressure = self.budget.under_pressure();
-        let c = self.writable_conn(id, message.len())?;
-        c.out.push_copy(message);
+        let (c, spare) = self.writable_conn(id, message.len())?;
+        c.out.push_copy(message, spare);
         c.check_high_water(pressure);
         self.mark_dirty(id);
         self.budget_after_send(id.0);
@@ -333,11 +337,11 @@ impl Core {
 
     pub(crate) fn send_owned(&mut self, id: ConnId, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
         let pressure = self.budget.under_pressure();
-        let c = match self.writable_conn(id, message.len()) {
+        let (c, spare) = match self.writable_conn(id, message.len()) {
             Ok(c) => c,
             Err(e) => return Err((e, message)),
         };
-        c.out.push_owned(message);
+        c.out.push_owned(message, spare);
         c.check_high_water(pressure);
         self.mark_dirty(id);
         self.budget_after_send(id.0);
@@ -347,7 +351,7 @@ impl Core {
     /// Queues a message whose body is shared with other connections' queues (a reference).
     pub(crate) fn send_shared(&mut self, id: ConnId, message: &bytes::Bytes) -> Result<(), SendError> {
         let pressure = self.budget.under_pressure();
-        let c = self.writable_conn(id, message.len())?;
+        let (c, _) = self.writable_conn(id, message.len())?;
         c.out.push_shared(message);
         c.check_high_water(pressure);
         self.mark_dirty(id);
@@ -357,8 +361,8 @@ impl Core {
     }
 
     /// The connection, if a message of `len` bytes may be queued on it now: open, under its
-    /// high-water mark, and within the memory budget.
-    fn writable_conn(&mut self, id: ConnId, len: usize) -> Result<&mut ConnEntry, SendError> {
+    /// high-water mark, and within the memory budget; with the spare write-queue storage.
+    fn writable_conn(&mut self, id: ConnId, len: usize) -> Result<(&mut ConnEntry, &mut Spare), SendError> {
         let (total, cap) = (self.budget.total(), self.config.memory_budget.unwrap_or(usize::MAX));
         let budget = &self.budget;
         let c = match self.entries.get_mut(index_of(id.0)) {
@@ -381,7 +385,7 @@ impl Core {
             c.backpressured = true;
             return Err(SendError::OverBudget { queued: c.out.queued(), total, budget: cap });
         }
-        Ok(c)
+        Ok((c, &mut self.spare))
     }
 
     pub(crate) fn mark_dirty(&mut self, id: ConnId) {

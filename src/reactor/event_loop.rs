@@ -175,10 +175,11 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         // Best effort: a last queued message (such as #FAILURE#) goes out before the close.
+        let mut spare = crate::reactor::write_queue::Spare::default();
         while let Some(m) = c.session.poll_transmit() {
-            c.out.push_owned(m);
+            c.out.push_owned(m, &mut spare);
         }
-        let _ = c.out.flush(&mut c.stream);
+        let _ = c.out.flush(&mut c.stream, &mut spare);
         log::debug!("{id} closed: {reason}");
         drop(c);
         let (h, mut ctx) = self.ctx();

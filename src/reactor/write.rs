@@ -25,7 +25,7 @@ impl Core {
         }
         let token = Token(id as usize);
         let queued_before = c.out.queued();
-        let result = c.out.flush(&mut c.stream);
+        let result = c.out.flush(&mut c.stream, &mut self.spare);
         if let Ok(drained) = result {
             // One clock read per flush: progress feeds the idle clock, a stall the write-stall
             // deadline (the session decides; see `Session::on_flush`).
