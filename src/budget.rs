@@ -5,9 +5,13 @@
 //! Every other limit is per connection, so N peers each sending most of a maximum-size message
 //! cost N × that size. The budget bounds the sum. It is pure bookkeeping, driven by the faces:
 //! they report what each connection holds (`set_input`,
-//! `set_output`), ask before a read that would grow a connection's buffer
+//! `output_changed`), ask before a read that would grow a connection's buffer
 //! (`may_read`) and before queueing output (`may_queue`), and
 //! resume the connections the budget names (`take_wake`).
+//!
+//! Input is kept per connection here (the leader rule needs it); output only in the total: the
+//! face keeps what it last reported for each connection and says it when it asks or leaves, so
+//! a message sent and written costs two additions, no lookup.
 //!
 //! The policy:
 //!
@@ -58,7 +62,6 @@ pub const SMALL_INPUT: usize = 1 << 20;
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
     input: usize,
-    output: usize,
     /// Refused a read; to be woken (named by `take_wake`) when it may read again.
     waiting: bool,
 }
@@ -125,15 +128,22 @@ impl MemoryBudget {
         self.leader
     }
 
-    /// Forgets a connection (closed): its bytes leave the total.
-    pub(crate) fn remove(&mut self, id: u64) {
-        if let Some(u) = self.users.remove(&id) {
-            self.total -= u.input + u.output;
-            if self.leader == Some(id) {
-                self.leader = None;
-            }
-            self.rebalance();
+    /// Forgets a connection (closed): its bytes leave the total. `output`: the output it last
+    /// reported ([`MemoryBudget::output_changed`]).
+    pub(crate) fn remove(&mut self, id: u64, output: usize) {
+        if self.cap.is_none() {
+            return;
         }
+        let input = match self.users.remove(&id) {
+            Some(u) => u.input,
+            None if output == 0 => return,
+            None => 0,
+        };
+        self.total -= input + output;
+        if self.leader == Some(id) {
+            self.leader = None;
+        }
+        self.rebalance();
     }
 
     /// The application keeps `bytes` more for the connections (a message handed to a worker
@@ -175,17 +185,14 @@ impl MemoryBudget {
         self.rebalance();
     }
 
-    /// Reports the output `id` has queued now.
-    pub(crate) fn set_output(&mut self, id: u64, bytes: usize) {
-        if self.cap.is_none() {
+    /// Reports that a connection's queued output went from `before` (what it last reported) to
+    /// `after`. The face keeps the figure per connection (see the module docs).
+    #[inline]
+    pub(crate) fn output_changed(&mut self, before: usize, after: usize) {
+        if self.cap.is_none() || before == after {
             return;
         }
-        let u = self.users.entry(id).or_default();
-        if u.output == bytes {
-            return;
-        }
-        self.total = self.total - u.output + bytes;
-        u.output = bytes;
+        self.total = self.total - before + after;
         self.rebalance();
     }
 
@@ -223,11 +230,12 @@ impl MemoryBudget {
         false
     }
 
-    /// May `id` queue `len` more bytes of output? Always under the cap; under pressure only
-    /// while its queue is empty (one message always goes) or stays within [`SMALL_INPUT`].
-    pub(crate) fn may_queue(&self, id: u64, len: usize) -> bool {
+    /// May a connection that reported `queued` bytes of output queue `len` more? Always under
+    /// the cap; under pressure only while its queue is empty (one message always goes) or stays
+    /// within [`SMALL_INPUT`].
+    #[inline]
+    pub(crate) fn may_queue(&self, queued: usize, len: usize) -> bool {
         let Some(cap) = self.cap else { return true };
-        let queued = self.users.get(&id).map_or(0, |u| u.output);
         if queued == 0 || queued.saturating_add(len) <= SMALL_INPUT {
             return true;
         }
@@ -429,7 +437,7 @@ mod tests {
             let _ = b.may_read(id, MIB);
         }
         let first = b.leader().unwrap();
-        b.remove(first);
+        b.remove(first, 0);
         let second = b.leader().unwrap();
         assert_ne!(first, second);
         assert!(b.take_wake().contains(&second));
@@ -458,16 +466,19 @@ mod tests {
     #[test]
     fn output_counts_and_refuses_a_second_message_under_pressure() {
         let mut b = MemoryBudget::new(Some(64 * MIB));
-        b.set_output(1, 70 * MIB);
+        b.output_changed(0, 70 * MIB);
         assert!(b.under_pressure());
-        assert!(!b.may_queue(1, 100));
+        assert!(!b.may_queue(70 * MIB, 100));
         // Small queues and empty queues still take a message.
-        assert!(b.may_queue(2, 64 * 1024));
-        b.set_output(2, 1000);
-        assert!(b.may_queue(2, 1000));
-        b.set_output(1, 0);
+        assert!(b.may_queue(0, 64 * 1024));
+        b.output_changed(0, 1000);
+        assert!(b.may_queue(1000, 1000));
+        b.output_changed(70 * MIB, 0);
         assert!(!b.under_pressure());
-        assert!(b.may_queue(1, 10 * MIB));
+        assert!(b.may_queue(0, 10 * MIB));
+        // A connection that leaves takes its output out of the total.
+        b.remove(2, 1000);
+        assert_eq!(b.total(), 0);
     }
 
     #[test]

@@ -21,6 +21,12 @@ static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// Directories (and what is in them) a second Ctrl-C removes before exiting.
 static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+/// What the first Ctrl-C calls (on the handler's thread) to wake a loop that waits for events
+/// with no timeout, so it sees [`requested`] at once; see [`Wake`].
+type WakeFn = Box<dyn Fn() + Send>;
+static WAKE: Mutex<Vec<(u64, WakeFn)>> = Mutex::new(Vec::new());
+static NEXT_WAKE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -44,6 +50,27 @@ pub fn register_dir(dir: PathBuf) {
 /// Forgets a directory (removed in the orderly way).
 pub fn unregister_dir(dir: &std::path::Path) {
     locked(&DIRS).retain(|d| d != dir);
+}
+
+/// A function the first Ctrl-C calls, while this guard lives: a loop that blocks waiting for
+/// events (a reactor's `run_once(None)`, no timer to re-check [`requested`]) registers one that
+/// wakes it (`Handle::call` with nothing to do). Register it before the loop's first check of
+/// [`requested`]: a Ctrl-C before the registration is seen by that check, one after it wakes
+/// the wait.
+pub struct Wake(u64);
+
+impl Wake {
+    pub fn register(f: impl Fn() + Send + 'static) -> Wake {
+        let id = NEXT_WAKE.fetch_add(1, Ordering::Relaxed);
+        locked(&WAKE).push((id, Box::new(f)));
+        Wake(id)
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        locked(&WAKE).retain(|(id, _)| *id != self.0);
+    }
 }
 
 /// What a second Ctrl-C does before exiting: kill the registered children, remove the
@@ -88,6 +115,9 @@ pub fn install() {
         if REQUESTED.swap(true, Ordering::SeqCst) {
             clean_up();
             std::process::exit(SECOND_INTERRUPT_EXIT);
+        }
+        for (_, wake) in locked(&WAKE).iter() {
+            wake();
         }
     });
     if let Err(e) = result {

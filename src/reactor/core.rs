@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::reactor::deadlines::Timers;
 use crate::reactor::handle::{Handle, Shared};
 use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
-use crate::reactor::write_queue::WriteQueue;
+use crate::reactor::write_queue::{Spare, WriteQueue};
 use crate::reactor::{ConnId, ListenerId, SendError};
 use crate::settings::Side;
 use crate::transport::{Notify, SocketListener, Stream};
@@ -170,6 +170,8 @@ pub(crate) struct Core {
     shard_tag: u64,
     /// A shard's published figures (`None` for a reactor of its own).
     pub(crate) gauges: Option<Arc<Gauges>>,
+    /// Write-queue storage a drained queue left for the next one.
+    pub(crate) spare: Spare,
 }
 
 impl Core {
@@ -206,6 +208,7 @@ impl Core {
             adopted: 0,
             shard_tag: 0,
             gauges: None,
+            spare: Spare::default(),
         })
     }
 
@@ -352,7 +355,8 @@ impl Core {
         let cid = c.id;
         let mut queued = false;
         while let Some(m) = c.session.poll_transmit() {
-            c.out.push_owned(m);
+            // Handshake messages, a last #FAILURE#: rare, no storage reused.
+            c.out.push_owned(m, &mut Spare::default());
             queued = true;
         }
         let mut opened = false;
@@ -401,8 +405,8 @@ impl Core {
     /// Queues a framed message on an open connection.
     pub(crate) fn send(&mut self, id: ConnId, message: &[u8]) -> Result<(), SendError> {
         let pressure = self.budget.under_pressure();
-        let c = self.writable_conn(id, message.len())?;
-        c.out.push_copy(message);
+        let (c, spare) = self.writable_conn(id, message.len())?;
+        c.out.push_copy(message, spare);
         c.check_high_water(pressure);
         self.mark_dirty(id);
         self.budget_after_send(id.0);
@@ -411,11 +415,11 @@ impl Core {
 
     pub(crate) fn send_owned(&mut self, id: ConnId, message: Vec<u8>) -> Result<(), (SendError, Vec<u8>)> {
         let pressure = self.budget.under_pressure();
-        let c = match self.writable_conn(id, message.len()) {
+        let (c, spare) = match self.writable_conn(id, message.len()) {
             Ok(c) => c,
             Err(e) => return Err((e, message)),
         };
-        c.out.push_owned(message);
+        c.out.push_owned(message, spare);
         c.check_high_water(pressure);
         self.mark_dirty(id);
         self.budget_after_send(id.0);
@@ -425,7 +429,7 @@ impl Core {
     /// Queues a message whose body is shared with other connections' queues (a reference).
     pub(crate) fn send_shared(&mut self, id: ConnId, message: &bytes::Bytes) -> Result<(), SendError> {
         let pressure = self.budget.under_pressure();
-        let c = self.writable_conn(id, message.len())?;
+        let (c, _) = self.writable_conn(id, message.len())?;
         c.out.push_shared(message);
         c.check_high_water(pressure);
         self.mark_dirty(id);
@@ -435,11 +439,16 @@ impl Core {
     }
 
     /// The connection, if a message of `len` bytes may be queued on it now: open, under its
-    /// high-water mark, and within the memory budget.
-    fn writable_conn(&mut self, id: ConnId, len: usize) -> Result<&mut ConnEntry, SendError> {
-        let allowed = self.budget.may_queue(id.0, len);
+    /// high-water mark, and within the memory budget; with the spare write-queue storage.
+    fn writable_conn(&mut self, id: ConnId, len: usize) -> Result<(&mut ConnEntry, &mut Spare), SendError> {
         let (total, cap) = (self.budget.total(), self.config.memory_budget.unwrap_or(usize::MAX));
-        let c = self.conn(id.0).ok_or(SendError::NoSuchConnection)?;
+        let budget = &self.budget;
+        let c = match self.entries.get_mut(index_of(id.0)) {
+            Some(Entry::Conn(c)) if c.id == id => c,
+            _ => return Err(SendError::NoSuchConnection),
+        };
+        // What the budget was last told this connection queued.
+        let allowed = budget.may_queue(c.budget_seen.1, len);
         if c.session.is_closing() {
             return Err(SendError::Closing);
         }
@@ -454,7 +463,7 @@ impl Core {
             c.backpressured = true;
             return Err(SendError::OverBudget { queued: c.out.queued(), total, budget: cap });
         }
-        Ok(c)
+        Ok((c, &mut self.spare))
     }
 
     pub(crate) fn mark_dirty(&mut self, id: ConnId) {
@@ -528,7 +537,7 @@ impl Core {
         self.connections -= 1;
         self.timers.sync(id.0, &mut c.timer_at, None);
         if self.budget.enabled() {
-            self.budget.remove(id.0);
+            self.budget.remove(id.0, c.budget_seen.1);
             self.budget_wake();
         }
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
@@ -560,9 +569,7 @@ impl Core {
         if now.0 != seen.0 {
             self.budget.set_input(id, now.0);
         }
-        if now.1 != seen.1 {
-            self.budget.set_output(id, now.1);
-        }
+        self.budget.output_changed(seen.1, now.1);
         if self.budget.has_wake() {
             self.budget_wake();
         }

@@ -32,13 +32,14 @@ impl<H: Handler> Reactor<H> {
         if self.stopped {
             return Ok(Turn::Stopped);
         }
-        let now = Instant::now();
         let mut wait = timeout;
         if self.core.has_pending_work() || self.core.stopping.is_some() {
             wait = Some(Duration::ZERO);
         }
+        // The clock is read only when a deadline is pending (none is, on a busy connection with
+        // no partial message and nothing waiting to be written).
         if let Some(next) = self.core.timers.next() {
-            let until = next.saturating_duration_since(now);
+            let until = next.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
         match self.core.poll.poll(&mut self.events, wait) {
@@ -91,7 +92,9 @@ impl<H: Handler> Reactor<H> {
             self.accept(id);
             self.settle();
         }
-        self.fire_deadlines(Instant::now());
+        if self.core.timers.next().is_some() {
+            self.fire_deadlines(Instant::now());
+        }
         self.flush_dirty();
         self.settle();
         if self.core.stopping.is_some() {
@@ -176,10 +179,11 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         // Best effort: a last queued message (such as #FAILURE#) goes out before the close.
+        let mut spare = crate::reactor::write_queue::Spare::default();
         while let Some(m) = c.session.poll_transmit() {
-            c.out.push_owned(m);
+            c.out.push_owned(m, &mut spare);
         }
-        let _ = c.out.flush(&mut c.stream);
+        let _ = c.out.flush(&mut c.stream, &mut spare);
         log::debug!("{id} closed: {reason}");
         drop(c);
         let (h, mut ctx) = self.ctx();

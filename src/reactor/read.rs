@@ -28,6 +28,9 @@ impl<H: Handler> Reactor<H> {
         let mut read = 0usize;
         let turn_before = self.core.turn_read;
         let mut scratch = std::mem::take(&mut self.scratch);
+        // The time of the last read, taken after its callbacks: the flush of their replies at
+        // the end uses it too (one clock read for a read and its replies).
+        let mut clock = None;
         while let Some(c) = self.core.conn(id) {
             if c.session.is_closing() || c.session.is_connecting() || c.reading_paused() {
                 break;
@@ -88,7 +91,6 @@ impl<H: Handler> Reactor<H> {
                 }
                 Ok(n) => {
                     read += n;
-                    let now = Instant::now();
                     let completed = if own {
                         c.decoder.advance(n);
                         let mut decoder = std::mem::take(&mut c.decoder);
@@ -109,6 +111,10 @@ impl<H: Handler> Reactor<H> {
                         completed
                     };
                     let Some(c) = self.core.conn(id) else { break };
+                    // Read after the callbacks: the time they took is this side's, not the
+                    // peer's, so it is not charged to the peer's deadlines.
+                    let now = Instant::now();
+                    clock = Some(now);
                     if completed > 0 {
                         c.session.on_message_boundary(now);
                     }
@@ -153,7 +159,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(c) = self.core.conn(id)
             && c.dirty
         {
-            self.core.flush(id);
+            self.core.flush_at(id, clock);
         }
     }
 

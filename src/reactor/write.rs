@@ -13,6 +13,12 @@ impl Core {
     /// Writes what a connection has queued; records drain, close, resume or the need for write
     /// readiness.
     pub(crate) fn flush(&mut self, id: u64) {
+        self.flush_at(id, None);
+    }
+
+    /// [`Core::flush`] with the time, when the caller read the clock a moment ago (the read
+    /// whose replies these are): one clock read serves both.
+    pub(crate) fn flush_at(&mut self, id: u64, now: Option<Instant>) {
         let Some(Entry::Conn(c)) = self.entries.get_mut(index_of(id)) else {
             return;
         };
@@ -25,11 +31,11 @@ impl Core {
         }
         let token = Token(id as usize);
         let queued_before = c.out.queued();
-        let result = c.out.flush(&mut c.stream);
+        let result = c.out.flush(&mut c.stream, &mut self.spare);
         if let Ok(drained) = result {
-            // One clock read per flush: progress feeds the idle clock, a stall the write-stall
-            // deadline (the session decides; see `Session::on_flush`).
-            c.session.on_flush(Instant::now(), c.out.queued() < queued_before, drained);
+            // At most one clock read per flush: progress feeds the idle clock, a stall the
+            // write-stall deadline (the session decides; see `Session::on_flush`).
+            c.session.on_flush(now.unwrap_or_else(Instant::now), c.out.queued() < queued_before, drained);
         }
         // Below the low-water mark (half the high-water mark) an auto-paused connection reads
         // again.
@@ -71,10 +77,18 @@ impl Core {
 
 impl<H: Handler> Reactor<H> {
     /// Flushes every connection with queued output.
+    /// A connection flushed since it was listed (after its read, say) is not flushed again.
     pub(super) fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.core.dirty);
-        for id in dirty {
-            self.core.flush(id);
+        let mut dirty = std::mem::take(&mut self.core.dirty);
+        for &id in &dirty {
+            if self.core.conn(id).is_some_and(|c| c.dirty) {
+                self.core.flush(id);
+            }
+        }
+        // Keep the list's allocation for the next turn.
+        dirty.clear();
+        if self.core.dirty.is_empty() {
+            self.core.dirty = dirty;
         }
     }
 }

@@ -1,7 +1,9 @@
 //! A connection's outgoing bytes: small messages are copied and coalesced into shared chunks so a
 //! burst leaves in one system call; large owned messages are queued as they are and written with
 //! vectored writes, never copied; shared (refcounted) bodies are queued as a reference, so a
-//! broadcast holds one copy of its body whatever the number of recipients.
+//! broadcast holds one copy of its body whatever the number of recipients. A drained queue
+//! gives its storage to the reactor's [`Spare`], from which the next queue that needs storage
+//! takes it: an idle connection holds no buffers, and a ping-pong allocates nothing per message.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -14,6 +16,22 @@ use crate::wire::frame::Header;
 const COALESCE_MAX: usize = 64 * 1024;
 /// Most slices handed to one vectored write.
 const MAX_IOVECS: usize = 64;
+/// A queue of at most this many chunks is written from a small slice array (most are: one
+/// coalesced chunk), not one of [`MAX_IOVECS`] that would have to be initialized first.
+const FEW_CHUNKS: usize = 2;
+/// Largest coalescing buffer the spare keeps.
+const SPARE_SMALL_MAX: usize = 4096;
+/// Largest chunk list (in chunks) the spare keeps.
+const SPARE_CHUNKS_MAX: usize = 64;
+
+/// Storage drained queues give back for the next queue to reuse: one per reactor, so it holds
+/// at most one small coalescing buffer and one short chunk list whatever the number of
+/// connections.
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    chunks: VecDeque<Chunk>,
+    small: Vec<u8>,
+}
 
 #[derive(Debug)]
 enum Chunk {
@@ -54,13 +72,22 @@ impl WriteQueue {
         self.queued == 0
     }
 
-    /// Queues a message by copying it (coalesced with the small messages before it).
-    pub(crate) fn push_copy(&mut self, body: &[u8]) {
+    /// Queues a message by copying it (coalesced with the small messages before it); new
+    /// storage comes from `spare` when it has some.
+    pub(crate) fn push_copy(&mut self, body: &[u8], spare: &mut Spare) {
         let header = Header::for_len(body.len());
         let n = header.as_bytes().len() + body.len();
         let tail_fits = matches!(self.chunks.back(), Some(Chunk::Small(b)) if b.len() + n <= COALESCE_MAX);
         if !tail_fits {
-            self.chunks.push_back(Chunk::Small(Vec::with_capacity(n.max(512))));
+            if self.chunks.capacity() == 0 {
+                self.chunks = std::mem::take(&mut spare.chunks);
+            }
+            let buf = if spare.small.capacity() >= n {
+                std::mem::take(&mut spare.small)
+            } else {
+                Vec::with_capacity(n.max(512))
+            };
+            self.chunks.push_back(Chunk::Small(buf));
         }
         if let Some(Chunk::Small(b)) = self.chunks.back_mut() {
             b.extend_from_slice(header.as_bytes());
@@ -70,9 +97,9 @@ impl WriteQueue {
     }
 
     /// Queues a message the caller gives away; large ones are not copied.
-    pub(crate) fn push_owned(&mut self, body: Vec<u8>) {
+    pub(crate) fn push_owned(&mut self, body: Vec<u8>, spare: &mut Spare) {
         if body.len() <= COALESCE_MAX {
-            self.push_copy(&body);
+            self.push_copy(&body, spare);
             return;
         }
         let header = Header::for_len(body.len());
@@ -89,46 +116,64 @@ impl WriteQueue {
     }
 
     /// Writes as much as the writer takes. `Ok(true)` when everything was written, `Ok(false)`
-    /// when the writer would block with bytes left.
-    pub(crate) fn flush(&mut self, w: &mut impl Write) -> io::Result<bool> {
+    /// when the writer would block with bytes left. Storage no longer needed goes to `spare`.
+    pub(crate) fn flush(&mut self, w: &mut impl Write, spare: &mut Spare) -> io::Result<bool> {
         while self.queued > 0 {
-            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            let mut skip = self.written;
-            'fill: for chunk in &self.chunks {
-                let parts: [&[u8]; 2] = match chunk {
-                    Chunk::Small(b) => [b, &[]],
-                    Chunk::Large { header, body } => [header.as_bytes(), body],
-                    Chunk::Shared { header, body } => [header.as_bytes(), body],
-                };
-                for part in parts {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                        continue;
-                    }
-                    slices[count] = IoSlice::new(&part[skip..]);
-                    skip = 0;
-                    count += 1;
-                    if count == MAX_IOVECS {
-                        break 'fill;
-                    }
-                }
-            }
-            let n = match w.write_vectored(&slices[..count]) {
+            let result = if self.chunks.len() <= FEW_CHUNKS {
+                let mut slices = [IoSlice::new(&[]); 2 * FEW_CHUNKS];
+                let count = self.fill(&mut slices);
+                w.write_vectored(&slices[..count])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let count = self.fill(&mut slices);
+                w.write_vectored(&slices[..count])
+            };
+            let n = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.advance(n);
+            self.advance(n, spare);
         }
-        // Give memory back once idle: an idle connection holds no buffers.
-        self.chunks = VecDeque::new();
+        // Give memory back once idle: an idle connection holds no buffers (a short list goes to
+        // the spare).
+        let mut chunks = std::mem::take(&mut self.chunks);
+        if spare.chunks.capacity() == 0 && chunks.capacity() <= SPARE_CHUNKS_MAX {
+            chunks.clear();
+            spare.chunks = chunks;
+        }
         Ok(true)
     }
 
-    fn advance(&mut self, mut n: usize) {
+    /// Fills `slices` with the unwritten bytes, in order; returns how many it used.
+    fn fill<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        let mut skip = self.written;
+        for chunk in &self.chunks {
+            let parts: [&[u8]; 2] = match chunk {
+                Chunk::Small(b) => [b, &[]],
+                Chunk::Large { header, body } => [header.as_bytes(), body],
+                Chunk::Shared { header, body } => [header.as_bytes(), body],
+            };
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[count] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                count += 1;
+                if count == slices.len() {
+                    return count;
+                }
+            }
+        }
+        count
+    }
+
+    fn advance(&mut self, mut n: usize, spare: &mut Spare) {
         self.queued -= n;
         while n > 0 {
             let Some(first) = self.chunks.front() else {
@@ -138,7 +183,13 @@ impl WriteQueue {
             if n >= left {
                 n -= left;
                 self.written = 0;
-                self.chunks.pop_front();
+                if let Some(Chunk::Small(mut b)) = self.chunks.pop_front()
+                    && spare.small.capacity() == 0
+                    && b.capacity() <= SPARE_SMALL_MAX
+                {
+                    b.clear();
+                    spare.small = b;
+                }
             } else {
                 self.written += n;
                 n = 0;
@@ -190,12 +241,13 @@ mod tests {
     fn mixed_small_and_large_messages_arrive_in_order_through_partial_writes() {
         let msgs: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; if i % 7 == 0 { 200_000 } else { i * 13 }]).collect();
         let mut q = WriteQueue::default();
+        let mut spare = Spare::default();
         for (i, m) in msgs.iter().enumerate() {
-            if i % 2 == 0 { q.push_owned(m.clone()) } else { q.push_copy(m) }
+            if i % 2 == 0 { q.push_owned(m.clone(), &mut spare) } else { q.push_copy(m, &mut spare) }
         }
         let mut w = Trickle { out: Vec::new(), step: 7_777, calls: 0 };
         let mut rounds = 0;
-        while !q.flush(&mut w).unwrap() {
+        while !q.flush(&mut w, &mut spare).unwrap() {
             rounds += 1;
             assert!(rounds < 100_000);
         }
@@ -213,10 +265,11 @@ mod tests {
     fn shared_bodies_are_referenced_not_copied_and_arrive_in_order() {
         let body = Bytes::from(vec![9u8; 1024]);
         let mut queues: Vec<WriteQueue> = (0..3).map(|_| WriteQueue::default()).collect();
+        let mut spare = Spare::default();
         for q in &mut queues {
-            q.push_copy(b"before");
+            q.push_copy(b"before", &mut spare);
             q.push_shared(&body);
-            q.push_copy(b"after");
+            q.push_copy(b"after", &mut spare);
         }
         // Every queue points at the same body.
         for q in &queues {
@@ -226,7 +279,7 @@ mod tests {
         for q in &mut queues {
             let mut w = Trickle { out: Vec::new(), step: 100, calls: 0 };
             let mut rounds = 0;
-            while !q.flush(&mut w).unwrap() {
+            while !q.flush(&mut w, &mut spare).unwrap() {
                 rounds += 1;
                 assert!(rounds < 10_000);
             }
@@ -243,12 +296,49 @@ mod tests {
     #[test]
     fn small_messages_coalesce_into_one_write() {
         let mut q = WriteQueue::default();
+        let mut spare = Spare::default();
         for _ in 0..100 {
-            q.push_copy(&[1; 64]);
+            q.push_copy(&[1; 64], &mut spare);
         }
         let mut w = Trickle { out: Vec::new(), step: usize::MAX, calls: 0 };
-        assert!(q.flush(&mut w).unwrap());
+        assert!(q.flush(&mut w, &mut spare).unwrap());
         assert_eq!(w.calls, 1);
         assert_eq!(w.out.len(), 100 * 68);
+    }
+
+    #[test]
+    fn a_drained_queue_leaves_its_storage_to_the_next_and_holds_none() {
+        // Every other call of a `Trickle` blocks: flush until drained.
+        fn drain(q: &mut WriteQueue, w: &mut Trickle, spare: &mut Spare) {
+            while !q.flush(w, spare).unwrap() {}
+        }
+        let mut spare = Spare::default();
+        let mut w = Trickle { out: Vec::new(), step: usize::MAX, calls: 0 };
+        let mut a = WriteQueue::default();
+        a.push_copy(b"ping", &mut spare);
+        let first = match a.chunks.front() {
+            Some(Chunk::Small(b)) => b.as_ptr(),
+            _ => unreachable!("one small chunk"),
+        };
+        drain(&mut a, &mut w, &mut spare);
+        assert_eq!(a.chunks.capacity(), 0, "an idle queue holds nothing");
+        assert!(spare.small.capacity() > 0 && spare.chunks.capacity() > 0);
+        let mut b = WriteQueue::default();
+        b.push_copy(b"pong", &mut spare);
+        assert!(matches!(b.chunks.front(), Some(Chunk::Small(v)) if v.as_ptr() == first), "the buffer is reused");
+        assert_eq!(spare.small.capacity(), 0);
+        drain(&mut b, &mut w, &mut spare);
+        // A large coalescing buffer is not kept.
+        let mut c = WriteQueue::default();
+        for _ in 0..200 {
+            c.push_copy(&[7; 60], &mut spare);
+        }
+        let mut none = Spare::default();
+        drain(&mut c, &mut w, &mut none);
+        assert_eq!(none.small.capacity(), 0);
+        let mut d = FrameDecoder::default();
+        d.feed(&w.out);
+        assert_eq!(d.take_frame().unwrap().as_deref(), Some(&b"ping"[..]));
+        assert_eq!(d.take_frame().unwrap().as_deref(), Some(&b"pong"[..]));
     }
 }

@@ -139,7 +139,7 @@ impl Drop for BudgetSlot {
     fn drop(&mut self) {
         let mut s = self.shared.lock();
         s.wakers.remove(&self.id);
-        s.budget.remove(self.id);
+        s.budget.remove(self.id, 0);
         let named = s.named();
         drop(s);
         wake_all(named);

@@ -167,10 +167,16 @@ impl Link {
     #[inline]
     pub fn resume(&mut self) {
         if self.paused {
+            self.resume_at(Instant::now());
+        }
+    }
+
+    /// [`Link::resume`] with the time, for a caller that read the clock anyway.
+    #[inline]
+    pub fn resume_at(&mut self, now: Instant) {
+        if self.paused {
             self.paused = false;
-            let now = Instant::now();
-            self.session.set_reading_paused(false, now);
-            self.session.on_read(now, self.decoder.in_message());
+            self.session.resume_reading(now, self.decoder.in_message());
         }
     }
 

@@ -829,6 +829,11 @@ impl Session {
     #[inline]
     pub fn on_read(&mut self, now: Instant, in_message: bool) {
         let now = self.ms(now);
+        self.on_read_ms(now, in_message);
+    }
+
+    #[inline]
+    fn on_read_ms(&mut self, now: u64, in_message: bool) {
         self.last_activity.set(now);
         if !in_message {
             self.partial_since = NEVER;
@@ -888,6 +893,22 @@ impl Session {
             }
         }
         self.reading_paused = paused;
+    }
+
+    /// The driver resumes reading at `now` after a pause (a face that reads when its caller
+    /// asks): [`Session::set_reading_paused`]`(false, now)` then [`Session::on_read`]`(now,
+    /// in_message)`, with one conversion of the time.
+    #[inline]
+    pub fn resume_reading(&mut self, now: Instant, in_message: bool) {
+        let now = self.ms(now);
+        if self.reading_paused {
+            self.last_activity.set(now);
+            if self.partial_since != NEVER {
+                self.partial_since = now;
+            }
+            self.reading_paused = false;
+        }
+        self.on_read_ms(now, in_message);
     }
 
     /// The driver holds a read buffer for this connection: arm its release.
@@ -1367,6 +1388,28 @@ mod tests {
         assert_eq!(due, ms(1200));
         theirs.handle_timeout(due);
         assert!(matches!(theirs.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
+    }
+
+    #[test]
+    fn resume_reading_is_resuming_then_reading() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = timeouts();
+        t.idle = Some(Duration::from_secs(1));
+        for in_message in [false, true] {
+            let (mut one, mut two) = (Session::listener(None, t, t0), Session::listener(None, t, t0));
+            for s in [&mut one, &mut two] {
+                s.poll_event();
+                s.on_read(ms(100), true);
+                s.set_reading_paused(true, ms(100));
+            }
+            one.set_reading_paused(false, ms(700));
+            one.on_read(ms(700), in_message);
+            two.resume_reading(ms(700), in_message);
+            assert_eq!(one.close_deadline(), two.close_deadline());
+            assert_eq!(one.close_deadline(), Some(ms(1700)), "the idle clock restarts at the resume");
+            assert_eq!(one.poll_timeout(), two.poll_timeout());
+        }
     }
 
     #[test]
