@@ -252,10 +252,15 @@ impl FrameDecoder {
                 self.buf.resize(self.end + want, 0);
             }
         }
+        let large = self.body.is_some_and(|len| len > self.read_block);
         let limit = match missing {
             // Allocation follows the growth rule above; memory already held is offered whole,
-            // up to the end of the message.
-            Some(missing) if missing > self.read_block => (self.end + missing).min(self.buf.len()),
+            // up to the end of the message. The tail of a large message too is read up to its
+            // end only: the buffer then holds exactly the message and is handed over whole
+            // (`Frame::Owned`) instead of copied, whatever the peer sent behind it.
+            Some(missing) if missing > 0 && (missing > self.read_block || large) => {
+                (self.end + missing).min(self.buf.len())
+            }
             _ => self.buf.len(),
         };
         &mut self.buf[self.end..limit]
