@@ -22,13 +22,10 @@
 #![cfg(unix)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::thread;
-use std::time::Duration;
 
 use mpconn::pickle::{dumps_value, loads_value, repr};
 use serde_json::json;
@@ -36,7 +33,6 @@ use serde_json::json;
 mod common;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pickle_gen.py");
-const PY_WAIT: Duration = Duration::from_secs(300);
 /// Stack for the threads that decode here: this suite tests agreement with CPython, not depth
 /// (tests/pickle_hostile.rs does that on a 256 KiB stack), so a deep chain that today's decoder
 /// recurses on is reported as a mismatch rather than ending the whole run.
@@ -54,48 +50,9 @@ fn py27() -> PathBuf {
     python("2.7.18")
 }
 
-/// Runs the script with `args`, `input` on stdin; returns its stdout as JSON lines.
-fn run_py(py: &PathBuf, args: &[&str], input: String) -> Vec<serde_json::Value> {
-    let mut child = Command::new(py)
-        .arg(SCRIPT)
-        .args(args)
-        .env("PYTHONHASHSEED", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(PY_WAIT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("{} {args:?} did not finish within {PY_WAIT:?}", py.display());
-        }
-    };
-    writer.join().unwrap();
-    assert!(out.status.success(), "{} {args:?} failed: {}", py.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line from Python ({e}): {l}")))
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+/// Runs the suite's script with `args`, `input` on stdin; returns its stdout as JSON lines.
+fn run_py(py: &std::path::Path, args: &[&str], input: String) -> Vec<serde_json::Value> {
+    common::scripts::run_json_lines(py, SCRIPT, args, input)
 }
 
 fn short(s: &str) -> String {
@@ -123,19 +80,19 @@ struct Case {
 fn case(j: &serde_json::Value) -> Case {
     let pickles = j["p"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.parse().unwrap(), unhex(v.as_str().unwrap()))).collect())
+        .map(|m| m.iter().map(|(k, v)| (k.parse().unwrap(), common::scripts::unhex(v.as_str().unwrap()))).collect())
         .unwrap_or_default();
     Case {
         id: j["id"].as_str().unwrap().to_string(),
         pickles,
         repr: j["repr"].as_str().map(String::from),
-        p2: j["p2_for_py27"].as_str().map(unhex),
+        p2: j["p2_for_py27"].as_str().map(common::scripts::unhex),
         expect: j["expect"].as_str().unwrap_or("value").to_string(),
         names: j["names"]
             .as_array()
             .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
             .unwrap_or_default(),
-        raw: j["raw"].as_str().map(unhex),
+        raw: j["raw"].as_str().map(common::scripts::unhex),
     }
 }
 
@@ -163,8 +120,10 @@ fn data() -> &'static Data {
         let py3 = run_py(&py313(), &["gen", &s, &n], String::new()).iter().map(case).collect::<Vec<_>>();
         let mut py2 = run_py(&py27(), &["gen", &s, &n2], String::new()).iter().map(case).collect::<Vec<_>>();
         // What Python 3 makes of Python 2's pickles is their reference repr.
-        let input: String =
-            py2.iter().map(|c| json!({"id": c.id, "p": hex(&c.pickles[&2])}).to_string() + "\n").collect();
+        let input: String = py2
+            .iter()
+            .map(|c| json!({"id": c.id, "p": common::scripts::hex(&c.pickles[&2])}).to_string() + "\n")
+            .collect();
         let reprs = run_py(&py313(), &["refrepr"], input);
         for (c, r) in py2.iter_mut().zip(&reprs) {
             assert_eq!(r["id"].as_str(), Some(c.id.as_str()));
@@ -209,7 +168,7 @@ fn reencode(p: &[u8]) -> (serde_json::Map<String, serde_json::Value>, Vec<String
             for proto in 2..=5u8 {
                 match catch_unwind(AssertUnwindSafe(|| dumps_value(&v, proto))) {
                     Ok(Ok(b)) => {
-                        out.insert(proto.to_string(), hex(&b).into());
+                        out.insert(proto.to_string(), common::scripts::hex(&b).into());
                     }
                     Ok(Err(e)) => errors.push(format!("protocol {proto}: Rust cannot encode: {e}")),
                     Err(_) => errors.push(format!("protocol {proto}: PANIC in dumps_value")),
@@ -300,13 +259,13 @@ fn repr_failures(cases: &[Case]) -> (usize, Vec<String>) {
                     first_difference(want, &got),
                     short(want),
                     short(&got),
-                    short(&hex(p))
+                    short(&common::scripts::hex(p))
                 )),
                 Err(e) => failures.push(format!(
                     "{} protocol {proto}: {e}\n  python: {}\n  pickle: {}",
                     c.id,
                     short(want),
-                    short(&hex(p))
+                    short(&common::scripts::hex(p))
                 )),
             }
         }
@@ -327,7 +286,7 @@ fn cpython_27_pickles_decode_to_pythons_repr() {
 }
 
 /// Rust re-encodes each case; `py` loads the candidates and compares them with the reference.
-fn roundtrip_failures(py: &PathBuf, cases: &[(&Case, Vec<u8>)], protocols: &[u8]) -> (usize, Vec<String>) {
+fn roundtrip_failures(py: &std::path::Path, cases: &[(&Case, Vec<u8>)], protocols: &[u8]) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut input = String::new();
     let mut checked = 0;
@@ -340,10 +299,10 @@ fn roundtrip_failures(py: &PathBuf, cases: &[(&Case, Vec<u8>)], protocols: &[u8]
             .into_iter()
             .filter(|e| protocols.iter().any(|p| e.contains(&format!("protocol {p}"))) || !e.starts_with("protocol"))
         {
-            failures.push(format!("{}: {e}\n  pickle: {}", c.id, short(&hex(src))));
+            failures.push(format!("{}: {e}\n  pickle: {}", c.id, short(&common::scripts::hex(src))));
         }
         if !cand.is_empty() {
-            input += &(json!({"id": c.id, "ref": hex(reference), "cand": cand}).to_string() + "\n");
+            input += &(json!({"id": c.id, "ref": common::scripts::hex(reference), "cand": cand}).to_string() + "\n");
         }
     }
     for r in run_py(py, &["check"], input) {
@@ -427,7 +386,7 @@ fn the_forms_issue_10_lists_decode_as_python_has_them() {
                 (other, _) => panic!("unknown expectation {other}"),
             };
             if let Some(problem) = problem {
-                failures.push(format!("{} ({label}): {problem}\n  pickle: {}", c.id, short(&hex(p))));
+                failures.push(format!("{} ({label}): {problem}\n  pickle: {}", c.id, short(&common::scripts::hex(p))));
             }
         }
         if c.expect != "error" {
@@ -574,7 +533,7 @@ mod typed {
 /// Random typed values (lists of 0 to 2,999 records, so struct fields whose strs do not repeat
 /// leave the memo, and some pass 4,096 distinct strs): `py` loads `dumps` at `protocols` and
 /// compares with `dumps_value(to_value(v))` loaded by itself.
-fn typed_failures(py: &PathBuf, protocols: &[u8]) -> (usize, Vec<String>) {
+fn typed_failures(py: &std::path::Path, protocols: &[u8]) -> (usize, Vec<String>) {
     use mpconn::pickle::{dumps, to_value};
     let count: usize = std::env::var("MPCONN_PICKLE_COUNT").ok().and_then(|s| s.parse().ok()).unwrap_or(400) / 10;
     let mut rng = typed::Rng(data().seed | 1);
@@ -600,13 +559,13 @@ fn typed_failures(py: &PathBuf, protocols: &[u8]) -> (usize, Vec<String>) {
         for &p in protocols {
             match dumps(&value, p) {
                 Ok(b) => {
-                    cand.insert(p.to_string(), hex(&b).into());
+                    cand.insert(p.to_string(), common::scripts::hex(&b).into());
                 }
                 Err(e) => failures.push(format!("typed {case}: protocol {p}: dumps failed: {e}")),
             }
             checked += 1;
         }
-        input += &(json!({"id": format!("typed {case} ({n} records)"), "ref": hex(&reference), "cand": cand})
+        input += &(json!({"id": format!("typed {case} ({n} records)"), "ref": common::scripts::hex(&reference), "cand": cand})
             .to_string()
             + "\n");
     }

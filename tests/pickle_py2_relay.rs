@@ -28,11 +28,9 @@
 //! Needs pyenv with CPython 2.7.18 (and 3.13.0; 3.11 is `python3`).
 #![cfg(unix)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{OnceLock, mpsc};
-use std::thread;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use mpconn::pickle::{Value, dumps_value, loads, loads_value, repr};
@@ -42,7 +40,6 @@ use serde_json::json;
 mod common;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/py2_relay.py");
-const PY_WAIT: Duration = Duration::from_secs(300);
 
 fn pyenv(version: &str) -> PathBuf {
     common::python::pyenv_python(version).unwrap_or_else(|| panic!("pyenv has no CPython {version} (required)"))
@@ -52,53 +49,9 @@ fn py27() -> PathBuf {
     pyenv("2.7.18")
 }
 
-/// Waits for a child at most `PY_WAIT`, killing it (only it: by its pid) beyond.
-fn finish(child: std::process::Child, what: &str) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(PY_WAIT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("{what} did not finish within {PY_WAIT:?}");
-        }
-    }
-}
-
-/// Runs the script with `args`, `input` on stdin; returns its stdout as JSON lines.
-fn run_py(py: &PathBuf, args: &[&str], input: String) -> Vec<serde_json::Value> {
-    let mut child = Command::new(py)
-        .arg(SCRIPT)
-        .args(args)
-        .env("PYTHONHASHSEED", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = finish(child, &format!("{} {args:?}", py.display()));
-    writer.join().unwrap();
-    assert!(out.status.success(), "{} {args:?} failed: {}", py.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line from Python ({e}): {l}")))
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+/// Runs the suite's script with `args`, `input` on stdin; returns its stdout as JSON lines.
+fn run_py(py: &std::path::Path, args: &[&str], input: String) -> Vec<serde_json::Value> {
+    common::scripts::run_json_lines(py, SCRIPT, args, input)
 }
 
 /// One value from Python 2: its pickles at protocols 0, 1, 2, and its repr (cut).
@@ -138,7 +91,7 @@ fn data() -> &'static Data {
                     .as_object()
                     .unwrap()
                     .iter()
-                    .map(|(k, v)| (k.parse().unwrap(), unhex(v.as_str().unwrap())))
+                    .map(|(k, v)| (k.parse().unwrap(), common::scripts::unhex(v.as_str().unwrap())))
                     .collect(),
                 repr: j["repr"].as_str().unwrap_or("?").to_string(),
             })
@@ -185,7 +138,10 @@ fn python2_values_relayed_at_protocol_2_load_in_python2_as_sent_str_and_unicode_
             let id = format!("{} protocol {proto}", c.id);
             match relay(p, &[2]) {
                 Ok(out) => {
-                    input += &(json!({"id": id, "ref": hex(p), "cand": hex(&out[0].1)}).to_string() + "\n");
+                    input +=
+                        &(json!({"id": id, "ref": common::scripts::hex(p), "cand": common::scripts::hex(&out[0].1)})
+                            .to_string()
+                            + "\n");
                 }
                 Err(e) => failures.push(format!("{id}: {e}\n  python: {}", c.repr)),
             }
@@ -216,8 +172,8 @@ fn python3_reads_the_relay_as_it_reads_the_original(py: PathBuf, label: &str) {
         match relay(p, &[2, 3, 4, 5]) {
             Ok(out) => {
                 let cand: serde_json::Map<String, serde_json::Value> =
-                    out.iter().map(|(proto, b)| (proto.to_string(), hex(b).into())).collect();
-                input += &(json!({"id": c.id, "ref": hex(p), "cand": cand}).to_string() + "\n");
+                    out.iter().map(|(proto, b)| (proto.to_string(), common::scripts::hex(b).into())).collect();
+                input += &(json!({"id": c.id, "ref": common::scripts::hex(p), "cand": cand}).to_string() + "\n");
             }
             Err(e) => failures.push(format!("{}: {e}\n  python: {}", c.id, c.repr)),
         }
@@ -276,7 +232,7 @@ fn a_rust_relay_gives_a_python2_client_back_what_it_sent() {
         conn.send_value(&v).unwrap();
         relayed += 1;
     }
-    let out = finish(child, "the Python 2 relay client");
+    let out = common::scripts::finish(child, "the Python 2 relay client");
     assert!(out.status.success(), "the Python 2 client failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let errors: Vec<String> =

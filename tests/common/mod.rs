@@ -4,6 +4,7 @@
 //! * [`python`]: finding the CPython interpreters (also used by `benches/pickle.rs`);
 //! * [`cli_binary`]: the `mpconn` command, built once per test process;
 //! * [`reactor`]: a recording handler and a reactor on its own thread;
+//! * [`scripts`]: the differential suites' Python scripts, JSON lines out, bounded (Unix);
 //! * [`servers`]: server child processes killed on drop, authenticated connections as plain
 //!   streams, bounded waits (Unix);
 //! * [`adversary`]: the standing adversary harness, an echo server on every face with a good
@@ -17,6 +18,8 @@ pub mod adversary;
 pub mod cli_binary;
 pub mod python;
 pub mod reactor;
+#[cfg(unix)]
+pub mod scripts;
 #[cfg(unix)]
 pub mod servers;
 #[cfg(all(unix, feature = "tokio"))]
