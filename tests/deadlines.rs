@@ -547,6 +547,58 @@ mod async_face {
         });
     }
 
+    /// The batch receive keeps the deadlines: whole messages followed by a partial one come
+    /// out as a batch, and the partial one held beyond its deadline then closes the connection
+    /// (the next batch says so); a batch waiting on a silent peer ends at the idle deadline.
+    #[test]
+    fn a_batch_returns_the_whole_messages_then_the_partial_deadline_closes() {
+        rt().block_on(async {
+            let t = Timeouts {
+                partial_message: Some(Duration::from_secs(1)),
+                idle: Some(Duration::from_secs(2)),
+                ..Timeouts::DEFAULT
+            };
+            let (_dir, mut listener, mut peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            let mut wire = Vec::new();
+            for i in 0..50u8 {
+                mpconn::encode_frame(&[i; 64], &mut wire);
+            }
+            wire.extend_from_slice(&1000u32.to_be_bytes());
+            wire.extend_from_slice(&[b'p'; 10]);
+            let writer = thread::spawn(move || {
+                peer.write_all(&wire).unwrap();
+                thread::sleep(Duration::from_secs(6));
+                drop(peer);
+            });
+            let mut seen = Vec::new();
+            while seen.len() < 50 {
+                let r =
+                    tokio::time::timeout(Duration::from_secs(1) + SLACK, conn.recv_batch(|m| seen.push(m[0]))).await;
+                r.expect("the whole messages within the deadline").expect("a batch");
+            }
+            assert_eq!(seen, (0..50).collect::<Vec<u8>>());
+            let start = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(1) + SLACK, conn.recv_batch(|_| panic!("partial"))).await;
+            println!(
+                "async batch after 50 messages and a partial one, 1 s partial deadline: {r:?} after {:?}",
+                start.elapsed()
+            );
+            let r = r.expect("the partial message was kept beyond its deadline");
+            assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
+            assert!(!conn.readable());
+            drop(conn);
+            writer.join().unwrap();
+
+            let (_dir, mut listener, peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(2) + SLACK, conn.recv_batch(|_| panic!("silent"))).await;
+            let r = r.expect("the idle deadline did not fire");
+            assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::Idle))), "{r:?}");
+            drop(peer);
+        });
+    }
+
     #[test]
     fn a_silent_connection_is_closed_at_its_idle_deadline() {
         rt().block_on(async {

@@ -521,26 +521,28 @@ async fn async_serve(
         }
     };
     let mut buf = vec![0u8; PAYLOAD];
-    loop {
-        // Ctrl-C is looked at every 1,024 messages (the reactor looks once a turn), not per
-        // message; a client ended by the same Ctrl-C ends the receive with an error anyway.
-        if s.count.is_multiple_of(1024) && interrupted() {
-            return Ok(());
+    if workload == Workload::W2 {
+        loop {
+            // Ctrl-C is looked at every 1,024 messages (the reactor looks once a turn), not per
+            // message; a client ended by the same Ctrl-C ends the receive with an error anyway.
+            if s.count.is_multiple_of(1024) && interrupted() {
+                return Ok(());
+            }
+            let n = conn.recv_bytes_into(&mut buf).await?;
+            conn.send_bytes(&buf[..n]).await?;
+            if s.tick() {
+                break;
+            }
         }
-        let done = match workload {
-            Workload::W2 => {
-                let n = conn.recv_bytes_into(&mut buf).await?;
-                conn.send_bytes(&buf[..n]).await?;
-                s.tick()
+    } else {
+        // W1 and W3: every message ready seen in place, in one loop per batch, as the reactor's
+        // on_message sees each message of a read. Ctrl-C is looked at once a batch.
+        let mut done = false;
+        while !done {
+            if interrupted() {
+                return Ok(());
             }
-            // W1 and W3: each message seen in place, as the reactor's on_message sees it.
-            _ => {
-                conn.recv_bytes_with(|m| m.len()).await?;
-                s.tick()
-            }
-        };
-        if done {
-            break;
+            conn.recv_batch(|_| done |= s.tick()).await?;
         }
     }
     if workload != Workload::W2 {

@@ -54,6 +54,15 @@ const TORN: &str = "an earlier send_bytes was cancelled after writing part of a 
 const SEND_FAILED: &str = "an earlier send failed (the connection was reset, or the peer took none of \
                            our output for the write-stall timeout): nothing more can be sent";
 
+/// What one read did.
+enum Filled {
+    /// Bytes were read (none: end of file) and the link was told; `drained` when fewer came
+    /// than asked for (the socket holds no more now).
+    Bytes { drained: bool },
+    /// The read failed; the session has the error and is closed.
+    Failed,
+}
+
 /// The sleep for the session's earliest deadline, and that deadline.
 type Timer = Option<(Instant, Pin<Box<Sleep>>)>;
 
@@ -131,7 +140,7 @@ fn poll_session_deadline(link: &mut Link, timer: &mut Timer, cx: &mut Context<'_
 ///
 /// # Cancellation
 /// * [`Connection::recv_bytes`], [`Connection::recv_bytes_max`], [`Connection::recv_bytes_into`],
-///   `recv`, [`Connection::poll`] and the [`Stream`](futures_core::Stream) implementation are
+///   [`Connection::recv_bytes_with`], [`Connection::recv_batch`], `recv`, [`Connection::poll`] and the [`Stream`](futures_core::Stream) implementation are
 ///   **cancel-safe**: bytes already read stay in the connection's buffer, so dropping the future
 ///   (a `select!` branch that lost, a `timeout`) loses no message and tears none.
 /// * [`Connection::send_bytes`] of a message up to 64 KiB, `feed_bytes` and
@@ -491,6 +500,37 @@ impl Connection {
         }
     }
 
+    /// Receives every message that is ready, handing each to `f` as a slice of the connection's
+    /// buffer, in order, without copying; returns how many (at least one). The batch form of
+    /// [`Connection::recv_bytes_with`], for streams of small messages: when no whole message is
+    /// buffered it waits for one, as `recv_bytes` does; then it takes every whole message a
+    /// read brought in one loop, and reads on while the socket already holds more. Fairness
+    /// holds as for every receive: after 256 KiB read the task gives the runtime a turn (the
+    /// batch returns, and the next receive yields before it reads). A message split across
+    /// reads is handed out once it is whole; boundaries are kept.
+    ///
+    /// Cancel-safe: `f` runs synchronously inside one poll, and a poll that called it returns
+    /// at once; dropping the future (a `select!` that lost, a `timeout`) loses no message. If
+    /// the peer closes or an error ends the connection after some messages, they are returned
+    /// first and the next receive reports the end ([`Error::Eof`] for a clean close).
+    ///
+    /// ```no_run
+    /// # async fn f(conn: &mut mpconn::tokio::Connection) -> mpconn::Result<()> {
+    /// let (mut messages, mut bytes) = (0u64, 0u64);
+    /// loop {
+    ///     match conn.recv_batch(|m| bytes += m.len() as u64).await {
+    ///         Ok(n) => messages += n as u64,
+    ///         Err(mpconn::Error::Eof) => break, // the peer closed between messages
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// println!("{messages} messages, {bytes} bytes");
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<usize> {
+        poll_fn(|cx| self.poll_batch(cx, &mut f)).await
+    }
+
     /// Whether a message (or end of file) can be read without waiting, waiting up to `timeout`
     /// for one (`None`: without limit; Python's default `poll()` is `Some(Duration::ZERO)`).
     /// Reads what arrives into the connection's buffer. Cancel-safe.
@@ -533,6 +573,16 @@ impl Connection {
 
     /// One read into the link's buffer (0 bytes: end of file); an error goes to the session.
     fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match ready!(self.poll_fill(cx))? {
+            Filled::Bytes { .. } => Poll::Ready(Ok(())),
+            Filled::Failed => Poll::Ready(Err(self.close_error())),
+        }
+    }
+
+    /// One read into the link's buffer, after the fair turn and the memory budget: the bytes
+    /// read (0: end of file, told to the link), or `Failed` when the read failed (the session has
+    /// the error and is closed; its reason is left for the caller to take).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<Filled>> {
         // The listener's memory budget: a read that would grow the buffer waits while others
         // hold the budget (the caller's deadline sleep stays armed).
         ready!(self.poll_fair_turn(cx));
@@ -564,11 +614,57 @@ impl Connection {
                 if n > 0 {
                     self.budget_report();
                 }
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(Filled::Bytes { drained: n < len }))
             }
             Err(e) => {
                 self.link.io_error(e);
-                Poll::Ready(Err(self.close_error()))
+                Poll::Ready(Ok(Filled::Failed))
+            }
+        }
+    }
+
+    /// The batch receive's poll: every whole message buffered goes to `f`; when none is, reads
+    /// (waiting on the session's deadline beside the read) until one is. After handing out
+    /// messages it reads on only while the socket has bytes now and the fair slice is not
+    /// spent, and it never returns `Pending` once `f` has been called: what `f` saw is what this
+    /// poll returns, so a dropped batch loses nothing. A close after some messages is reported
+    /// by the next receive.
+    fn poll_batch(&mut self, cx: &mut Context<'_>, f: &mut impl FnMut(&[u8])) -> Poll<Result<usize>> {
+        let mut count = 0;
+        let mut drained = false;
+        loop {
+            let taken = self.link.drain_messages(usize::MAX, &mut *f);
+            if taken > 0 {
+                count += taken;
+                self.budget_report();
+            }
+            match self.link.poll_ready(usize::MAX) {
+                // Not after a drain, but a limit or phase change could leave one: take it.
+                Ready::Frame => continue,
+                Ready::Closed if count > 0 => return Poll::Ready(Ok(count)),
+                Ready::Closed => return Poll::Ready(Err(self.close_error())),
+                Ready::Read => {}
+            }
+            self.link.resume();
+            if count > 0 {
+                // More only while it costs no wait: within the fair slice, and what the socket
+                // holds now (a `Pending` read or budget wait ends the batch, not the task's turn;
+                // a short read said the socket was empty).
+                if self.moved >= FAIR_SLICE || drained {
+                    return Poll::Ready(Ok(count));
+                }
+                match self.poll_fill(cx) {
+                    Poll::Ready(Ok(Filled::Bytes { drained: d })) => drained = d,
+                    Poll::Ready(Ok(Filled::Failed)) => {}
+                    Poll::Ready(Err(_)) | Poll::Pending => return Poll::Ready(Ok(count)),
+                }
+                continue;
+            }
+            if poll_session_deadline(&mut self.link, &mut self.timer, cx).is_ready() {
+                continue; // closed: poll_ready says so
+            }
+            if let Filled::Bytes { drained: d } = ready!(self.poll_fill(cx))? {
+                drained = d;
             }
         }
     }

@@ -205,6 +205,32 @@ impl Link {
         next
     }
 
+    /// Hands every whole message buffered (within `limit`) to `f`, in order, each a slice of the
+    /// decoder's buffer, and returns how many: the batch receive, one tight loop over what a
+    /// read brought as the reactor parses its reads. Stops at the first frame that is not
+    /// whole (left buffered) or when the session closes (a refused length or message;
+    /// [`Link::poll_ready`] then says `Closed`). Handshake messages go to the session, not to
+    /// `f`.
+    #[inline]
+    pub fn drain_messages(&mut self, limit: usize, mut f: impl FnMut(&[u8])) -> usize {
+        let limit = limit.min(self.session.frame_limit());
+        let mut count = 0;
+        loop {
+            match judge_frame(&mut self.session, self.decoder.next_frame_limited(limit)) {
+                Next::Message(m) => {
+                    f(m);
+                    count += 1;
+                }
+                Next::Consumed => {}
+                Next::Empty | Next::Closed => break,
+            }
+        }
+        if count > 0 {
+            self.delivered();
+        }
+        count
+    }
+
     fn after_take<T>(&mut self, next: Next<T>) -> Next<T> {
         if let Next::Message(_) = next {
             self.delivered();
@@ -284,6 +310,34 @@ mod tests {
         let due = link.session().poll_timeout().expect("the partial-message slot");
         assert!(due > Instant::now() + Duration::from_secs(59));
         assert_eq!(link.poll_ready(usize::MAX), Ready::Read);
+    }
+
+    #[test]
+    fn drain_messages_hands_every_whole_message_in_order_and_keeps_the_tail() {
+        let mut link = open_link();
+        let mut wire = Vec::new();
+        for body in [&b"one"[..], b"", b"three"] {
+            encode_frame(body, &mut wire);
+        }
+        encode_frame(b"partial", &mut wire);
+        feed(&mut link, &wire[..wire.len() - 3]);
+        let mut seen = Vec::new();
+        assert_eq!(link.drain_messages(usize::MAX, |m| seen.push(m.to_vec())), 3);
+        assert_eq!(seen, [b"one".to_vec(), Vec::new(), b"three".to_vec()]);
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Read, "the tail stays buffered");
+        assert_eq!(link.drain_messages(usize::MAX, |_| panic!("nothing whole")), 0);
+        link.resume();
+        feed(&mut link, &wire[wire.len() - 3..]);
+        assert_eq!(link.drain_messages(usize::MAX, |m| assert_eq!(m, b"partial")), 1);
+        // A refused length closes the session; the messages before it were handed out.
+        let mut wire = Vec::new();
+        encode_frame(b"before", &mut wire);
+        wire.extend_from_slice(&(2_000_000u32).to_be_bytes());
+        link.resume();
+        feed(&mut link, &wire);
+        assert_eq!(link.drain_messages(usize::MAX, |m| assert_eq!(m, b"before")), 1);
+        assert_eq!(link.poll_ready(usize::MAX), Ready::Closed);
+        assert!(matches!(link.close_reason(), Some(CloseReason::Protocol(_))));
     }
 
     #[test]
