@@ -16,7 +16,24 @@ pub fn show(message: &[u8]) -> String {
     {
         return repr_limited(&v, MAX_SHOWN);
     }
-    repr_limited(&Value::Bytes(message.to_vec()), MAX_SHOWN)
+    repr_limited(&Value::Bytes(shown_prefix(message)), MAX_SHOWN)
+}
+
+/// The part of a non-pickle message that its cut repr shows: every byte prints as at least one
+/// character, so `MAX_SHOWN + 1` bytes are enough (not a copy of a 128 MiB message). Python
+/// picks the quote from the whole message (`"` when it holds `'` and no `"`), so a quote that
+/// only occurs past the cut is kept by one byte after it, where the repr is cut anyway.
+fn shown_prefix(message: &[u8]) -> Vec<u8> {
+    if message.len() <= MAX_SHOWN + 1 {
+        return message.to_vec();
+    }
+    let mut prefix = message[..=MAX_SHOWN].to_vec();
+    for quote in [b'\'', b'"'] {
+        if !prefix.contains(&quote) && message[MAX_SHOWN + 1..].contains(&quote) {
+            prefix.push(quote);
+        }
+    }
+    prefix
 }
 
 /// A JSON value as a Python value. Bytes are written `{"$bytes": "<hex>"}`, tuples
@@ -83,6 +100,23 @@ mod tests {
         p.push(b'.');
         let shown = show(&p);
         assert!(shown.len() <= MAX_SHOWN + 3 && shown.ends_with("..."), "{}", shown.len());
+    }
+
+    #[test]
+    fn one_huge_bytes_or_str_value_prints_cut_and_quoted_as_python_quotes_the_whole() {
+        // One value alone used to print whole, four bytes of repr per NUL byte: 16 MiB lines
+        // for 4 MiB messages (an outside tester).
+        let zeros = vec![0u8; 4 << 20];
+        let raw = show(&zeros);
+        assert!(raw.len() <= MAX_SHOWN + 3 && raw.starts_with("b'\\x00") && raw.ends_with("..."), "{}", raw.len());
+        let pickled = show(&mpconn::pickle::dumps_value(&Value::Bytes(zeros.clone()), 3).unwrap());
+        assert!(pickled.len() <= MAX_SHOWN + 3 && pickled.ends_with("..."), "{}", pickled.len());
+        let text = show(&mpconn::pickle::dumps(&"\u{1}".repeat(4 << 20), 3).unwrap());
+        assert!(text.len() <= MAX_SHOWN + 3 && text.starts_with("'\\x01") && text.ends_with("..."), "{}", text.len());
+        // A single quote far past the cut still makes Python choose double quotes.
+        let mut late_quote = vec![b'a'; 3 << 20];
+        late_quote.push(b'\'');
+        assert!(show(&late_quote).starts_with("b\"aaa"));
     }
 
     #[test]

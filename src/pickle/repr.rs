@@ -88,15 +88,24 @@ pub(crate) fn repr_object_limited(o: &Object, max_chars: usize) -> String {
 }
 
 impl<'a> Printer<'a> {
+    /// Cuts the output at `max` with `...` appended, once it is longer; true if it did.
+    fn cut(&mut self) -> bool {
+        if self.out.len() <= self.max {
+            return false;
+        }
+        let mut cut = self.max;
+        while !self.out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.out.truncate(cut);
+        self.out.push_str("...");
+        true
+    }
+
     fn run(&mut self) {
         while let Some(f) = self.frames.last_mut() {
             if self.out.len() > self.max {
-                let mut cut = self.max;
-                while !self.out.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                self.out.truncate(cut);
-                self.out.push_str("...");
+                self.cut();
                 return;
             }
             let next: &'a Value = match f {
@@ -147,6 +156,8 @@ impl<'a> Printer<'a> {
             };
             self.value(next);
         }
+        // A single str or bytes (or a name) stops growing past the limit by itself; cut it here.
+        self.cut();
     }
 
     fn seq(&mut self, open: &str, items: &'a [Value], close: &'static str, one_comma: bool) {
@@ -173,11 +184,11 @@ impl<'a> Printer<'a> {
                 }
             }
             Value::Float(f) => float_repr(&mut self.out, *f),
-            Value::Str(s) | Value::Py2Str(s) => str_repr(&mut self.out, s),
-            Value::Bytes(b) => bytes_repr(&mut self.out, b, false),
+            Value::Str(s) | Value::Py2Str(s) => str_repr(&mut self.out, s, self.max),
+            Value::Bytes(b) => bytes_repr(&mut self.out, b, false, self.max),
             Value::ByteArray(b) => {
                 self.out.push_str("bytearray(");
-                bytes_repr(&mut self.out, b, true);
+                bytes_repr(&mut self.out, b, true, self.max);
                 self.out.push(')');
             }
             Value::List(l) => self.seq("[", l, "]", false),
@@ -191,9 +202,9 @@ impl<'a> Printer<'a> {
             Value::FrozenSet(s) if s.is_empty() => self.out.push_str("frozenset()"),
             Value::FrozenSet(s) => self.seq("frozenset({", s.as_slice(), "})", false),
             Value::Global(g) => {
-                name_repr(&mut self.out, &g.module);
+                name_repr(&mut self.out, &g.module, self.max);
                 self.out.push('.');
-                name_repr(&mut self.out, &g.name);
+                name_repr(&mut self.out, &g.name, self.max);
             }
             Value::Object(o) => self.object(o),
             Value::Shared(_) => {}
@@ -217,9 +228,9 @@ impl<'a> Printer<'a> {
             }
             return;
         }
-        name_repr(&mut self.out, &o.class.module);
+        name_repr(&mut self.out, &o.class.module, self.max);
         self.out.push('.');
-        name_repr(&mut self.out, &o.class.name);
+        name_repr(&mut self.out, &o.class.name, self.max);
         self.out.push('(');
         // Frames run last-pushed first.
         if !o.dict_items.is_empty() {
@@ -378,12 +389,17 @@ fn quote_for(has_single: bool, has_double: bool) -> char {
 }
 
 /// A bytes literal as Python writes it. `bytearray`'s repr (CPython's `bytearray_repr`) escapes
-/// a single quote even inside double quotes: `bytearray(b"\'")`.
-fn bytes_repr(out: &mut String, b: &[u8], bytearray: bool) {
+/// a single quote even inside double quotes: `bytearray(b"\'")`. Stops once `out` is longer
+/// than `limit` (the printer then cuts it and appends `...`), so a huge value costs no more
+/// than the limit.
+fn bytes_repr(out: &mut String, b: &[u8], bytearray: bool, limit: usize) {
     let q = quote_for(b.contains(&b'\''), b.contains(&b'"'));
     out.push('b');
     out.push(q);
     for &c in b {
+        if out.len() > limit {
+            return;
+        }
         match c {
             b'\\' => out.push_str("\\\\"),
             b'\n' => out.push_str("\\n"),
@@ -432,8 +448,11 @@ pub fn is_printable(c: char) -> bool {
 /// other character Python would escape. So a repr never carries a control byte from the peer:
 /// `mpconn listen` prints one line per message, and a name cannot forge another line or send
 /// the terminal an escape sequence.
-fn name_repr(out: &mut String, s: &str) {
+fn name_repr(out: &mut String, s: &str, limit: usize) {
     for c in s.chars() {
+        if out.len() > limit {
+            return;
+        }
         push_escaped(out, c);
     }
 }
@@ -460,11 +479,15 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
-fn str_repr(out: &mut String, s: &str) {
+/// A str literal as Python writes it; stops once `out` is longer than `limit` (as `bytes_repr`).
+fn str_repr(out: &mut String, s: &str, limit: usize) {
     let q = quote_for(s.contains('\''), s.contains('"'));
-    out.reserve(s.len() + 2);
+    out.reserve(s.len().min(limit.saturating_sub(out.len())) + 2);
     out.push(q);
     for c in s.chars() {
+        if out.len() > limit {
+            return;
+        }
         if c == q {
             out.push('\\');
             out.push(q);
@@ -478,7 +501,22 @@ fn str_repr(out: &mut String, s: &str) {
 #[cfg(test)]
 mod name_tests {
     use super::super::value::{Global, Value};
-    use super::repr;
+    use super::{repr, repr_limited};
+
+    #[test]
+    fn a_single_huge_str_bytes_or_name_is_cut_at_the_limit() {
+        let limit = 1000;
+        for v in [
+            Value::Bytes(vec![0; 100_000]),
+            Value::ByteArray(vec![b'x'; 100_000]),
+            Value::Str("\u{1}".repeat(100_000).as_str().into()),
+            Value::Global(Box::new(Global::new("m", &"\n".repeat(100_000)))),
+        ] {
+            let r = repr_limited(&v, limit);
+            assert!(r.len() <= limit + 3 && r.ends_with("..."), "{}: {}", r.len(), &r[..20]);
+            assert!(repr(&v).starts_with(&r[..limit]), "the cut repr is a prefix of the whole");
+        }
+    }
 
     #[test]
     fn impossible_names_print_escaped_and_never_carry_a_control_byte() {
