@@ -510,7 +510,7 @@ mod name_tests {
             Value::Bytes(vec![0; 100_000]),
             Value::ByteArray(vec![b'x'; 100_000]),
             Value::Str("\u{1}".repeat(100_000).as_str().into()),
-            Value::Global(Box::new(Global::new("m", &"\n".repeat(100_000)))),
+            Value::Global(Box::new(Global::new("m", "\n".repeat(100_000)))),
         ] {
             let r = repr_limited(&v, limit);
             assert!(r.len() <= limit + 3 && r.ends_with("..."), "{}: {}", r.len(), &r[..20]);
