@@ -222,6 +222,31 @@ struct Flood {
     rtts: Vec<Duration>,
 }
 
+impl Flood {
+    /// Prints what the flood did to `face`'s server (RSS growth while unfinished and overall, the
+    /// budget's own count, completed messages, the good client's round trips); returns the
+    /// overall RSS growth in KiB.
+    fn report(&self, face: &str, done: usize, peak_counted: usize, refusals: u64) -> u64 {
+        let grew1 = self.peak_phase1_kib.saturating_sub(self.baseline_kib);
+        let grew = self.peak_kib.saturating_sub(self.baseline_kib);
+        println!(
+            "{face}, budget {} MiB, {ATTACKERS} x {} MiB of {} MiB: RSS {} MiB -> peak +{} MiB while unfinished, +{} MiB overall \
+             (budget's own count peaked at {} MiB, {refusals} reads refused); {done}/{ATTACKERS} messages completed; \
+             MiB sent per attacker: {:?}; good client: {}",
+            BUDGET / MIB,
+            SENT_FIRST / MIB,
+            DECLARED / MIB,
+            self.baseline_kib / 1024,
+            grew1 / 1024,
+            grew / 1024,
+            peak_counted / MIB,
+            self.sent_first.iter().map(|s| s / MIB).collect::<Vec<_>>(),
+            summary(self.rtts.clone()),
+        );
+        grew
+    }
+}
+
 fn flood(address: &Address, phase1: Duration, limit: Duration, large_done: impl Fn() -> usize) -> Flood {
     let chunk = Arc::new(vec![0u8; MIB]);
     let go_on = Arc::new(AtomicBool::new(false));
@@ -275,22 +300,7 @@ fn reactor_flood_of_unfinished_messages_stays_within_the_budget() {
     let done = server.large.load(Ordering::Relaxed);
     server.handle.stop().unwrap();
     let (peak_counted, refusals) = server.t.join().unwrap();
-    let grew1 = f.peak_phase1_kib.saturating_sub(f.baseline_kib);
-    let grew = f.peak_kib.saturating_sub(f.baseline_kib);
-    println!(
-        "reactor, budget {} MiB, {ATTACKERS} x {} MiB of {} MiB: RSS {} MiB -> peak +{} MiB while unfinished, +{} MiB overall \
-         (budget's own count peaked at {} MiB, {refusals} reads refused); {done}/{ATTACKERS} messages completed; \
-         MiB sent per attacker: {:?}; good client: {}",
-        BUDGET / MIB,
-        SENT_FIRST / MIB,
-        DECLARED / MIB,
-        f.baseline_kib / 1024,
-        grew1 / 1024,
-        grew / 1024,
-        peak_counted / MIB,
-        f.sent_first.iter().map(|s| s / MIB).collect::<Vec<_>>(),
-        summary(f.rtts.clone()),
-    );
+    let grew = f.report("reactor", done, peak_counted, refusals);
     assert!(grew <= (BUDGET / 1024) as u64 + slack_kib(), "RSS grew {} MiB", grew / 1024);
     assert!(f.rtts.len() >= 10, "the good client got {} replies", f.rtts.len());
     assert_eq!(done, ATTACKERS, "every attacker that finished its message was served");
@@ -494,22 +504,7 @@ fn tokio_listener_connections_share_the_budget() {
     quit.store(true, Ordering::Relaxed);
     server.join().unwrap();
     let (peak_counted, refusals) = *usage.lock().unwrap();
-    let grew1 = f.peak_phase1_kib.saturating_sub(f.baseline_kib);
-    let grew = f.peak_kib.saturating_sub(f.baseline_kib);
-    println!(
-        "tokio, budget {} MiB, {ATTACKERS} x {} MiB of {} MiB: RSS {} MiB -> peak +{} MiB while unfinished, +{} MiB overall \
-         (budget's own count peaked at {} MiB, {refusals} reads refused); {done}/{ATTACKERS} messages completed; \
-         MiB sent per attacker: {:?}; good client: {}",
-        BUDGET / MIB,
-        SENT_FIRST / MIB,
-        DECLARED / MIB,
-        f.baseline_kib / 1024,
-        grew1 / 1024,
-        grew / 1024,
-        peak_counted / MIB,
-        f.sent_first.iter().map(|s| s / MIB).collect::<Vec<_>>(),
-        summary(f.rtts.clone()),
-    );
+    let grew = f.report("tokio", done, peak_counted, refusals);
     // recv_bytes hands a whole message to the task (127 MiB), which drops it: one more message
     // of slack than the reactor, whose handler sees a slice.
     assert!(grew <= (BUDGET / 1024) as u64 + slack_kib() + (128 * MIB / 1024) as u64, "RSS grew {} MiB", grew / 1024);

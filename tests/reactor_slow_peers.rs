@@ -15,6 +15,35 @@ use common::reactor::{Ev, spawn_reactor, stop};
 use common::servers::{framed, split_tcp};
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
 
+/// Serves `conn_opts` on a reactor and connects a peer that writes 64 KiB messages for up to
+/// 3 s (until the server stops reading it and TCP throttles it) and never reads; then waits up
+/// to 5 s for the server to close it. Returns how many messages it wrote and the close reason.
+fn never_read_until_closed(conn_opts: ConnectionOptions) -> (u32, Option<String>) {
+    let (addr, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
+    let addr = common::servers::address_text(&addr);
+    let (mut w, _r) = split_tcp(&addr, Some("k"));
+    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        if w.write_all(&framed(1, i, 64 * 1024)).is_err() {
+            break;
+        }
+        i += 1;
+    }
+    // Now completely quiet in both directions: wait well past the deadlines under test.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = None;
+    while Instant::now() < deadline {
+        if let Ok(Ev::Close(_, reason)) = rx.recv_timeout(Duration::from_millis(100)) {
+            closed = Some(reason);
+            break;
+        }
+    }
+    stop(handle, t);
+    (i, closed)
+}
+
 /// A peer that never reads its echoes gets its connection auto-paused at the high-water mark.
 /// Silence while output waits on the peer is the peer's: the idle deadline (500 ms here) closes
 /// it. (Were the idle deadline suspended while paused, the peer would pin its connection and
@@ -26,29 +55,7 @@ fn a_peer_that_never_reads_is_closed_by_the_idle_timeout() {
         .high_water_mark(64 * 1024)
         .idle_timeout(Some(Duration::from_millis(500)))
         .write_stall_timeout(None);
-    let (addr, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
-    let addr = common::servers::address_text(&addr);
-    let (mut w, _r) = split_tcp(&addr, Some("k"));
-    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    // Write until the server stops reading us (TCP throttles the writer), never read.
-    let start = Instant::now();
-    let mut i = 0;
-    while start.elapsed() < Duration::from_secs(3) {
-        if w.write_all(&framed(1, i, 64 * 1024)).is_err() {
-            break;
-        }
-        i += 1;
-    }
-    // Now completely quiet in both directions: wait well past the idle timeout.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut closed = None;
-    while Instant::now() < deadline {
-        if let Ok(Ev::Close(_, reason)) = rx.recv_timeout(Duration::from_millis(100)) {
-            closed = Some(reason);
-            break;
-        }
-    }
-    stop(handle, t);
+    let (i, closed) = never_read_until_closed(conn_opts);
     assert!(
         closed.as_deref().is_some_and(|r| r.contains("IdleTimeout")),
         "a peer that wrote {i} messages, then neither read nor wrote for 5 s, still holds its connection \
@@ -64,27 +71,7 @@ fn a_peer_that_never_reads_is_closed_by_the_write_stall_timeout() {
         .authkey("k")
         .high_water_mark(64 * 1024)
         .write_stall_timeout(Some(Duration::from_millis(500)));
-    let (addr, handle, rx, t) = spawn_reactor("127.0.0.1:0", ListenOptions::new().connection(conn_opts), true);
-    let addr = common::servers::address_text(&addr);
-    let (mut w, _r) = split_tcp(&addr, Some("k"));
-    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    let start = Instant::now();
-    let mut i = 0;
-    while start.elapsed() < Duration::from_secs(3) {
-        if w.write_all(&framed(1, i, 64 * 1024)).is_err() {
-            break;
-        }
-        i += 1;
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut closed = None;
-    while Instant::now() < deadline {
-        if let Ok(Ev::Close(_, reason)) = rx.recv_timeout(Duration::from_millis(100)) {
-            closed = Some(reason);
-            break;
-        }
-    }
-    stop(handle, t);
+    let (i, closed) = never_read_until_closed(conn_opts);
     assert!(
         closed.as_deref().is_some_and(|r| r.contains("WriteStallTimeout")),
         "a peer that wrote {i} messages and never read was not closed by a 500 ms write-stall timeout \

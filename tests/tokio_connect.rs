@@ -8,6 +8,24 @@ mod common;
 
 use common::tokio_face::*;
 
+/// A Unix listener at `path` with a backlog of 1 whose thread starts accepting only after
+/// 500 ms, then takes 8 clients (and holds them 1 s): clients connecting meanwhile find its
+/// backlog full.
+fn slow_listener_with_backlog_1(path: &std::path::Path) -> thread::JoinHandle<()> {
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&socket2::SockAddr::unix(path).unwrap()).unwrap();
+    sock.listen(1).unwrap();
+    let listener: std::os::unix::net::UnixListener = std::os::fd::OwnedFd::from(sock).into();
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        let mut kept = Vec::new();
+        for _ in 0..8 {
+            kept.push(listener.accept().unwrap().0);
+        }
+        thread::sleep(Duration::from_secs(1));
+    })
+}
+
 /// Linux refuses a non-blocking connect to a Unix socket whose backlog is full with EAGAIN
 /// (not EINPROGRESS). Python's Client and the blocking face wait until the listener accepts;
 /// the async client should too (it should not fail with "Resource temporarily unavailable").
@@ -16,18 +34,7 @@ fn async_unix_client_waits_for_a_full_backlog() {
     let _serial = shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
-    sock.listen(1).unwrap();
-    let listener: std::os::unix::net::UnixListener = std::os::fd::OwnedFd::from(sock).into();
-    let acceptor = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(500));
-        let mut kept = Vec::new();
-        for _ in 0..8 {
-            kept.push(listener.accept().unwrap().0);
-        }
-        thread::sleep(Duration::from_secs(1));
-    });
+    let acceptor = slow_listener_with_backlog_1(&path);
     // The blocking face's client, for comparison, in threads: expected to wait, and succeed.
     rt().block_on(async {
         let addr = path.to_str().unwrap().to_string();
@@ -90,18 +97,7 @@ fn blocking_unix_client_waits_for_a_full_backlog() {
     let _serial = shared();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
-    sock.listen(1).unwrap();
-    let listener: std::os::unix::net::UnixListener = std::os::fd::OwnedFd::from(sock).into();
-    let acceptor = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(500));
-        let mut kept = Vec::new();
-        for _ in 0..8 {
-            kept.push(listener.accept().unwrap().0);
-        }
-        thread::sleep(Duration::from_secs(1));
-    });
+    let acceptor = slow_listener_with_backlog_1(&path);
     let addr = path.to_str().unwrap().to_string();
     let mut conns = Vec::new();
     for i in 0..8 {
