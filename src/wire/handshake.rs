@@ -452,6 +452,10 @@ impl Handshake {
     /// reply was raw (no `{name}` prefix).
     fn verify_reply(&self, message: &[u8], reply: &[u8]) -> Result<(Digest, bool), AuthenticationError> {
         let (digest, mac) = match self.dialect {
+            // processing's reply is a raw 20-byte HMAC-SHA1, whatever its first byte: one reply
+            // in 256 starts with `{` by chance, so the length decides, as in CPython's
+            // `_get_digest_name_and_payload`.
+            Dialect::Processing if reply.len() == Digest::Sha1.mac_len() => (Digest::Sha1, reply),
             Dialect::Processing if reply.first() == Some(&b'{') || reply.len() == Digest::Md5.mac_len() => {
                 // A `{name}` prefix or a raw HMAC-MD5: a CPython peer.
                 return Err(AuthenticationError::DialectMismatch {
@@ -714,6 +718,25 @@ mod tests {
         let (lr, cr) = run_pair(&mut l, &mut c);
         assert_eq!(lr, Err(AuthenticationError::DigestMismatch));
         assert_eq!(cr, Err(AuthenticationError::Rejected));
+    }
+
+    #[test]
+    fn a_processing_reply_that_happens_to_start_with_a_brace_is_still_sha1() {
+        // One HMAC-SHA1 in 256 starts with `{`; such a reply once failed CI as "a CPython peer".
+        let mut brace_nonces = (0..=u16::MAX).map(|i| {
+            let mut b = [0u8; MODERN_NONCE_LEN];
+            b[..2].copy_from_slice(&i.to_le_bytes());
+            b
+        });
+        let bytes = brace_nonces
+            .find(|b| Digest::Sha1.mac(b"k", &b[..LEGACY_NONCE_LEN]).as_bytes()[0] == b'{')
+            .expect("some nonce among 65,536 gives a reply starting with a brace");
+        let mut lc = config("k");
+        lc.dialect = Dialect::Processing;
+        let mut l = Handshake::listener(&lc, Nonce::from_bytes(bytes));
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        assert_eq!(run_pair(&mut l, &mut c), (Ok(()), Ok(())));
+        assert!(l.is_complete() && c.is_complete());
     }
 
     #[test]
