@@ -133,23 +133,34 @@ impl Connection {
             socket_read_timeout: None,
             socket_write_timeout: None,
         };
-        // Writes wait at most the write limits (the stream is fresh: an error here shows again
-        // at the first use).
-        let _ = conn.apply_write_timeout(None);
+        // Writes wait at most the write limits. Set whatever is tracked: a stream cloned for a
+        // split writer carries the original's timeout. (The stream is fresh: an error here
+        // shows again at the first use.)
+        let usual = conn.usual_write_timeout(None);
+        let _ = conn.set_socket_write_timeout(usual);
         conn
     }
 
-    /// Sets the socket's usual write timeout: `limit` (the handshake's time left) if given,
+    /// The socket's usual write timeout: `limit` (the handshake's time left) if given,
     /// otherwise the smaller of the caller's write timeout and the session's write-stall limit.
-    /// (A send that has to wait sets shorter ones while it waits, and puts this back.)
-    fn apply_write_timeout(&mut self, limit: Option<Duration>) -> Result<()> {
-        let t = limit.or_else(|| {
+    fn usual_write_timeout(&self, limit: Option<Duration>) -> Option<Duration> {
+        limit.or_else(|| {
             let stall = self.link.session().write_stall_limit();
             match (self.write_timeout, stall) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }
-        });
+        })
+    }
+
+    /// Sets the socket's usual write timeout ([`Connection::usual_write_timeout`]), touching the
+    /// socket only when it differs from what is set. (A send that has to wait sets shorter ones
+    /// while it waits, and puts this back.)
+    fn apply_write_timeout(&mut self, limit: Option<Duration>) -> Result<()> {
+        let t = self.usual_write_timeout(limit);
+        if t.map(|t| t.max(Duration::from_millis(1))) == self.socket_write_timeout {
+            return Ok(());
+        }
         self.set_socket_write_timeout(t)
     }
 
@@ -642,12 +653,31 @@ impl Connection {
     fn drive_handshake(&mut self) -> Result<()> {
         loop {
             while let Some(m) = self.link.session_mut().poll_transmit() {
+                let header = Header::for_len(m.len());
+                let mut all = [IoSlice::new(header.as_bytes()), IoSlice::new(&m)];
+                let mut slices = &mut all[..];
+                // A handshake message almost always fits the socket at once: then no socket
+                // timeout is touched (two system calls per message otherwise).
+                let stream = self.stream.as_mut().ok_or_else(no_stream)?;
+                match stream.try_write_vectored(slices) {
+                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        self.link.io_error(e);
+                        return Err(self.close_error());
+                    }
+                }
+                if slices.is_empty() {
+                    continue;
+                }
                 let left = self.link.session().poll_timeout().map(|d| d.saturating_duration_since(Instant::now()));
                 self.apply_write_timeout(left)?;
-                let header = Header::for_len(m.len());
-                let mut slices = [IoSlice::new(header.as_bytes()), IoSlice::new(&m)];
                 let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-                if let Err(e) = stream.write_all_vectored(&mut slices) {
+                if let Err(e) = stream.write_all_vectored(slices) {
                     // Out of time: the session's deadline decides; any other error is the
                     // session's too.
                     if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
