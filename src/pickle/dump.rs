@@ -122,8 +122,19 @@ fn holds(out: &[u8], slot: &Slot, h32: u32, b: &[u8]) -> bool {
 struct Site {
     seen: u32,
     found: u32,
-    /// The field's strs are written without the memo from now on.
-    unmemoised: bool,
+    mode: SiteMode,
+}
+
+/// What a field's strs get.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SiteMode {
+    /// The memo, and their finds counted.
+    Sampling,
+    /// The memo, uncounted: after [`SETTLE`] strs, at least one in [`RARE`] was found.
+    Memoised,
+    /// No memo from now on: at a multiple of [`SITE_SAMPLE`], fewer than one in [`RARE`] was
+    /// found.
+    Unmemoised,
 }
 
 /// No field: strs are always memoised.
@@ -133,6 +144,9 @@ const NO_SITE: usize = usize::MAX;
 /// [`RARE`] was found there.
 const SITE_SAMPLE: u32 = 64;
 const RARE: u32 = 16;
+
+/// A field's strs stop being counted once this many showed that they repeat.
+const SETTLE: u32 = 4 * SITE_SAMPLE;
 
 struct Writer {
     out: Vec<u8>,
@@ -247,7 +261,7 @@ impl Writer {
             seed: FastState::new().hash_one(0x20_u8),
             names: [(0, 0, 0); NAME_SLOTS],
             names_len: 0,
-            sites: [Site { seen: 0, found: 0, unmemoised: false }; NAME_SLOTS],
+            sites: [Site { seen: 0, found: 0, mode: SiteMode::Sampling }; NAME_SLOTS],
             site: NO_SITE,
             codecs_encode: None,
             builtins_bytes: None,
@@ -270,8 +284,9 @@ impl Writer {
         self.str_id(s).map(drop)
     }
 
-    /// [`Writer::str`], returning the str's memo id.
-    #[inline]
+    /// [`Writer::str`], returning the str's memo id. (Inlined: a short str found in the front
+    /// cache costs a few instructions, a call as many again.)
+    #[inline(always)]
     fn str_id(&mut self, s: &str) -> R<u32> {
         let b = s.as_bytes();
         let tiny = pack_short(b);
@@ -283,6 +298,13 @@ impl Writer {
             write_get(&mut self.out, id);
             return Ok(id);
         }
+        self.str_id_miss(b, tiny, tiny_slot)
+    }
+
+    /// [`Writer::str_id`] for a str the front cache does not hold: found or written, and kept
+    /// in the front cache when short.
+    #[inline(never)]
+    fn str_id_miss(&mut self, b: &[u8], tiny: Option<u64>, tiny_slot: Option<usize>) -> R<u32> {
         let id = self.str_id_slow(b)?;
         if let (Some(k), Some(t)) = (tiny, tiny_slot) {
             self.tiny[t] = (k, id);
@@ -403,13 +425,15 @@ impl Writer {
     /// under has shown that its strs do not repeat.
     #[inline(always)]
     fn value_str(&mut self, s: &str) -> R<()> {
-        let Some(site) = self.sites.get(self.site).copied() else {
-            return self.str(s);
-        };
-        if site.unmemoised {
-            write_str_header(&mut self.out, self.proto, s.len())?;
-            self.out.extend_from_slice(s.as_bytes());
-            return Ok(());
+        let mode = self.sites.get(self.site).map_or(SiteMode::Memoised, |site| site.mode);
+        match mode {
+            SiteMode::Memoised => return self.str(s),
+            SiteMode::Unmemoised => {
+                write_str_header(&mut self.out, self.proto, s.len())?;
+                self.out.extend_from_slice(s.as_bytes());
+                return Ok(());
+            }
+            SiteMode::Sampling => {}
         }
         let before = self.memo_len;
         self.str(s)?;
@@ -417,8 +441,12 @@ impl Writer {
         let site = &mut self.sites[self.site];
         site.seen += 1;
         site.found += u32::from(found);
-        if site.seen.is_multiple_of(SITE_SAMPLE) && site.found.saturating_mul(RARE) < site.seen {
-            site.unmemoised = true;
+        if site.seen.is_multiple_of(SITE_SAMPLE) {
+            if site.found.saturating_mul(RARE) < site.seen {
+                site.mode = SiteMode::Unmemoised;
+            } else if site.seen >= SETTLE {
+                site.mode = SiteMode::Memoised;
+            }
         }
         Ok(())
     }
@@ -569,6 +597,10 @@ pub(crate) struct SeqSer<'a> {
 }
 
 enum SeqKind {
+    /// A list announced with 2 to [`BATCH`] items: its MARK is written, APPENDS closes it (a
+    /// `Serialize` that writes more items than it announced gets one longer APPENDS, which
+    /// loads the same).
+    OneBatch,
     List(Batch),
     /// A tuple: its announced length, items written, where it began, whether a MARK opened it.
     Tuple {
@@ -582,6 +614,11 @@ enum SeqKind {
 pub(crate) struct MapSer<'a> {
     w: &'a mut Writer,
     batch: Batch,
+    /// A struct of 2 to [`BATCH`] fields: one MARK written when it opened, one SETITEMS when it
+    /// ends, and no batch to count per field (what [`Batch`] writes for that many; a
+    /// `Serialize` that writes more fields than it announced gets one longer SETITEMS, which
+    /// loads the same).
+    one_batch: bool,
     /// A key was written and waits for its value.
     pending_key: bool,
     variant: bool,
@@ -614,7 +651,22 @@ impl<'a> Ser<'a> {
             return Err(unhashable("dict"));
         }
         self.w.out.push(op::EMPTY_DICT);
-        Ok(MapSer { w: self.w, batch: Batch::new(len), pending_key: false, variant })
+        Ok(MapSer { w: self.w, batch: Batch::new(len), one_batch: false, pending_key: false, variant })
+    }
+
+    /// A struct's dict: its fields are known in number (2 to [`BATCH`]: one batch).
+    #[inline]
+    fn structure(self, len: usize, variant: bool) -> R<MapSer<'a>> {
+        if self.key {
+            return Err(unhashable("dict"));
+        }
+        let one_batch = (2..=BATCH).contains(&len);
+        if one_batch {
+            self.w.out.extend_from_slice(&[op::EMPTY_DICT, op::MARK]);
+        } else {
+            self.w.out.push(op::EMPTY_DICT);
+        }
+        Ok(MapSer { w: self.w, batch: Batch::new(Some(len)), one_batch, pending_key: false, variant })
     }
 }
 
@@ -745,8 +797,16 @@ impl<'a> ser::Serializer for Ser<'a> {
         if self.key {
             return Err(unhashable("list"));
         }
-        self.w.out.push(op::EMPTY_LIST);
-        Ok(SeqSer { w: self.w, key: false, kind: SeqKind::List(Batch::new(len)), variant: false })
+        // A list of 2 to BATCH items, as its one batch of APPENDS, counts nothing per item.
+        let kind = if let Some(n @ 2..=BATCH) = len {
+            self.w.out.extend_from_slice(&[op::EMPTY_LIST, op::MARK]);
+            debug_assert!(n <= BATCH);
+            SeqKind::OneBatch
+        } else {
+            self.w.out.push(op::EMPTY_LIST);
+            SeqKind::List(Batch::new(len))
+        };
+        Ok(SeqSer { w: self.w, key: false, kind, variant: false })
     }
     #[inline]
     fn serialize_tuple(self, len: usize) -> R<SeqSer<'a>> {
@@ -767,13 +827,13 @@ impl<'a> ser::Serializer for Ser<'a> {
     }
     #[inline]
     fn serialize_struct(self, _: &'static str, len: usize) -> R<MapSer<'a>> {
-        self.map(Some(len), false)
+        self.structure(len, false)
     }
     #[inline]
     fn serialize_struct_variant(mut self, _: &'static str, _: u32, variant: &'static str, len: usize) -> R<MapSer<'a>> {
         self.open_variant(variant)?;
         // The payload dict is the variant dict's value, never a key.
-        Ser { w: self.w, key: false }.map(Some(len), true)
+        Ser { w: self.w, key: false }.structure(len, true)
     }
 }
 
@@ -781,6 +841,7 @@ impl SeqSer<'_> {
     #[inline(always)]
     fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> R<()> {
         match &mut self.kind {
+            SeqKind::OneBatch => v.serialize(Ser { w: &mut *self.w, key: false })?,
             SeqKind::List(b) => {
                 b.start(&mut self.w.out);
                 v.serialize(Ser { w: &mut *self.w, key: false })?;
@@ -798,6 +859,7 @@ impl SeqSer<'_> {
     fn done(self) -> R<()> {
         let out = &mut self.w.out;
         match self.kind {
+            SeqKind::OneBatch => out.push(op::APPENDS),
             SeqKind::List(b) => b.finish(out, op::APPENDS),
             SeqKind::Tuple { marked: true, .. } => out.push(op::TUPLE),
             SeqKind::Tuple { count, start, marked: false } => match count {
@@ -872,18 +934,21 @@ impl ser::SerializeTupleVariant for SeqSer<'_> {
 }
 
 impl MapSer<'_> {
+    /// A struct's field (a struct's `MapSer` is only reached through `SerializeStruct` and
+    /// `SerializeStructVariant`, so no map key can be pending).
     #[inline(always)]
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R<()> {
-        if self.pending_key {
-            return Err(PickleError::Serde("a map key without a value".into()));
+        if !self.one_batch {
+            self.batch.start(&mut self.w.out);
         }
-        self.batch.start(&mut self.w.out);
         let site = self.w.static_str(key)?;
         let outer = std::mem::replace(&mut self.w.site, site);
         let r = v.serialize(Ser { w: &mut *self.w, key: false });
         self.w.site = outer;
         r?;
-        self.batch.end_item(&mut self.w.out, op::SETITEM, op::SETITEMS);
+        if !self.one_batch {
+            self.batch.end_item(&mut self.w.out, op::SETITEM, op::SETITEMS);
+        }
         Ok(())
     }
 
@@ -892,7 +957,11 @@ impl MapSer<'_> {
         if self.pending_key {
             return Err(PickleError::Serde("a map key without a value".into()));
         }
-        self.batch.finish(&mut self.w.out, op::SETITEMS);
+        if self.one_batch {
+            self.w.out.push(op::SETITEMS);
+        } else {
+            self.batch.finish(&mut self.w.out, op::SETITEMS);
+        }
         if self.variant {
             self.w.out.push(op::SETITEM);
         }
