@@ -26,7 +26,10 @@
 //!   (a table of every str of a 100,000-record message cost more than all the rest);
 //! * the strs of a struct field that do not repeat (after each [`SITE_SAMPLE`], fewer than one
 //!   in [`RARE`] found again: ids, names, e-mail addresses) are written from then on without
-//!   the memo, sparing both the lookup and the MEMOIZE that CPython writes for each.
+//!   the memo, sparing both the lookup and the MEMOIZE that CPython writes for each; those of
+//!   a field that has shown by [`SETTLE`] strs that they repeat are no longer counted;
+//! * a struct or list announced with 2 to [`BATCH`] items is written as its one batch (MARK
+//!   when it opens, SETITEMS / APPENDS when it ends), with nothing counted per item.
 //!
 //! So beyond [`EXACT`] distinct strs, or in a field whose strs mostly do not repeat, a str that
 //! does repeat may be written again where CPython (had its objects been one) would fetch it;
