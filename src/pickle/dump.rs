@@ -884,57 +884,7 @@ impl SeqSer<'_> {
     }
 }
 
-impl ser::SerializeSeq for SeqSer<'_> {
-    type Ok = ();
-    type Error = PickleError;
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R<()> {
-        self.element(v)
-    }
-    #[inline(always)]
-    fn end(self) -> R<()> {
-        self.done()
-    }
-}
-
-impl ser::SerializeTuple for SeqSer<'_> {
-    type Ok = ();
-    type Error = PickleError;
-    #[inline]
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R<()> {
-        self.element(v)
-    }
-    #[inline(always)]
-    fn end(self) -> R<()> {
-        self.done()
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqSer<'_> {
-    type Ok = ();
-    type Error = PickleError;
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R<()> {
-        self.element(v)
-    }
-    #[inline(always)]
-    fn end(self) -> R<()> {
-        self.done()
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqSer<'_> {
-    type Ok = ();
-    type Error = PickleError;
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R<()> {
-        self.element(v)
-    }
-    #[inline(always)]
-    fn end(self) -> R<()> {
-        self.done()
-    }
-}
+forward_seq_traits!(SeqSer<'_>, ());
 
 impl MapSer<'_> {
     /// A struct's field (a struct's `MapSer` is only reached through `SerializeStruct` and
@@ -1001,31 +951,7 @@ impl ser::SerializeMap for MapSer<'_> {
     }
 }
 
-impl ser::SerializeStruct for MapSer<'_> {
-    type Ok = ();
-    type Error = PickleError;
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R<()> {
-        self.field(key, v)
-    }
-    #[inline(always)]
-    fn end(self) -> R<()> {
-        self.done()
-    }
-}
-
-impl ser::SerializeStructVariant for MapSer<'_> {
-    type Ok = ();
-    type Error = PickleError;
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> R<()> {
-        self.field(key, v)
-    }
-    #[inline(always)]
-    fn end(self) -> R<()> {
-        self.done()
-    }
-}
+forward_struct_traits!(MapSer<'_>, ());
 
 #[cfg(test)]
 mod tests {

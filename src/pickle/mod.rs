@@ -15,6 +15,8 @@
 //!
 //! The connection stays usable after any decode error: the whole message was already read.
 
+#[macro_use]
+mod serde_forward;
 mod de;
 mod decode;
 mod dump;

@@ -159,6 +159,11 @@ impl ser::Serializer for ValueSerializer {
 }
 
 impl SeqSer {
+    fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
+        self.items.push(to_value(v)?);
+        Ok(())
+    }
+
     fn done(self) -> Result<Value, PickleError> {
         let v = if self.tuple { Value::Tuple(List(self.items)) } else { Value::List(List(self.items)) };
         match self.variant {
@@ -168,55 +173,13 @@ impl SeqSer {
     }
 }
 
-impl ser::SerializeSeq for SeqSer {
-    type Ok = Value;
-    type Error = PickleError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
-        self.items.push(to_value(v)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, PickleError> {
-        self.done()
-    }
-}
-
-impl ser::SerializeTuple for SeqSer {
-    type Ok = Value;
-    type Error = PickleError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
-        self.items.push(to_value(v)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, PickleError> {
-        self.done()
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqSer {
-    type Ok = Value;
-    type Error = PickleError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
-        self.items.push(to_value(v)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, PickleError> {
-        self.done()
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqSer {
-    type Ok = Value;
-    type Error = PickleError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), PickleError> {
-        self.items.push(to_value(v)?);
-        Ok(())
-    }
-    fn end(self) -> Result<Value, PickleError> {
-        self.done()
-    }
-}
+forward_seq_traits!(SeqSer, Value);
 
 impl MapSer {
+    fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
+        self.dict.insert(Value::Str(key.into()), to_value(v)?)
+    }
+
     fn done(self) -> Result<Value, PickleError> {
         match self.variant {
             Some(name) => tagged(name, Value::Dict(self.dict)),
@@ -241,27 +204,7 @@ impl ser::SerializeMap for MapSer {
     }
 }
 
-impl ser::SerializeStruct for MapSer {
-    type Ok = Value;
-    type Error = PickleError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
-        self.dict.insert(Value::Str(key.into()), to_value(v)?)
-    }
-    fn end(self) -> Result<Value, PickleError> {
-        self.done()
-    }
-}
-
-impl ser::SerializeStructVariant for MapSer {
-    type Ok = Value;
-    type Error = PickleError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), PickleError> {
-        self.dict.insert(Value::Str(key.into()), to_value(v)?)
-    }
-    fn end(self) -> Result<Value, PickleError> {
-        self.done()
-    }
-}
+forward_struct_traits!(MapSer, Value);
 
 /// A [`Value`] inside a typed value being sent: `conn.send(&("#RETURN", value))`. Plain data maps
 /// to serde's data model (a set or frozenset as a sequence, bytearray as bytes, a big int as
