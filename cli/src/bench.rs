@@ -602,10 +602,12 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
         }
         Workload::W2 => {
             let msg = [0xABu8; PAYLOAD];
+            // Replies land in one reused buffer, as the raw and tokio anchors read them.
+            let mut reply = [0u8; PAYLOAD];
             let t0 = Instant::now();
             for _ in 0..args.n {
                 conn.send_bytes(&msg)?;
-                conn.recv_bytes()?;
+                conn.recv_bytes_into(&mut reply)?;
             }
             let us = t0.elapsed().as_secs_f64() * 1e6 / args.n as f64;
             emit(imp, "W2", family_name(args.family), us, "us/rtt", args.n);
