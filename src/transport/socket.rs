@@ -196,6 +196,23 @@ impl Stream {
     /// what the socket took at once, or `WouldBlock`. Lets the blocking face see progress the
     /// moment it happens and touch no socket timeout when nothing has to wait.
     pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // No SIGPIPE where the flag exists: a host process that keeps SIGPIPE's default (Rust
+        // and Python programs ignore it) would be killed by a write to a reset peer.
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd"
+        ))]
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        #[cfg(not(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd"
+        )))]
         let flags = libc::MSG_DONTWAIT;
         match self {
             Stream::Tcp(s) => socket2::SockRef::from(&*s).send_vectored_with_flags(bufs, flags),
