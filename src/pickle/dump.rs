@@ -739,8 +739,8 @@ impl<'a> ser::Serializer for Ser<'a> {
     }
     #[inline]
     fn serialize_f64(self, v: f64) -> R<()> {
-        self.w.out.push(op::BINFLOAT);
-        self.w.out.extend_from_slice(&v.to_be_bytes());
+        let [a, b, c, d, e, f, g, h] = v.to_be_bytes();
+        self.w.out.extend_from_slice(&[op::BINFLOAT, a, b, c, d, e, f, g, h]);
         Ok(())
     }
     #[inline]

@@ -160,14 +160,15 @@ pub(super) fn minimal_len(b: &[u8]) -> usize {
 /// An int as CPython writes it at protocol 2+: BININT1, BININT2, BININT or LONG1.
 #[inline]
 pub(super) fn write_int(out: &mut Vec<u8>, n: i64) {
+    // One `extend` per opcode with its operand: one capacity check, not two.
     if (0..=0xff).contains(&n) {
         out.extend_from_slice(&[op::BININT1, n as u8]);
     } else if (0..=0xffff).contains(&n) {
-        out.push(op::BININT2);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
+        let [a, b] = (n as u16).to_le_bytes();
+        out.extend_from_slice(&[op::BININT2, a, b]);
     } else if (i64::from(i32::MIN)..=i64::from(i32::MAX)).contains(&n) {
-        out.push(op::BININT);
-        out.extend_from_slice(&(n as i32).to_le_bytes());
+        let [a, b, c, d] = (n as i32).to_le_bytes();
+        out.extend_from_slice(&[op::BININT, a, b, c, d]);
     } else {
         let b = n.to_le_bytes();
         let len = minimal_len(&b);
@@ -378,8 +379,8 @@ impl<'a> Enc<'a> {
             Value::Int(n) => self.int(*n),
             Value::BigInt(n) => self.bigint(n),
             Value::Float(f) => {
-                self.out.push(op::BINFLOAT);
-                self.out.extend_from_slice(&f.to_be_bytes());
+                let [a, b, c, d, e, g, h, i] = f.to_be_bytes();
+                self.out.extend_from_slice(&[op::BINFLOAT, a, b, c, d, e, g, h, i]);
             }
             Value::Str(s) => self.str(s)?,
             Value::Py2Str(s) => self.py2_str(s)?,
