@@ -28,7 +28,7 @@
 //!   in [`RARE`] found again: ids, names, e-mail addresses) are written from then on without
 //!   the memo, sparing both the lookup and the MEMOIZE that CPython writes for each; those of
 //!   a field that has shown by [`SETTLE`] strs that they repeat are no longer counted;
-//! * a struct or list announced with 2 to [`BATCH`] items is written as its one batch (MARK
+//! * a struct, map or list announced with 2 to [`BATCH`] items is written as its one batch (MARK
 //!   when it opens, SETITEMS / APPENDS when it ends), with nothing counted per item.
 //!
 //! So beyond [`EXACT`] distinct strs, or in a field whose strs mostly do not repeat, a str that
@@ -617,10 +617,10 @@ enum SeqKind {
 pub(crate) struct MapSer<'a> {
     w: &'a mut Writer,
     batch: Batch,
-    /// A struct of 2 to [`BATCH`] fields: one MARK written when it opened, one SETITEMS when it
-    /// ends, and no batch to count per field (what [`Batch`] writes for that many; a
-    /// `Serialize` that writes more fields than it announced gets one longer SETITEMS, which
-    /// loads the same).
+    /// A dict announced with 2 to [`BATCH`] entries: one MARK written when it opened, one
+    /// SETITEMS when it ends, and no batch to count per entry (what [`Batch`] writes for that
+    /// many; a `Serialize` that writes more entries than it announced gets one longer SETITEMS,
+    /// which loads the same).
     one_batch: bool,
     /// A key was written and waits for its value.
     pending_key: bool,
@@ -648,28 +648,19 @@ impl<'a> Ser<'a> {
         SeqSer { w: self.w, key: self.key, kind: SeqKind::Tuple { count: 0, start, marked }, variant }
     }
 
+    /// A dict: a map, or a struct's fields (announced with 2 to [`BATCH`] entries: one batch).
     #[inline]
     fn map(self, len: Option<usize>, variant: bool) -> R<MapSer<'a>> {
         if self.key {
             return Err(unhashable("dict"));
         }
-        self.w.out.push(op::EMPTY_DICT);
-        Ok(MapSer { w: self.w, batch: Batch::new(len), one_batch: false, pending_key: false, variant })
-    }
-
-    /// A struct's dict: its fields are known in number (2 to [`BATCH`]: one batch).
-    #[inline]
-    fn structure(self, len: usize, variant: bool) -> R<MapSer<'a>> {
-        if self.key {
-            return Err(unhashable("dict"));
-        }
-        let one_batch = (2..=BATCH).contains(&len);
+        let one_batch = len.is_some_and(|n| (2..=BATCH).contains(&n));
         if one_batch {
             self.w.out.extend_from_slice(&[op::EMPTY_DICT, op::MARK]);
         } else {
             self.w.out.push(op::EMPTY_DICT);
         }
-        Ok(MapSer { w: self.w, batch: Batch::new(Some(len)), one_batch, pending_key: false, variant })
+        Ok(MapSer { w: self.w, batch: Batch::new(len), one_batch, pending_key: false, variant })
     }
 }
 
@@ -830,13 +821,13 @@ impl<'a> ser::Serializer for Ser<'a> {
     }
     #[inline]
     fn serialize_struct(self, _: &'static str, len: usize) -> R<MapSer<'a>> {
-        self.structure(len, false)
+        self.map(Some(len), false)
     }
     #[inline]
     fn serialize_struct_variant(mut self, _: &'static str, _: u32, variant: &'static str, len: usize) -> R<MapSer<'a>> {
         self.open_variant(variant)?;
         // The payload dict is the variant dict's value, never a key.
-        Ser { w: self.w, key: false }.structure(len, true)
+        Ser { w: self.w, key: false }.map(Some(len), true)
     }
 }
 
@@ -930,7 +921,9 @@ impl ser::SerializeMap for MapSer<'_> {
         if self.pending_key {
             return Err(PickleError::Serde("a map key without a value".into()));
         }
-        self.batch.start(&mut self.w.out);
+        if !self.one_batch {
+            self.batch.start(&mut self.w.out);
+        }
         k.serialize(Ser { w: &mut *self.w, key: true })?;
         self.pending_key = true;
         Ok(())
@@ -942,7 +935,9 @@ impl ser::SerializeMap for MapSer<'_> {
         }
         v.serialize(Ser { w: &mut *self.w, key: false })?;
         self.pending_key = false;
-        self.batch.end_item(&mut self.w.out, op::SETITEM, op::SETITEMS);
+        if !self.one_batch {
+            self.batch.end_item(&mut self.w.out, op::SETITEM, op::SETITEMS);
+        }
         Ok(())
     }
     #[inline(always)]
