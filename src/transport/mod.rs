@@ -21,6 +21,8 @@ mod windows;
 
 #[cfg(unix)]
 pub use readiness::wait_readable;
+#[cfg(unix)]
+pub(crate) use socket::SEND_FLAGS;
 #[cfg(all(unix, feature = "tokio"))]
 pub(crate) use socket::StdListener;
 #[cfg(unix)]

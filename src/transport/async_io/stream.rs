@@ -300,12 +300,29 @@ impl AsyncRead for AsyncStream {
     }
 }
 
+/// A socket write on Unix: `sendmsg` with the transport's flags (no SIGPIPE, as the blocking
+/// face and the reactor write: tokio's own `writev` cannot take flags), through tokio's
+/// readiness (`try_io` clears it when the socket is full, so the task waits for the next edge).
+#[cfg(unix)]
+macro_rules! poll_send {
+    ($s:expr, $cx:expr, $bufs:expr) => {{
+        let s = $s;
+        loop {
+            std::task::ready!(s.poll_write_ready($cx))?;
+            let sock = socket2::SockRef::from(&*s);
+            match s.try_io(::tokio::io::Interest::WRITABLE, || {
+                sock.send_vectored_with_flags($bufs, crate::transport::SEND_FLAGS)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => break Poll::Ready(r),
+            }
+        }
+    }};
+}
+
 impl AsyncWrite for AsyncStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        each_socket!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf), p => {
-            use std::io::Write;
-            p.poll_op(cx, true, |s| s.write(buf))
-        })
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -313,6 +330,9 @@ impl AsyncWrite for AsyncStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(unix)]
+        return each_socket!(self.get_mut(), s => poll_send!(s, cx, bufs), _p => unreachable!());
+        #[cfg(windows)]
         each_socket!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs), p => {
             use std::io::Write;
             p.poll_op(cx, true, |s| s.write_vectored(bufs))
