@@ -8,6 +8,11 @@ mod common;
 
 use common::tokio_face::*;
 
+/// A Unix-socket listener with the key "k" and the given handshake deadline.
+fn keyed_unix_listener(handshake: Duration) -> Listener {
+    Listener::builder().family(Family::Unix).authkey("k").handshake_timeout(Some(handshake)).bind().unwrap()
+}
+
 /// A client that answers the challenge one byte every 400 ms: the handshake deadline (1.5 s)
 /// must still end it (each byte must not re-arm or starve the deadline).
 #[test]
@@ -30,12 +35,7 @@ for b in frame:
 time.sleep(30)
 "#;
     rt().block_on(async {
-        let mut l = Listener::builder()
-            .family(Family::Unix)
-            .authkey("k")
-            .handshake_timeout(Some(Duration::from_millis(1500)))
-            .bind()
-            .unwrap();
+        let mut l = keyed_unix_listener(Duration::from_millis(1500));
         let py = Py::script(DRIBBLE, &[&l.address().to_string()]);
         let t = Instant::now();
         let e = tokio::time::timeout(STEP, l.accept()).await.unwrap().unwrap_err();
@@ -62,12 +62,7 @@ print("SENT", flush=True)
 time.sleep(30)
 "#;
     rt().block_on(async {
-        let mut l = Listener::builder()
-            .family(Family::Unix)
-            .authkey("k")
-            .handshake_timeout(Some(Duration::from_secs(20)))
-            .bind()
-            .unwrap();
+        let mut l = keyed_unix_listener(Duration::from_secs(20));
         let _py = Py::script(HUGE, &[&l.address().to_string()]);
         let t = Instant::now();
         let e = tokio::time::timeout(STEP, l.accept()).await.unwrap().unwrap_err();
@@ -198,12 +193,7 @@ fn memory_held_by_2000_handshaking_connections() {
     let _serial = exclusive();
     const N: usize = 2000;
     rt().block_on(async {
-        let mut l = Listener::builder()
-            .family(Family::Unix)
-            .authkey("k")
-            .handshake_timeout(Some(Duration::from_secs(60)))
-            .bind()
-            .unwrap();
+        let mut l = keyed_unix_listener(Duration::from_secs(60));
         let path = l.address().to_string();
         let before = rss_kib();
         let clients = thread::spawn(move || {
