@@ -14,7 +14,6 @@ Modes (JSON lines on stdout; `check` and `refrepr` read JSON lines on stdin):
 """
 from __future__ import print_function
 
-import binascii
 import json
 import math
 import pickle
@@ -22,29 +21,9 @@ import random
 import struct
 import sys
 
-PY2 = sys.version_info[0] == 2
-if PY2:
-    text_type = unicode  # noqa: F821
-    int_types = (int, long)  # noqa: F821
-    unichr_ = unichr  # noqa: F821
-else:
-    text_type = str
-    int_types = (int,)
-    unichr_ = chr
+from pyshared import PY2, emit, hexs, int_types, long_, text_type, unhex, unichr_  # noqa: F401
 
 sys.setrecursionlimit(20000)
-
-
-def hexs(b):
-    return binascii.hexlify(b).decode("ascii")
-
-
-def unhex(s):
-    return binascii.unhexlify(s.encode("ascii"))
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
