@@ -232,71 +232,82 @@ fn reactor_client_outcome(address: &str, key: Option<&str>) -> (Vec<Ev>, String)
     r
 }
 
-#[test]
-fn a_client_without_a_key_reports_key_required_against_every_keyed_listener() {
-    let mut failures = Vec::new();
-    let mut check = |label: String, ok: bool, detail: String| {
+/// Connects from one face with `key` and judges the refusal: the reactor client must close with
+/// `AuthenticationFailed(expected)` with events that `events_ok` accepts, the blocking `Client`
+/// fail with `expected`. Returns whether it did, and what happened.
+fn refused_as(
+    reactor_face: bool,
+    address: &str,
+    key: Option<&str>,
+    expected: &AuthenticationError,
+    events_ok: fn(&[Ev]) -> bool,
+) -> (bool, String) {
+    if reactor_face {
+        let (events, reason) = reactor_client_outcome(address, key);
+        let ok = reason == format!("AuthenticationFailed({expected:?})") && events_ok(&events);
+        (ok, format!("close {reason}, events {events:?}"))
+    } else {
+        let r = blocking_client(address, key);
+        (is_auth(&r, expected), format!("{r:?}"))
+    }
+}
+
+/// Nothing delivered (an `Open` may come first: a client without a key opens at once).
+fn no_message(events: &[Ev]) -> bool {
+    !events.iter().any(|e| matches!(e, Ev::Msg(_)))
+}
+
+/// No event at all.
+fn nothing(events: &[Ev]) -> bool {
+    events.is_empty()
+}
+
+/// The outcomes a test looked at: each printed, the failures asserted on at the end.
+#[derive(Default)]
+struct Outcomes(Vec<String>);
+
+impl Outcomes {
+    fn check(&mut self, label: String, (ok, detail): (bool, String)) {
         println!("{} {label}: {detail}", if ok { "ok  " } else { "FAIL" });
         if !ok {
-            failures.push(format!("{label}: {detail}"));
+            self.0.push(format!("{label}: {detail}"));
         }
-    };
+    }
+
+    fn assert_all_ok(self) {
+        assert!(self.0.is_empty(), "{:#?}", self.0);
+    }
+}
+
+#[test]
+fn a_client_without_a_key_reports_key_required_against_every_keyed_listener() {
+    let mut outcomes = Outcomes::default();
+    let key_required = AuthenticationError::KeyRequired;
     for reactor_face in [false, true] {
         let face = if reactor_face { "reactor client" } else { "blocking Client" };
         // Rust listeners of both faces.
         for listener_reactor in [false, true] {
             let (address, peer) = rust_listener(listener_reactor, Dialect::Cpython);
             let lface = if listener_reactor { "Rust reactor listener" } else { "Rust blocking Listener" };
-            if reactor_face {
-                let (events, reason) = reactor_client_outcome(&address, None);
-                let delivered = events.iter().any(|e| matches!(e, Ev::Msg(_)));
-                let ok = reason == "AuthenticationFailed(KeyRequired)" && !delivered;
-                check(format!("{face}, no key -> {lface}"), ok, format!("close {reason}, events {events:?}"));
-            } else {
-                let r = blocking_client(&address, None);
-                check(
-                    format!("{face}, no key -> {lface}"),
-                    is_auth(&r, &AuthenticationError::KeyRequired),
-                    format!("{r:?}"),
-                );
-            }
+            let outcome = refused_as(reactor_face, &address, None, &key_required, no_message);
+            outcomes.check(format!("{face}, no key -> {lface}"), outcome);
             let _ = peer.finish();
         }
         // Python listeners.
         for py in pythons() {
             let peer = py_peer(&py, "listen", "127.0.0.1:0", Some(KEY), 1);
             let address = peer.expect_line("READY");
-            if reactor_face {
-                let (events, reason) = reactor_client_outcome(&address, None);
-                let delivered = events.iter().any(|e| matches!(e, Ev::Msg(_)));
-                let ok = reason == "AuthenticationFailed(KeyRequired)" && !delivered;
-                check(
-                    format!("{face}, no key -> {} listener", py.label),
-                    ok,
-                    format!("close {reason}, events {events:?}"),
-                );
-            } else {
-                let r = blocking_client(&address, None);
-                check(
-                    format!("{face}, no key -> {} listener", py.label),
-                    is_auth(&r, &AuthenticationError::KeyRequired),
-                    format!("{r:?}"),
-                );
-            }
+            let outcome = refused_as(reactor_face, &address, None, &key_required, no_message);
+            outcomes.check(format!("{face}, no key -> {} listener", py.label), outcome);
         }
     }
-    assert!(failures.is_empty(), "{failures:#?}");
+    outcomes.assert_all_ok();
 }
 
 #[test]
 fn a_client_with_the_wrong_key_reports_rejected_against_every_listener() {
-    let mut failures = Vec::new();
-    let mut check = |label: String, ok: bool, detail: String| {
-        println!("{} {label}: {detail}", if ok { "ok  " } else { "FAIL" });
-        if !ok {
-            failures.push(format!("{label}: {detail}"));
-        }
-    };
+    let mut outcomes = Outcomes::default();
+    let rejected = AuthenticationError::Rejected;
     for reactor_face in [false, true] {
         let face = if reactor_face { "reactor client" } else { "blocking Client" };
         for listener_reactor in [false, true] {
@@ -304,14 +315,7 @@ fn a_client_with_the_wrong_key_reports_rejected_against_every_listener() {
                 let (address, peer) = rust_listener(listener_reactor, dialect);
                 let lface = if listener_reactor { "Rust reactor listener" } else { "Rust blocking Listener" };
                 let label = format!("{face}, wrong key -> {lface} ({dialect:?})");
-                if reactor_face {
-                    let (events, reason) = reactor_client_outcome(&address, Some(WRONG));
-                    let ok = reason == "AuthenticationFailed(Rejected)" && events.is_empty();
-                    check(label, ok, format!("close {reason}, events {events:?}"));
-                } else {
-                    let r = blocking_client(&address, Some(WRONG));
-                    check(label, is_auth(&r, &AuthenticationError::Rejected), format!("{r:?}"));
-                }
+                outcomes.check(label, refused_as(reactor_face, &address, Some(WRONG), &rejected, nothing));
                 let _ = peer.finish();
             }
         }
@@ -319,18 +323,11 @@ fn a_client_with_the_wrong_key_reports_rejected_against_every_listener() {
             let peer = py_peer(&py, "listen", "127.0.0.1:0", Some(KEY), 1);
             let address = peer.expect_line("READY");
             let label = format!("{face}, wrong key -> {} listener", py.label);
-            if reactor_face {
-                let (events, reason) = reactor_client_outcome(&address, Some(WRONG));
-                let ok = reason == "AuthenticationFailed(Rejected)" && events.is_empty();
-                check(label, ok, format!("close {reason}, events {events:?}"));
-            } else {
-                let r = blocking_client(&address, Some(WRONG));
-                check(label, is_auth(&r, &AuthenticationError::Rejected), format!("{r:?}"));
-            }
+            outcomes.check(label, refused_as(reactor_face, &address, Some(WRONG), &rejected, nothing));
             peer.find_line("AUTHFAIL");
         }
     }
-    assert!(failures.is_empty(), "{failures:#?}");
+    outcomes.assert_all_ok();
 }
 
 #[test]
