@@ -350,34 +350,29 @@ fn usage_error(message: &str) -> ! {
 
 fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
     use bench::Workload::*;
+    // One reactor, one client process, each workload's default size.
+    let run = |workload: bench::Workload, family: Family| {
+        bench::run_server(&bench::BenchArgs {
+            workload,
+            family,
+            n: workload.default_n(),
+            face,
+            threads,
+            reactors: None,
+            clients: 1,
+            mark_last: false,
+        })
+    };
     for workload in [W1, W2, W3, W4] {
         for family in [Family::Unix, Family::Inet] {
-            bench::run_server(&bench::BenchArgs {
-                workload,
-                family,
-                n: workload.default_n(),
-                face,
-                threads,
-                reactors: None,
-                clients: 1,
-                mark_last: false,
-            })?;
+            run(workload, family)?;
             if interrupt::requested() {
                 return Ok(());
             }
         }
     }
     if face == bench::Face::Reactor {
-        bench::run_server(&bench::BenchArgs {
-            workload: W5,
-            family: Family::Unix,
-            n: W5.default_n(),
-            face,
-            threads,
-            reactors: None,
-            clients: 1,
-            mark_last: false,
-        })?;
+        run(W5, Family::Unix)?;
     }
     Ok(())
 }
