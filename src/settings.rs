@@ -42,10 +42,13 @@ pub(crate) fn merge_auth(base: &mut AuthOptions, new: AuthOptions) {
     if new.handshake_timeout != Some(DEFAULT_HANDSHAKE_TIMEOUT) {
         base.handshake_timeout = new.handshake_timeout;
     }
+    if new.early_challenge != default.early_challenge {
+        base.early_challenge = new.early_challenge;
+    }
 }
 
-/// The authentication setters, written once: `authkey`, `auth` (merging), `dialect` and
-/// `digest_policy`, forwarding to the [`AuthOptions`] at `self.<path>`.
+/// The authentication setters, written once: `authkey`, `auth` (merging), `dialect`,
+/// `digest_policy` and `early_challenge`, forwarding to the [`AuthOptions`] at `self.<path>`.
 macro_rules! auth_setters {
     ($(.$f:ident)*) => {
         /// Run the challenge-response with this key (a listener demands it of every client; a
@@ -55,7 +58,7 @@ macro_rules! auth_setters {
             self
         }
 
-        /// Key, dialect, digest policy and handshake timeout at once. Merges: what `auth` sets
+        /// Key, dialect, digest policy, handshake timeout and early challenge at once. Merges: what `auth` sets
         /// (differs from [`AuthOptions::default`](crate::AuthOptions::default)) replaces, the
         /// rest stays; an `auth` without a key keeps the key set before.
         pub fn auth(mut self, auth: $crate::AuthOptions) -> Self {
@@ -76,6 +79,15 @@ macro_rules! auth_setters {
         /// Which digests to accept and answer with (default: what CPython accepts).
         pub fn digest_policy(mut self, policy: $crate::DigestPolicy) -> Self {
             self$(.$f)*.digest_policy = policy;
+            self
+        }
+
+        /// Whether a connecting side sends its challenge together with its answer to the
+        /// listener's (default true: two round trips instead of three); see
+        /// [`AuthOptions::early_challenge`](crate::AuthOptions::early_challenge). A listener
+        /// ignores it.
+        pub fn early_challenge(mut self, on: bool) -> Self {
+            self$(.$f)*.early_challenge = on;
             self
         }
     };
@@ -381,6 +393,12 @@ mod tests {
         merge_auth(&mut base, AuthOptions::new().authkey("other").handshake_timeout(Some(Duration::from_secs(1))));
         assert_eq!(base.authkey, Some(AuthKey::from("other")));
         assert_eq!(base.handshake_timeout, Some(Duration::from_secs(1)));
+        // Turned off, it stays off through a merge that leaves it at its default, and reaches
+        // the handshake.
+        merge_auth(&mut base, AuthOptions::new().early_challenge(false));
+        merge_auth(&mut base, AuthOptions::new().authkey("third"));
+        assert!(!base.early_challenge);
+        assert_eq!(base.handshake_config(None).map(|c| c.early_challenge), Some(false));
     }
 
     #[test]

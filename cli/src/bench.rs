@@ -113,6 +113,8 @@ pub struct BenchArgs {
     /// opens its share of the connections with `threads` threads).
     pub reactors: Option<usize>,
     pub clients: usize,
+    /// W4 clients send their challenge with their answer (false: after the #WELCOME#).
+    pub early_challenge: bool,
     /// Client side: the last message of this client is marked (sharded runs).
     pub mark_last: bool,
 }
@@ -217,8 +219,13 @@ impl Handler for BenchServer {
         if self.workload == Workload::W5 {
             self.conns.push(conn);
         }
-        if self.workload == Workload::W4 && self.tick() {
-            ctx.stop();
+        if self.workload == Workload::W4 {
+            // The handshake is what W4 measures: close at once, as the raw anchor's server does
+            // (no wait for the client's end of file).
+            ctx.close(conn);
+            if self.tick() {
+                ctx.stop();
+            }
         }
     }
 
@@ -253,6 +260,28 @@ impl Handler for BenchServer {
     }
 }
 
+/// The command that runs a bench client process: this binary, `--role client`, with the run's
+/// settings and its share `n`.
+fn client_command(exe: &std::path::Path, args: &BenchArgs, address: &Address, n: usize) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench", "--role", "client", "--workload", args.workload.name()])
+        .args(["--family", family_name(args.family), "--addr", &address.to_string()])
+        .args(["--n", &n.to_string(), "--threads", &args.threads.to_string()])
+        .args([
+            "--face",
+            match args.face {
+                Face::Reactor => "reactor",
+                Face::Blocking => "blocking",
+                Face::Async => "async",
+            },
+        ])
+        .stdout(Stdio::inherit());
+    if !args.early_challenge {
+        cmd.arg("--no-early-challenge");
+    }
+    cmd
+}
+
 pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     if args.workload == Workload::W5 {
         return w5::server(args);
@@ -262,22 +291,7 @@ pub fn run_server(args: &BenchArgs) -> mpconn::Result<()> {
     }
     let address = arbitrary_address(args.family)?;
     let exe = std::env::current_exe()?;
-    let spawn_client = |address: &Address| {
-        Command::new(&exe)
-            .args(["bench", "--role", "client", "--workload", args.workload.name()])
-            .args(["--family", family_name(args.family), "--addr", &address.to_string()])
-            .args(["--n", &args.n.to_string(), "--threads", &args.threads.to_string()])
-            .args([
-                "--face",
-                match args.face {
-                    Face::Reactor => "reactor",
-                    Face::Blocking => "blocking",
-                    Face::Async => "async",
-                },
-            ])
-            .stdout(Stdio::inherit())
-            .spawn()
-    };
+    let spawn_client = |address: &Address| client_command(&exe, args, address, args.n).spawn();
     let authenticated = args.workload == Workload::W4;
     let conn_options = ConnectionOptions::new().max_message_size(BULK + 1024).high_water_mark(64 << 20);
     let conn_options = if authenticated { conn_options.authkey(KEY) } else { conn_options };
@@ -563,9 +577,10 @@ pub fn run_client(args: &BenchArgs, address: &str, imp: &str) -> mpconn::Result<
             .map(|t| {
                 let address = address.clone();
                 let share = args.n / threads + usize::from(t < args.n % threads);
+                let early = args.early_challenge;
                 std::thread::spawn(move || -> mpconn::Result<()> {
                     for _ in 0..share {
-                        drop(Client::new(&address).authkey(KEY).connect()?);
+                        drop(Client::new(&address).authkey(KEY).early_challenge(early).connect()?);
                     }
                     Ok(())
                 })
@@ -840,7 +855,6 @@ mod w5 {
 /// figure is the aggregate at the server: all messages (connections for W4) over the time from
 /// the first one on any shard to the last one on any shard.
 mod sharded {
-    use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
@@ -872,8 +886,10 @@ mod sharded {
     }
 
     impl Handler for Counter {
-        fn on_open(&mut self, _: &mut Context<'_>, _: ConnId, _: &Address) {
+        fn on_open(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &Address) {
             if self.workload == Workload::W4 {
+                // Closed at once, as the raw anchor's acceptors close after the handshake.
+                ctx.close(conn);
                 self.tick();
             }
         }
@@ -917,12 +933,8 @@ mod sharded {
         let mut children = Vec::with_capacity(clients);
         for c in 0..clients {
             let share = args.n / clients + usize::from(c < args.n % clients);
-            let mut cmd = Command::new(&exe);
-            cmd.args(["bench", "--role", "client", "--workload", args.workload.name()])
-                .args(["--family", family_name(args.family), "--addr", &listener.address().to_string()])
-                .args(["--n", &share.to_string(), "--threads", &args.threads.to_string(), "--mark-last"])
-                .stdout(Stdio::inherit());
-            children.push(ClientProcess(cmd.spawn()?));
+            let mut cmd = super::client_command(&exe, args, listener.address(), share);
+            children.push(ClientProcess(cmd.arg("--mark-last").spawn()?));
         }
         // The clients end when served; then the group stops. Ctrl-C kills them and stops it.
         let handle = group.handle();

@@ -143,6 +143,11 @@ enum Cmd {
         /// of reactors).
         #[arg(long)]
         clients: Option<usize>,
+        /// W4: the clients wait for the listener's #WELCOME# before sending their challenge,
+        /// as Python's Client does (three round trips; by default mpconn's Client sends it with
+        /// its answer: two).
+        #[arg(long)]
+        no_early_challenge: bool,
         #[arg(long, hide = true)]
         mark_last: bool,
         #[arg(long, hide = true, default_value = "server")]
@@ -258,7 +263,20 @@ fn main() {
             }
             send::run(&args, &keys)
         }
-        Cmd::Bench { workload, all, family, n, face, threads, reactors, clients, mark_last, role, addr } => {
+        Cmd::Bench {
+            workload,
+            all,
+            family,
+            n,
+            face,
+            threads,
+            reactors,
+            clients,
+            no_early_challenge,
+            mark_last,
+            role,
+            addr,
+        } => {
             if role != "client" {
                 interrupt::install();
             }
@@ -277,7 +295,18 @@ fn main() {
                     None => 1,
                 });
                 let n = n.unwrap_or(workload.default_n());
-                let args = bench::BenchArgs { workload, family, n, face, threads, reactors, clients, mark_last };
+                let early_challenge = !no_early_challenge;
+                let args = bench::BenchArgs {
+                    workload,
+                    family,
+                    n,
+                    face,
+                    threads,
+                    reactors,
+                    clients,
+                    early_challenge,
+                    mark_last,
+                };
                 if role == "client" {
                     bench::run_client(&args, addr.as_deref().unwrap_or_default(), imp)
                 } else {
@@ -360,6 +389,7 @@ fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
             threads,
             reactors: None,
             clients: 1,
+            early_challenge: true,
             mark_last: false,
         })
     };

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::address::Address;
 use crate::error::{BufferTooShort, Error, Result};
 use crate::transport::{RawDescriptor, Stream, wait_readable};
-use crate::wire::frame::Header;
+use crate::wire::frame::{Header, encode_frame};
 use crate::wire::handshake::Dialect;
 use crate::wire::link::{Link, Next, Ready};
 use crate::wire::session::Session;
@@ -651,41 +651,16 @@ impl Connection {
     }
 
     fn drive_handshake(&mut self) -> Result<()> {
+        let mut pending = Vec::new();
         loop {
+            // Everything the session has to say goes out in one write (a client's answer and
+            // its early challenge are two messages).
+            pending.clear();
             while let Some(m) = self.link.session_mut().poll_transmit() {
-                let header = Header::for_len(m.len());
-                let mut all = [IoSlice::new(header.as_bytes()), IoSlice::new(&m)];
-                let mut slices = &mut all[..];
-                // A handshake message almost always fits the socket at once: then no socket
-                // timeout is touched (two system calls per message otherwise).
-                let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-                match stream.try_write_vectored(slices) {
-                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported | io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(e) => {
-                        self.link.io_error(e);
-                        return Err(self.close_error());
-                    }
-                }
-                if slices.is_empty() {
-                    continue;
-                }
-                let left = self.link.session().poll_timeout().map(|d| d.saturating_duration_since(Instant::now()));
-                self.apply_write_timeout(left)?;
-                let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-                if let Err(e) = stream.write_all_vectored(slices) {
-                    // Out of time: the session's deadline decides; any other error is the
-                    // session's too.
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                        self.link.session_mut().handle_timeout(Instant::now());
-                    }
-                    self.link.io_error(e);
-                    return Err(self.close_error());
-                }
+                encode_frame(&m, &mut pending);
+            }
+            if !pending.is_empty() {
+                self.send_handshake_bytes(&pending)?;
             }
             if self.link.session().is_open() {
                 // Drop the Opened event; nothing else waits.
@@ -694,6 +669,41 @@ impl Connection {
             }
             self.recv_frame(usize::MAX)?;
         }
+    }
+
+    /// Writes handshake bytes whole, within the session's handshake deadline. They almost always
+    /// fit the socket at once: then no socket timeout is touched (two more system calls).
+    fn send_handshake_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut all = [IoSlice::new(bytes)];
+        let mut slices = &mut all[..];
+        let stream = self.stream.as_mut().ok_or_else(no_stream)?;
+        match stream.try_write_vectored(slices) {
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                self.link.io_error(e);
+                return Err(self.close_error());
+            }
+        }
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let left = self.link.session().poll_timeout().map(|d| d.saturating_duration_since(Instant::now()));
+        self.apply_write_timeout(left)?;
+        let stream = self.stream.as_mut().ok_or_else(no_stream)?;
+        if let Err(e) = stream.write_all_vectored(slices) {
+            // Out of time: the session's deadline decides; any other error is the session's too.
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                self.link.session_mut().handle_timeout(Instant::now());
+            }
+            self.link.io_error(e);
+            return Err(self.close_error());
+        }
+        Ok(())
     }
 }
 

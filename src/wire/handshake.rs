@@ -148,6 +148,12 @@ pub struct HandshakeConfig {
     pub policy: DigestPolicy,
     /// The digest a modern challenge names (CPython's `digest_name`, default sha256).
     pub challenge_digest: Digest,
+    /// A client sends its challenge together with its answer to the listener's, instead of
+    /// after the listener's `#WELCOME#`: two round trips instead of three (ignored by a
+    /// listener, which always speaks first). Every CPython and `processing` listener reads
+    /// one message at a time, exactly its length, so the challenge waits unread until it is
+    /// asked for; a peer that reads ahead and drops the rest needs it off.
+    pub early_challenge: bool,
 }
 
 impl HandshakeConfig {
@@ -158,6 +164,7 @@ impl HandshakeConfig {
             dialect: Dialect::Cpython,
             policy: DigestPolicy::CpythonCompatible,
             challenge_digest: Digest::Sha256,
+            early_challenge: true,
         }
     }
 }
@@ -235,6 +242,10 @@ pub struct Handshake {
     state: State,
     /// Bodies to send, oldest first (never more than two at once).
     transmit: [Option<Vec<u8>>; 2],
+    /// A client sends its challenge with its answer ([`HandshakeConfig::early_challenge`]).
+    early_challenge: bool,
+    /// Our challenge is out (a client that sent it early waits for `#WELCOME#`, then the reply).
+    challenge_sent: bool,
     peer_digest: Option<Digest>,
     /// The digest of a raw (unprefixed) answer to a legacy challenge: MD5 as upstream CPython,
     /// SHA-256 for a Red Hat peer (configured, or seen in the peer's own raw reply).
@@ -274,6 +285,8 @@ impl Handshake {
             nonce,
             state: State::Done,
             transmit: [None, None],
+            early_challenge: config.early_challenge,
+            challenge_sent: false,
             peer_digest: None,
             // A listener learns SHA-256 from a Red Hat client's own raw reply, so a legacy-sha256
             // listener still answers stock clients in MD5; a client must be told.
@@ -413,6 +426,7 @@ impl Handshake {
         out.extend_from_slice(prefix);
         out.extend_from_slice(&message);
         self.push_transmit(out);
+        self.challenge_sent = true;
         self.state = State::AwaitReply;
     }
 
@@ -499,6 +513,11 @@ impl Handshake {
             Err(e) => return self.fail(e),
         };
         self.push_transmit(reply);
+        if self.role == Role::Client && self.early_challenge {
+            // Our challenge goes out beside the answer: the listener reads it after its
+            // #WELCOME#, and its reply follows the #WELCOME# at once (one round trip saved).
+            self.deliver_challenge();
+        }
         self.state = State::AwaitWelcome;
         Ok(())
     }
@@ -575,6 +594,8 @@ impl Handshake {
             Role::Listener => {
                 self.state = State::Done;
             }
+            // Sent with our answer: the listener's reply to it comes next.
+            Role::Client if self.challenge_sent => self.state = State::AwaitReply,
             Role::Client => {
                 // Our turn to deliver: a modern challenge works with every CPython since 2.7.
                 self.deliver_challenge();
@@ -670,6 +691,69 @@ mod tests {
                 if dialect == Dialect::Processing { Dialect::Processing } else { Dialect::Cpython }
             );
         }
+    }
+
+    /// Flights (one side's messages sent together before it waits) until both sides are done.
+    fn flights(early: bool, dialect: Dialect) -> usize {
+        let mut lc = config("k");
+        lc.dialect = dialect;
+        let mut cc = config("k");
+        cc.early_challenge = early;
+        let mut l = Handshake::listener(&lc, nonce(1));
+        let mut c = Handshake::client(&cc, nonce(2));
+        let mut flights = 0;
+        for listener_turn in [true, false].into_iter().cycle().take(10) {
+            let (from, to) = if listener_turn { (&mut l, &mut c) } else { (&mut c, &mut l) };
+            let mut sent = false;
+            while let Some(m) = from.poll_transmit() {
+                sent = true;
+                to.handle_message(&m).unwrap();
+            }
+            flights += usize::from(sent);
+        }
+        assert!(l.is_complete() && c.is_complete(), "early {early}, {dialect:?}");
+        flights
+    }
+
+    #[test]
+    fn an_early_client_finishes_in_two_round_trips_and_a_late_one_in_three() {
+        for dialect in [Dialect::Cpython, Dialect::CpythonLegacy, Dialect::Processing] {
+            // Challenge; answer + challenge; welcome + answer; welcome.
+            assert_eq!(flights(true, dialect), 4, "{dialect:?}");
+            // Challenge; answer; welcome; challenge; answer; welcome.
+            assert_eq!(flights(false, dialect), 6, "{dialect:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_early_client_gets_failure_and_its_challenge_is_never_answered() {
+        let mut l = Handshake::listener(&config("right"), nonce(1));
+        let mut c = Handshake::client(&config("wrong"), nonce(2));
+        c.handle_message(&l.poll_transmit().unwrap()).unwrap();
+        let (answer, challenge) = (c.poll_transmit().unwrap(), c.poll_transmit().unwrap());
+        assert!(challenge.starts_with(CHALLENGE));
+        assert_eq!(l.handle_message(&answer), Err(AuthenticationError::DigestMismatch));
+        // A failed listener answers nothing more, even when the challenge is fed to it.
+        let failure = l.poll_transmit().unwrap();
+        assert!(l.handle_message(&challenge).is_err());
+        assert!(l.poll_transmit().is_none());
+        assert_eq!(c.handle_message(&failure), Err(AuthenticationError::Rejected));
+    }
+
+    #[test]
+    fn an_early_client_refuses_a_wrong_answer_to_its_challenge_after_welcome() {
+        let mut l = Handshake::listener(&config("k"), nonce(1));
+        let mut c = Handshake::client(&config("k"), nonce(2));
+        c.handle_message(&l.poll_transmit().unwrap()).unwrap();
+        let (answer, _challenge) = (c.poll_transmit().unwrap(), c.poll_transmit().unwrap());
+        l.handle_message(&answer).unwrap();
+        c.handle_message(&l.poll_transmit().unwrap()).unwrap();
+        // The listener's "answer" to our challenge is garbage of the right shape.
+        let mut forged = b"{sha256}".to_vec();
+        forged.extend_from_slice(&[0u8; 32]);
+        assert_eq!(c.handle_message(&forged), Err(AuthenticationError::DigestMismatch));
+        assert_eq!(c.poll_transmit().as_deref(), Some(&b"#FAILURE#"[..]));
+        assert!(!c.is_authenticated());
     }
 
     #[test]
