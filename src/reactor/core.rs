@@ -353,12 +353,20 @@ impl Core {
     pub(crate) fn pump(&mut self, id: u64) -> bool {
         let Some(c) = self.conn(id) else { return false };
         let cid = c.id;
+        // Handshake messages and a last #FAILURE#: at most two at a time (an early client's
+        // answer and challenge), written at once when nothing waits before them.
+        let mut batch: [Vec<u8>; 2] = Default::default();
+        let mut count = 0;
         let mut queued = false;
         while let Some(m) = c.session.poll_transmit() {
-            // Handshake messages, a last #FAILURE#: rare, no storage reused.
-            c.out.push_owned(m, &mut Spare::default());
-            queued = true;
+            if count == batch.len() {
+                queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
+                count = 0;
+            }
+            batch[count] = m;
+            count += 1;
         }
+        queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
         let mut opened = false;
         let mut closed = None;
         while let Some(e) = c.session.poll_event() {

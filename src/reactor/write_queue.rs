@@ -115,6 +115,60 @@ impl WriteQueue {
         self.chunks.push_back(Chunk::Shared { header, body: body.clone() });
     }
 
+    /// Sends `messages` (framed, in order) with one vectored write when nothing is queued
+    /// before them, and queues what the writer does not take (everything when something is
+    /// queued, or on any error: the next flush meets the error and reports it). Used for the
+    /// handshake's few messages, which would otherwise each take a coalescing buffer and a
+    /// chunk list for a turn (and leave them fragmented between the connections' entries):
+    /// sent this way, a connection's challenge costs no allocation here. Returns whether
+    /// anything was queued.
+    pub(crate) fn write_now_or_queue(&mut self, w: &mut impl Write, messages: &mut [Vec<u8>]) -> bool {
+        if messages.is_empty() {
+            return false;
+        }
+        let mut written = 0;
+        if self.is_empty() && messages.len() <= FEW_CHUNKS {
+            let headers: [Header; FEW_CHUNKS] =
+                std::array::from_fn(|i| Header::for_len(messages.get(i).map_or(0, Vec::len)));
+            let mut slices = [IoSlice::new(&[]); 2 * FEW_CHUNKS];
+            for (i, m) in messages.iter().enumerate() {
+                slices[2 * i] = IoSlice::new(headers[i].as_bytes());
+                slices[2 * i + 1] = IoSlice::new(m);
+            }
+            let count = 2 * messages.len();
+            written = loop {
+                match w.write_vectored(&slices[..count]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(n) => break n,
+                    Err(_) => break 0,
+                }
+            };
+            let total: usize = messages.iter().map(|m| Header::for_len(m.len()).as_bytes().len() + m.len()).sum();
+            if written == total {
+                return false;
+            }
+        }
+        if written == 0 {
+            for m in messages.iter_mut() {
+                self.push_owned(std::mem::take(m), &mut Spare::default());
+            }
+            return true;
+        }
+        // Part went: queue the rest of the framed bytes as they are.
+        let mut rest = Vec::new();
+        for m in messages.iter() {
+            let header = Header::for_len(m.len());
+            for part in [header.as_bytes(), m.as_slice()] {
+                let skip = written.min(part.len());
+                written -= skip;
+                rest.extend_from_slice(&part[skip..]);
+            }
+        }
+        self.queued += rest.len();
+        self.chunks.push_back(Chunk::Small(rest));
+        true
+    }
+
     /// Writes as much as the writer takes. `Ok(true)` when everything was written, `Ok(false)`
     /// when the writer would block with bytes left. Storage no longer needed goes to `spare`.
     pub(crate) fn flush(&mut self, w: &mut impl Write, spare: &mut Spare) -> io::Result<bool> {
@@ -259,6 +313,47 @@ mod tests {
             got.push(m);
         }
         assert_eq!(got, msgs);
+    }
+
+    /// Handshake messages go straight out when the queue is empty; what the writer does not
+    /// take (any split point, a would-block, an error) is queued, and everything arrives once,
+    /// in order, behind what was queued before.
+    #[test]
+    fn messages_written_now_or_queued_arrive_whole_and_in_order_at_any_split() {
+        let a = b"#CHALLENGE#{sha256}0123456789abcdef0123456789abcdef".to_vec();
+        let b = b"{sha256}0123456789abcdef0123456789abcdef".to_vec();
+        let whole = 2 * 4 + a.len() + b.len();
+        for step in 1..=whole + 1 {
+            for (blocks_first, queued_before) in [(false, false), (true, false), (false, true)] {
+                let mut q = WriteQueue::default();
+                let mut spare = Spare::default();
+                if queued_before {
+                    q.push_copy(b"before", &mut spare);
+                }
+                // `calls: 1` makes the first call (the direct write) would-block.
+                let mut w = Trickle { out: Vec::new(), step, calls: usize::from(blocks_first) };
+                let mut batch = [a.clone(), b.clone()];
+                let queued = q.write_now_or_queue(&mut w, &mut batch);
+                assert_eq!(queued, step < whole || blocks_first || queued_before, "step {step}");
+                assert_eq!(q.queued() + w.out.len(), whole + if queued_before { 10 } else { 0 });
+                let mut rounds = 0;
+                while !q.flush(&mut w, &mut spare).unwrap() {
+                    rounds += 1;
+                    assert!(rounds < 1000);
+                }
+                let mut d = FrameDecoder::default();
+                d.feed(&w.out);
+                let mut got = Vec::new();
+                while let Some(m) = d.take_frame().unwrap() {
+                    got.push(m);
+                }
+                let mut want = vec![a.clone(), b.clone()];
+                if queued_before {
+                    want.insert(0, b"before".to_vec());
+                }
+                assert_eq!(got, want, "step {step}, blocks first {blocks_first}, queued before {queued_before}");
+            }
+        }
     }
 
     #[test]
