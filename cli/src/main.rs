@@ -112,6 +112,10 @@ enum Cmd {
         /// Limit on connecting with the handshake, and on each whole reply.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         timeout: Duration,
+        /// Wait for the listener's #WELCOME# before sending our challenge, as Python's Client
+        /// does (three round trips; by default it goes with our answer: two).
+        #[arg(long)]
+        no_early_challenge: bool,
     },
     /// Runs a standard workload of BENCH.md (server here, clients in other processes) and prints
     /// one JSON line per result.
@@ -254,10 +258,19 @@ fn main() {
             interrupt::install();
             listen::run(address, family, echo, memory_budget, reactors, cli.quiet, &keys)
         }
-        Cmd::Send { address, messages, pickle, json, protocol, recv, timeout } => {
+        Cmd::Send { address, messages, pickle, json, protocol, recv, timeout, no_early_challenge } => {
             let address = negative::unmark(address);
             let messages: Vec<String> = messages.into_iter().map(negative::unmark).collect();
-            let args = send::SendArgs { address: &address, messages: &messages, pickle, json, protocol, recv, timeout };
+            let args = send::SendArgs {
+                address: &address,
+                messages: &messages,
+                pickle,
+                json,
+                protocol,
+                recv,
+                timeout,
+                early_challenge: !no_early_challenge,
+            };
             if let Err(m) = send::usage(&args) {
                 usage_error(&m);
             }

@@ -20,6 +20,8 @@ pub struct SendArgs<'a> {
     pub protocol: Option<u8>,
     pub recv: usize,
     pub timeout: Duration,
+    /// Send our challenge with our answer (`--no-early-challenge`: after `#WELCOME#`).
+    pub early_challenge: bool,
 }
 
 /// A `--pickle` message: a Python literal, else JSON (or JSON only with `--json`).
@@ -76,7 +78,10 @@ pub fn run(args: &SendArgs<'_>, keys: &KeyArgs) -> Result<()> {
     }
     let key = keys.key()?;
     // --timeout bounds the whole handshake too (a silent keyed listener, a trickling one).
-    let mut auth = AuthOptions::new().dialect(keys.dialect()).handshake_timeout(Some(args.timeout));
+    let mut auth = AuthOptions::new()
+        .dialect(keys.dialect())
+        .handshake_timeout(Some(args.timeout))
+        .early_challenge(args.early_challenge);
     if let Some(key) = &key {
         auth = auth.authkey(key.clone());
     }

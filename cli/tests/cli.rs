@@ -323,6 +323,41 @@ fn send_dialect_and_protocol_are_honoured() {
     assert!(text(&out.stderr).contains("--protocol"), "{}", text(&out.stderr));
 }
 
+/// `send` sends its challenge with its answer unless `--no-early-challenge` says to wait for
+/// `#WELCOME#`: a CPython listener driven step by step looks (`Connection.poll`) for the
+/// client's challenge before it sends `#WELCOME#` and prints what it saw.
+#[test]
+fn send_no_early_challenge_waits_for_welcome() {
+    let script = r##"
+import sys, os, hmac, socket
+from multiprocessing.connection import Connection, answer_challenge
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(2)
+print("READY %s:%d" % s.getsockname()); sys.stdout.flush()
+for look in (10.0, 0.3):
+    a, _ = s.accept()
+    c = Connection(a.detach())
+    message = b"{sha256}" + os.urandom(40)
+    c.send_bytes(b"#CHALLENGE#" + message)
+    assert c.recv_bytes(256) == b"{sha256}" + hmac.new(b"k", message, "sha256").digest()
+    print("EARLY" if c.poll(look) else "LATE"); sys.stdout.flush()
+    c.send_bytes(b"#WELCOME#")
+    answer_challenge(c, b"k")
+    c.send_bytes(c.recv_bytes())
+    c.close()
+"##;
+    let mut py = Command::new("python3").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
+    let address = lines.next().unwrap().unwrap().strip_prefix("READY ").unwrap().to_string();
+    let early = run(&["send", &address, "--authkey", "k", "one", "--recv", "1"], &[]);
+    let late = run(&["send", &address, "--authkey", "k", "--no-early-challenge", "two", "--recv", "1"], &[]);
+    let seen: Vec<String> = lines.take(2).map_while(Result::ok).collect();
+    let _ = py.kill();
+    let _ = py.wait();
+    assert!(early.status.success() && late.status.success(), "{} {}", text(&early.stderr), text(&late.stderr));
+    assert_eq!((text(&early.stdout), text(&late.stdout)), ("b'one'\n".to_string(), "b'two'\n".to_string()));
+    assert_eq!(seen, ["EARLY", "LATE"]);
+}
+
 /// Waits (bounded) for `child` to exit; kills it and panics past `limit`.
 fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let start = std::time::Instant::now();

@@ -661,6 +661,11 @@ impl Connection {
             }
             if !pending.is_empty() {
                 self.send_handshake_bytes(&pending)?;
+                if self.link.session().wants_prompt_ack()
+                    && let Some(stream) = self.stream.as_ref()
+                {
+                    stream.acknowledge_promptly();
+                }
             }
             if self.link.session().is_open() {
                 // Drop the Opened event; nothing else waits.

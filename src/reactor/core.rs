@@ -367,6 +367,9 @@ impl Core {
             count += 1;
         }
         queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
+        if count > 0 && c.session.wants_prompt_ack() {
+            c.stream.acknowledge_promptly();
+        }
         let mut opened = false;
         let mut closed = None;
         while let Some(e) = c.session.poll_event() {

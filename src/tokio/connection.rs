@@ -753,6 +753,11 @@ impl Connection {
             }
             if self.queued_len() > 0 {
                 self.flush().await?;
+                if self.link.session().wants_prompt_ack()
+                    && let Some(io) = self.io.as_ref()
+                {
+                    io.acknowledge_promptly();
+                }
             }
             if self.link.session().is_open() {
                 // Drop the Opened event; nothing else waits.

@@ -192,6 +192,18 @@ impl Stream {
         super::write_all_vectored(self, bufs)
     }
 
+    /// Acknowledges what arrives next at once rather than after the delayed-ACK timer
+    /// (`TCP_QUICKACK` on Linux; nothing elsewhere, and nothing on Unix sockets). Asked for by
+    /// the session when the peer will send two messages in a row with nothing from us between
+    /// them (see `Session::wants_prompt_ack`): a peer that keeps Nagle's algorithm on holds the
+    /// second until the first is acknowledged.
+    pub fn acknowledge_promptly(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Stream::Tcp(s) = self {
+            let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+        }
+    }
+
     /// One vectored write that does not wait (`MSG_DONTWAIT`, the socket stays blocking):
     /// what the socket took at once, or `WouldBlock`. Lets the blocking face see progress the
     /// moment it happens and touch no socket timeout when nothing has to wait.

@@ -35,6 +35,9 @@ fn not_pollable() -> io::Error {
 }
 
 impl Stream {
+    /// Nothing on Windows (no `TCP_QUICKACK`; see the Unix transport's).
+    pub fn acknowledge_promptly(&self) {}
+
     /// Connects to `address`: TCP tries each resolved address; a pipe client waits for a busy
     /// pipe up to `timeout` (default 20 s, as Python).
     pub fn connect(address: &Address, timeout: Option<Duration>) -> Result<Stream> {

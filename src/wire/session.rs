@@ -201,7 +201,7 @@ pub struct AuthOptions {
     /// Time allowed to connect and complete the handshake (`None`: no limit, as in Python).
     pub handshake_timeout: Option<Duration>,
     /// A connecting side sends its own challenge together with its answer to the listener's,
-    /// so the handshake takes two round trips instead of three (default on; see
+    /// so the handshake takes two round trips instead of three (default on Linux; see
     /// [`AuthOptions::early_challenge`]). A listener ignores it.
     pub early_challenge: bool,
 }
@@ -213,7 +213,7 @@ impl Default for AuthOptions {
             dialect: Dialect::Cpython,
             digest_policy: crate::DigestPolicy::CpythonCompatible,
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
-            early_challenge: true,
+            early_challenge: crate::wire::handshake::EARLY_CHALLENGE_DEFAULT,
         }
     }
 }
@@ -249,11 +249,16 @@ impl AuthOptions {
     }
 
     /// Whether a connecting side sends its challenge with its answer to the listener's
-    /// (default true): the handshake then takes two round trips instead of three, one less
-    /// wait for every connect. Every CPython (2.7, 3.x) and `processing` listener reads one
-    /// message at a time, exactly its length, so the early challenge waits unread until the
-    /// listener asks for it, after its `#WELCOME#`. Turn it off only for a peer of another
-    /// make that reads ahead and drops what it did not expect.
+    /// (default true on Linux and Android, false elsewhere): the handshake then takes two
+    /// round trips instead of three, one less wait for every connect. Every CPython (2.7, 3.x)
+    /// and `processing` listener reads one message at a time, exactly its length, so the
+    /// early challenge waits unread until the listener asks for it, after its `#WELCOME#`.
+    /// Over TCP such a listener writes `#WELCOME#` and its answer back to back with Nagle's
+    /// algorithm on; the client acknowledges `#WELCOME#` at once (`TCP_QUICKACK`) so the
+    /// answer is not held for the delayed ACK. Other systems have no such option, hence the
+    /// default there: turn it on for Unix sockets or peers that set `TCP_NODELAY` (this
+    /// crate's listeners). Turn it off for a peer of another make that reads ahead and drops
+    /// what it did not expect.
     pub fn early_challenge(mut self, on: bool) -> Self {
         self.early_challenge = on;
         self
@@ -686,6 +691,16 @@ impl Session {
     /// True once open and until closing: messages are delivered and may be sent.
     pub fn is_open(&self) -> bool {
         matches!(self.phase, Phase::Open)
+    }
+
+    /// True when the peer's next two messages come back to back with nothing from us between
+    /// them, and a peer with Nagle's algorithm on would hold the second until the first is
+    /// acknowledged (an early client awaiting `#WELCOME#` and the answer to its challenge).
+    /// A driver asks after writing the handshake's output and, when true, has its transport
+    /// acknowledge at once (`TCP_QUICKACK` on Linux): without it each connect to a CPython
+    /// listener over TCP waits for the 40 ms delayed-ACK timer.
+    pub fn wants_prompt_ack(&self) -> bool {
+        matches!(&self.phase, Phase::Handshaking(h) if h.wants_prompt_ack())
     }
 
     /// True after a local close was asked for (output still flushing) or once closed.

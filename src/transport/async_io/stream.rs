@@ -133,6 +133,15 @@ pub(crate) fn require_runtime() -> Result<()> {
 }
 
 impl AsyncStream {
+    /// Acknowledges what arrives next at once (`TCP_QUICKACK` on Linux; see
+    /// [`Stream::acknowledge_promptly`]).
+    pub(crate) fn acknowledge_promptly(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let AsyncStream::Tcp(s) = self {
+            let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+        }
+    }
+
     /// Hands a connected (or connecting) crate stream to tokio.
     pub(crate) fn from_stream(stream: Stream) -> Result<AsyncStream> {
         require_runtime()?;
