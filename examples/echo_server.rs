@@ -5,8 +5,9 @@
 //! ```
 //! Prints `listening on <address>` once ready. With no address it binds a fresh Unix socket.
 //! `--reactors N` serves with N reactor threads (`Sharded`; 0: one per core), each with its own
-//! `Echo`: on Linux a TCP address gets one `SO_REUSEPORT` socket per reactor, a Unix socket one
-//! acceptor thread that hands connections to the least-loaded reactor.
+//! `Echo`: on Linux a TCP address gets one `SO_REUSEPORT` socket per reactor and a Unix socket
+//! is polled by every reactor (`EPOLLEXCLUSIVE`); elsewhere one acceptor thread hands
+//! connections to the least-loaded reactor.
 //! Python clients work as they are:
 //! `Client(address, authkey=b"KEY").send_bytes(b"hi")`.
 //!

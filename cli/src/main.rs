@@ -80,8 +80,9 @@ enum Cmd {
         #[arg(long)]
         memory_budget: Option<usize>,
         /// Serve with N reactor threads (0: one per core), each with its own connections: TCP
-        /// on Linux through one SO_REUSEPORT socket per reactor, otherwise one acceptor thread
-        /// handing connections to the least-loaded reactor. The memory budget is split evenly.
+        /// on Linux through one SO_REUSEPORT socket per reactor, a Unix socket on Linux shared by
+        /// all (EPOLLEXCLUSIVE), otherwise one acceptor thread handing connections to the
+        /// least-loaded reactor. The memory budget is split evenly.
         #[arg(long)]
         reactors: Option<usize>,
     },

@@ -6,15 +6,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::address::Address;
+use crate::reactor::handle::Adopted;
 use crate::reactor::options::ConnectionOptions;
+use crate::reactor::shard::should_hand_over;
 use crate::reactor::{Handler, Reactor};
 use crate::settings::Side;
 use crate::transport::Stream;
 
+/// Connections one shard takes per wake-up from a socket the shards share: the others, woken
+/// one at a time by the kernel, take the rest of a burst.
+const SHARED_ACCEPT_BATCH: usize = 4;
+
 impl<H: Handler> Reactor<H> {
     /// Accepts on a listener until it would block, the connection limit is reached, or the
-    /// process is out of descriptors (then accepting pauses for the backoff).
+    /// process is out of descriptors (then accepting pauses for the backoff); a listener whose
+    /// socket the shards share takes at most [`SHARED_ACCEPT_BATCH`] per call.
     pub(super) fn accept(&mut self, id: u64) {
+        // A shared listener taken out of the poller while paused is back in to accept.
+        self.core.shared_listener_interest(id, true);
+        let mut taken = 0;
         loop {
             if self.core.stopping.is_some() {
                 return;
@@ -25,13 +35,27 @@ impl<H: Handler> Reactor<H> {
             };
             if l.open >= l.max_connections {
                 l.paused = true;
+                self.core.shared_listener_interest(id, false);
                 return;
             }
+            if l.shared && taken == SHARED_ACCEPT_BATCH {
+                return; // level-triggered: the rest is reported again, to whichever shard waits
+            }
+            taken += 1;
             match l.socket.accept_nonblocking() {
                 Ok((stream, peer)) => {
                     l.paused = false;
                     let opts = l.opts.clone();
                     let lid = l.id;
+                    let (stream, peer) = if l.shared {
+                        let max = l.max_connections;
+                        match self.hand_over_if_ahead(stream, peer, &opts, max) {
+                            Some(kept) => kept,
+                            None => continue,
+                        }
+                    } else {
+                        (stream, peer)
+                    };
                     // The settings were checked by `listen`; what can fail is the random source.
                     let session = match opts
                         .session_factory(&self.core.config)
@@ -66,10 +90,36 @@ impl<H: Handler> Reactor<H> {
                     // connections keep being served.
                     log::warn!("accept on {} failed: {e}; pausing accepts", l.socket.address());
                     l.paused = true;
+                    self.core.shared_listener_interest(id, false);
                     self.core.set_deadline(id, Some(Instant::now() + backoff));
                     return;
                 }
             }
+        }
+    }
+
+    /// A shard that accepted from a socket the shards share keeps the stream unless it is well
+    /// ahead of the least-loaded shard ([`should_hand_over`]); then that shard gets it. Returns
+    /// the stream if kept.
+    fn hand_over_if_ahead(
+        &mut self,
+        stream: Stream,
+        peer: Address,
+        opts: &Arc<ConnectionOptions>,
+        max: usize,
+    ) -> Option<(Stream, Address)> {
+        let Some(siblings) = &self.core.siblings else { return Some((stream, peer)) };
+        let own = self.core.connections;
+        let me = self.core.shard_index();
+        match siblings.least_loaded(me.map_or(0, |i| i + 1), max) {
+            Some((least, load)) if Some(least) != me && should_hand_over(own, load) => {
+                let adopted = Adopted { stream, peer, opts: opts.clone() };
+                if let Err(e) = siblings.hand(least, adopted) {
+                    log::debug!("shard {least} is gone; a connection was dropped: {e}");
+                }
+                None
+            }
+            _ => Some((stream, peer)),
         }
     }
 

@@ -87,6 +87,12 @@ pub(crate) struct ListenerEntry {
     pub(crate) open: usize,
     /// Accepting is paused (out of descriptors, or at the connection limit).
     pub(crate) paused: bool,
+    /// The socket is shared with other shards' pollers, registered level-triggered and
+    /// exclusive: each wake-up accepts a few, so the shards share a burst.
+    pub(crate) shared: bool,
+    /// In the poller. A shared (level-triggered) listener leaves it while paused, or it would be
+    /// reported every turn.
+    pub(crate) registered: bool,
 }
 
 /// A slot of the slab: boxed both ways, so a slot costs a pointer and a tag per connection.
@@ -170,6 +176,9 @@ pub(crate) struct Core {
     shard_tag: u64,
     /// A shard's published figures (`None` for a reactor of its own).
     pub(crate) gauges: Option<Arc<Gauges>>,
+    /// A shard's group: where a stream accepted from a shared socket is handed when this shard
+    /// is well ahead of the least-loaded one.
+    pub(crate) siblings: Option<Arc<crate::reactor::shard::Siblings>>,
     /// Write-queue storage a drained queue left for the next one.
     pub(crate) spare: Spare,
 }
@@ -208,6 +217,7 @@ impl Core {
             adopted: 0,
             shard_tag: 0,
             gauges: None,
+            siblings: None,
             spare: Spare::default(),
         })
     }
@@ -218,6 +228,11 @@ impl Core {
         debug_assert!(self.entries.is_empty());
         self.shard_tag = index as u64 + 1;
         self.gauges = Some(gauges);
+    }
+
+    /// This shard's index in its group (`None` for a reactor of its own).
+    pub(crate) fn shard_index(&self) -> Option<usize> {
+        usize::try_from(self.shard_tag).ok()?.checked_sub(1)
     }
 
     /// Publishes the shard's figures (a few relaxed stores; nothing for a reactor of its own).
@@ -280,7 +295,18 @@ impl Core {
     }
 
     /// Serves connections from a listener bound already (settings checked by the caller).
-    pub(crate) fn add_listener(&mut self, mut socket: SocketListener, options: ListenOptions) -> Result<ListenerId> {
+    pub(crate) fn add_listener(&mut self, socket: SocketListener, options: ListenOptions) -> Result<ListenerId> {
+        self.add_listener_with(socket, options, false)
+    }
+
+    /// Serves connections from a listener bound already; `shared`: its socket is shared with
+    /// other shards (Linux), registered exclusive and level-triggered.
+    pub(crate) fn add_listener_with(
+        &mut self,
+        mut socket: SocketListener,
+        options: ListenOptions,
+        shared: bool,
+    ) -> Result<ListenerId> {
         if self.stopping.is_some() {
             return Err(Error::Closed("the reactor is stopping"));
         }
@@ -289,6 +315,13 @@ impl Core {
         let shard_tag = self.shard_tag;
         let entry = self.entries.vacant_entry();
         let id = ListenerId(pack(entry.key(), generation, shard_tag));
+        #[cfg(target_os = "linux")]
+        if shared {
+            socket.register_exclusive(self.poll.registry(), Token(id.0 as usize))?;
+        } else {
+            socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
+        }
+        #[cfg(not(target_os = "linux"))]
         socket.register(self.poll.registry(), Token(id.0 as usize), &self.notify)?;
         entry.insert(Entry::Listener(Box::new(ListenerEntry {
             id,
@@ -298,6 +331,8 @@ impl Core {
             max_connections: options.max_connections.max(1),
             open: 0,
             paused: false,
+            shared,
+            registered: true,
         })));
         // Clients may already be waiting.
         self.accept_retry.push(id.0);
@@ -650,6 +685,32 @@ impl Core {
         }
         self.budget_wake();
         false
+    }
+
+    /// Puts a shared listener in the poller (`on`) or takes it out: level-triggered, a paused
+    /// one would be reported every turn. Nothing for other listeners.
+    pub(crate) fn shared_listener_interest(&mut self, id: u64, on: bool) {
+        let Core { poll, entries, .. } = self;
+        let Some(Entry::Listener(l)) = entries.get_mut(index_of(id)) else { return };
+        if l.id.0 != id || !l.shared || l.registered == on {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        let result = if on {
+            l.socket.register_exclusive(poll.registry(), Token(id as usize))
+        } else {
+            l.socket.deregister(poll.registry())
+        };
+        #[cfg(not(target_os = "linux"))]
+        let result: std::io::Result<()> = {
+            // Only Linux shares a listening socket between shards.
+            let _ = poll;
+            Ok(())
+        };
+        match result {
+            Ok(()) => l.registered = on,
+            Err(e) => log::error!("listener {}: cannot change its poller registration: {e}", l.socket.address()),
+        }
     }
 
     pub(crate) fn remove_listener(&mut self, id: ListenerId) -> bool {

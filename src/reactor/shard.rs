@@ -6,7 +6,11 @@
 //! * **TCP on Linux**: every shard listens on a socket of its own bound with `SO_REUSEPORT` to
 //!   the same address, and the kernel spreads incoming connections over them (a hash of the
 //!   peer's address and port). Nothing is handed between threads.
-//! * **Everywhere else** (Unix sockets, TCP on other systems): one acceptor thread accepts
+//! * **Unix sockets on Linux**: every shard polls the one listening socket (a `dup` each),
+//!   registered level-triggered with `EPOLLEXCLUSIVE`, so the kernel wakes one waiting shard per
+//!   client; a woken shard accepts a few, and one well ahead of the least-loaded shard hands the
+//!   stream over to it (`should_hand_over`). No thread sits between the socket and the shards.
+//! * **Everywhere else** (TCP on other systems; Linux before 4.5): one acceptor thread accepts
 //!   and hands each accepted stream, before its handshake, to the least-loaded shard (the fewest
 //!   connections, counting those handed over and not yet taken; ties go round-robin) through the
 //!   shard's command queue and `mio::Waker`. The handshake runs on the shard.
@@ -54,6 +58,10 @@ pub enum Balance {
     ReusePort,
     /// One acceptor thread hands accepted streams to the least-loaded shard.
     Acceptor,
+    /// Every shard accepts from one shared socket, registered `EPOLLEXCLUSIVE` so the kernel
+    /// wakes one waiting shard per client (Unix sockets on Linux); a shard well ahead of the
+    /// least-loaded one hands what it accepted over to it.
+    Shared,
 }
 
 /// A listener of a [`Sharded`]: the address it is bound to and how it spreads connections.
@@ -226,9 +234,9 @@ impl Acceptor {
     /// Accepts until stopped, handing each stream to a shard. The listeners are closed on return
     /// (a Unix socket file is removed).
     fn run(&mut self, shards: &ShardedHandle, backoff: Duration) {
-        let n = shards.inner.shards.len();
+        let siblings = &shards.inner.siblings;
+        let n = siblings.len();
         let mut events = Events::with_capacity(64);
-        let mut handed = vec![0u64; n];
         let mut next = 0usize;
         let mut wait = None;
         'serve: loop {
@@ -248,17 +256,16 @@ impl Acceptor {
                     if self.shared.stop.load(Ordering::Acquire) {
                         break 'serve;
                     }
-                    let Some(shard) = least_loaded(&shards.inner.gauges, &handed, next, l.max_connections) else {
+                    let Some((shard, _)) = siblings.least_loaded(next, l.max_connections) else {
                         // Every shard is at the limit: clients wait in the backlog.
                         wait = Some(FULL_RETRY);
                         break;
                     };
                     match l.socket.accept_nonblocking() {
                         Ok((stream, peer)) => {
-                            handed[shard] += 1;
                             next = (shard + 1) % n;
                             let adopted = Adopted { stream, peer, opts: l.opts.clone() };
-                            if let Err(e) = shards.inner.shards[shard].adopt(adopted) {
+                            if let Err(e) = siblings.hand(shard, adopted) {
                                 log::debug!("shard {shard} is gone; a connection was dropped: {e}");
                             }
                         }
@@ -283,27 +290,62 @@ impl Acceptor {
     }
 }
 
-/// The shard with the fewest connections (its published count plus the streams handed to it
-/// that it has not taken yet) under `max`, looking from `start` on so that ties go round-robin.
-fn least_loaded(gauges: &[Arc<Gauges>], handed: &[u64], start: usize, max: usize) -> Option<usize> {
-    let n = gauges.len();
-    let mut best: Option<(usize, usize)> = None;
-    for k in 0..n {
-        let i = (start + k) % n;
-        let g = &gauges[i];
-        let in_flight = handed[i].saturating_sub(g.adopted.load(Ordering::Relaxed));
-        let load =
-            g.connections.load(Ordering::Relaxed).saturating_add(usize::try_from(in_flight).unwrap_or(usize::MAX));
-        if load < max && best.is_none_or(|(_, b)| load < b) {
-            best = Some((i, load));
-        }
+/// Every shard's handle and gauges, and the streams handed to each: what the acceptor thread, or
+/// a shard accepting from a socket the shards share, looks at to pick the least-loaded shard.
+pub(crate) struct Siblings {
+    handles: Vec<Handle>,
+    gauges: Vec<Arc<Gauges>>,
+    /// Streams handed to each shard so far, by anyone (its gauges count those it took).
+    handed: Vec<AtomicU64>,
+}
+
+impl Siblings {
+    /// The number of shards.
+    pub(crate) fn len(&self) -> usize {
+        self.handles.len()
     }
-    best.map(|(i, _)| i)
+
+    /// Shard `i`'s connections: its published count plus the streams handed to it that it has
+    /// not taken yet.
+    pub(crate) fn load(&self, i: usize) -> usize {
+        let g = &self.gauges[i];
+        let in_flight = self.handed[i].load(Ordering::Relaxed).saturating_sub(g.adopted.load(Ordering::Relaxed));
+        g.connections.load(Ordering::Relaxed).saturating_add(usize::try_from(in_flight).unwrap_or(usize::MAX))
+    }
+
+    /// The shard with the fewest connections under `max`, and its load, looking from `start` on so
+    /// that ties go round-robin.
+    pub(crate) fn least_loaded(&self, start: usize, max: usize) -> Option<(usize, usize)> {
+        let n = self.len();
+        let mut best: Option<(usize, usize)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let load = self.load(i);
+            if load < max && best.is_none_or(|(_, b)| load < b) {
+                best = Some((i, load));
+            }
+        }
+        best
+    }
+
+    /// Hands an accepted stream to shard `i`, which runs its handshake.
+    pub(crate) fn hand(&self, i: usize, adopted: Adopted) -> Result<()> {
+        self.handed[i].fetch_add(1, Ordering::Relaxed);
+        self.handles[i].adopt(adopted)
+    }
+}
+
+/// Whether a shard with `own` connections that accepted one more from a shared socket hands it to
+/// the least-loaded shard, at `least`: only when it is ahead by more than 1/8 of that load plus 4.
+/// So a burst that one shard takes, or a server that one shard serves while the others idle
+/// (the kernel wakes the first waiting shard), stays spread; short connections (a handful open
+/// per shard) never move.
+pub(crate) fn should_hand_over(own: usize, least: usize) -> bool {
+    own > least + least / 8 + 4
 }
 
 struct HandleInner {
-    shards: Vec<Handle>,
-    gauges: Vec<Arc<Gauges>>,
+    siblings: Arc<Siblings>,
     counts: Vec<Arc<Counts>>,
     acceptor: Arc<AcceptorShared>,
 }
@@ -318,26 +360,26 @@ pub struct ShardedHandle {
 
 impl std::fmt::Debug for ShardedHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardedHandle").field("shards", &self.inner.shards.len()).finish_non_exhaustive()
+        f.debug_struct("ShardedHandle").field("shards", &self.inner.siblings.handles.len()).finish_non_exhaustive()
     }
 }
 
 impl ShardedHandle {
     /// The number of shards.
     pub fn shard_count(&self) -> usize {
-        self.inner.shards.len()
+        self.inner.siblings.handles.len()
     }
 
     /// The [`Handle`] of shard `index`, to act on that shard alone (run a closure there with
     /// [`Handle::call`], say).
     pub fn shard(&self, index: usize) -> Option<&Handle> {
-        self.inner.shards.get(index)
+        self.inner.siblings.handles.get(index)
     }
 
     /// The handle of the shard that owns `conn`; `SendError::NoSuchConnection` for an id of
     /// no shard of this group.
     fn owner(&self, conn: ConnId) -> Result<&Handle> {
-        conn.shard().and_then(|s| self.inner.shards.get(s)).ok_or(Error::Send(SendError::NoSuchConnection))
+        conn.shard().and_then(|s| self.inner.siblings.handles.get(s)).ok_or(Error::Send(SendError::NoSuchConnection))
     }
 
     /// Queues `message` for `conn` on the shard that owns it (see [`Handle::send`]).
@@ -374,7 +416,7 @@ impl ShardedHandle {
     /// broadcast to every shard's connections, say). Shards already stopped are skipped.
     pub fn call_each(&self, f: impl Fn(usize, &mut Context<'_>) + Send + Sync + 'static) -> Result<()> {
         let f = Arc::new(f);
-        for (i, h) in self.inner.shards.iter().enumerate() {
+        for (i, h) in self.inner.siblings.handles.iter().enumerate() {
             let f = f.clone();
             match h.call(move |ctx| f(i, ctx)) {
                 Ok(()) | Err(Error::Closed(_)) => {}
@@ -390,7 +432,7 @@ impl ShardedHandle {
     pub fn stop(&self) -> Result<()> {
         self.inner.acceptor.stop.store(true, Ordering::Release);
         let woken = self.inner.acceptor.waker.wake();
-        for h in &self.inner.shards {
+        for h in &self.inner.siblings.handles {
             match h.stop() {
                 Ok(()) | Err(Error::Closed(_)) => {}
                 Err(e) => return Err(e),
@@ -402,7 +444,7 @@ impl ShardedHandle {
     /// The figures of each shard and their total, read without stopping anything.
     pub fn stats(&self) -> ShardedStats {
         let mut stats = ShardedStats::default();
-        for (g, c) in self.inner.gauges.iter().zip(&self.inner.counts) {
+        for (g, c) in self.inner.siblings.gauges.iter().zip(&self.inner.counts) {
             let s = ShardStats {
                 connections: g.connections.load(Ordering::Relaxed),
                 opened: c.opened.load(Ordering::Relaxed),
@@ -517,9 +559,13 @@ impl<H: Handler + Send> Sharded<H> {
             counts.push(c);
             reactors.push(r);
         }
-        let handle = ShardedHandle {
-            inner: Arc::new(HandleInner { shards: handles, gauges, counts, acceptor: acceptor.shared.clone() }),
-        };
+        let handed = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let siblings = Arc::new(Siblings { handles, gauges, handed });
+        for r in &mut reactors {
+            r.core.siblings = Some(siblings.clone());
+        }
+        let handle =
+            ShardedHandle { inner: Arc::new(HandleInner { siblings, counts, acceptor: acceptor.shared.clone() }) };
         Ok(Sharded { shards: reactors, acceptor, handle, config })
     }
 
@@ -562,9 +608,10 @@ impl<H: Handler + Send> Sharded<H> {
     }
 
     /// Listens on `address` for every shard: on Linux a TCP address gets one `SO_REUSEPORT`
-    /// socket per shard (the kernel balances), anything else one socket that the acceptor thread
-    /// serves, handing each accepted stream to the least-loaded shard. One shard listens itself.
-    /// `options.max_connections` applies per shard. A Windows named pipe is refused.
+    /// socket per shard (the kernel balances) and a Unix address one socket every shard polls
+    /// (`EPOLLEXCLUSIVE`; [`Balance::Shared`]); anything else one socket that the acceptor
+    /// thread serves, handing each accepted stream to the least-loaded shard. One shard listens
+    /// itself. `options.max_connections` applies per shard. A Windows named pipe is refused.
     pub fn listen(&mut self, address: impl IntoAddress, options: ListenOptions) -> Result<ShardedListener> {
         let address = address.into_address()?;
         // Settings no peer could authenticate under are refused here, before the bind.
@@ -585,8 +632,41 @@ impl<H: Handler + Send> Sharded<H> {
         }
         let socket = crate::transport::bind_listener(Some(address), None, options.backlog)?;
         let address = socket.address().clone();
+        #[cfg(target_os = "linux")]
+        match self.listen_shared(&socket, &options) {
+            Ok(()) => {
+                // The first shard keeps the socket file (and removes it when it stops).
+                self.shards[0].core.add_listener_with(socket, options, true)?;
+                return Ok(ShardedListener { address, balance: Balance::Shared });
+            }
+            // EPOLLEXCLUSIVE needs Linux 4.5: older kernels get the acceptor thread.
+            Err(e) => log::info!("{address}: no shared accept ({e}); one acceptor thread serves the shards"),
+        }
         self.acceptor.add(socket, &options)?;
         Ok(ShardedListener { address, balance: Balance::Acceptor })
+    }
+
+    /// Gives every shard but the first a handle of `socket`, registered exclusive; on failure
+    /// removes what it added.
+    #[cfg(target_os = "linux")]
+    fn listen_shared(&mut self, socket: &SocketListener, options: &ListenOptions) -> Result<()> {
+        let mut added = Vec::new();
+        for (i, reactor) in self.shards.iter_mut().enumerate().skip(1) {
+            let result = socket
+                .try_clone_sharing()
+                .map_err(Error::from)
+                .and_then(|handle| reactor.core.add_listener_with(handle, options.clone(), true));
+            match result {
+                Ok(id) => added.push((i, id)),
+                Err(e) => {
+                    for (i, id) in added {
+                        self.shards[i].core.remove_listener(id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     #[cfg(target_os = "linux")]

@@ -445,6 +445,30 @@ impl SocketListener {
         registry.register(&mut SourceFd(&self.as_raw_fd()), token, Interest::READABLE)
     }
 
+    /// Another handle on the same listening socket (a `dup`), sharing its queue of waiting
+    /// clients; this one keeps the socket file and removes it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn try_clone_sharing(&self) -> io::Result<SocketListener> {
+        let inner = match &self.inner {
+            ListenerInner::Tcp(l) => ListenerInner::Tcp(l.try_clone()?),
+            ListenerInner::Unix(l) => ListenerInner::Unix(l.try_clone()?),
+        };
+        Ok(SocketListener { inner, address: self.address.clone(), socket_file: None, owned_dir: None })
+    }
+
+    /// Registers level-triggered with `EPOLLEXCLUSIVE`: of the pollers that share this socket
+    /// (each through a handle of its own), one that waits is woken per waiting client, not all.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn register_exclusive(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        use rustix::event::epoll;
+        self.set_nonblocking(true)?;
+        // mio reports it under `token` like its own registrations; its `deregister`
+        // (EPOLL_CTL_DEL) removes it.
+        let data = epoll::EventData::new_u64(token.0 as u64);
+        epoll::add(registry, &*self, data, epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE)?;
+        Ok(())
+    }
+
     /// Removes the listener from a reactor's poller.
     pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         registry.deregister(&mut SourceFd(&self.as_raw_fd()))
