@@ -49,7 +49,8 @@ impl<H: Handler> Reactor<H> {
                     let lid = l.id;
                     let (stream, peer) = if l.shared {
                         let max = l.max_connections;
-                        match self.hand_over_if_ahead(stream, peer, &opts, max) {
+                        let peers = l.peers.clone();
+                        match self.hand_over_if_ahead(stream, peer, &opts, max, peers.as_deref()) {
                             Some(kept) => kept,
                             None => continue,
                         }
@@ -107,13 +108,15 @@ impl<H: Handler> Reactor<H> {
         peer: Address,
         opts: &Arc<ConnectionOptions>,
         max: usize,
+        peers: Option<&[crate::reactor::ListenerId]>,
     ) -> Option<(Stream, Address)> {
         let Some(siblings) = &self.core.siblings else { return Some((stream, peer)) };
         let own = self.core.connections;
         let me = self.core.shard_index();
         match siblings.least_loaded(me.map_or(0, |i| i + 1), max) {
             Some((least, load)) if Some(least) != me && should_hand_over(own, load) => {
-                let adopted = Adopted { stream, peer, opts: opts.clone() };
+                let listener = peers.and_then(|p| p.get(least).copied());
+                let adopted = Adopted { stream, peer, opts: opts.clone(), listener };
                 if let Err(e) = siblings.hand(least, adopted) {
                     log::debug!("shard {least} is gone; a connection was dropped: {e}");
                 }
@@ -125,7 +128,13 @@ impl<H: Handler> Reactor<H> {
 
     /// Serves a stream another thread accepted (the acceptor of [`crate::reactor::Sharded`]): the
     /// handshake runs here, as for a connection accepted by a listener of this reactor.
-    pub(super) fn adopt(&mut self, stream: Stream, peer: Address, opts: Arc<ConnectionOptions>) {
+    pub(super) fn adopt(
+        &mut self,
+        stream: Stream,
+        peer: Address,
+        opts: Arc<ConnectionOptions>,
+        listener: Option<crate::reactor::ListenerId>,
+    ) {
         self.core.adopted += 1;
         if self.core.stopping.is_some() {
             return; // dropped: the peer sees the close
@@ -138,8 +147,13 @@ impl<H: Handler> Reactor<H> {
                     return;
                 }
             };
-        match self.core.add_conn(stream, peer, session, opts, None) {
+        // Counted against this shard's listener of a shared socket (it may be gone: then none).
+        let listener = listener.filter(|l| self.core.listener(l.0).is_some());
+        match self.core.add_conn(stream, peer, session, opts, listener) {
             Ok(cid) => {
+                if let Some(l) = listener.and_then(|l| self.core.listener(l.0)) {
+                    l.open += 1;
+                }
                 if self.core.conn(cid.0).is_some_and(|c| c.session.is_open()) {
                     self.core.opened.push(cid);
                 }

@@ -93,6 +93,9 @@ pub(crate) struct ListenerEntry {
     /// In the poller. A shared (level-triggered) listener leaves it while paused, or it would be
     /// reported every turn.
     pub(crate) registered: bool,
+    /// For a shared socket: its listener on every shard, by shard index (a stream handed to a
+    /// shard counts against that shard's).
+    pub(crate) peers: Option<Arc<[ListenerId]>>,
 }
 
 /// A slot of the slab: boxed both ways, so a slot costs a pointer and a tag per connection.
@@ -135,6 +138,30 @@ pub(crate) struct Gauges {
     pub(crate) budget_held: AtomicUsize,
     /// Reads the memory budget refused so far.
     pub(crate) budget_refusals: AtomicU64,
+    /// When the shard's thread came back from waiting for events ([`group_clock_ms`] + 1), or 0
+    /// while it waits: a shard busy for long (a handler that blocks) is passed over when
+    /// streams are handed out, since it would not serve one before it returns.
+    pub(crate) busy_since: AtomicU64,
+}
+
+impl Gauges {
+    /// The shard left its wait for events and is running its turn.
+    #[inline]
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.busy_since.store(if busy { group_clock_ms() + 1 } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// True when the shard has been running one turn for more than `limit_ms` at `now_ms`.
+    pub(crate) fn stuck(&self, now_ms: u64, limit_ms: u64) -> bool {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        since != 0 && now_ms.saturating_sub(since - 1) > limit_ms
+    }
+}
+
+/// Milliseconds on a clock every shard of the process shares (its zero: first use).
+pub(crate) fn group_clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(crate) struct Core {
@@ -332,6 +359,7 @@ impl Core {
             open: 0,
             paused: false,
             shared,
+            peers: None,
             registered: true,
         })));
         // Clients may already be waiting.
@@ -685,6 +713,13 @@ impl Core {
         }
         self.budget_wake();
         false
+    }
+
+    /// Tells a shared listener its counterparts on the other shards.
+    pub(crate) fn set_listener_peers(&mut self, id: ListenerId, peers: Arc<[ListenerId]>) {
+        if let Some(l) = self.listener(id.0) {
+            l.peers = Some(peers);
+        }
     }
 
     /// Puts a shared listener in the poller (`on`) or takes it out: level-triggered, a paused

@@ -42,7 +42,14 @@ impl<H: Handler> Reactor<H> {
             let until = next.saturating_duration_since(Instant::now());
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        match self.core.poll.poll(&mut self.events, wait) {
+        if let Some(g) = &self.core.gauges {
+            g.set_busy(false);
+        }
+        let polled = self.core.poll.poll(&mut self.events, wait);
+        if let Some(g) = &self.core.gauges {
+            g.set_busy(true);
+        }
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
@@ -223,8 +230,8 @@ impl<H: Handler> Reactor<H> {
                     f(&mut ctx);
                 }
                 Command::Adopt(a) => {
-                    let crate::reactor::handle::Adopted { stream, peer, opts } = *a;
-                    self.adopt(stream, peer, opts);
+                    let crate::reactor::handle::Adopted { stream, peer, opts, listener } = *a;
+                    self.adopt(stream, peer, opts, listener);
                 }
             }
             self.settle();

@@ -29,6 +29,9 @@ pub(crate) struct Adopted {
     pub(crate) stream: crate::transport::Stream,
     pub(crate) peer: crate::address::Address,
     pub(crate) opts: Arc<crate::reactor::options::ConnectionOptions>,
+    /// The receiving shard's listener of the socket the stream came from, when the shards
+    /// share it: the connection counts against that listener's limit.
+    pub(crate) listener: Option<crate::reactor::ListenerId>,
 }
 
 pub(crate) struct Shared {

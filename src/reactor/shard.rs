@@ -37,6 +37,9 @@ use crate::transport::{Notify, SocketListener};
 /// The most shards a [`Sharded`] runs (ids keep the shard in 8 bits).
 pub const MAX_SHARDS: usize = 255;
 
+/// A shard running one turn for longer than this is not handed new streams.
+const STUCK_MS: u64 = 50;
+
 /// How long the acceptor waits before trying again when every shard is at its connection limit.
 const FULL_RETRY: Duration = Duration::from_millis(10);
 
@@ -264,7 +267,7 @@ impl Acceptor {
                     match l.socket.accept_nonblocking() {
                         Ok((stream, peer)) => {
                             next = (shard + 1) % n;
-                            let adopted = Adopted { stream, peer, opts: l.opts.clone() };
+                            let adopted = Adopted { stream, peer, opts: l.opts.clone(), listener: None };
                             if let Err(e) = siblings.hand(shard, adopted) {
                                 log::debug!("shard {shard} is gone; a connection was dropped: {e}");
                             }
@@ -314,14 +317,16 @@ impl Siblings {
     }
 
     /// The shard with the fewest connections under `max`, and its load, looking from `start` on so
-    /// that ties go round-robin.
+    /// that ties go round-robin. A shard stuck in one turn for more than [`STUCK_MS`] (a handler
+    /// that blocks) is passed over: a stream handed to it would wait as long as it is stuck.
     pub(crate) fn least_loaded(&self, start: usize, max: usize) -> Option<(usize, usize)> {
         let n = self.len();
+        let now = crate::reactor::core::group_clock_ms();
         let mut best: Option<(usize, usize)> = None;
         for k in 0..n {
             let i = (start + k) % n;
             let load = self.load(i);
-            if load < max && best.is_none_or(|(_, b)| load < b) {
+            if load < max && best.is_none_or(|(_, b)| load < b) && !self.gauges[i].stuck(now, STUCK_MS) {
                 best = Some((i, load));
             }
         }
@@ -464,15 +469,22 @@ impl ShardedHandle {
 /// N single-threaded reactors in one process, one per core by default, each with its own
 /// handler.
 ///
-/// Connections are spread over the shards two ways:
+/// Connections are spread over the shards three ways ([`Balance`]):
 ///
 /// * **TCP on Linux**: every shard listens on a socket of its own bound with `SO_REUSEPORT` to
 ///   the same address, and the kernel spreads incoming connections over them (by a hash of the
 ///   peer's address and port, blind to load). Nothing is handed between threads.
-/// * **Everywhere else** (Unix sockets, TCP on other systems): one acceptor thread accepts and
+/// * **Unix sockets on Linux**: every shard polls the one listening socket (`EPOLLEXCLUSIVE`:
+///   the kernel wakes one waiting shard per client); a shard well ahead of the least-loaded one
+///   hands a stream it accepted over to it, and the stream counts against the receiving shard's
+///   `max_connections`.
+/// * **Everywhere else** (TCP on other systems): one acceptor thread accepts and
 ///   hands each stream, before its handshake, to the least-loaded shard (fewest connections,
 ///   counting those handed over and not yet taken; ties round-robin) through the shard's command
 ///   queue and waker. The handshake runs on the shard.
+///
+/// A shard that has been running one turn for more than 50 ms (a handler that blocks) is never
+/// chosen to receive a stream: it would serve it only when it returns.
 ///
 /// A connection lives on one shard from accept to close; its [`ConnId`] carries the shard
 /// ([`ConnId::shard`]), so a [`ShardedHandle`] reaches it from any thread. Windows named pipes
@@ -634,9 +646,23 @@ impl<H: Handler + Send> Sharded<H> {
         let address = socket.address().clone();
         #[cfg(target_os = "linux")]
         match self.listen_shared(&socket, &options) {
-            Ok(()) => {
+            Ok(mut ids) => {
                 // The first shard keeps the socket file (and removes it when it stops).
-                self.shards[0].core.add_listener_with(socket, options, true)?;
+                match self.shards[0].core.add_listener_with(socket, options, true) {
+                    Ok(first) => ids.insert(0, first),
+                    Err(e) => {
+                        for (i, id) in ids.into_iter().enumerate() {
+                            self.shards[i + 1].core.remove_listener(id);
+                        }
+                        return Err(e);
+                    }
+                }
+                // Each shard's entry knows the others', so a stream handed over counts against
+                // the receiving shard's connection limit.
+                let peers: Arc<[crate::reactor::ListenerId]> = ids.into();
+                for (reactor, &id) in self.shards.iter_mut().zip(peers.iter()) {
+                    reactor.core.set_listener_peers(id, peers.clone());
+                }
                 return Ok(ShardedListener { address, balance: Balance::Shared });
             }
             // EPOLLEXCLUSIVE needs Linux 4.5: older kernels get the acceptor thread.
@@ -646,10 +672,14 @@ impl<H: Handler + Send> Sharded<H> {
         Ok(ShardedListener { address, balance: Balance::Acceptor })
     }
 
-    /// Gives every shard but the first a handle of `socket`, registered exclusive; on failure
-    /// removes what it added.
+    /// Gives every shard but the first a handle of `socket`, registered exclusive, and returns
+    /// their listener ids (shards 1, 2, ...); on failure removes what it added.
     #[cfg(target_os = "linux")]
-    fn listen_shared(&mut self, socket: &SocketListener, options: &ListenOptions) -> Result<()> {
+    fn listen_shared(
+        &mut self,
+        socket: &SocketListener,
+        options: &ListenOptions,
+    ) -> Result<Vec<crate::reactor::ListenerId>> {
         let mut added = Vec::new();
         for (i, reactor) in self.shards.iter_mut().enumerate().skip(1) {
             let result = socket
@@ -666,7 +696,7 @@ impl<H: Handler + Send> Sharded<H> {
                 }
             }
         }
-        Ok(())
+        Ok(added.into_iter().map(|(_, id)| id).collect())
     }
 
     #[cfg(target_os = "linux")]
