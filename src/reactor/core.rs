@@ -716,6 +716,7 @@ impl Core {
     }
 
     /// Tells a shared listener its counterparts on the other shards.
+    #[cfg(target_os = "linux")]
     pub(crate) fn set_listener_peers(&mut self, id: ListenerId, peers: Arc<[ListenerId]>) {
         if let Some(l) = self.listener(id.0) {
             l.peers = Some(peers);
