@@ -418,20 +418,23 @@ impl Core {
         let cid = c.id;
         // Handshake messages and a last #FAILURE#: at most two at a time (an early client's
         // answer and challenge), written at once when nothing waits before them.
-        let mut batch: [Vec<u8>; 2] = Default::default();
-        let mut count = 0;
+        // (An open connection has none: the common case costs one check.)
         let mut queued = false;
-        while let Some(m) = c.session.poll_transmit() {
-            if count == batch.len() {
-                queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
-                count = 0;
+        if let Some(first) = c.session.poll_transmit() {
+            let mut batch: [Vec<u8>; 2] = [first, Vec::new()];
+            let mut count = 1;
+            while let Some(m) = c.session.poll_transmit() {
+                if count == batch.len() {
+                    queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
+                    count = 0;
+                }
+                batch[count] = m;
+                count += 1;
             }
-            batch[count] = m;
-            count += 1;
-        }
-        queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
-        if count > 0 && c.session.wants_prompt_ack() {
-            c.stream.acknowledge_promptly();
+            queued |= c.out.write_now_or_queue(&mut c.stream, &mut batch[..count]);
+            if c.session.wants_prompt_ack() {
+                c.stream.acknowledge_promptly();
+            }
         }
         let mut opened = false;
         let mut closed = None;
