@@ -566,3 +566,81 @@ fn large_messages_are_handed_over_owned_and_small_ones_lent() {
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), sizes);
     assert!(got.iter().all(|g| g.2 && !g.1));
 }
+
+/// Replies twice to every message: `a` + the message (8 MiB when the message is `big`, more
+/// than the socket takes at once), then `b` + the message.
+struct TwoReplies;
+
+impl Handler for TwoReplies {
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+        let first = if message == b"big" { pattern(8 << 20, 7) } else { [b"a", message].concat() };
+        ctx.send(conn, &first).unwrap();
+        ctx.send(conn, &[b"b", message].concat()).unwrap();
+    }
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    [&(body.len() as u32).to_be_bytes()[..], body].concat()
+}
+
+fn read_frame(s: &mut impl Read) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    body
+}
+
+/// The reply to the last message of a read goes out at once when nothing is queued (a request's
+/// answer skips the queue); replies to a burst are queued and leave together. Whatever the mix
+/// (a burst in one write, lone requests, a first reply larger than the socket takes so that its
+/// rest is queued before the second), every reply arrives once, in the order it was sent.
+#[test]
+fn replies_written_at_once_or_queued_arrive_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    for address in ["127.0.0.1:0".to_string(), dir.path().join("two.sock").to_string_lossy().into_owned()] {
+        let mut reactor = Reactor::new(TwoReplies).unwrap();
+        let l = reactor.listen(address.as_str(), ListenOptions::new()).unwrap();
+        let bound = reactor.listener_address(l).unwrap().clone();
+        let handle = reactor.handle();
+        let client = thread::spawn(move || {
+            let mut s: Box<dyn ReadWrite> = match &bound {
+                Address::Unix(path) => Box::new(std::os::unix::net::UnixStream::connect(path).unwrap()),
+                _ => Box::new(std::net::TcpStream::connect(bound.resolve().unwrap()[0]).unwrap()),
+            };
+            let mut expect = |s: &mut Box<dyn ReadWrite>, messages: &[&[u8]]| {
+                for m in messages {
+                    let first = read_frame(s);
+                    if *m == b"big" {
+                        assert!(first == pattern(8 << 20, 7), "the large first reply arrived whole");
+                    } else {
+                        assert_eq!(first, [b"a", *m].concat());
+                    }
+                    assert_eq!(read_frame(s), [b"b", *m].concat());
+                }
+            };
+            for round in 0..50u32 {
+                let tag = round.to_string();
+                // A lone request, then a burst of three in one write, then the large one.
+                s.write_all(&frame(format!("one {tag}").as_bytes())).unwrap();
+                expect(&mut s, &[format!("one {tag}").as_bytes()]);
+                let burst: Vec<Vec<u8>> = (0..3).map(|i| format!("burst {tag}.{i}").into_bytes()).collect();
+                s.write_all(&burst.iter().flat_map(|m| frame(m)).collect::<Vec<u8>>()).unwrap();
+                expect(&mut s, &burst.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                if round % 10 == 0 {
+                    s.write_all(&frame(b"big")).unwrap();
+                    expect(&mut s, &[b"big"]);
+                }
+            }
+            handle.stop().unwrap();
+        });
+        let deadline = Instant::now() + WAIT;
+        while reactor.run_once(Some(Duration::from_millis(50))).unwrap() == Turn::Running {
+            assert!(Instant::now() < deadline, "the client did not finish");
+        }
+        client.join().unwrap();
+    }
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}

@@ -52,6 +52,9 @@ pub(crate) struct ConnEntry {
     pub(crate) budget_paused: bool,
     /// What the budget was last told this connection holds: input, output.
     pub(crate) budget_seen: (usize, usize),
+    /// A reply went out during the read being delivered, written at once rather than queued:
+    /// the read tells the session (its idle clock) with the clock read it makes anyway.
+    pub(crate) wrote_now: bool,
 }
 
 impl ConnEntry {
@@ -208,6 +211,11 @@ pub(crate) struct Core {
     pub(crate) siblings: Option<Arc<crate::reactor::shard::Siblings>>,
     /// Write-queue storage a drained queue left for the next one.
     pub(crate) spare: Spare,
+    /// The connection whose message is being delivered, while no other complete message
+    /// follows it in the bytes read: its handler's first reply is written at once when its
+    /// queue is empty (a request's answer leaves without a queue and a flush; the replies to a
+    /// burst still leave together, queued and flushed once).
+    pub(crate) reply_now: Option<u64>,
 }
 
 impl Core {
@@ -234,6 +242,7 @@ impl Core {
             carry: Vec::new(),
             carry_first: Vec::new(),
             turn_read: 0,
+            reply_now: None,
             to_close: Vec::new(),
             opened: Vec::new(),
             drained: Vec::new(),
@@ -404,6 +413,7 @@ impl Core {
             auto_paused: false,
             budget_paused: false,
             budget_seen: (0, 0),
+            wrote_now: false,
         })));
         self.connections += 1;
         self.pump(id.0);
@@ -482,8 +492,20 @@ impl Core {
     /// Queues a framed message on an open connection.
     pub(crate) fn send(&mut self, id: ConnId, message: &[u8]) -> Result<(), SendError> {
         let pressure = self.budget.under_pressure();
+        let now = self.reply_now == Some(id.0);
+        if now {
+            self.reply_now = None;
+        }
         let (c, spare) = self.writable_conn(id, message.len())?;
-        c.out.push_copy(message, spare);
+        if now && c.out.is_empty() {
+            let (written, queued) = c.out.write_now_or_copy(&mut c.stream, message, spare);
+            c.wrote_now |= written > 0;
+            if !queued {
+                return Ok(());
+            }
+        } else {
+            c.out.push_copy(message, spare);
+        }
         c.check_high_water(pressure);
         self.mark_dirty(id);
         self.budget_after_send(id.0);
@@ -840,6 +862,11 @@ impl Context<'_> {
     /// caller still has the message, and [`crate::reactor::Handler::on_drained`] says when to
     /// try again. With `auto_pause_reading` (the default) reading `conn` stops once its queue
     /// reaches the mark, so a handler answering the connection it reads from never gets there.
+    ///
+    /// Called from `on_message` for the last whole message of a read, the first reply to that
+    /// connection is written to the socket at once when nothing is queued before it (a request's
+    /// answer leaves without the queue's copy and flush; what the socket does not take is
+    /// queued). Replies to the earlier messages of a burst are queued and leave together.
     pub fn send(&mut self, conn: ConnId, message: &[u8]) -> Result<(), SendError> {
         self.core.send(conn, message)
     }

@@ -118,6 +118,10 @@ impl<H: Handler> Reactor<H> {
                     if completed > 0 {
                         c.session.on_message_boundary(now);
                     }
+                    if c.wrote_now {
+                        c.wrote_now = false;
+                        c.session.on_flush(now, true, c.out.is_empty());
+                    }
                     c.session.on_read(now, c.decoder.in_message());
                     if c.decoder.capacity() > 0 {
                         c.session.buffer_held();
@@ -176,17 +180,21 @@ impl<H: Handler> Reactor<H> {
                 return count;
             }
             let limit = c.session.frame_limit().min(c.opts.max_message_size);
+            let last = source.is_last_complete();
             // The glue every face shares: a frame or a refused length, judged by the session.
             match judge_frame(&mut c.session, source.next(limit)) {
                 Next::Empty => return count,
                 Next::Message(frame) => {
                     count += 1;
+                    // The last message of a read: the handler's reply to it may leave at once.
+                    self.core.reply_now = last.then_some(cid.0);
                     let (h, mut ctx) = (&mut self.handler, Context { core: &mut self.core });
                     match frame {
                         Frame::Borrowed(message) => h.on_message(&mut ctx, cid, message),
                         // The connection's own buffer, moved out: a large message, not copied.
                         Frame::Owned(message) => h.on_message_owned(&mut ctx, cid, message),
                     }
+                    self.core.reply_now = None;
                 }
                 Next::Consumed => {
                     count += 1;
@@ -211,16 +219,30 @@ impl<H: Handler> Reactor<H> {
 /// connection's own decoder (a large message that fills it is moved out, owned).
 trait FrameSource {
     fn next(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError>;
+
+    /// Whether no complete frame follows the next one (asked before [`FrameSource::next`]):
+    /// then a reply to it may be written at once, since no reply to a later one could join it.
+    fn is_last_complete(&self) -> bool;
 }
 
 impl FrameSource for FrameDecoder {
     fn next(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError> {
         self.next_frame_or_owned(limit)
     }
+
+    /// A connection's own buffer (a large message, or messages a pause left) is not the
+    /// request/reply case: its replies are queued.
+    fn is_last_complete(&self) -> bool {
+        false
+    }
 }
 
 impl FrameSource for SliceFrames<'_> {
     fn next(&mut self, limit: usize) -> Result<Option<Frame<'_>>, FrameError> {
         Ok(self.next_frame_limited(limit)?.map(Frame::Borrowed))
+    }
+
+    fn is_last_complete(&self) -> bool {
+        !self.complete_after_next()
     }
 }

@@ -1,6 +1,9 @@
 //! Writing: a connection's queue is flushed once after its reads and for every dirty connection
 //! at the end of a turn; `WouldBlock` asks the poller for writability; a queue that drains below
-//! the low-water mark resumes an auto-paused connection and reports `on_drained`.
+//! the low-water mark resumes an auto-paused connection and reports `on_drained`. (A request's
+//! reply does not come here when the socket takes it at once: `Core::send` writes the first reply
+//! to the last whole message of a read straight away when nothing is queued before it, which
+//! spares a ping-pong the queue's copy and flush; replies to a burst still leave together.)
 
 use std::time::Instant;
 

@@ -169,6 +169,43 @@ impl WriteQueue {
         true
     }
 
+    /// Sends one message at once (one vectored write of its header and body) when nothing is
+    /// queued, and queues what the writer does not take: the rest of its bytes, or all of it
+    /// (a copy, as [`WriteQueue::push_copy`]) when the write took nothing or failed (the next
+    /// flush meets the error and reports it). Returns the bytes written and whether anything
+    /// was queued.
+    pub(crate) fn write_now_or_copy(&mut self, w: &mut impl Write, body: &[u8], spare: &mut Spare) -> (usize, bool) {
+        if !self.is_empty() {
+            self.push_copy(body, spare);
+            return (0, true);
+        }
+        let header = Header::for_len(body.len());
+        let total = header.as_bytes().len() + body.len();
+        let slices = [IoSlice::new(header.as_bytes()), IoSlice::new(body)];
+        let written = loop {
+            match w.write_vectored(&slices) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => break n.min(total),
+                Err(_) => break 0,
+            }
+        };
+        if written == total {
+            return (written, false);
+        }
+        if written == 0 {
+            self.push_copy(body, spare);
+            return (0, true);
+        }
+        // Part went: the rest of the framed bytes, as they are.
+        let mut rest = Vec::with_capacity(total - written);
+        let skip = written.min(header.as_bytes().len());
+        rest.extend_from_slice(&header.as_bytes()[skip..]);
+        rest.extend_from_slice(&body[written - skip..]);
+        self.queued += rest.len();
+        self.chunks.push_back(Chunk::Small(rest));
+        (written, true)
+    }
+
     /// Writes as much as the writer takes. `Ok(true)` when everything was written, `Ok(false)`
     /// when the writer would block with bytes left. Storage no longer needed goes to `spare`.
     pub(crate) fn flush(&mut self, w: &mut impl Write, spare: &mut Spare) -> io::Result<bool> {
@@ -354,6 +391,67 @@ mod tests {
                 assert_eq!(got, want, "step {step}, blocks first {blocks_first}, queued before {queued_before}");
             }
         }
+    }
+
+    /// A reply written at once: whole when the writer takes it all; otherwise (any split, a
+    /// would-block, something queued before it) the rest is queued, and every message arrives
+    /// once, in order. A large body (past the small-message buffers) too.
+    #[test]
+    fn a_reply_written_now_or_copied_arrives_whole_and_in_order_at_any_split() {
+        for body in [b"reply to the request".to_vec(), vec![7u8; 70_000]] {
+            let whole = 4 + body.len();
+            for step in [1, 2, 3, 4, 5, 9, 100, whole - 1, whole, whole + 1] {
+                for (blocks_first, queued_before) in [(false, false), (true, false), (false, true)] {
+                    let mut q = WriteQueue::default();
+                    let mut spare = Spare::default();
+                    if queued_before {
+                        q.push_copy(b"before", &mut spare);
+                    }
+                    let mut w = Trickle { out: Vec::new(), step, calls: usize::from(blocks_first) };
+                    let (written, queued) = q.write_now_or_copy(&mut w, &body, &mut spare);
+                    assert_eq!(written, w.out.len());
+                    let direct = !blocks_first && !queued_before;
+                    assert_eq!(written, if direct { step.min(whole) } else { 0 }, "step {step}");
+                    assert_eq!(queued, !direct || step < whole, "step {step}");
+                    assert_eq!(q.queued() + written, whole + if queued_before { 10 } else { 0 });
+                    let mut rounds = 0;
+                    while !q.flush(&mut w, &mut spare).unwrap() {
+                        rounds += 1;
+                        assert!(rounds < 200_000);
+                    }
+                    let mut d = FrameDecoder::default();
+                    d.feed(&w.out);
+                    let mut got = Vec::new();
+                    while let Some(m) = d.take_frame().unwrap() {
+                        got.push(m);
+                    }
+                    let mut want = vec![body.clone()];
+                    if queued_before {
+                        want.insert(0, b"before".to_vec());
+                    }
+                    assert_eq!(got, want, "step {step}, blocks first {blocks_first}, queued before {queued_before}");
+                }
+            }
+        }
+    }
+
+    /// A writer that fails: nothing is lost, the reply is queued for the flush to meet the error.
+    #[test]
+    fn a_reply_the_writer_refuses_is_queued_for_the_flush() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut q = WriteQueue::default();
+        let mut spare = Spare::default();
+        assert_eq!(q.write_now_or_copy(&mut Broken, b"reply", &mut spare), (0, true));
+        assert_eq!(q.queued(), 9);
+        assert_eq!(q.flush(&mut Broken, &mut spare).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]

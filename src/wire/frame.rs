@@ -447,6 +447,18 @@ impl<'a> SliceFrames<'a> {
         Ok(Some(body))
     }
 
+    /// Whether a second complete message follows the next one (lengths are not checked
+    /// against any limit here).
+    pub fn complete_after_next(&self) -> bool {
+        let whole = |at: usize| -> Option<usize> {
+            let avail = self.buf.get(at..)?;
+            let (header_len, len) = parse_header(avail).ok()??;
+            let end = (header_len as u64).checked_add(len)?;
+            (avail.len() as u64 >= end).then(|| at + end as usize)
+        };
+        whole(self.pos).and_then(whole).is_some()
+    }
+
     /// The bytes after the last complete message.
     pub fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
@@ -472,6 +484,32 @@ mod tests {
             got.push(m.to_vec());
         }
         got
+    }
+
+    /// Whether a second complete message follows the next: exact at every cut of a read,
+    /// including the 12-byte header of a long message.
+    #[test]
+    fn complete_after_next_is_exact_at_every_cut() {
+        let mut long = Vec::new();
+        long.extend_from_slice(&(-1i32).to_be_bytes());
+        long.extend_from_slice(&3u64.to_be_bytes());
+        long.extend_from_slice(b"xyz");
+        let mut bytes = frames(&[b"one".to_vec(), Vec::new()]);
+        bytes.extend_from_slice(&long);
+        bytes.extend_from_slice(&frames(&[b"four".to_vec()]));
+        let ends = [7, 11, 26, 34];
+        for cut in 0..=bytes.len() {
+            let mut f = SliceFrames::new(&bytes[..cut]);
+            loop {
+                let start = f.pos;
+                let follows = f.complete_after_next();
+                let complete: Vec<usize> = ends.iter().copied().filter(|&e| e > start && e <= cut).collect();
+                assert_eq!(follows, complete.len() >= 2, "cut {cut}, at {start}");
+                if f.next_frame_limited(usize::MAX).unwrap().is_none() {
+                    break;
+                }
+            }
+        }
     }
 
     /// `read_growth` predicts exactly how much `read_buf` grows the buffer, through a large
