@@ -608,7 +608,7 @@ fn replies_written_at_once_or_queued_arrive_in_order() {
                 Address::Unix(path) => Box::new(std::os::unix::net::UnixStream::connect(path).unwrap()),
                 _ => Box::new(std::net::TcpStream::connect(bound.resolve().unwrap()[0]).unwrap()),
             };
-            let mut expect = |s: &mut Box<dyn ReadWrite>, messages: &[&[u8]]| {
+            let expect = |s: &mut Box<dyn ReadWrite>, messages: &[&[u8]]| {
                 for m in messages {
                     let first = read_frame(s);
                     if *m == b"big" {
