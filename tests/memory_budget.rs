@@ -450,6 +450,88 @@ fn reactor_send_beyond_the_budget_is_refused() {
     assert!(queued <= 32 * MIB + 4 * MIB, "queued {} MiB beyond a 32 MiB budget", queued / MIB);
 }
 
+/// Peers that send small requests forever and never read the large replies: once the budget
+/// refuses a peer's reply, that peer stops being read (as at the high-water mark), so the handler
+/// does not build reply after refused reply for it while a good client waits. Counted, not
+/// timed: the refusals stay at about one per peer (they were tens of thousands, and the good
+/// client's round trip took 1-1.7 s, before), and the good client is answered throughout.
+#[test]
+fn reactor_peers_whose_replies_the_budget_refuses_stop_being_read() {
+    let _serial = serial();
+    const HOGS: usize = 8;
+    const REPLY: usize = 256 << 10;
+    struct Replier {
+        refused: Arc<AtomicU64>,
+    }
+    impl Handler for Replier {
+        fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
+            let reply = if message == b"ping" { b"pong".to_vec() } else { vec![5u8; REPLY] };
+            if let Err(SendError::OverBudget { .. }) = ctx.send(conn, &reply) {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let refused = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let counter = refused.clone();
+    let t = thread::spawn(move || {
+        let config = ReactorConfig::default().memory_budget(Some(8 * MIB));
+        let mut reactor = Reactor::with_config(Replier { refused: counter }, config).unwrap();
+        let options = ListenOptions::new()
+            .authkey(KEY)
+            .connection(ConnectionOptions::new().authkey(KEY).high_water_mark(64 * MIB));
+        let l = reactor.listen(mpconn::arbitrary_address(Family::Unix).unwrap(), options).unwrap();
+        ready_tx.send((reactor.listener_address(l).unwrap().clone(), reactor.handle())).unwrap();
+        reactor.run().unwrap();
+    });
+    let (address, handle) = ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let until = Instant::now() + Duration::from_secs(60);
+    // The hogs: authenticated, then 9-byte requests written as fast as the socket takes them.
+    let hogs: Vec<_> = (0..HOGS)
+        .map(|_| {
+            let (address, stop) = (address.clone(), stop.clone());
+            thread::spawn(move || {
+                let (mut s, _reader) = split_unix(&address.to_string(), Some(KEY));
+                s.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+                let request: Vec<u8> = [&5u32.to_be_bytes()[..], b"hello"].concat().repeat(1000);
+                let mut sent = 0usize;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    match s.write(&request) {
+                        Ok(n) => sent += n,
+                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => break,
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    // The good client, for 3 s once the hogs have filled the budget.
+    thread::sleep(Duration::from_secs(1));
+    let mut good = Client::new(address).authkey(KEY).connect().unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rtts = Vec::new();
+    let measure_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < measure_until {
+        let t0 = Instant::now();
+        good.send_bytes(b"ping").unwrap();
+        assert_eq!(good.recv_bytes().unwrap(), b"pong");
+        rtts.push(t0.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent: usize = hogs.into_iter().map(|h| h.join().unwrap()).sum();
+    handle.stop().unwrap();
+    t.join().unwrap();
+    let refused = refused.load(Ordering::Relaxed);
+    println!(
+        "{HOGS} hogs wrote {} KiB of requests; {refused} replies refused by the budget; good client: {}",
+        sent / 1024,
+        summary(rtts)
+    );
+    assert!(refused <= 4 * HOGS as u64, "{refused} refusals: the hogs kept being read");
+}
+
 /// The tokio face: 16 attackers against one Listener's connections (each in its own task, as
 /// a server would run them) with a 256 MiB budget: RSS within budget + slack, the good client
 /// served, every attacker's message delivered once they finish.

@@ -560,6 +560,16 @@ impl Core {
         }
         if !allowed {
             c.backpressured = true;
+            // With auto_pause_reading, a connection whose output the budget refuses stops
+            // reading, as at the high-water mark: every request it sent on would cost the
+            // handler its work for one more refusal, turn after turn, while the connections it
+            // crowds out wait. It reads again when its queue drains (`Core::flush_at`).
+            if c.opts.auto_pause_reading && !c.auto_paused {
+                c.auto_paused = true;
+                if !c.paused {
+                    c.session.set_reading_paused(true, Instant::now());
+                }
+            }
             return Err(SendError::OverBudget { queued: c.out.queued(), total, budget: cap });
         }
         Ok((c, &mut self.spare))

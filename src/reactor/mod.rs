@@ -182,7 +182,9 @@ pub enum SendError {
     },
     /// The reactor's memory budget ([`options::ReactorConfig::memory_budget`]) is spent and this
     /// connection already has output queued; as for `Full`, wait for `on_drained` (its queue
-    /// emptied).
+    /// emptied). With `auto_pause_reading` (the default) the connection stops reading until its
+    /// queue drains, so a peer that never reads its replies is not read on, each request only
+    /// to be refused again.
     #[error("the reactor's memory budget is spent ({total} bytes held, budget {budget}; {queued} queued here)")]
     OverBudget {
         /// Bytes queued on this connection now.
