@@ -68,10 +68,15 @@ impl ConnEntry {
     #[inline]
     pub(crate) fn check_high_water(&mut self, pressure: bool) {
         let queued = self.out.queued();
-        if self.opts.auto_pause_reading
-            && !self.auto_paused
-            && (queued >= self.opts.high_water_mark || (pressure && queued > SMALL_INPUT))
-        {
+        if queued >= self.opts.high_water_mark || (pressure && queued > SMALL_INPUT) {
+            self.auto_pause();
+        }
+    }
+
+    /// With `auto_pause_reading`, stops reading for the output's sake (it reads again when its
+    /// queue drains, `Core::flush_at`).
+    pub(crate) fn auto_pause(&mut self) {
+        if self.opts.auto_pause_reading && !self.auto_paused {
             self.auto_paused = true;
             if !self.paused {
                 self.session.set_reading_paused(true, Instant::now());
@@ -492,12 +497,12 @@ impl Core {
     /// Queues a framed message on an open connection.
     pub(crate) fn send(&mut self, id: ConnId, message: &[u8]) -> Result<(), SendError> {
         let pressure = self.budget.under_pressure();
-        let now = self.reply_now == Some(id.0);
-        if now {
+        let at_once = self.reply_now == Some(id.0);
+        if at_once {
             self.reply_now = None;
         }
         let (c, spare) = self.writable_conn(id, message.len())?;
-        if now && c.out.is_empty() {
+        if at_once {
             let (written, queued) = c.out.write_now_or_copy(&mut c.stream, message, spare);
             c.wrote_now |= written > 0;
             if !queued {
@@ -560,16 +565,10 @@ impl Core {
         }
         if !allowed {
             c.backpressured = true;
-            // With auto_pause_reading, a connection whose output the budget refuses stops
-            // reading, as at the high-water mark: every request it sent on would cost the
-            // handler its work for one more refusal, turn after turn, while the connections it
-            // crowds out wait. It reads again when its queue drains (`Core::flush_at`).
-            if c.opts.auto_pause_reading && !c.auto_paused {
-                c.auto_paused = true;
-                if !c.paused {
-                    c.session.set_reading_paused(true, Instant::now());
-                }
-            }
+            // A connection whose output the budget refuses stops reading, as at the high-water
+            // mark: every request it sent on would cost the handler its work for one more
+            // refusal, turn after turn, while the connections it crowds out wait.
+            c.auto_pause();
             return Err(SendError::OverBudget { queued: c.out.queued(), total, budget: cap });
         }
         Ok((c, &mut self.spare))

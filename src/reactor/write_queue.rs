@@ -53,6 +53,31 @@ impl Chunk {
     }
 }
 
+/// The bytes of `bodies` framed (each with its header).
+fn framed_len(bodies: &[&[u8]]) -> usize {
+    bodies.iter().map(|b| Header::for_len(b.len()).as_bytes().len() + b.len()).sum()
+}
+
+/// One vectored write of at most [`FEW_CHUNKS`] framed `bodies`, retried when interrupted:
+/// the bytes the writer took (0 on any other error, which the next flush meets and reports).
+#[inline]
+fn write_framed(w: &mut impl Write, bodies: &[&[u8]]) -> usize {
+    let headers: [Header; FEW_CHUNKS] = std::array::from_fn(|i| Header::for_len(bodies.get(i).map_or(0, |b| b.len())));
+    let mut slices = [IoSlice::new(&[]); 2 * FEW_CHUNKS];
+    for (i, body) in bodies.iter().enumerate().take(FEW_CHUNKS) {
+        slices[2 * i] = IoSlice::new(headers[i].as_bytes());
+        slices[2 * i + 1] = IoSlice::new(body);
+    }
+    let count = 2 * bodies.len().min(FEW_CHUNKS);
+    loop {
+        match w.write_vectored(&slices[..count]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => return n,
+            Err(_) => return 0,
+        }
+    }
+}
+
 /// Outgoing bytes of one connection, in order.
 #[derive(Debug, Default)]
 pub(crate) struct WriteQueue {
@@ -126,46 +151,21 @@ impl WriteQueue {
         if messages.is_empty() {
             return false;
         }
-        let mut written = 0;
         if self.is_empty() && messages.len() <= FEW_CHUNKS {
-            let headers: [Header; FEW_CHUNKS] =
-                std::array::from_fn(|i| Header::for_len(messages.get(i).map_or(0, Vec::len)));
-            let mut slices = [IoSlice::new(&[]); 2 * FEW_CHUNKS];
-            for (i, m) in messages.iter().enumerate() {
-                slices[2 * i] = IoSlice::new(headers[i].as_bytes());
-                slices[2 * i + 1] = IoSlice::new(m);
-            }
-            let count = 2 * messages.len();
-            written = loop {
-                match w.write_vectored(&slices[..count]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Ok(n) => break n,
-                    Err(_) => break 0,
-                }
-            };
-            let total: usize = messages.iter().map(|m| Header::for_len(m.len()).as_bytes().len() + m.len()).sum();
-            if written == total {
+            let all: [&[u8]; FEW_CHUNKS] = std::array::from_fn(|i| messages.get(i).map_or(&[][..], Vec::as_slice));
+            let bodies = &all[..messages.len()];
+            let written = write_framed(w, bodies);
+            if written == framed_len(bodies) {
                 return false;
             }
-        }
-        if written == 0 {
-            for m in messages.iter_mut() {
-                self.push_owned(std::mem::take(m), &mut Spare::default());
-            }
-            return true;
-        }
-        // Part went: queue the rest of the framed bytes as they are.
-        let mut rest = Vec::new();
-        for m in messages.iter() {
-            let header = Header::for_len(m.len());
-            for part in [header.as_bytes(), m.as_slice()] {
-                let skip = written.min(part.len());
-                written -= skip;
-                rest.extend_from_slice(&part[skip..]);
+            if written > 0 {
+                self.queue_rest(bodies, written);
+                return true;
             }
         }
-        self.queued += rest.len();
-        self.chunks.push_back(Chunk::Small(rest));
+        for m in messages.iter_mut() {
+            self.push_owned(std::mem::take(m), &mut Spare::default());
+        }
         true
     }
 
@@ -175,35 +175,35 @@ impl WriteQueue {
     /// flush meets the error and reports it). Returns the bytes written and whether anything
     /// was queued.
     pub(crate) fn write_now_or_copy(&mut self, w: &mut impl Write, body: &[u8], spare: &mut Spare) -> (usize, bool) {
-        if !self.is_empty() {
-            self.push_copy(body, spare);
-            return (0, true);
-        }
-        let header = Header::for_len(body.len());
-        let total = header.as_bytes().len() + body.len();
-        let slices = [IoSlice::new(header.as_bytes()), IoSlice::new(body)];
-        let written = loop {
-            match w.write_vectored(&slices) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(n) => break n.min(total),
-                Err(_) => break 0,
+        if self.is_empty() {
+            let bodies = [body];
+            let written = write_framed(w, &bodies);
+            if written == framed_len(&bodies) {
+                return (written, false);
             }
-        };
-        if written == total {
-            return (written, false);
+            if written > 0 {
+                self.queue_rest(&bodies, written);
+                return (written, true);
+            }
         }
-        if written == 0 {
-            self.push_copy(body, spare);
-            return (0, true);
+        self.push_copy(body, spare);
+        (0, true)
+    }
+
+    /// Queues what is left of `bodies` (framed) after the first `written` bytes went out, as
+    /// those bytes are, in one chunk.
+    fn queue_rest(&mut self, bodies: &[&[u8]], mut written: usize) {
+        let mut rest = Vec::with_capacity(framed_len(bodies).saturating_sub(written));
+        for body in bodies {
+            let header = Header::for_len(body.len());
+            for part in [header.as_bytes(), body] {
+                let skip = written.min(part.len());
+                written -= skip;
+                rest.extend_from_slice(&part[skip..]);
+            }
         }
-        // Part went: the rest of the framed bytes, as they are.
-        let mut rest = Vec::with_capacity(total - written);
-        let skip = written.min(header.as_bytes().len());
-        rest.extend_from_slice(&header.as_bytes()[skip..]);
-        rest.extend_from_slice(&body[written - skip..]);
         self.queued += rest.len();
         self.chunks.push_back(Chunk::Small(rest));
-        (written, true)
     }
 
     /// Writes as much as the writer takes. `Ok(true)` when everything was written, `Ok(false)`
@@ -295,6 +295,23 @@ mod tests {
     use crate::wire::frame::FrameDecoder;
 
     /// A writer that takes at most `step` bytes per call and blocks every other call.
+    /// Flushes `q` into `w` until drained (at most `max_rounds` flushes that leave bytes) and
+    /// returns the messages `w` received.
+    fn flush_and_decode(q: &mut WriteQueue, w: &mut Trickle, spare: &mut Spare, max_rounds: usize) -> Vec<Vec<u8>> {
+        let mut rounds = 0;
+        while !q.flush(w, spare).unwrap() {
+            rounds += 1;
+            assert!(rounds < max_rounds);
+        }
+        let mut d = FrameDecoder::default();
+        d.feed(&w.out);
+        let mut got = Vec::new();
+        while let Some(m) = d.take_frame().unwrap() {
+            got.push(m);
+        }
+        got
+    }
+
     struct Trickle {
         out: Vec<u8>,
         step: usize,
@@ -337,18 +354,8 @@ mod tests {
             if i % 2 == 0 { q.push_owned(m.clone(), &mut spare) } else { q.push_copy(m, &mut spare) }
         }
         let mut w = Trickle { out: Vec::new(), step: 7_777, calls: 0 };
-        let mut rounds = 0;
-        while !q.flush(&mut w, &mut spare).unwrap() {
-            rounds += 1;
-            assert!(rounds < 100_000);
-        }
+        let got = flush_and_decode(&mut q, &mut w, &mut spare, 100_000);
         assert!(q.is_empty());
-        let mut d = FrameDecoder::default();
-        d.feed(&w.out);
-        let mut got = Vec::new();
-        while let Some(m) = d.take_frame().unwrap() {
-            got.push(m);
-        }
         assert_eq!(got, msgs);
     }
 
@@ -373,17 +380,7 @@ mod tests {
                 let queued = q.write_now_or_queue(&mut w, &mut batch);
                 assert_eq!(queued, step < whole || blocks_first || queued_before, "step {step}");
                 assert_eq!(q.queued() + w.out.len(), whole + if queued_before { 10 } else { 0 });
-                let mut rounds = 0;
-                while !q.flush(&mut w, &mut spare).unwrap() {
-                    rounds += 1;
-                    assert!(rounds < 1000);
-                }
-                let mut d = FrameDecoder::default();
-                d.feed(&w.out);
-                let mut got = Vec::new();
-                while let Some(m) = d.take_frame().unwrap() {
-                    got.push(m);
-                }
+                let got = flush_and_decode(&mut q, &mut w, &mut spare, 1000);
                 let mut want = vec![a.clone(), b.clone()];
                 if queued_before {
                     want.insert(0, b"before".to_vec());
@@ -414,17 +411,7 @@ mod tests {
                     assert_eq!(written, if direct { step.min(whole) } else { 0 }, "step {step}");
                     assert_eq!(queued, !direct || step < whole, "step {step}");
                     assert_eq!(q.queued() + written, whole + if queued_before { 10 } else { 0 });
-                    let mut rounds = 0;
-                    while !q.flush(&mut w, &mut spare).unwrap() {
-                        rounds += 1;
-                        assert!(rounds < 200_000);
-                    }
-                    let mut d = FrameDecoder::default();
-                    d.feed(&w.out);
-                    let mut got = Vec::new();
-                    while let Some(m) = d.take_frame().unwrap() {
-                        got.push(m);
-                    }
+                    let got = flush_and_decode(&mut q, &mut w, &mut spare, 200_000);
                     let mut want = vec![body.clone()];
                     if queued_before {
                         want.insert(0, b"before".to_vec());
@@ -471,17 +458,7 @@ mod tests {
         }
         for q in &mut queues {
             let mut w = Trickle { out: Vec::new(), step: 100, calls: 0 };
-            let mut rounds = 0;
-            while !q.flush(&mut w, &mut spare).unwrap() {
-                rounds += 1;
-                assert!(rounds < 10_000);
-            }
-            let mut d = FrameDecoder::default();
-            d.feed(&w.out);
-            let mut got = Vec::new();
-            while let Some(m) = d.take_frame().unwrap() {
-                got.push(m);
-            }
+            let got = flush_and_decode(q, &mut w, &mut spare, 10_000);
             assert_eq!(got, [b"before".to_vec(), vec![9u8; 1024], b"after".to_vec()]);
         }
     }
