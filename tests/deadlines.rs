@@ -455,6 +455,50 @@ fn blocking_write_stall_spares_a_slow_reader() {
     assert!(reader.join().unwrap() >= 8 << 20);
 }
 
+/// A raw peer that takes 16 KiB every 40 ms (about 400 KB/s) from `s` until end of file, a
+/// read error or 20 s; returns the bytes it read. Linux wakes a blocked Unix-socket writer
+/// only once its buffer is three-quarters empty, which this reader takes about 400 ms to do,
+/// longer than the 150 ms write-stall limit of the tests below: the writer hears of its
+/// progress only by trying.
+fn slow_unix_reader(mut s: UnixStream) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 16 << 10];
+        let mut total = 0usize;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            thread::sleep(Duration::from_millis(40));
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    })
+}
+
+/// The write-stall limit shorter than the kernel's wake-ups of a writer to a slow reader.
+const SHORT_STALL: Duration = Duration::from_millis(150);
+
+#[test]
+fn blocking_write_stall_spares_a_slow_reader_between_kernel_wake_ups() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let t = Timeouts { write_stall: Some(SHORT_STALL), ..Timeouts::DEFAULT };
+    let mut conn = Client::new(Address::unix(&path)).timeouts(t).connect().unwrap();
+    let reader = slow_unix_reader(listener.accept().unwrap().0);
+    let start = Instant::now();
+    let r = conn.send_bytes(&vec![1u8; 1 << 20]);
+    println!(
+        "blocking 1 MiB send to a peer reading 16 KiB every 40 ms, 150 ms write stall: {r:?} after {:?}",
+        start.elapsed()
+    );
+    assert!(r.is_ok(), "a slow but steady reader was taken for a stalled one: {r:?}");
+    drop(conn);
+    assert_eq!(reader.join().unwrap(), 4 + (1 << 20));
+}
+
 /// A blocking client with a 1 s idle timeout, connected to a Unix listener whose connection
 /// stays silent (held by the returned listener side).
 fn idle_client(dir: &tempfile::TempDir, name: &str) -> (mpconn::Connection, mpconn::Connection) {
@@ -658,6 +702,43 @@ mod async_face {
             println!("async close, 8 MiB queued, peer reads: {r:?}");
             assert!(r.is_ok(), "{r:?}");
             assert_eq!(reader.join().unwrap(), 128 * (4 + (64 << 10)));
+        });
+    }
+
+    /// A slow but steady reader keeps its connection under a write-stall limit shorter than
+    /// the kernel's wake-ups of the writer, for queued small messages and for a large one
+    /// written from the caller's buffer.
+    #[test]
+    fn a_slow_reader_is_spared_by_a_write_stall_shorter_than_the_kernels_wake_ups() {
+        rt().block_on(async {
+            let t = Timeouts { write_stall: Some(SHORT_STALL), ..Timeouts::DEFAULT };
+            for large in [false, true] {
+                let (_dir, mut listener, peer) = pair(t);
+                let mut conn = listener.accept().await.unwrap();
+                let reader = slow_unix_reader(peer);
+                let start = Instant::now();
+                let r = if large {
+                    conn.send_bytes(&vec![1u8; 1 << 20]).await
+                } else {
+                    let mut r = Ok(());
+                    for _ in 0..16 {
+                        r = conn.send_bytes(&vec![2u8; 60 << 10]).await;
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                    r
+                };
+                println!(
+                    "async send of 1 MiB ({}) to a peer reading 16 KiB every 40 ms, 150 ms write stall: {r:?} after {:?}",
+                    if large { "one message" } else { "16 messages" },
+                    start.elapsed()
+                );
+                assert!(r.is_ok(), "a slow but steady reader was taken for a stalled one: {r:?}");
+                drop(conn);
+                let want = if large { 4 + (1 << 20) } else { 16 * (4 + (60 << 10)) };
+                assert_eq!(reader.join().unwrap(), want);
+            }
         });
     }
 

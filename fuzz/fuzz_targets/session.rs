@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             6 => s.handle_frame_error(FrameError::NegativeLength(-2)),
             _ => s.handle_eof(op & 0x80 != 0),
         }
-        s.handle_timeout(now);
+        let _ = s.handle_timeout(now);
         while s.poll_transmit().is_some() {}
         while let Some(e) = s.poll_event() {
             if let Event::Closed(_) = e {

@@ -270,8 +270,38 @@ impl Connection {
             let now = Instant::now();
             let stall_at = self.link.session().write_stall_deadline();
             if stall_at.is_some_and(|d| d <= now) {
+                if self.link.session_mut().handle_timeout(now).try_write {
+                    // The kernel wakes a blocked writer only once much of its buffer drained: a
+                    // peer reading slowly may have taken bytes unnoticed. One write without
+                    // waiting tells; the session decides at the next turn.
+                    let stream = self.stream.as_mut().ok_or_else(no_stream)?;
+                    match stream.try_write_vectored(slices) {
+                        Ok(n) if n > 0 => {
+                            IoSlice::advance_slices(&mut slices, n);
+                            last_progress = Instant::now();
+                            let drained = slices.is_empty();
+                            self.link.session_mut().on_flush(last_progress, true, drained);
+                            if drained {
+                                return Ok(());
+                            }
+                        }
+                        Ok(_) => self.link.session_mut().on_flush(now, false, false),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported | io::ErrorKind::Interrupted
+                            ) =>
+                        {
+                            self.link.session_mut().on_flush(now, false, false)
+                        }
+                        Err(e) => {
+                            self.link.io_error(e);
+                            return Err(self.close_error());
+                        }
+                    }
+                    continue;
+                }
                 let session = self.link.session_mut();
-                session.handle_timeout(now);
                 if session.is_closed() {
                     self.send_broken = true;
                     log::debug!("send closed by the write-stall deadline");
@@ -423,7 +453,7 @@ impl Connection {
             let now = Instant::now();
             let session_deadline = self.link.session().poll_timeout();
             if session_deadline.is_some_and(|d| d <= now) {
-                if self.link.session_mut().handle_timeout(now) {
+                if self.link.session_mut().handle_timeout(now).release_buffer {
                     self.link.decoder_mut().shrink_if_idle();
                 }
                 if self.link.session().close_pending() {
@@ -588,7 +618,7 @@ impl Connection {
             }
             let session_deadline = self.link.session().poll_timeout();
             if session_deadline.is_some_and(|d| d <= now) {
-                if self.link.session_mut().handle_timeout(now) {
+                if self.link.session_mut().handle_timeout(now).release_buffer {
                     self.link.decoder_mut().shrink_if_idle();
                 }
                 continue;
@@ -703,7 +733,7 @@ impl Connection {
         if let Err(e) = stream.write_all_vectored(slices) {
             // Out of time: the session's deadline decides; any other error is the session's too.
             if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
-                self.link.session_mut().handle_timeout(Instant::now());
+                let _ = self.link.session_mut().handle_timeout(Instant::now());
             }
             self.link.io_error(e);
             return Err(self.close_error());

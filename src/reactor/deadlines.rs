@@ -65,9 +65,15 @@ impl<H: Handler> Reactor<H> {
                 continue;
             };
             c.timer_at = None;
-            if c.session.handle_timeout(now) {
+            let due = c.session.handle_timeout(now);
+            if due.release_buffer {
                 c.decoder.shrink_if_idle();
                 self.core.budget_sync(id);
+            }
+            if due.try_write {
+                // The peer may be reading what waits, unreported by the poller: one write
+                // tells (the session decides at the next call, due at once unless bytes moved).
+                self.core.flush_at(id, Some(now));
             }
             self.core.pump(id);
             self.settle();

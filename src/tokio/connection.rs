@@ -75,13 +75,25 @@ fn yield_to_runtime<T>(cx: &mut Context<'_>) -> Poll<T> {
     Poll::Pending
 }
 
+/// What ended [`poll_session_deadline`].
+#[derive(Debug, PartialEq, Eq)]
+enum Passed {
+    /// The session has closed.
+    Closed,
+    /// The session asks for one write before it decides (the peer may be reading slowly,
+    /// unreported: see `Session::handle_timeout`); only for a caller that can write.
+    TryWrite,
+}
+
 /// Waits for the session's earliest deadline; each time it passes, the session's
 /// `handle_timeout` decides (a slot whose condition no longer holds re-arms). Ready once the
-/// session has closed; pending while it stays open (the task is woken at the next deadline).
-fn poll_session_deadline(link: &mut Link, timer: &mut Timer, cx: &mut Context<'_>) -> Poll<()> {
+/// session has closed, or when it asks for a write and `writer` can give it one; pending while
+/// it stays open (the task is woken at the next deadline). A caller that cannot write lets the
+/// session decide without one (its slot is due at once: the next turn closes).
+fn poll_session_deadline(link: &mut Link, timer: &mut Timer, cx: &mut Context<'_>, writer: bool) -> Poll<Passed> {
     loop {
         if link.session().is_closing() {
-            return Poll::Ready(());
+            return Poll::Ready(Passed::Closed);
         }
         let Some(at) = link.session().poll_timeout() else {
             *timer = None;
@@ -92,8 +104,12 @@ fn poll_session_deadline(link: &mut Link, timer: &mut Timer, cx: &mut Context<'_
         }
         let Some((_, sleep)) = timer.as_mut() else { return Poll::Pending };
         ready!(sleep.as_mut().poll(cx));
-        if link.session_mut().handle_timeout(Instant::now()) {
+        let due = link.session_mut().handle_timeout(Instant::now());
+        if due.release_buffer {
             link.decoder_mut().shrink_if_idle();
+        }
+        if due.try_write && writer && !link.session().is_closing() {
+            return Poll::Ready(Passed::TryWrite);
         }
     }
 }
@@ -333,7 +349,16 @@ impl Connection {
             match Pin::new(io).poll_write(cx, &self.out[self.out_pos..end]) {
                 Poll::Pending => {
                     self.waited();
-                    return self.poll_stalled(cx, wrote);
+                    ready!(self.poll_stalled(cx, wrote))?;
+                    // Reported by the stall above; what the asked-for write moves is new.
+                    let pending = [IoSlice::new(&self.out[self.out_pos..end])];
+                    let n = match Self::try_write_now(self.io.as_ref(), &pending) {
+                        Ok(n) => n,
+                        Err(e) => return Poll::Ready(Err(self.write_failed(e))),
+                    };
+                    self.out_pos += n;
+                    self.moved += n;
+                    wrote = n > 0;
                 }
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(self.write_failed(io::ErrorKind::WriteZero.into()))),
                 Poll::Ready(Ok(n)) => {
@@ -369,12 +394,34 @@ impl Connection {
 
     /// The transport takes no more output now: the session hears of it (`wrote`: progress since
     /// the last report restarts the write-stall clock) and its deadline is waited on beside the
-    /// write. Ready with the session's reason once it closed (write stall, or another deadline).
+    /// write. Ready with the session's reason once it closed (write stall, or another deadline),
+    /// or with `Ok` when the session asks for one write before deciding: the caller then tries
+    /// [`Connection::try_write_now`] and goes on writing (the next stall reports what it moved).
     fn poll_stalled(&mut self, cx: &mut Context<'_>, wrote: bool) -> Poll<Result<()>> {
         self.link.session_mut().on_flush(Instant::now(), wrote, false);
-        ready!(poll_session_deadline(&mut self.link, &mut self.timer, cx));
+        if ready!(poll_session_deadline(&mut self.link, &mut self.timer, cx, true)) == Passed::TryWrite {
+            return Poll::Ready(Ok(()));
+        }
         self.send_failed = true;
         Poll::Ready(Err(self.close_error()))
+    }
+
+    /// The write a deadline asked for ([`Connection::poll_stalled`]): `bufs` offered once
+    /// without waiting; the bytes taken (0 when the socket is still full), or the error that
+    /// failed the write (for [`Connection::write_failed`]).
+    fn try_write_now(io: Option<&AsyncStream>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let io = io.ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        match io.try_write_now(bufs) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::Unsupported
+                ) =>
+            {
+                Ok(0)
+            }
+            r => r,
+        }
     }
 
     /// A write failed: the session closes with the error (it decides what it means), and no
@@ -417,7 +464,21 @@ impl Connection {
             match r {
                 Poll::Pending => {
                     self.waited();
-                    return self.poll_stalled(cx, wrote);
+                    ready!(self.poll_stalled(cx, wrote))?;
+                    // Reported by the stall above; what the asked-for write moves is new.
+                    let tried = if *written < h.len() {
+                        Self::try_write_now(self.io.as_ref(), &[IoSlice::new(&h[*written..]), IoSlice::new(buf)])
+                    } else {
+                        Self::try_write_now(self.io.as_ref(), &[IoSlice::new(&buf[*written - h.len()..])])
+                    };
+                    let n = match tried {
+                        Ok(n) => n,
+                        Err(e) => return Poll::Ready(Err(self.write_failed(e))),
+                    };
+                    *written += n;
+                    self.moved += n;
+                    self.torn = *written < total;
+                    wrote = n > 0;
                 }
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(self.write_failed(io::ErrorKind::WriteZero.into()))),
                 Poll::Ready(Ok(n)) => {
@@ -564,7 +625,7 @@ impl Connection {
                 return Poll::Ready(Ok(true));
             }
             self.link.resume();
-            if poll_session_deadline(&mut self.link, &mut self.timer, cx).is_ready() {
+            if poll_session_deadline(&mut self.link, &mut self.timer, cx, false).is_ready() {
                 return Poll::Ready(Ok(true));
             }
             ready!(self.poll_read_once(cx))?;
@@ -660,7 +721,7 @@ impl Connection {
                 }
                 continue;
             }
-            if poll_session_deadline(&mut self.link, &mut self.timer, cx).is_ready() {
+            if poll_session_deadline(&mut self.link, &mut self.timer, cx, false).is_ready() {
                 continue; // closed: poll_ready says so
             }
             if let Filled::Bytes { drained: d } = ready!(self.poll_fill(cx))? {
@@ -706,7 +767,7 @@ impl Connection {
                 Ready::Read => {}
             }
             self.link.resume();
-            if poll_session_deadline(&mut self.link, &mut self.timer, cx).is_ready() {
+            if poll_session_deadline(&mut self.link, &mut self.timer, cx, false).is_ready() {
                 continue; // closed: poll_ready says so
             }
             ready!(self.poll_read_once(cx))?;

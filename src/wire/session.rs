@@ -284,7 +284,8 @@ const TIMER_KINDS: usize = 6;
 pub struct Timeouts {
     /// Connect plus handshake (`None`: no limit).
     pub handshake: Option<Duration>,
-    /// No traffic at all for this long closes (`None`: never).
+    /// No traffic at all for this long closes (`None`: never). While output waits on the peer,
+    /// a write is tried before closing: a peer that took bytes since is not idle.
     pub idle: Option<Duration>,
     /// One message incomplete for this long closes (`None`: never).
     pub partial_message: Option<Duration>,
@@ -300,7 +301,9 @@ pub struct Timeouts {
     /// `ReactorConfig::buffer_release_after`, not from here: the blocking and async faces,
     /// which take these `Timeouts`, ignore it (their decoders size their own buffers).
     pub buffer_release: Option<Duration>,
-    /// Output the peer takes none of for this long closes (`None`: never).
+    /// Output the peer takes none of for this long closes (`None`: never). Progress is checked
+    /// by a write when the limit passes, so a slow reader whose progress the kernel has not yet
+    /// reported keeps its connection.
     pub write_stall: Option<Duration>,
 }
 
@@ -392,11 +395,28 @@ pub struct Session {
     /// The driver's last flush left output the transport would not take: it waits on the
     /// peer (the write-stall slot holds the deadline, restarted by each bit of progress).
     output_waiting: bool,
+    /// The idle or write-stall deadline passed while output waited, and the driver was asked
+    /// to try one write before the session decides (see [`Deadlines::try_write`]); cleared by
+    /// a flush that moved bytes.
+    write_probe: bool,
     closed: Option<Box<CloseReason>>,
     /// Bodies left to send once the handshake is gone (#FAILURE#, a last #WELCOME#), in order.
     transmit: Vec<Vec<u8>>,
     /// The pickle protocol the peer is known to read (see [`Session::pickle_protocol`]).
     pickle_protocol: u8,
+}
+
+/// What [`Session::handle_timeout`] asks of its driver.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Deadlines {
+    /// The buffer-release deadline passed: release the connection's read buffer if nothing is
+    /// buffered in it.
+    pub release_buffer: bool,
+    /// The idle or write-stall deadline passed while output waits: try one write now (without
+    /// waiting) and report it with [`Session::on_flush`], then call
+    /// [`Session::handle_timeout`] again, which closes the connection unless bytes moved.
+    pub try_write: bool,
 }
 
 /// The pickle protocol written to a peer the handshake told nothing about (no key): 2, which
@@ -555,6 +575,7 @@ impl Session {
             last_activity: Activity::Own(0),
             partial_since: NEVER,
             output_waiting: false,
+            write_probe: false,
             opened: false,
             reading_paused: false,
             closed: None,
@@ -900,6 +921,10 @@ impl Session {
         if wrote {
             self.last_activity.set(now);
         }
+        if wrote || drained {
+            // The peer took bytes: the write a deadline asked for (if one did) found it reading.
+            self.write_probe = false;
+        }
         let slot = &mut self.timers[TimerKind::WriteStall as usize];
         if drained {
             // A slot left armed finds no stall when due and stays empty (lazy, as the others).
@@ -995,11 +1020,23 @@ impl Session {
         (first != NEVER).then(|| self.instant(first))
     }
 
-    /// Handles every deadline due at `now`. Returns true when the driver should release the
-    /// connection's read buffer (if nothing is buffered in it).
-    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+    /// Handles every deadline due at `now` and says what the driver should do about it
+    /// ([`Deadlines`]).
+    ///
+    /// The idle and write-stall deadlines close a connection for the peer's silence while
+    /// output waits on it. A driver learns that the peer read only when it writes again, and
+    /// the kernel reports room to write only once its buffer has drained a good part (a Unix
+    /// socket three-quarters, a TCP one half): a peer reading slowly but steadily can stay
+    /// unreported for longer than a short limit. So when one of them falls due while output
+    /// waits, the session first asks for one write ([`Deadlines::try_write`]) and decides at
+    /// its next call: a flush that moved bytes ([`Session::on_flush`]) restarts the clocks; one
+    /// that moved nothing (or none tried) closes the connection.
+    pub fn handle_timeout(&mut self, now: Instant) -> Deadlines {
         let now = self.ms(now);
         let mut release = false;
+        let mut try_write = false;
+        // A write asked for at an earlier call and not answered by progress: now it is decided.
+        let probed = self.write_probe;
         for kind in [
             TimerKind::Handshake,
             TimerKind::CloseFlush,
@@ -1040,17 +1077,22 @@ impl Session {
                 }
                 TimerKind::Idle => {
                     let due = after(self.last_activity.get(), self.limits.idle);
-                    if due <= now {
-                        self.close_with(CloseReason::IdleTimeout);
-                    } else {
+                    if due > now {
                         self.timers[slot] = due;
+                    } else if self.output_waiting && !probed {
+                        try_write = self.ask_for_a_write(slot, now);
+                    } else {
+                        self.close_with(CloseReason::IdleTimeout);
                     }
                 }
-                TimerKind::WriteStall => {
-                    if self.output_waiting {
+                TimerKind::WriteStall if self.output_waiting => {
+                    if probed {
                         self.close_with(CloseReason::WriteStallTimeout);
+                    } else {
+                        try_write = self.ask_for_a_write(slot, now);
                     }
                 }
+                TimerKind::WriteStall => {}
                 TimerKind::ReleaseBuffer => {
                     let due = after(self.last_activity.get(), self.limits.buffer_release);
                     if due <= now {
@@ -1061,10 +1103,18 @@ impl Session {
                 }
             }
             if self.is_closed() {
-                return false;
+                return Deadlines::default();
             }
         }
-        release
+        Deadlines { release_buffer: release, try_write }
+    }
+
+    /// A deadline in `slot` found the peer silent while output waits: asks the driver for one
+    /// write, and leaves the slot due so that the next call decides even if none comes.
+    fn ask_for_a_write(&mut self, slot: usize, now: u64) -> bool {
+        self.write_probe = true;
+        self.timers[slot] = now;
+        true
     }
 }
 
@@ -1267,14 +1317,14 @@ mod tests {
         let lc = config("k", Dialect::Cpython);
         let mut l = Session::listener(Some((&lc, nonce(1))), timeouts(), t0);
         assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-        assert!(!l.handle_timeout(t0 + Duration::from_secs(9)));
+        assert!(!l.handle_timeout(t0 + Duration::from_secs(9)).release_buffer);
         assert!(!l.is_closed());
-        l.handle_timeout(t0 + Duration::from_secs(10));
+        let _ = l.handle_timeout(t0 + Duration::from_secs(10));
         assert!(matches!(l.poll_event(), Some(Event::Closed(CloseReason::HandshakeTimeout))));
         assert_eq!(l.poll_timeout(), None);
         // A connecting client: the deadline covers the connect too.
         let mut c = Session::connecting(Some((&lc, nonce(2))), timeouts(), t0);
-        c.handle_timeout(t0 + Duration::from_secs(11));
+        let _ = c.handle_timeout(t0 + Duration::from_secs(11));
         assert!(matches!(c.poll_event(), Some(Event::Closed(CloseReason::HandshakeTimeout))));
     }
 
@@ -1290,10 +1340,10 @@ mod tests {
             // The table does not move on a read.
             assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         }
-        s.handle_timeout(t0 + Duration::from_secs(5));
+        let _ = s.handle_timeout(t0 + Duration::from_secs(5));
         assert!(!s.is_closed());
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(9)));
-        s.handle_timeout(t0 + Duration::from_secs(9));
+        let _ = s.handle_timeout(t0 + Duration::from_secs(9));
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
     }
 
@@ -1311,11 +1361,11 @@ mod tests {
             s.on_read(now, true);
         }
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
-        s.handle_timeout(t0 + Duration::from_secs(60));
+        let _ = s.handle_timeout(t0 + Duration::from_secs(60));
         assert!(!s.is_closed(), "the incomplete message began later");
         let rearmed = s.poll_timeout().unwrap();
         assert!(rearmed > t0 + Duration::from_secs(60));
-        s.handle_timeout(rearmed);
+        let _ = s.handle_timeout(rearmed);
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::PartialMessageTimeout))));
     }
 
@@ -1338,17 +1388,20 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(ms(1100)));
         // Progress at 900 restarts it: the due slot re-arms instead of closing.
         s.on_flush(ms(900), true, false);
-        s.handle_timeout(ms(1100));
+        let _ = s.handle_timeout(ms(1100));
         assert!(!s.is_closed(), "progress 200 ms ago");
         assert_eq!(s.poll_timeout(), Some(ms(1900)));
         // Drained in between: the due slot finds no stall and stays empty.
         s.on_flush(ms(1200), true, true);
-        s.handle_timeout(ms(1900));
+        let _ = s.handle_timeout(ms(1900));
         assert!(!s.is_closed());
         assert_eq!(s.poll_timeout(), None);
         // Blocked again with no progress for the whole limit: closed, and says why.
+        // (After the one write the deadline asks for, which moved nothing.)
         s.on_flush(ms(2000), false, false);
-        s.handle_timeout(ms(3000));
+        assert!(s.handle_timeout(ms(3000)).try_write);
+        s.on_flush(ms(3000), false, false);
+        let _ = s.handle_timeout(ms(3000));
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::WriteStallTimeout))));
     }
 
@@ -1367,7 +1420,7 @@ mod tests {
         s.on_read(ms(600), false);
         assert_eq!(s.poll_timeout(), Some(ms(1000)));
         assert_eq!(s.close_deadline(), Some(ms(1600)));
-        s.handle_timeout(ms(1000));
+        let _ = s.handle_timeout(ms(1000));
         assert!(!s.is_closed());
         assert_eq!(s.close_deadline(), Some(ms(1600)));
         // Paused by the driver with nothing waiting on the peer: no close by idle.
@@ -1377,7 +1430,10 @@ mod tests {
         s.on_flush(ms(800), true, false);
         assert_eq!(s.write_stall_deadline(), Some(ms(2800)));
         assert_eq!(s.close_deadline(), Some(ms(1800)));
-        s.handle_timeout(ms(1800));
+        // Due while output waits: one write first; it moved nothing, so the next call closes.
+        assert!(s.handle_timeout(ms(1800)).try_write);
+        s.on_flush(ms(1800), false, false);
+        assert_eq!(s.handle_timeout(ms(1800)), Deadlines::default());
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
         assert_eq!(s.close_deadline(), None);
         assert_eq!(s.write_stall_deadline(), None, "no output waits on a closed session's clock");
@@ -1406,7 +1462,7 @@ mod tests {
         let mut ours = Session::listener(None, t, t0);
         ours.poll_event();
         ours.set_reading_paused(true, ms(0));
-        ours.handle_timeout(ms(1000));
+        let _ = ours.handle_timeout(ms(1000));
         assert!(!ours.is_closed());
         // Paused because output waits on the peer, and the peer took none of it: closed.
         let mut theirs = Session::listener(None, t, t0);
@@ -1414,12 +1470,79 @@ mod tests {
         theirs.on_read(ms(100), false);
         theirs.on_flush(ms(200), true, false);
         theirs.set_reading_paused(true, ms(200));
-        theirs.handle_timeout(ms(1000));
+        let _ = theirs.handle_timeout(ms(1000));
         assert!(!theirs.is_closed(), "bytes left at 200 ms: idle until 1200");
         let due = theirs.poll_timeout().unwrap();
         assert_eq!(due, ms(1200));
-        theirs.handle_timeout(due);
+        // One write asked for first; a driver that tries none gets the close at the next call.
+        assert!(theirs.handle_timeout(due).try_write);
+        assert!(!theirs.is_closed());
+        assert_eq!(theirs.poll_timeout(), Some(due), "decided at once");
+        let _ = theirs.handle_timeout(due);
         assert!(matches!(theirs.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
+    }
+
+    /// The kernel reports room to write only once much of its buffer drained, so a slow but
+    /// steady reader can go unreported for longer than a short idle or write-stall limit:
+    /// before closing for the peer's silence while output waits, the session asks for one
+    /// write, and bytes moved restart the clocks.
+    #[test]
+    fn a_deadline_asks_for_one_write_before_closing_a_peer_that_may_be_reading() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        for idle in [true, false] {
+            let mut t = timeouts();
+            t.partial_message = None;
+            (t.idle, t.write_stall) = match idle {
+                true => (Some(Duration::from_millis(300)), None),
+                false => (None, Some(Duration::from_millis(300))),
+            };
+            let reason = |e: Option<Event>| match e {
+                Some(Event::Closed(CloseReason::IdleTimeout)) if idle => true,
+                Some(Event::Closed(CloseReason::WriteStallTimeout)) => !idle,
+                _ => false,
+            };
+            let mut s = Session::listener(None, t, t0);
+            s.poll_event();
+            // Output left waiting at 0; the kernel reports nothing for 10 s while the peer reads:
+            // each deadline's write finds room.
+            s.on_flush(ms(0), true, false);
+            let mut now = 0;
+            for _ in 0..30 {
+                let due = s.poll_timeout().expect("a deadline while output waits");
+                assert!(due <= ms(now + 300), "{idle}: armed for {due:?}");
+                now = (due - t0).as_millis() as u64;
+                assert_eq!(
+                    s.handle_timeout(due),
+                    Deadlines { release_buffer: false, try_write: true },
+                    "{idle} at {now}"
+                );
+                assert!(!s.is_closed());
+                s.on_flush(due, true, false);
+                // The next call finds the slot's condition gone and re-arms it (lazily).
+                assert_eq!(s.handle_timeout(due), Deadlines::default(), "{idle} at {now}");
+                assert!(!s.is_closed() && s.poll_timeout() > Some(due), "{idle}: progress re-arms");
+            }
+            assert!(now >= 8_000, "{idle}: still open at {now} ms");
+            // The peer stops reading: the next deadline's write moves nothing, and it closes.
+            let due = s.poll_timeout().unwrap();
+            assert!(s.handle_timeout(due).try_write);
+            s.on_flush(due, false, false);
+            assert_eq!(s.handle_timeout(due), Deadlines::default());
+            assert!(reason(s.poll_event()), "{idle}: closed for the right reason");
+            // Traffic from the peer between the ask and the answer is traffic (idle only).
+            if idle {
+                let mut s = Session::listener(None, t, t0);
+                s.poll_event();
+                s.on_flush(ms(0), false, false);
+                assert!(s.handle_timeout(ms(300)).try_write);
+                s.on_read(ms(310), false);
+                s.on_flush(ms(320), false, false);
+                let _ = s.handle_timeout(ms(320));
+                assert!(!s.is_closed(), "the peer wrote at 310: idle until 610");
+                assert_eq!(s.poll_timeout(), Some(ms(610)));
+            }
+        }
     }
 
     #[test]
@@ -1455,7 +1578,7 @@ mod tests {
         for i in 1..=30 {
             let now = t0 + Duration::from_millis(100 * i);
             s.on_flush(now, true, true);
-            s.handle_timeout(now);
+            let _ = s.handle_timeout(now);
         }
         assert!(!s.is_closed());
     }
@@ -1475,21 +1598,23 @@ mod tests {
         // The writer sends every 200 ms and the peer sends nothing: the reader stays open.
         for i in 1..=15 {
             writer.on_flush(ms(200 * i), true, true);
-            reader.handle_timeout(ms(200 * i));
+            let _ = reader.handle_timeout(ms(200 * i));
         }
         assert!(!reader.is_closed(), "the writer's traffic counts for the reader's idle");
         // Reads count for the writer, which is stalled from 3000 on.
         writer.on_flush(ms(3000), false, false);
         reader.on_read(ms(3500), false);
-        writer.handle_timeout(ms(4000));
+        let _ = writer.handle_timeout(ms(4000));
         assert!(!writer.is_closed(), "read at 3500: idle until 4500");
         // No progress for the stall limit closes the writer alone.
         reader.on_read(ms(4400), false);
-        writer.handle_timeout(ms(5000));
+        assert!(writer.handle_timeout(ms(5000)).try_write);
+        writer.on_flush(ms(5000), false, false);
+        let _ = writer.handle_timeout(ms(5000));
         assert!(matches!(writer.poll_event(), Some(Event::Closed(CloseReason::WriteStallTimeout))));
         assert!(!reader.is_closed());
         // Silence both ways for the idle limit closes the reader.
-        reader.handle_timeout(ms(5400));
+        let _ = reader.handle_timeout(ms(5400));
         assert!(matches!(reader.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
     }
 
@@ -1500,8 +1625,8 @@ mod tests {
         s.on_read(t0, true);
         s.buffer_held();
         s.on_read(t0 + Duration::from_millis(500), false);
-        assert!(!s.handle_timeout(t0 + Duration::from_secs(1)), "not quiet yet");
-        assert!(s.handle_timeout(t0 + Duration::from_millis(1500)));
+        assert!(!s.handle_timeout(t0 + Duration::from_secs(1)).release_buffer, "not quiet yet");
+        assert!(s.handle_timeout(t0 + Duration::from_millis(1500)).release_buffer);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)), "only the partial-message slot is left");
     }
 
@@ -1563,9 +1688,9 @@ mod tests {
         // Output that never leaves: the close says it was dropped.
         let mut s = Session::listener(None, timeouts(), t0);
         s.close(t0, false);
-        s.handle_timeout(t0 + Duration::from_millis(4999));
+        let _ = s.handle_timeout(t0 + Duration::from_millis(4999));
         assert!(!s.is_closed(), "still flushing");
-        s.handle_timeout(t0 + Duration::from_secs(5));
+        let _ = s.handle_timeout(t0 + Duration::from_secs(5));
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::Error(Error::Timeout(Timeout::CloseFlush))))));
     }
 
@@ -1619,7 +1744,7 @@ mod tests {
             let mut closes = 0;
             for (m, step) in &msgs {
                 now += Duration::from_millis(*step);
-                s.handle_timeout(now);
+                let _ = s.handle_timeout(now);
                 let d = s.handle_frame(m);
                 proptest::prop_assert_ne!(d, Delivery::Message);
                 while s.poll_transmit().is_some() {}

@@ -291,6 +291,20 @@ impl AsyncStream {
     }
 }
 
+impl AsyncStream {
+    /// One write now, without waiting and past tokio's record of readiness (which, once a
+    /// write found the socket full, answers `Pending` without asking the socket until the
+    /// poller reports room again): `Ok(n)`, or `WouldBlock` when the socket is still full.
+    /// For a deadline that asks whether a slow peer took bytes since (see
+    /// `Session::handle_timeout`). Pipes: `Unsupported`.
+    pub(crate) fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(unix)]
+        return each_socket!(self, s => socket2::SockRef::from(s).send_vectored_with_flags(bufs, crate::transport::SEND_FLAGS), _p => unreachable!());
+        #[cfg(windows)]
+        each_socket!(self, s => socket2::SockRef::from(s).send_vectored(bufs), _p => Err(io::ErrorKind::Unsupported.into()))
+    }
+}
+
 #[cfg(unix)]
 impl std::os::fd::AsFd for AsyncStream {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
