@@ -819,6 +819,27 @@ impl<'a> ser::Serializer for Ser<'a> {
     fn serialize_map(self, len: Option<usize>) -> R<MapSer<'a>> {
         self.map(len, false)
     }
+    /// Every standard map: a plain loop over the entries (serde's default walks them with
+    /// `try_for_each` and a closure, which compiles to a slower loop around our inlined key
+    /// and value writers).
+    #[inline]
+    fn collect_map<K, V, I>(self, iter: I) -> R<()>
+    where
+        K: Serialize,
+        V: Serialize,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let iter = iter.into_iter();
+        let len = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        let mut map = self.map(len, false)?;
+        for (k, v) in iter {
+            ser::SerializeMap::serialize_entry(&mut map, &k, &v)?;
+        }
+        map.done()
+    }
     #[inline]
     fn serialize_struct(self, _: &'static str, len: usize) -> R<MapSer<'a>> {
         self.map(Some(len), false)
