@@ -192,7 +192,9 @@ fn pack_short(b: &[u8]) -> Option<u64> {
     let bytes = if (4..=7).contains(&n) {
         read4(b, 0) | (read4(b, n - 4) << ((n - 4) * 8))
     } else if (1..4).contains(&n) {
-        u64::from(b[0]) | (u64::from(b[n / 2]) << (n / 2 * 8)) | (u64::from(b[n - 1]) << ((n - 1) * 8))
+        // Bytes 0, n/2 and n-1 (every byte of so short a str) at fixed places: with the
+        // length beside them, no two strs pack alike.
+        u64::from(b[0]) | (u64::from(b[n / 2]) << 8) | (u64::from(b[n - 1]) << 16)
     } else if n == 0 {
         0
     } else {
@@ -1082,6 +1084,25 @@ mod tests {
             skipped: i.is_multiple_of(3).then_some(3),
             bytes: (0..=255).collect(),
         }
+    }
+
+    /// The front cache keys short strs by their bytes and length packed in a word: every str
+    /// of up to 7 bytes over a small alphabet (and a few multi-byte ones), each written twice
+    /// (the second time fetched from the memo), loads back as itself.
+    #[test]
+    fn short_strs_are_told_apart_by_the_front_cache() {
+        let mut strs: Vec<String> = vec![String::new(), "é".into(), "日".into(), "éé".into(), "\0".into()];
+        let mut level = vec![String::new()];
+        for _ in 0..7 {
+            level = level.iter().flat_map(|s| ["a", "b", "\0"].map(|c| format!("{s}{c}"))).collect();
+            strs.extend(level.iter().filter(|s| s.len() <= 3 || s.starts_with('a')).cloned());
+        }
+        let twice: Vec<&str> = strs.iter().chain(strs.iter()).map(String::as_str).collect();
+        for proto in 2..=5 {
+            let p = dumps(&twice, proto).unwrap();
+            assert_eq!(loads_value(&p).unwrap(), to_value(&twice).unwrap(), "protocol {proto}");
+        }
+        same_bytes(&twice);
     }
 
     #[test]

@@ -170,11 +170,19 @@ pub(super) fn write_int(out: &mut Vec<u8>, n: i64) {
         let [a, b, c, d] = (n as i32).to_le_bytes();
         out.extend_from_slice(&[op::BININT, a, b, c, d]);
     } else {
-        let b = n.to_le_bytes();
-        let len = minimal_len(&b);
-        out.extend_from_slice(&[op::LONG1, len as u8]);
-        out.extend_from_slice(&b[..len]);
+        write_long1(out, n);
     }
+}
+
+/// An int beyond 32 bits (rare): LONG1 of its minimal bytes; out of line, so that the common
+/// cases above stay small enough to inline.
+#[cold]
+#[inline(never)]
+fn write_long1(out: &mut Vec<u8>, n: i64) {
+    let b = n.to_le_bytes();
+    let len = minimal_len(&b);
+    out.extend_from_slice(&[op::LONG1, len as u8]);
+    out.extend_from_slice(&b[..len]);
 }
 
 /// The opcode and length of a `str` of `n` bytes: `SHORT_BINUNICODE` (protocol 4+), BINUNICODE
@@ -233,8 +241,8 @@ pub(super) fn write_get(out: &mut Vec<u8>, id: u32) {
     if id < 256 {
         out.extend_from_slice(&[op::BINGET, id as u8]);
     } else {
-        out.push(op::LONG_BINGET);
-        out.extend_from_slice(&id.to_le_bytes());
+        let [a, b, c, d] = id.to_le_bytes();
+        out.extend_from_slice(&[op::LONG_BINGET, a, b, c, d]);
     }
 }
 
