@@ -19,7 +19,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -584,16 +584,11 @@ fn a_listener_facing_a_wrong_key_reports_digest_mismatch() {
 // A client that answers the listener's challenge correctly, then challenges in the other dialect.
 
 fn write_frame(s: &mut TcpStream, body: &[u8]) {
-    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    common::frames::write_frame(s, body).unwrap();
 }
 
 fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut h = [0u8; 4];
-    s.read_exact(&mut h).unwrap();
-    let mut b = vec![0u8; u32::from_be_bytes(h) as usize];
-    s.read_exact(&mut b).unwrap();
-    b
+    common::frames::read_frame(s).unwrap()
 }
 
 /// Answers the challenge of a listener of `dialect` correctly, then sends a challenge of the

@@ -584,11 +584,7 @@ fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 fn read_frame(s: &mut impl Read) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    body
+    common::frames::read_frame(s).unwrap()
 }
 
 /// The reply to the last message of a read goes out at once when nothing is queued (a request's

@@ -7,12 +7,16 @@
 // Unix sockets, descriptors and Python peers: the Windows suite is tests/windows.rs.
 #![cfg(unix)]
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::frames::read_frame;
 
 use mpconn::CloseReason;
 use mpconn::internal::handshake::{Handshake, HandshakeConfig, Nonce};
@@ -179,17 +183,8 @@ impl Drop for Server {
     }
 }
 
-fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut h = [0u8; 4];
-    s.read_exact(&mut h)?;
-    let mut body = vec![0u8; u32::from_be_bytes(h) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
-
 fn write_frame(s: &mut TcpStream, body: &[u8]) {
-    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    common::frames::write_frame(s, body).unwrap();
 }
 
 fn raw(server: &Server) -> TcpStream {

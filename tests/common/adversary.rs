@@ -327,21 +327,7 @@ fn tokio_server(config: Config, tx: mpsc::Sender<Ev>, stop: Arc<AtomicBool>, rea
     });
 }
 
-/// Reads one frame (4-byte big-endian length, then the body).
-pub fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut h = [0u8; 4];
-    s.read_exact(&mut h)?;
-    let mut body = vec![0u8; u32::from_be_bytes(h) as usize];
-    s.read_exact(&mut body)?;
-    Ok(body)
-}
-
-/// Writes one frame.
-pub fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    s.write_all(&f)
-}
+pub use super::frames::{read_frame, write_frame};
 
 /// Reads until end of file (or a reset): true if the peer closed within `within`.
 pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {

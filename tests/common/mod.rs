@@ -1,6 +1,7 @@
 //! What the test suites share, in one place. Tests are separate crates: a suite says `mod common;`
 //! and uses the parts it needs (the rest is compiled and unused there, hence the allow).
 //!
+//! * [`frames`]: raw frames over any stream, for hand-made peers;
 //! * [`python`]: finding the CPython interpreters (also used by `benches/pickle.rs`);
 //! * [`cli_binary`]: the `mpconn` command, built once per test process;
 //! * [`reactor`]: a recording handler and a reactor on its own thread;
@@ -16,6 +17,7 @@
 #[cfg(all(unix, feature = "tokio"))]
 pub mod adversary;
 pub mod cli_binary;
+pub mod frames;
 pub mod python;
 pub mod reactor;
 #[cfg(unix)]
