@@ -878,6 +878,56 @@ fn split_reader_is_kept_alive_by_the_writers_traffic() {
     peer.join().unwrap();
 }
 
+/// A split writer feeding a slow but steady reader (16 KiB every 40 ms: the kernel wakes the
+/// writer only about every 400 ms) keeps the reader half, which shares its idle clock, alive
+/// under a 150 ms idle limit: each of the writer's waits is bounded by a slice of that limit,
+/// and each new write reports the room the peer made. Once the writer is done and the peer
+/// silent, the idle deadline closes the reader.
+#[test]
+fn split_reader_is_kept_alive_by_a_writer_feeding_a_slow_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("split-slow.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let t = Timeouts { idle: Some(SHORT_STALL), write_stall: None, ..Timeouts::DEFAULT };
+    let conn = Client::new(Address::unix(&path)).timeouts(t).connect().unwrap();
+    let peer = slow_unix_reader(listener.accept().unwrap().0);
+    let (mut reader, mut writer) = conn.into_split().unwrap();
+    reader.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let start = Instant::now();
+    let waiting = thread::spawn(move || {
+        let r = reader.recv_bytes();
+        (r, start.elapsed())
+    });
+    for _ in 0..16 {
+        writer.send_bytes(&vec![1u8; 60 << 10]).unwrap();
+    }
+    let wrote = start.elapsed();
+    let (r, closed) = waiting.join().unwrap();
+    println!("split reader, 150 ms idle, writer feeding a slow reader for {wrote:?}: {r:?} after {closed:?}");
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert!(closed >= wrote, "the reader was closed as idle after {closed:?} while its writer sent until {wrote:?}");
+    drop(writer);
+    assert_eq!(peer.join().unwrap(), 16 * (4 + (60 << 10)));
+}
+
+/// With an idle limit and no write-stall limit, a send to a peer that never reads ends at the
+/// idle deadline (silence while output waits is the peer's), not never.
+#[test]
+fn blocking_send_to_a_peer_that_never_reads_ends_at_the_idle_deadline() {
+    let (_dir, address, stop, peer) = split_peer(PeerReads::Never);
+    let t = Timeouts { idle: Some(Duration::from_millis(300)), write_stall: None, ..Timeouts::DEFAULT };
+    let mut conn = Client::new(address).timeouts(t).connect().unwrap();
+    let start = Instant::now();
+    let r = conn.send_bytes(&vec![0u8; STALLED_SEND]);
+    let took = start.elapsed();
+    println!("blocking send to a peer that never reads, 300 ms idle, no write stall: {r:?} after {took:?}");
+    drop(stop);
+    assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::Idle))), "{r:?} after {took:?}");
+    assert!(took >= Duration::from_millis(290), "ended before the idle limit: {took:?}");
+    assert!(took < Duration::from_millis(300) + SLACK, "ended late: {took:?}");
+    peer.join().unwrap();
+}
+
 #[cfg(feature = "tokio")]
 mod split_async {
     use super::*;

@@ -88,22 +88,21 @@ fn overshoot_tolerance(left: Duration) -> Duration {
     (left / 32).max(Duration::from_millis(2))
 }
 
-/// The longest one blocking write may wait: 1/8 of the shortest write limit (the session's
-/// write-stall limit, the caller's write timeout), at least 10 ms; `None` without a limit.
+/// The longest one blocking write may wait: 1/8 of the shortest limit that progress restarts
+/// (the session's write-stall and idle limits, the caller's write timeout), at least 10 ms;
+/// `None` without a limit.
 ///
 /// A blocking write reports the bytes the peer took only when it returns, and it returns only
 /// when all is written or its socket timeout has run out (the kernel's timeout bounds the whole
-/// call, not the wait since the last byte). So the face cannot know *when* within a wait the
-/// peer took bytes; it counts them when the call returns, as the reactor counts progress when it
-/// sees the socket writable. Bounding each wait to this slice bounds that uncertainty: a stall
-/// ends at most one slice after its limit, and a slow peer that keeps taking bytes is never
-/// mistaken for a stalled one.
-fn write_wait_slice(stall: Option<Duration>, caller: Option<Duration>) -> Option<Duration> {
-    let shortest = match (stall, caller) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    shortest.map(|t| (t / 8).max(Duration::from_millis(10)))
+/// call, not the wait since the last byte; and the kernel wakes a blocked writer only once much
+/// of its buffer drained). So the face cannot know *when* within a wait the peer took bytes; it
+/// counts them when the call returns, as the reactor counts progress when it sees the socket
+/// writable. Bounding each wait to this slice bounds that uncertainty: a stall ends at most one
+/// slice after its limit, and a slow peer that keeps taking bytes is never mistaken for a
+/// stalled or idle one (each new write takes what room the peer made since; a split reader
+/// half, which shares the idle clock, hears of the writer's progress as often).
+fn write_wait_slice(limits: [Option<Duration>; 3]) -> Option<Duration> {
+    limits.into_iter().flatten().min().map(|t| (t / 8).max(Duration::from_millis(10)))
 }
 
 /// The error for a connection whose stream is gone. A function, not a value: an `Error` built
@@ -199,7 +198,8 @@ impl Connection {
     /// A peer that takes none of it for the session's write-stall timeout
     /// ([`crate::Timeouts::write_stall`]) closes the connection: this returns
     /// [`Error::Timeout`]`(`[`Timeout::WriteStall`](crate::Timeout::WriteStall)`)`, at most about 1/8 of the limit
-    /// late, and receiving reports the close too. With a shorter write timeout set
+    /// late, and receiving reports the close too; the idle timeout ([`crate::Timeouts::idle`])
+    /// holds the same way ([`Timeout::Idle`](crate::Timeout::Idle)). With a shorter write timeout set
     /// ([`Connection::set_write_timeout`]), this returns [`Error::Timeout`] once that passes
     /// without progress, and receiving still works. Either way part of the message may have
     /// gone out, so the connection sends nothing more afterwards ([`Error::Closed`]).
@@ -265,12 +265,19 @@ impl Connection {
                 return Err(self.close_error());
             }
         }
-        let slice = write_wait_slice(self.link.session().write_stall_limit(), self.write_timeout);
+        let session = self.link.session();
+        let slice = write_wait_slice([session.write_stall_limit(), session.idle_limit(), self.write_timeout]);
         loop {
             let now = Instant::now();
-            let stall_at = self.link.session().write_stall_deadline();
-            if stall_at.is_some_and(|d| d <= now) {
-                if self.link.session_mut().handle_timeout(now).try_write {
+            // Every deadline of the session holds while a send waits (the write stall, and the
+            // idle limit, which is the peer's while output waits on it).
+            let due_at = self.link.session().poll_timeout();
+            if due_at.is_some_and(|d| d <= now) {
+                let due = self.link.session_mut().handle_timeout(now);
+                if due.release_buffer {
+                    self.link.decoder_mut().shrink_if_idle();
+                }
+                if due.try_write {
                     // The kernel wakes a blocked writer only once much of its buffer drained: a
                     // peer reading slowly may have taken bytes unnoticed. One write without
                     // waiting tells; the session decides at the next turn.
@@ -301,10 +308,9 @@ impl Connection {
                     }
                     continue;
                 }
-                let session = self.link.session_mut();
-                if session.is_closed() {
+                if self.link.session().is_closed() {
                     self.send_broken = true;
-                    log::debug!("send closed by the write-stall deadline");
+                    log::debug!("send closed by a session deadline (write stall, idle, ...)");
                     return Err(self.close_error());
                 }
                 continue; // re-armed: the deadline moved
@@ -329,7 +335,7 @@ impl Connection {
                 true => session.write_stall_limit().map(|l| last_progress + l),
                 false => None,
             };
-            let left = earliest(earliest(stall_at, closed_stall_at), caller_at).map(|d| d - now);
+            let left = earliest(earliest(due_at, closed_stall_at), caller_at).map(|d| d - now);
             let wait = match (left, slice) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -285,7 +285,10 @@ pub struct Timeouts {
     /// Connect plus handshake (`None`: no limit).
     pub handshake: Option<Duration>,
     /// No traffic at all for this long closes (`None`: never). While output waits on the peer,
-    /// a write is tried before closing: a peer that took bytes since is not idle.
+    /// a write is tried before closing: a peer that took bytes since is not idle. (Taken as the
+    /// kernel counts it: a read frees room to write only in whole buffers, so a peer reading a
+    /// few KiB at a time is seen to progress only as often as it frees one: on a Unix socket,
+    /// about every 32 KiB it reads.)
     pub idle: Option<Duration>,
     /// One message incomplete for this long closes (`None`: never).
     pub partial_message: Option<Duration>,
@@ -303,7 +306,7 @@ pub struct Timeouts {
     pub buffer_release: Option<Duration>,
     /// Output the peer takes none of for this long closes (`None`: never). Progress is checked
     /// by a write when the limit passes, so a slow reader whose progress the kernel has not yet
-    /// reported keeps its connection.
+    /// reported keeps its connection (with the granularity said under `idle`).
     pub write_stall: Option<Duration>,
 }
 
@@ -638,6 +641,12 @@ impl Session {
             Phase::Open => crate::wire::frame::DEFAULT_READ_BLOCK,
             _ => HANDSHAKE_READ_BLOCK,
         }
+    }
+
+    /// How long the connection may go without traffic before the idle deadline closes it
+    /// (`None`: no limit). For faces that wait inside the transport.
+    pub fn idle_limit(&self) -> Option<Duration> {
+        (self.limits.idle != u32::MAX).then(|| Duration::from_millis(u64::from(self.limits.idle)))
     }
 
     /// How long one blocking write may wait without progress before the write-stall deadline
