@@ -241,29 +241,34 @@ impl Connection {
 
     fn write_slices_waiting(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<()> {
         let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-        // One clock read when the first write takes it all: the time of that progress (the
-        // call began a system call earlier, which is the same to the session's milliseconds).
+        // A first write that does not wait: a send that fits (the usual case) reads the clock at
+        // most once, and not at all when the session keeps no time.
         let first = stream.try_write_vectored(slices);
-        let mut last_progress = Instant::now();
-        match first {
+        // Whether the first write took bytes (`None`: not offered, interrupted, or nothing taken:
+        // the loop writes).
+        let wrote = match first {
             Ok(n) if n > 0 => {
                 IoSlice::advance_slices(&mut slices, n);
-                let drained = slices.is_empty();
-                self.link.session_mut().on_flush(last_progress, true, drained);
-                if drained {
+                if slices.is_empty() {
+                    // All taken at once: with the time only if the session keeps time.
+                    self.link.wrote_all();
                     return Ok(());
                 }
+                Some(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.link.session_mut().on_flush(last_progress, false, false);
-            }
-            // Not offered by the transport, interrupted, or nothing taken: the loop writes.
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::Interrupted) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
+            Ok(_) => None,
+            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::Interrupted) => None,
             Err(e) => {
                 self.link.io_error(e);
                 return Err(self.close_error());
             }
+        };
+        // The time of that progress (the call began a system call earlier, which is the same to
+        // the session's milliseconds).
+        let mut last_progress = Instant::now();
+        if let Some(wrote) = wrote {
+            self.link.session_mut().on_flush(last_progress, wrote, false);
         }
         let session = self.link.session();
         let slice = write_wait_slice([session.write_stall_limit(), session.idle_limit(), self.write_timeout]);
@@ -615,31 +620,45 @@ impl Connection {
             if self.stream.is_none() {
                 return Err(Error::Closed(""));
             }
-            // One clock read for the resume and the deadlines.
-            let now = Instant::now();
-            self.link.resume_at(now);
-            if first {
-                first = false;
-                caller_deadline = self.read_timeout.map(|t| now + t);
-            }
-            let session_deadline = self.link.session().poll_timeout();
-            if session_deadline.is_some_and(|d| d <= now) {
-                if self.link.session_mut().handle_timeout(now).release_buffer {
-                    self.link.decoder_mut().shrink_if_idle();
+            let left = if self.read_timeout.is_none() && !self.link.keeps_time() {
+                // No read timeout, and nothing looks at the time (no deadline armed, no idle
+                // clock, no incomplete message: `Session::keeps_time`): the wait reads no clock.
+                self.link.resume();
+                None
+            } else {
+                // One clock read for the resume and the deadlines.
+                let now = Instant::now();
+                self.link.resume_at(now);
+                let started = std::mem::take(&mut first);
+                if started {
+                    caller_deadline = self.read_timeout.map(|t| now + t);
                 }
-                continue;
-            }
-            if caller_deadline.is_some_and(|d| d <= now) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no whole message within the read timeout").into());
-            }
-            let deadline = match (session_deadline, caller_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+                // Only the deadlines that something keeps (see `Session::keeps_time`).
+                let session_deadline = match self.link.keeps_time() {
+                    true => self.link.session().poll_timeout(),
+                    false => None,
+                };
+                if session_deadline.is_some_and(|d| d <= now) {
+                    if self.link.session_mut().handle_timeout(now).release_buffer {
+                        self.link.decoder_mut().shrink_if_idle();
+                    }
+                    continue;
+                }
+                if caller_deadline.is_some_and(|d| d <= now) {
+                    return Err(
+                        io::Error::new(io::ErrorKind::TimedOut, "no whole message within the read timeout").into()
+                    );
+                }
+                match session_deadline {
+                    // The caller's timeout alone, just started: all of it is left.
+                    None if started => self.read_timeout,
+                    _ => earliest(session_deadline, caller_deadline).map(|d| d - now),
+                }
             };
-            self.arm_read_timeout(deadline.map(|d| d - now))?;
+            self.arm_read_timeout(left)?;
             let stream = self.stream.as_mut().ok_or_else(no_stream)?;
             match stream.read_retry(self.link.read_buf()) {
-                Ok(n) => self.link.filled(n, Instant::now()),
+                Ok(n) => self.link.filled(n),
                 // The socket's timeout: the loop looks at the deadlines again.
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(e) => {

@@ -111,20 +111,27 @@ impl<H: Handler> Reactor<H> {
                         completed
                     };
                     let Some(c) = self.core.conn(id) else { break };
-                    // Read after the callbacks: the time they took is this side's, not the
-                    // peer's, so it is not charged to the peer's deadlines.
-                    let now = Instant::now();
-                    clock = Some(now);
-                    if completed > 0 {
-                        c.session.on_message_boundary(now);
-                    }
-                    if c.wrote_now {
-                        c.wrote_now = false;
-                        c.session.on_flush(now, true, c.out.is_empty());
-                    }
-                    c.session.on_read(now, c.decoder.in_message());
-                    if c.decoder.capacity() > 0 {
-                        c.session.buffer_held();
+                    let wrote_now = std::mem::take(&mut c.wrote_now);
+                    let left_waiting = wrote_now && !c.out.is_empty();
+                    let holds_buffer = c.decoder.capacity() > 0;
+                    // The time only when something looks at it (`Session::keeps_time`; a held
+                    // buffer's release runs on the clock of the last traffic too): a request
+                    // answered at once under the default limits reads no clock.
+                    if c.session.keeps_time() || c.decoder.in_message() || left_waiting || holds_buffer {
+                        // Read after the callbacks: the time they took is this side's, not the
+                        // peer's, so it is not charged to the peer's deadlines.
+                        let now = Instant::now();
+                        clock = Some(now);
+                        if completed > 0 {
+                            c.session.on_message_boundary(now);
+                        }
+                        if wrote_now {
+                            c.session.on_flush(now, true, !left_waiting);
+                        }
+                        c.session.on_read(now, c.decoder.in_message());
+                        if holds_buffer {
+                            c.session.buffer_held();
+                        }
                     }
                     self.core.pump(id);
                     // A short read means the socket is empty now; data that arrives later

@@ -371,7 +371,7 @@ impl Connection {
             }
         }
         if wrote {
-            self.link.session_mut().on_flush(Instant::now(), true, true);
+            self.link.wrote_all();
         }
         self.out.clear();
         self.out_pos = 0;
@@ -387,7 +387,7 @@ impl Connection {
     /// writing.
     fn yielded_mid_write<T>(&mut self, wrote: bool) -> Poll<T> {
         if wrote {
-            self.link.session_mut().on_flush(Instant::now(), true, true);
+            self.link.wrote_all();
         }
         Poll::Pending
     }
@@ -491,7 +491,7 @@ impl Connection {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.write_failed(e))),
             }
         }
-        self.link.session_mut().on_flush(Instant::now(), true, true);
+        self.link.wrote_all();
         Poll::Ready(Ok(()))
     }
 
@@ -671,7 +671,7 @@ impl Connection {
         self.moved += n;
         match result {
             Ok(()) => {
-                self.link.filled(n, Instant::now());
+                self.link.filled(n);
                 if n > 0 {
                     self.budget_report();
                 }

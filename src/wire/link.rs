@@ -71,8 +71,6 @@ pub struct Link {
     eof: bool,
     /// A message was delivered and the caller has not asked for the next one yet.
     paused: bool,
-    /// The time of the last read (reused when pausing, to save a clock read).
-    last_read: Instant,
 }
 
 impl Link {
@@ -80,7 +78,7 @@ impl Link {
     /// session's ([`Session::read_block`]).
     pub fn new(session: Session, max_message_size: usize) -> Link {
         let decoder = FrameDecoder::with_read_block(max_message_size, session.read_block());
-        Link { decoder, session, eof: false, paused: false, last_read: Instant::now() }
+        Link { decoder, session, eof: false, paused: false }
     }
 
     /// The session.
@@ -111,23 +109,45 @@ impl Link {
         self.decoder.read_buf()
     }
 
-    /// `n` bytes were read into [`Link::read_buf`] at `now`; 0 is end of file (remembered, and
-    /// told to the session once the buffered messages are taken).
+    /// `n` bytes were read into [`Link::read_buf`] just now; 0 is end of file (remembered, and
+    /// told to the session once the buffered messages are taken). Reads the clock only when the
+    /// session keeps time or a message is left incomplete ([`Session::keeps_time`]).
     #[inline]
-    pub fn filled(&mut self, n: usize, now: Instant) {
+    pub fn filled(&mut self, n: usize) {
         if n == 0 {
             self.eof = true;
             return;
         }
         self.decoder.advance(n);
-        self.last_read = now;
         let complete = self.decoder.has_frame();
+        // A message is incomplete only when nothing whole is buffered ahead of it; a tail behind
+        // whole messages is looked at when they are taken and reading resumes.
+        let incomplete = self.decoder.in_message() && !complete;
+        if !incomplete && !self.session.keeps_time() {
+            return; // on_read(now, false) would record nothing anyone reads
+        }
+        let now = Instant::now();
         if complete {
             self.session.on_message_boundary(now);
         }
-        // A message is incomplete only when nothing whole is buffered ahead of it; a tail behind
-        // whole messages is looked at when they are taken and reading resumes.
-        self.session.on_read(now, self.decoder.in_message() && !complete);
+        self.session.on_read(now, incomplete);
+    }
+
+    /// All queued output left: [`Session::on_flush`]`(now, true, true)`, reading the clock only
+    /// when the session keeps time ([`Session::keeps_time`]; otherwise that report changes
+    /// nothing anyone reads).
+    #[inline]
+    pub fn wrote_all(&mut self) {
+        if self.session.keeps_time() {
+            self.session.on_flush(Instant::now(), true, true);
+        }
+    }
+
+    /// Whether waiting for input needs the time: the session keeps time, or a message is
+    /// incomplete ([`Session::keeps_time`]).
+    #[inline]
+    pub fn keeps_time(&self) -> bool {
+        self.session.keeps_time() || self.decoder.in_message()
     }
 
     /// A read or write failed: the session decides what it means.
@@ -163,27 +183,37 @@ impl Link {
 
     /// The caller is about to wait for input: if it had paused after a delivery, the idle and
     /// partial-message clocks restart now (the time in between was the caller's, not the
-    /// peer's). Cheap when not paused (no clock read).
+    /// peer's). Cheap when not paused, or when nothing keeps time (no clock read).
     #[inline]
     pub fn resume(&mut self) {
         if self.paused {
-            self.resume_at(Instant::now());
+            if self.keeps_time() {
+                self.resume_at(Instant::now());
+            } else {
+                self.paused = false;
+                self.session.resume_untimed();
+            }
         }
     }
 
-    /// [`Link::resume`] with the time, for a caller that read the clock anyway.
+    /// [`Link::resume`] with the time, for a caller that read the clock anyway (converted for
+    /// the session only when it keeps time).
     #[inline]
     pub fn resume_at(&mut self, now: Instant) {
         if self.paused {
             self.paused = false;
-            self.session.resume_reading(now, self.decoder.in_message());
+            if self.keeps_time() {
+                self.session.resume_reading(now, self.decoder.in_message());
+            } else {
+                self.session.resume_untimed();
+            }
         }
     }
 
     fn delivered(&mut self) {
         if !self.paused {
             self.paused = true;
-            self.session.set_reading_paused(true, self.last_read);
+            self.session.pause_reading();
         }
     }
 
@@ -200,7 +230,7 @@ impl Link {
         let next = judge_frame(&mut self.session, self.decoder.next_frame_limited(limit));
         if matches!(next, Next::Message(_)) && !self.paused {
             self.paused = true;
-            self.session.set_reading_paused(true, self.last_read);
+            self.session.pause_reading();
         }
         next
     }
@@ -265,7 +295,7 @@ mod tests {
     fn feed(link: &mut Link, bytes: &[u8]) {
         let buf = link.read_buf();
         buf[..bytes.len()].copy_from_slice(bytes);
-        link.filled(bytes.len(), Instant::now());
+        link.filled(bytes.len());
     }
 
     #[test]
@@ -275,7 +305,7 @@ mod tests {
         encode_frame(b"one", &mut wire);
         encode_frame(b"two", &mut wire);
         feed(&mut link, &wire);
-        link.filled(0, Instant::now());
+        link.filled(0);
         assert_eq!(link.poll_ready(usize::MAX), Ready::Frame);
         assert_eq!(link.take(usize::MAX), Next::Message(b"one".to_vec()));
         assert_eq!(link.next(usize::MAX), Next::Message(&b"two"[..]));
@@ -292,7 +322,7 @@ mod tests {
         assert!(matches!(link.close_reason(), Some(CloseReason::Protocol(_))));
         let mut link = open_link();
         feed(&mut link, &[0, 0, 0, 9, 1, 2]);
-        link.filled(0, Instant::now());
+        link.filled(0);
         assert_eq!(link.poll_ready(usize::MAX), Ready::Closed);
         assert!(matches!(link.close_reason(), Some(CloseReason::PeerClosedMidMessage)));
     }

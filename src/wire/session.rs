@@ -961,6 +961,43 @@ impl Session {
         self.reading_paused = paused;
     }
 
+    /// Whether the time of this connection's traffic is looked at: an idle limit (it runs on
+    /// the clock of the last traffic), an incomplete message (its deadline's start), output
+    /// waiting on the peer, or a phase other than open (the handshake's and the close's
+    /// deadlines). A slot left armed lazily whose condition is gone (a write stall after the
+    /// output drained, say) does not count: firing, it would find nothing to do. Nor does the
+    /// buffer-release limit, which only a driver holding a read buffer for the connection
+    /// arms ([`Session::buffer_held`]): that driver reports with the time while it holds one.
+    ///
+    /// When not, what [`Session::on_read`] (with no incomplete message), [`Session::on_flush`]
+    /// (drained) and a resume would record is never consulted, so a driver may report that
+    /// traffic without reading the clock: skip the first two, and resume with
+    /// [`Session::resume_untimed`]. (A ping-pong under the default [`Timeouts`] keeps no time:
+    /// a clock read and its conversions were a quarter of the blocking client's instructions
+    /// per round trip.)
+    #[inline]
+    pub fn keeps_time(&self) -> bool {
+        self.limits.idle != u32::MAX
+            || self.partial_since != NEVER
+            || self.output_waiting
+            || !matches!(self.phase, Phase::Open)
+    }
+
+    /// The driver resumes reading after a pause, when the session keeps no time
+    /// ([`Session::keeps_time`]): the resume restarts no clock that anything reads.
+    #[inline]
+    pub fn resume_untimed(&mut self) {
+        debug_assert!(!self.keeps_time(), "resume_untimed while the session keeps time");
+        self.reading_paused = false;
+    }
+
+    /// The driver stops reading: [`Session::set_reading_paused`]`(true, ..)`, which needs no
+    /// time (the clocks restart when reading resumes).
+    #[inline]
+    pub fn pause_reading(&mut self) {
+        self.reading_paused = true;
+    }
+
     /// The driver resumes reading at `now` after a pause (a face that reads when its caller
     /// asks): [`Session::set_reading_paused`]`(false, now)` then [`Session::on_read`]`(now,
     /// in_message)`, with one conversion of the time.
@@ -1765,6 +1802,73 @@ mod tests {
                 }
             }
             proptest::prop_assert!(closes <= 1);
+        }
+
+        /// A driver that skips the clock whenever the session keeps no time (`keeps_time`:
+        /// no `on_read` without an incomplete message, no drained `on_flush`, an untimed
+        /// resume, no deadline handling) sees exactly what a driver that always reports the
+        /// time sees: the same closes, at the same steps, for the same reasons, and the same
+        /// close deadline throughout. Arbitrary reads, flushes, pauses and clock steps, under
+        /// limits with and without an idle timeout.
+        #[test]
+        fn skipping_the_clock_when_no_time_is_kept_changes_no_decision(
+            ops in proptest::collection::vec((0u8..6, proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>(), 0u64..3_000), 0..60),
+            idle in proptest::prelude::any::<bool>(),
+            stall in proptest::prelude::any::<bool>(),
+        ) {
+            let t0 = Instant::now();
+            let mut t = timeouts();
+            t.idle = idle.then_some(Duration::from_millis(1_500));
+            t.write_stall = stall.then_some(Duration::from_millis(2_000));
+            t.partial_message = Some(Duration::from_millis(2_500));
+            t.buffer_release = None;
+            let mut timed = Session::listener(None, t, t0);
+            let mut lazy = Session::listener(None, t, t0);
+            timed.poll_event();
+            lazy.poll_event();
+            let mut now = t0;
+            for (op, a, b, step) in ops {
+                now += Duration::from_millis(step);
+                let _ = timed.handle_timeout(now);
+                if lazy.keeps_time() {
+                    let _ = lazy.handle_timeout(now);
+                }
+                match op {
+                    0 => {
+                        timed.on_read(now, a);
+                        if a || lazy.keeps_time() {
+                            lazy.on_read(now, a);
+                        }
+                    }
+                    1 => {
+                        timed.on_flush(now, a, b);
+                        if !b || lazy.keeps_time() {
+                            lazy.on_flush(now, a, b);
+                        }
+                    }
+                    2 => {
+                        timed.set_reading_paused(true, now);
+                        lazy.pause_reading();
+                    }
+                    3 => {
+                        timed.resume_reading(now, false);
+                        if lazy.keeps_time() {
+                            lazy.resume_reading(now, false);
+                        } else {
+                            lazy.resume_untimed();
+                        }
+                    }
+                    4 => {
+                        timed.on_message_boundary(now);
+                        lazy.on_message_boundary(now);
+                    }
+                    _ => {}
+                }
+                let (tc, lc) = (timed.poll_event(), lazy.poll_event());
+                proptest::prop_assert_eq!(format!("{tc:?}"), format!("{lc:?}"), "a close differs at {:?}", now - t0);
+                proptest::prop_assert_eq!(timed.is_closed(), lazy.is_closed());
+                proptest::prop_assert_eq!(timed.close_deadline(), lazy.close_deadline(), "close deadline at {:?}", now - t0);
+            }
         }
     }
 }
