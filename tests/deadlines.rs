@@ -594,6 +594,39 @@ mod async_face {
     /// The batch receive keeps the deadlines: whole messages followed by a partial one come
     /// out as a batch, and the partial one held beyond its deadline then closes the connection
     /// (the next batch says so); a batch waiting on a silent peer ends at the idle deadline.
+    /// The time between a batch and the next receive is the caller's, as after `recv_bytes`: a
+    /// whole message followed by half of the next, the caller away for 700 ms, and the next
+    /// batch still waits the 300 ms partial-message limit for the rest (it closed the
+    /// connection at once, 45 us into the next batch, when the batch's own extra read had ended
+    /// the pause; found by the outside attack).
+    #[test]
+    fn the_time_between_batches_is_the_callers() {
+        rt().block_on(async {
+            let t = Timeouts { partial_message: Some(Duration::from_millis(300)), ..Timeouts::DEFAULT };
+            let (_dir, mut listener, mut peer) = pair(t);
+            let mut conn = listener.accept().await.unwrap();
+            let mut wire = Vec::new();
+            mpconn::encode_frame(b"whole", &mut wire);
+            wire.extend_from_slice(&100u32.to_be_bytes());
+            wire.extend_from_slice(&[b'h'; 10]);
+            peer.write_all(&wire).unwrap();
+            let mut seen = 0;
+            let r = tokio::time::timeout(SLACK, conn.recv_batch(|_| seen += 1)).await;
+            assert!(matches!(r, Ok(Ok(1))), "{r:?}");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let start = Instant::now();
+            let r = tokio::time::timeout(SLACK, conn.recv_batch(|_| panic!("partial"))).await;
+            let took = start.elapsed();
+            println!("async batch after a 700 ms pause, a half message, 300 ms partial limit: {r:?} after {took:?}");
+            assert!(matches!(r, Ok(Err(Error::Timeout(mpconn::Timeout::PartialMessage)))), "{r:?}");
+            assert!(
+                took >= Duration::from_millis(290),
+                "the caller's pause was charged to the peer: closed after {took:?}"
+            );
+            drop(peer);
+        });
+    }
+
     #[test]
     fn a_batch_returns_the_whole_messages_then_the_partial_deadline_closes() {
         rt().block_on(async {

@@ -706,11 +706,11 @@ impl Connection {
                 Ready::Closed => return Poll::Ready(Err(self.close_error())),
                 Ready::Read => {}
             }
-            self.link.resume();
             if count > 0 {
                 // More only while it costs no wait: within the fair slice, and what the socket
                 // holds now (a `Pending` read or budget wait ends the batch, not the task's turn;
-                // a short read said the socket was empty).
+                // a short read said the socket was empty). The pause the delivery began stays:
+                // the time until the caller's next receive is the caller's.
                 if self.moved >= FAIR_SLICE || drained {
                     return Poll::Ready(Ok(count));
                 }
@@ -721,6 +721,8 @@ impl Connection {
                 }
                 continue;
             }
+            // Waiting for input: the caller's pause (if any) ends here.
+            self.link.resume();
             if poll_session_deadline(&mut self.link, &mut self.timer, cx, false).is_ready() {
                 continue; // closed: poll_ready says so
             }
