@@ -239,31 +239,36 @@ impl Connection {
         result
     }
 
-    fn write_slices_waiting(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<()> {
+    /// One write that does not wait (`MSG_DONTWAIT` where the transport offers it), advancing
+    /// `slices` past what it took: `Some(true)` when it took bytes, `Some(false)` when the
+    /// socket is full, `None` when not offered, interrupted, or nothing taken. Any other error
+    /// closes the session with it.
+    fn write_without_waiting(&mut self, slices: &mut &mut [IoSlice<'_>]) -> Result<Option<bool>> {
         let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-        // A first write that does not wait: a send that fits (the usual case) reads the clock at
-        // most once, and not at all when the session keeps no time.
-        let first = stream.try_write_vectored(slices);
-        // Whether the first write took bytes (`None`: not offered, interrupted, or nothing taken:
-        // the loop writes).
-        let wrote = match first {
+        match stream.try_write_vectored(slices) {
             Ok(n) if n > 0 => {
-                IoSlice::advance_slices(&mut slices, n);
-                if slices.is_empty() {
-                    // All taken at once: with the time only if the session keeps time.
-                    self.link.wrote_all();
-                    return Ok(());
-                }
-                Some(true)
+                IoSlice::advance_slices(slices, n);
+                Ok(Some(true))
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(false),
-            Ok(_) => None,
-            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::Interrupted) => None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some(false)),
+            Ok(_) => Ok(None),
+            Err(e) if matches!(e.kind(), io::ErrorKind::Unsupported | io::ErrorKind::Interrupted) => Ok(None),
             Err(e) => {
                 self.link.io_error(e);
-                return Err(self.close_error());
+                Err(self.close_error())
             }
-        };
+        }
+    }
+
+    fn write_slices_waiting(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<()> {
+        // A first write that does not wait: a send that fits (the usual case) reads the clock at
+        // most once, and not at all when the session keeps no time.
+        let wrote = self.write_without_waiting(&mut slices)?;
+        if slices.is_empty() {
+            // All taken at once: with the time only if the session keeps time.
+            self.link.wrote_all();
+            return Ok(());
+        }
         // The time of that progress (the call began a system call earlier, which is the same to
         // the session's milliseconds).
         let mut last_progress = Instant::now();
@@ -286,30 +291,14 @@ impl Connection {
                     // The kernel wakes a blocked writer only once much of its buffer drained: a
                     // peer reading slowly may have taken bytes unnoticed. One write without
                     // waiting tells; the session decides at the next turn.
-                    let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-                    match stream.try_write_vectored(slices) {
-                        Ok(n) if n > 0 => {
-                            IoSlice::advance_slices(&mut slices, n);
-                            last_progress = Instant::now();
-                            let drained = slices.is_empty();
-                            self.link.session_mut().on_flush(last_progress, true, drained);
-                            if drained {
-                                return Ok(());
-                            }
-                        }
-                        Ok(_) => self.link.session_mut().on_flush(now, false, false),
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::Unsupported | io::ErrorKind::Interrupted
-                            ) =>
-                        {
-                            self.link.session_mut().on_flush(now, false, false)
-                        }
-                        Err(e) => {
-                            self.link.io_error(e);
-                            return Err(self.close_error());
-                        }
+                    let wrote = self.write_without_waiting(&mut slices)? == Some(true);
+                    if wrote {
+                        last_progress = Instant::now();
+                    }
+                    let drained = slices.is_empty();
+                    self.link.session_mut().on_flush(if wrote { last_progress } else { now }, wrote, drained);
+                    if drained {
+                        return Ok(());
                     }
                     continue;
                 }
