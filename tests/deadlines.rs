@@ -421,60 +421,56 @@ fn blocking_write_stall_ends_at_its_limit_not_a_multiple_of_it() {
     }
 }
 
-#[test]
-fn blocking_write_stall_spares_a_slow_reader() {
-    // A peer that reads up to 128 KiB every 100 ms (about 1.3 MB/s) never stalls for 1 s: an 8 MiB
-    // send completes however long it takes.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let reader = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = vec![0u8; 128 << 10];
+/// A raw peer that takes up to `chunk` bytes from `s` every `pace` until end of file, a read
+/// error or 40 s; returns the bytes it read.
+fn slow_reader<S: std::io::Read + Send + 'static>(mut s: S, chunk: usize, pace: Duration) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; chunk];
         let mut total = 0usize;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(40) {
-            match std::io::Read::read(&mut s, &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        total
-    });
-    let t = Timeouts { write_stall: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
-    let mut conn = Client::new(addr.as_str()).timeouts(t).connect().unwrap();
-    let start = Instant::now();
-    let r = conn.send_bytes(&vec![1u8; 8 << 20]);
-    println!(
-        "blocking 8 MiB send to a peer reading 128 KiB every 100 ms, 1 s write stall: {r:?} after {:?}",
-        start.elapsed()
-    );
-    assert!(r.is_ok(), "a slow but steady reader was taken for a stalled one: {r:?}");
-    drop(conn);
-    assert!(reader.join().unwrap() >= 8 << 20);
-}
-
-/// A raw peer that takes 16 KiB every 40 ms (about 400 KB/s) from `s` until end of file, a
-/// read error or 20 s; returns the bytes it read. Linux wakes a blocked Unix-socket writer
-/// only once its buffer is three-quarters empty, which this reader takes about 400 ms to do,
-/// longer than the 150 ms write-stall limit of the tests below: the writer hears of its
-/// progress only by trying.
-fn slow_unix_reader(mut s: UnixStream) -> thread::JoinHandle<usize> {
-    thread::spawn(move || {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = vec![0u8; 16 << 10];
-        let mut total = 0usize;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            thread::sleep(Duration::from_millis(40));
-            match std::io::Read::read(&mut s, &mut buf) {
+            thread::sleep(pace);
+            match s.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
         }
         total
     })
+}
+
+/// A raw peer on `s` that takes 16 KiB every 40 ms (about 400 KB/s). Linux wakes a blocked
+/// Unix-socket writer only once its buffer is three-quarters empty, which this reader takes
+/// about 400 ms to do, longer than the 150 ms write-stall limit of the tests below: the writer
+/// hears of its progress only by trying.
+fn slow_unix_reader(s: UnixStream) -> thread::JoinHandle<usize> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow_reader(s, 16 << 10, Duration::from_millis(40))
+}
+
+/// Sends `len` bytes on `conn` to the slow `reader` (`what` describes both for the printed
+/// line): the send succeeds, and the reader gets the whole frame.
+fn send_to_a_slow_reader(mut conn: mpconn::Connection, reader: thread::JoinHandle<usize>, len: usize, what: &str) {
+    let start = Instant::now();
+    let r = conn.send_bytes(&vec![1u8; len]);
+    println!("blocking send of {what}: {r:?} after {:?}", start.elapsed());
+    assert!(r.is_ok(), "a slow but steady reader was taken for a stalled one: {r:?}");
+    drop(conn);
+    assert_eq!(reader.join().unwrap(), 4 + len);
+}
+
+#[test]
+fn blocking_write_stall_spares_a_slow_reader() {
+    // A peer that reads up to 128 KiB every 100 ms (about 1.3 MB/s) never stalls for 1 s: an 8 MiB
+    // send completes however long it takes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let t = Timeouts { write_stall: Some(Duration::from_secs(1)), ..Timeouts::DEFAULT };
+    let conn = Client::new(addr.as_str()).timeouts(t).connect().unwrap();
+    let (s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let reader = slow_reader(s, 128 << 10, Duration::from_millis(100));
+    send_to_a_slow_reader(conn, reader, 8 << 20, "8 MiB to a peer reading 128 KiB every 100 ms, 1 s write stall");
 }
 
 /// The write-stall limit shorter than the kernel's wake-ups of a writer to a slow reader.
@@ -486,17 +482,9 @@ fn blocking_write_stall_spares_a_slow_reader_between_kernel_wake_ups() {
     let path = dir.path().join("slow.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let t = Timeouts { write_stall: Some(SHORT_STALL), ..Timeouts::DEFAULT };
-    let mut conn = Client::new(Address::unix(&path)).timeouts(t).connect().unwrap();
+    let conn = Client::new(Address::unix(&path)).timeouts(t).connect().unwrap();
     let reader = slow_unix_reader(listener.accept().unwrap().0);
-    let start = Instant::now();
-    let r = conn.send_bytes(&vec![1u8; 1 << 20]);
-    println!(
-        "blocking 1 MiB send to a peer reading 16 KiB every 40 ms, 150 ms write stall: {r:?} after {:?}",
-        start.elapsed()
-    );
-    assert!(r.is_ok(), "a slow but steady reader was taken for a stalled one: {r:?}");
-    drop(conn);
-    assert_eq!(reader.join().unwrap(), 4 + (1 << 20));
+    send_to_a_slow_reader(conn, reader, 1 << 20, "1 MiB to a peer reading 16 KiB every 40 ms, 150 ms write stall");
 }
 
 /// A blocking client with a 1 s idle timeout, connected to a Unix listener whose connection

@@ -297,6 +297,23 @@ mod tests {
     /// A writer that takes at most `step` bytes per call and blocks every other call.
     /// Flushes `q` into `w` until drained (at most `max_rounds` flushes that leave bytes) and
     /// returns the messages `w` received.
+    /// A queue holding a framed `before` message or nothing, and a writer taking `step` bytes a
+    /// call whose first call would-blocks when `blocks_first`.
+    fn queue_and_writer(queued_before: bool, step: usize, blocks_first: bool) -> (WriteQueue, Spare, Trickle) {
+        let mut q = WriteQueue::default();
+        let mut spare = Spare::default();
+        if queued_before {
+            q.push_copy(b"before", &mut spare);
+        }
+        (q, spare, Trickle { out: Vec::new(), step, calls: usize::from(blocks_first) })
+    }
+
+    /// What arrives: `messages`, behind `before` when it was queued first.
+    fn expected(queued_before: bool, messages: &[&[u8]]) -> Vec<Vec<u8>> {
+        let before: &[&[u8]] = if queued_before { &[b"before"] } else { &[] };
+        before.iter().chain(messages).map(|m| m.to_vec()).collect()
+    }
+
     fn flush_and_decode(q: &mut WriteQueue, w: &mut Trickle, spare: &mut Spare, max_rounds: usize) -> Vec<Vec<u8>> {
         let mut rounds = 0;
         while !q.flush(w, spare).unwrap() {
@@ -369,22 +386,13 @@ mod tests {
         let whole = 2 * 4 + a.len() + b.len();
         for step in 1..=whole + 1 {
             for (blocks_first, queued_before) in [(false, false), (true, false), (false, true)] {
-                let mut q = WriteQueue::default();
-                let mut spare = Spare::default();
-                if queued_before {
-                    q.push_copy(b"before", &mut spare);
-                }
-                // `calls: 1` makes the first call (the direct write) would-block.
-                let mut w = Trickle { out: Vec::new(), step, calls: usize::from(blocks_first) };
+                let (mut q, mut spare, mut w) = queue_and_writer(queued_before, step, blocks_first);
                 let mut batch = [a.clone(), b.clone()];
                 let queued = q.write_now_or_queue(&mut w, &mut batch);
                 assert_eq!(queued, step < whole || blocks_first || queued_before, "step {step}");
                 assert_eq!(q.queued() + w.out.len(), whole + if queued_before { 10 } else { 0 });
                 let got = flush_and_decode(&mut q, &mut w, &mut spare, 1000);
-                let mut want = vec![a.clone(), b.clone()];
-                if queued_before {
-                    want.insert(0, b"before".to_vec());
-                }
+                let want = expected(queued_before, &[&a, &b]);
                 assert_eq!(got, want, "step {step}, blocks first {blocks_first}, queued before {queued_before}");
             }
         }
@@ -399,12 +407,7 @@ mod tests {
             let whole = 4 + body.len();
             for step in [1, 2, 3, 4, 5, 9, 100, whole - 1, whole, whole + 1] {
                 for (blocks_first, queued_before) in [(false, false), (true, false), (false, true)] {
-                    let mut q = WriteQueue::default();
-                    let mut spare = Spare::default();
-                    if queued_before {
-                        q.push_copy(b"before", &mut spare);
-                    }
-                    let mut w = Trickle { out: Vec::new(), step, calls: usize::from(blocks_first) };
+                    let (mut q, mut spare, mut w) = queue_and_writer(queued_before, step, blocks_first);
                     let (written, queued) = q.write_now_or_copy(&mut w, &body, &mut spare);
                     assert_eq!(written, w.out.len());
                     let direct = !blocks_first && !queued_before;
@@ -412,10 +415,7 @@ mod tests {
                     assert_eq!(queued, !direct || step < whole, "step {step}");
                     assert_eq!(q.queued() + written, whole + if queued_before { 10 } else { 0 });
                     let got = flush_and_decode(&mut q, &mut w, &mut spare, 200_000);
-                    let mut want = vec![body.clone()];
-                    if queued_before {
-                        want.insert(0, b"before".to_vec());
-                    }
+                    let want = expected(queued_before, &[&body]);
                     assert_eq!(got, want, "step {step}, blocks first {blocks_first}, queued before {queued_before}");
                 }
             }
