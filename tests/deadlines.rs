@@ -535,6 +535,64 @@ fn blocking_wait_ends_at_the_idle_deadline_and_recv_says_so() {
     assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::Idle))), "{r:?}");
 }
 
+/// A connection that delivered one whole message and holds half of the next from a peer that
+/// then stops (the peer side is returned, to keep it open), under a `partial` limit.
+fn delivered_with_half_left(dir: &tempfile::TempDir, partial: Duration) -> (mpconn::Connection, UnixStream) {
+    let path = dir.path().join("half.sock");
+    let timeouts = Timeouts { partial_message: Some(partial), ..Timeouts::DEFAULT };
+    let mut listener = Listener::builder().address(Address::unix(&path)).timeouts(timeouts).bind().unwrap();
+    let mut peer = UnixStream::connect(&path).unwrap();
+    let mut bytes = Vec::new();
+    common::frames::write_frame(&mut bytes, b"whole").unwrap();
+    bytes.extend_from_slice(&long_frame(100)[..40]);
+    peer.write_all(&bytes).unwrap();
+    let mut conn = listener.accept().unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"whole");
+    (conn, peer)
+}
+
+#[test]
+fn blocking_wait_after_a_delivery_ends_at_the_partial_deadline_of_a_stalled_peer() {
+    const PARTIAL: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, _peer) = delivered_with_half_left(&dir, PARTIAL);
+    // The caller's own time after the delivery, longer than the limit, does not count.
+    thread::sleep(PARTIAL + Duration::from_millis(100));
+    let start = Instant::now();
+    let w = mpconn::wait(&[&conn], Some(Duration::from_secs(10)));
+    let took = start.elapsed();
+    let start = Instant::now();
+    let r = conn.recv_bytes();
+    let recv_took = start.elapsed();
+    println!(
+        "wait(10 s) after a delivery, half a message left, 300 ms limit: {w:?} after {took:?}; then recv {r:?} after {recv_took:?}"
+    );
+    assert_eq!(w.unwrap(), vec![0]);
+    assert!(took >= PARTIAL - Duration::from_millis(20), "the caller's pause counted: ready after {took:?}");
+    assert!(took < PARTIAL + SLACK, "wait held {took:?} (it waited out its whole timeout before)");
+    assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
+    assert!(recv_took < SLACK, "the receive after it waited {recv_took:?} more");
+}
+
+#[test]
+fn blocking_waits_in_one_pause_add_up_and_the_time_between_them_is_the_callers() {
+    const PARTIAL: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, _peer) = delivered_with_half_left(&dir, PARTIAL);
+    let w = mpconn::wait(&[&conn], Some(Duration::from_millis(100)));
+    assert_eq!(w.unwrap(), Vec::<usize>::new(), "100 ms of a 300 ms limit");
+    thread::sleep(PARTIAL + Duration::from_millis(100));
+    let start = Instant::now();
+    let w = mpconn::wait(&[&conn], Some(Duration::from_secs(10)));
+    let took = start.elapsed();
+    let r = conn.recv_bytes();
+    println!("wait(100 ms), 400 ms away, wait(10 s), 300 ms limit: {w:?} after {took:?}; then recv {r:?}");
+    assert_eq!(w.unwrap(), vec![0]);
+    assert!(took >= Duration::from_millis(180), "the first wait or the pause miscounted: ready after {took:?}");
+    assert!(took < Duration::from_millis(200) + SLACK, "wait held {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
+}
+
 #[cfg(feature = "tokio")]
 mod async_face {
     use super::*;

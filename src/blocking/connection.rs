@@ -912,18 +912,32 @@ impl AsFd for Connection {
 /// The connections' session deadlines apply: a connection whose session would close by one
 /// (idle, partial message, handshake; [`Session::close_deadline`]) is reported ready once it
 /// has passed, and receiving from it returns the session's error ([`Error::Timeout`]). As for
-/// a receive, the time between a delivered message and the next receive or `poll` is the
-/// caller's own pause: a connection waited on here right after a delivery starts its idle
-/// clock at its next receive.
+/// a receive, the time between a delivered message and the next receive, `poll` or `wait` is
+/// the caller's own pause; the time spent here waiting for a connection is its peer's. So a
+/// peer that stops halfway through a message is reported ready at the partial-message limit
+/// counted from when the caller began waiting for it (not never), and the receive that
+/// follows returns [`Error::Timeout`] at once.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let caller_deadline = timeout.map(|t| Instant::now() + t);
+    let began = Instant::now();
+    let caller_deadline = timeout.map(|t| began + t);
+    let result = wait_from(connections, began, caller_deadline);
+    // The connections not read here keep the time they were waited for (their peer's).
+    let waited = began.elapsed();
+    for c in connections {
+        c.link.count_wait(waited);
+    }
+    result
+}
+
+/// [`wait`]'s loop, from `began` until `caller_deadline`.
+fn wait_from(connections: &[&Connection], began: Instant, caller_deadline: Option<Instant>) -> Result<Vec<usize>> {
     loop {
         let now = Instant::now();
         let mut next_close: Option<Instant> = None;
         let mut ready = Vec::new();
         for (i, c) in connections.iter().enumerate() {
             let session = c.link.session();
-            let close_at = session.close_deadline();
+            let close_at = c.link.close_deadline_waiting(began);
             if c.closed()
                 || c.has_buffered_message()
                 || c.link.eof_seen()

@@ -14,7 +14,8 @@
 //! `pause_reading`: the idle and partial-message clocks restart when reading resumes, but a
 //! receive dropped without a message (a `timeout` around it) does not restart them.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::wire::frame::{FrameDecoder, FrameError};
 use crate::wire::session::{CloseReason, Delivery, Event, Session};
@@ -71,6 +72,10 @@ pub struct Link {
     eof: bool,
     /// A message was delivered and the caller has not asked for the next one yet.
     paused: bool,
+    /// Nanoseconds the caller spent in [`Link::count_wait`]'s waits during this pause: the
+    /// time it waited for the peer, which the clocks count when reading resumes. Atomic because
+    /// such a wait sees the link through a shared reference (the blocking `wait`).
+    waited: AtomicU64,
 }
 
 impl Link {
@@ -78,7 +83,7 @@ impl Link {
     /// session's ([`Session::read_block`]).
     pub fn new(session: Session, max_message_size: usize) -> Link {
         let decoder = FrameDecoder::with_read_block(max_message_size, session.read_block());
-        Link { decoder, session, eof: false, paused: false }
+        Link { decoder, session, eof: false, paused: false, waited: AtomicU64::new(0) }
     }
 
     /// The session.
@@ -202,17 +207,44 @@ impl Link {
     pub fn resume_at(&mut self, now: Instant) {
         if self.paused {
             self.paused = false;
+            let waited = std::mem::take(self.waited.get_mut());
             if self.keeps_time() {
-                self.session.resume_reading(now, self.decoder.in_message());
+                // The pause ended when the caller began waiting for this peer.
+                let at = now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now);
+                self.session.resume_reading(at, self.decoder.in_message());
             } else {
                 self.session.resume_untimed();
             }
         }
     }
 
+    /// [`Session::close_deadline`] for a caller that waits for input through a shared
+    /// reference since `began` (the blocking `wait`): the wait counts as the end of a pause
+    /// after a delivery, as a receive does, together with the earlier waits of the same pause
+    /// ([`Link::count_wait`]).
+    pub fn close_deadline_waiting(&self, began: Instant) -> Option<Instant> {
+        if !self.paused {
+            return self.session.close_deadline();
+        }
+        let waited = Duration::from_nanos(self.waited.load(Ordering::Relaxed));
+        let at = began.checked_sub(waited).unwrap_or(began);
+        self.session.close_deadline_resumed_at(at, self.decoder.in_message())
+    }
+
+    /// A wait through a shared reference ([`Link::close_deadline_waiting`]) ended after
+    /// `waited` without taking a message: during a pause, that time is the peer's, and counts
+    /// when reading resumes.
+    pub fn count_wait(&self, waited: Duration) {
+        if self.paused {
+            let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            let _ = self.waited.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| Some(w.saturating_add(ns)));
+        }
+    }
+
     fn delivered(&mut self) {
         if !self.paused {
             self.paused = true;
+            *self.waited.get_mut() = 0;
             self.session.pause_reading();
         }
     }
@@ -230,6 +262,7 @@ impl Link {
         let next = judge_frame(&mut self.session, self.decoder.next_frame_limited(limit));
         if matches!(next, Next::Message(_)) && !self.paused {
             self.paused = true;
+            *self.waited.get_mut() = 0;
             self.session.pause_reading();
         }
         next

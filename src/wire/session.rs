@@ -676,10 +676,48 @@ impl Session {
     /// connections through shared references): it waits until then at most and reports the
     /// connection ready, and the following receive lets the session decide.
     pub fn close_deadline(&self) -> Option<Instant> {
+        let partial_slot = self.timers[TimerKind::PartialMessage as usize];
+        self.close_deadline_with(self.reading_paused, self.partial_since, partial_slot, self.last_activity.get())
+    }
+
+    /// [`Session::close_deadline`] as it would be had the driver's reading pause ended at `at`
+    /// ([`Session::resume_reading`]`(at, in_message)`), without ending it: for a face that
+    /// waits for input through a shared reference (the blocking `wait`), whose wait counts as
+    /// the end of the caller's pause after a delivery but which cannot tell the session so.
+    /// Not paused, it is [`Session::close_deadline`].
+    pub fn close_deadline_resumed_at(&self, at: Instant, in_message: bool) -> Option<Instant> {
+        if !self.reading_paused {
+            return self.close_deadline();
+        }
+        // What `resume_reading` would record: both clocks restart at `at`, and an incomplete
+        // message arms its slot if nothing had.
+        let at = self.ms(at);
+        let (partial_since, mut partial_slot) = match in_message {
+            true => (at, self.timers[TimerKind::PartialMessage as usize]),
+            false => (NEVER, NEVER),
+        };
+        if in_message && partial_slot == NEVER {
+            partial_slot = after(at, self.limits.partial_message);
+        }
+        self.close_deadline_with(false, partial_since, partial_slot, at)
+    }
+
+    /// [`Session::close_deadline`] for the given pause, partial-message start and slot, and
+    /// last traffic.
+    fn close_deadline_with(
+        &self,
+        paused: bool,
+        partial_since: u64,
+        partial_slot: u64,
+        last_activity: u64,
+    ) -> Option<Instant> {
         if self.is_closed() {
             return None;
         }
-        let slot = |k: TimerKind| self.timers[k as usize];
+        let slot = |k: TimerKind| match k {
+            TimerKind::PartialMessage => partial_slot,
+            k => self.timers[k as usize],
+        };
         // A lazy slot closes when it fires and its condition's own time has passed too.
         let lazy = |k: TimerKind, since: u64, limit: u32| {
             let (slot, due) = (slot(k), after(since, limit));
@@ -690,11 +728,11 @@ impl Session {
             first = first.min(slot(TimerKind::Handshake));
         }
         first = first.min(slot(TimerKind::CloseFlush));
-        if !self.reading_paused {
-            first = first.min(lazy(TimerKind::PartialMessage, self.partial_since, self.limits.partial_message));
+        if !paused {
+            first = first.min(lazy(TimerKind::PartialMessage, partial_since, self.limits.partial_message));
         }
-        if !self.reading_paused || self.output_waiting {
-            first = first.min(lazy(TimerKind::Idle, self.last_activity.get(), self.limits.idle));
+        if !paused || self.output_waiting {
+            first = first.min(lazy(TimerKind::Idle, last_activity, self.limits.idle));
         }
         if self.output_waiting {
             first = first.min(slot(TimerKind::WriteStall));
@@ -1495,6 +1533,43 @@ mod tests {
         assert!(s.close_pending());
         s.poll_event();
         assert!(!s.close_pending());
+    }
+
+    #[test]
+    fn the_close_deadline_as_resumed_is_the_one_a_resume_would_give() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        for (idle, partial) in [(Some(1000), Some(300)), (None, Some(300)), (Some(1000), None), (None, None)] {
+            let mut t = timeouts();
+            t.idle = idle.map(Duration::from_millis);
+            t.partial_message = partial.map(Duration::from_millis);
+            // Incomplete when paused (read at 50 ms), or whole; incomplete when resumed, or not.
+            for (partial_before, in_message) in [(true, true), (false, true), (false, false), (true, false)] {
+                let session = || {
+                    let mut s = Session::listener(None, t, t0);
+                    s.poll_event();
+                    s.on_read(ms(50), partial_before);
+                    s.pause_reading();
+                    s
+                };
+                let paused = session();
+                let mut resumed = session();
+                let at = ms(700);
+                resumed.resume_reading(at, in_message);
+                let want = resumed.close_deadline();
+                assert_eq!(
+                    paused.close_deadline_resumed_at(at, in_message),
+                    want,
+                    "idle {idle:?}, partial {partial:?}, incomplete before {partial_before}, after {in_message}"
+                );
+                // And it is what the resumed session closes at.
+                if let Some(d) = want {
+                    let _ = resumed.handle_timeout(d);
+                    let _ = resumed.handle_timeout(d);
+                    assert!(resumed.close_pending(), "closes at {d:?}");
+                }
+            }
+        }
     }
 
     #[test]
