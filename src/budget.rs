@@ -198,17 +198,20 @@ impl MemoryBudget {
 
     /// May `id` read now, if the read can grow its input by `growth` bytes? If not, `id` is
     /// recorded as waiting and will be named by [`MemoryBudget::take_wake`] when it may.
+    #[inline]
     pub(crate) fn may_read(&mut self, id: u64, growth: usize) -> bool {
         let Some(cap) = self.cap else { return true };
-        if growth == 0 {
+        if growth == 0 || (!self.pressure && self.total.saturating_add(growth) <= cap) {
             return true;
         }
-        if !self.pressure {
-            if self.total.saturating_add(growth) <= cap {
-                return true;
-            }
-            self.pressure = true;
-        }
+        self.may_read_over(id, growth)
+    }
+
+    /// [`MemoryBudget::may_read`] for a read that the total leaves no room for, or under
+    /// pressure.
+    #[inline(never)]
+    fn may_read_over(&mut self, id: u64, growth: usize) -> bool {
+        self.pressure = true;
         if self.leader == Some(id) {
             return true;
         }

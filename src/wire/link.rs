@@ -196,6 +196,7 @@ impl Link {
                 self.resume_at(Instant::now());
             } else {
                 self.paused = false;
+                self.forget_waits();
                 self.session.resume_untimed();
             }
         }
@@ -203,18 +204,37 @@ impl Link {
 
     /// [`Link::resume`] with the time, for a caller that read the clock anyway (converted for
     /// the session only when it keeps time).
-    #[inline]
+    #[inline(always)]
     pub fn resume_at(&mut self, now: Instant) {
         if self.paused {
             self.paused = false;
-            let waited = std::mem::take(self.waited.get_mut());
             if self.keeps_time() {
-                // The pause ended when the caller began waiting for this peer.
-                let at = now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now);
+                let at = match *self.waited.get_mut() {
+                    0 => now,
+                    _ => self.take_waits(now),
+                };
                 self.session.resume_reading(at, self.decoder.in_message());
             } else {
+                self.forget_waits();
                 self.session.resume_untimed();
             }
+        }
+    }
+
+    /// A resume at `now` after waits of this pause ([`Link::count_wait`]): the pause ended
+    /// when the caller began waiting for this peer. The credit is spent.
+    #[cold]
+    fn take_waits(&mut self, now: Instant) -> Instant {
+        let waited = std::mem::take(self.waited.get_mut());
+        now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now)
+    }
+
+    /// A resume whose time nothing reads: the waits of the pause are dropped with it.
+    #[inline]
+    fn forget_waits(&mut self) {
+        let waited = self.waited.get_mut();
+        if *waited != 0 {
+            *waited = 0;
         }
     }
 
@@ -244,7 +264,6 @@ impl Link {
     fn delivered(&mut self) {
         if !self.paused {
             self.paused = true;
-            *self.waited.get_mut() = 0;
             self.session.pause_reading();
         }
     }
@@ -262,7 +281,6 @@ impl Link {
         let next = judge_frame(&mut self.session, self.decoder.next_frame_limited(limit));
         if matches!(next, Next::Message(_)) && !self.paused {
             self.paused = true;
-            *self.waited.get_mut() = 0;
             self.session.pause_reading();
         }
         next
