@@ -593,6 +593,43 @@ fn blocking_waits_in_one_pause_add_up_and_the_time_between_them_is_the_callers()
     assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
 }
 
+#[test]
+fn blocking_waits_on_several_threads_count_the_time_they_cover_once() {
+    const PARTIAL: Duration = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, _peer) = delivered_with_half_left(&dir, PARTIAL);
+    // The caller's own time first (so that an overcount is not hidden by the connection's age).
+    thread::sleep(PARTIAL + Duration::from_millis(100));
+    // Four threads wait 100 ms on the same connection at once: 100 ms of the peer's 300.
+    let started = Instant::now();
+    let results: Vec<_> = thread::scope(|s| {
+        let waits: Vec<_> = (0..4)
+            .map(|_| {
+                let conn = &conn;
+                s.spawn(move || mpconn::wait(&[conn], Some(Duration::from_millis(100))))
+            })
+            .collect();
+        waits.into_iter().map(|w| w.join().unwrap().unwrap()).collect()
+    });
+    let covered = started.elapsed();
+    assert!(results.iter().all(Vec::is_empty), "{results:?}");
+    let start = Instant::now();
+    let w = mpconn::wait(&[&conn], Some(Duration::from_secs(10)));
+    let took = start.elapsed();
+    let r = conn.recv_bytes();
+    println!(
+        "4 threads x wait(100 ms) over {covered:?}, then wait(10 s), 300 ms limit: {w:?} after {took:?}; then recv {r:?}"
+    );
+    assert_eq!(w.unwrap(), vec![0]);
+    // Counted four times, the waits would leave nothing: ready at once (it was, before).
+    assert!(
+        took + covered >= PARTIAL - Duration::from_millis(20),
+        "ready after {took:?}, the waits covered {covered:?}"
+    );
+    assert!(took < PARTIAL + SLACK, "wait held {took:?}");
+    assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
+}
+
 #[cfg(feature = "tokio")]
 mod async_face {
     use super::*;

@@ -920,13 +920,30 @@ impl AsFd for Connection {
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let began = Instant::now();
     let caller_deadline = timeout.map(|t| began + t);
-    let result = wait_from(connections, began, caller_deadline);
-    // The connections not read here keep the time they were waited for (their peer's).
-    let waited = began.elapsed();
-    for c in connections {
-        c.link.count_wait(waited);
+    let _waiting = Waiting::begin(connections, began);
+    wait_from(connections, began, caller_deadline)
+}
+
+/// The connections [`wait`] waits on, told when it begins and (dropped, on every return)
+/// when it ends: the time between is their peers' ([`Link::begin_wait`]).
+struct Waiting<'a, 'c>(&'a [&'c Connection]);
+
+impl<'a, 'c> Waiting<'a, 'c> {
+    fn begin(connections: &'a [&'c Connection], now: Instant) -> Self {
+        for c in connections {
+            c.link.begin_wait(now);
+        }
+        Waiting(connections)
     }
-    result
+}
+
+impl Drop for Waiting<'_, '_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        for c in self.0 {
+            c.link.end_wait(now);
+        }
+    }
 }
 
 /// [`wait`]'s loop, from `began` until `caller_deadline`.

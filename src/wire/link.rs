@@ -14,7 +14,7 @@
 //! `pause_reading`: the idle and partial-message clocks restart when reading resumes, but a
 //! receive dropped without a message (a `timeout` around it) does not restart them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::wire::frame::{FrameDecoder, FrameError};
@@ -72,10 +72,33 @@ pub struct Link {
     eof: bool,
     /// A message was delivered and the caller has not asked for the next one yet.
     paused: bool,
-    /// Nanoseconds the caller spent in [`Link::count_wait`]'s waits during this pause: the
-    /// time it waited for the peer, which the clocks count when reading resumes. Atomic because
-    /// such a wait sees the link through a shared reference (the blocking `wait`).
-    waited: AtomicU64,
+    /// The caller's waits for input through shared references during this pause (the blocking
+    /// `wait`, from any number of threads): the time they covered is the peer's, which the
+    /// clocks count when reading resumes. Locked only by such waits; a resume, which has the
+    /// link to itself, reads it without locking.
+    waits: Mutex<Waits>,
+}
+
+/// The waits of one pause ([`Link::begin_wait`]): the time covered by at least one, counted
+/// once however many overlap (several threads waiting on one connection, or one connection
+/// listed twice).
+#[derive(Debug, Default)]
+struct Waits {
+    /// The time covered by the waits that ended.
+    covered: Duration,
+    /// Waits in progress.
+    waiting: u32,
+    /// When the first wait in progress began.
+    since: Option<Instant>,
+}
+
+impl Waits {
+    /// Where the pause ends for a deadline looked at during a wait that began at `began`:
+    /// the waits' time taken back from the start of those in progress.
+    fn pause_end(&self, began: Instant) -> Instant {
+        let start = self.since.map_or(began, |s| s.min(began));
+        start.checked_sub(self.covered).unwrap_or(start)
+    }
 }
 
 impl Link {
@@ -83,7 +106,7 @@ impl Link {
     /// session's ([`Session::read_block`]).
     pub fn new(session: Session, max_message_size: usize) -> Link {
         let decoder = FrameDecoder::with_read_block(max_message_size, session.read_block());
-        Link { decoder, session, eof: false, paused: false, waited: AtomicU64::new(0) }
+        Link { decoder, session, eof: false, paused: false, waits: Mutex::new(Waits::default()) }
     }
 
     /// The session.
@@ -209,9 +232,9 @@ impl Link {
         if self.paused {
             self.paused = false;
             if self.keeps_time() {
-                let at = match *self.waited.get_mut() {
-                    0 => now,
-                    _ => self.take_waits(now),
+                let at = match self.waits_mut().covered.is_zero() {
+                    true => now,
+                    false => self.take_waits(now),
                 };
                 self.session.resume_reading(at, self.decoder.in_message());
             } else {
@@ -221,44 +244,69 @@ impl Link {
         }
     }
 
-    /// A resume at `now` after waits of this pause ([`Link::count_wait`]): the pause ended
-    /// when the caller began waiting for this peer. The credit is spent.
+    /// The waits of the pause, without locking: the link is ours alone (no wait is in
+    /// progress: waits hold shared references).
+    #[inline]
+    fn waits_mut(&mut self) -> &mut Waits {
+        self.waits.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A resume at `now` after waits of this pause ([`Link::begin_wait`]): the pause ended
+    /// that much earlier. They are spent.
     #[cold]
     fn take_waits(&mut self, now: Instant) -> Instant {
-        let waited = std::mem::take(self.waited.get_mut());
-        now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now)
+        let waits = std::mem::take(self.waits_mut());
+        now.checked_sub(waits.covered).unwrap_or(now)
     }
 
     /// A resume whose time nothing reads: the waits of the pause are dropped with it.
     #[inline]
     fn forget_waits(&mut self) {
-        let waited = self.waited.get_mut();
-        if *waited != 0 {
-            *waited = 0;
+        let waits = self.waits_mut();
+        if !waits.covered.is_zero() {
+            waits.covered = Duration::ZERO;
         }
     }
 
-    /// [`Session::close_deadline`] for a caller that waits for input through a shared
-    /// reference since `began` (the blocking `wait`): the wait counts as the end of a pause
-    /// after a delivery, as a receive does, together with the earlier waits of the same pause
-    /// ([`Link::count_wait`]).
+    fn lock_waits(&self) -> MutexGuard<'_, Waits> {
+        self.waits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The caller begins waiting for input at `now` through a shared reference (the blocking
+    /// `wait`): during a pause after a delivery, the time until [`Link::end_wait`] is the
+    /// peer's, as if a receive were waiting. Each call must be paired with one `end_wait`.
+    pub fn begin_wait(&self, now: Instant) {
+        if self.paused {
+            let mut waits = self.lock_waits();
+            if waits.waiting == 0 {
+                waits.since = Some(now);
+            }
+            waits.waiting += 1;
+        }
+    }
+
+    /// A wait begun with [`Link::begin_wait`] ends at `now` without taking a message.
+    pub fn end_wait(&self, now: Instant) {
+        if self.paused {
+            let mut waits = self.lock_waits();
+            waits.waiting = waits.waiting.saturating_sub(1);
+            if waits.waiting == 0
+                && let Some(since) = waits.since.take()
+            {
+                waits.covered = waits.covered.saturating_add(now.saturating_duration_since(since));
+            }
+        }
+    }
+
+    /// [`Session::close_deadline`] for a caller waiting for input through a shared reference
+    /// since `began` ([`Link::begin_wait`]): a pause after a delivery ends, for the deadlines,
+    /// where the waits of the pause began, their time taken once.
     pub fn close_deadline_waiting(&self, began: Instant) -> Option<Instant> {
         if !self.paused {
             return self.session.close_deadline();
         }
-        let waited = Duration::from_nanos(self.waited.load(Ordering::Relaxed));
-        let at = began.checked_sub(waited).unwrap_or(began);
+        let at = self.lock_waits().pause_end(began);
         self.session.close_deadline_resumed_at(at, self.decoder.in_message())
-    }
-
-    /// A wait through a shared reference ([`Link::close_deadline_waiting`]) ended after
-    /// `waited` without taking a message: during a pause, that time is the peer's, and counts
-    /// when reading resumes.
-    pub fn count_wait(&self, waited: Duration) {
-        if self.paused {
-            let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-            let _ = self.waited.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| Some(w.saturating_add(ns)));
-        }
     }
 
     fn delivered(&mut self) {
