@@ -360,6 +360,31 @@ fn ids_name_their_shard_and_are_unique_across_shards() {
 }
 
 #[test]
+fn an_id_of_another_group_reaches_none_of_this_groups_connections() {
+    // Two groups of one shard each: every connection is on shard 0, at the same slot.
+    let (_dir_a, a) = unix_address();
+    let (_dir_b, b) = unix_address();
+    let (ga, gb) = (
+        group(1, a, ReactorConfig::default(), ListenOptions::new()),
+        group(1, b, ReactorConfig::default(), ListenOptions::new()),
+    );
+    let mut client_a = Client::new(ga.address.clone()).connect().unwrap();
+    let mut client_b = Client::new(gb.address.clone()).connect().unwrap();
+    let (_, id_a) = ga.opens.recv_timeout(WAIT).unwrap();
+    let (_, id_b) = gb.opens.recv_timeout(WAIT).unwrap();
+    assert_ne!(id_a, id_b, "two groups gave the same id: {id_a}");
+    // A's handle with B's id: not delivered to A's client (it was, before: the ids matched).
+    let _ = ga.handle.send(id_b, b"meant for B".to_vec());
+    ga.handle.send(id_a, b"meant for A".to_vec()).unwrap();
+    gb.handle.send(id_b, b"meant for B".to_vec()).unwrap();
+    assert_eq!(client_a.recv_bytes().unwrap(), b"meant for A", "A's client got another group's message first");
+    assert_eq!(client_b.recv_bytes().unwrap(), b"meant for B");
+    assert!(!client_a.poll(Some(Duration::from_millis(200))).unwrap(), "A's client got a second message");
+    ga.stop();
+    gb.stop();
+}
+
+#[test]
 fn max_connections_applies_per_shard_through_the_acceptor() {
     let (_dir, address) = unix_address();
     let g = group(2, address, ReactorConfig::default(), ListenOptions::new().max_connections(2));

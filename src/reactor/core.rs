@@ -4,7 +4,7 @@
 //! module only records what happened (opened, drained, to close) for it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mio::{Interest, Poll, Token};
@@ -118,6 +118,21 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 /// 24 to 31 carry the shard tag (0 for a reactor of its own, shard index + 1 for a shard of
 /// [`crate::reactor::Sharded`]), so an id says which shard owns it. The slab index has the 24
 /// bits below: at most [`MAX_ENTRIES`] listeners and connections per reactor.
+/// Reactors (or sharded groups) created in this process so far.
+static GROUPS: AtomicU32 = AtomicU32::new(0);
+
+/// The first generation of the ids of a new reactor or sharded group: 1 for the first in the
+/// process, then the golden-ratio sequence (2^32 / φ apart, the next ones in the largest
+/// gaps), so that the ids of different reactors differ: an id taken to another reactor's
+/// handle is refused as no connection of its own, not delivered to whichever connection
+/// holds the same slot and generation there. (Two reactors' ids meet only after one has
+/// counted through the gap to the other's start: with two reactors in a process, at least 1.6
+/// billion connections and listeners; with a hundred, at least 21 million.)
+pub(crate) fn first_generation() -> u32 {
+    let group = GROUPS.fetch_add(1, Ordering::Relaxed);
+    group.wrapping_mul(0x9E37_79B9).wrapping_add(1).max(1)
+}
+
 pub(crate) fn pack(index: usize, generation: u32, shard_tag: u64) -> u64 {
     u64::from(generation) << 32 | shard_tag << SHARD_SHIFT | index as u64
 }
@@ -238,7 +253,7 @@ impl Core {
         Ok(Core {
             poll,
             entries: Slab::new(),
-            next_generation: 1,
+            next_generation: first_generation(),
             timers: Timers::default(),
             config,
             shared,
@@ -263,11 +278,14 @@ impl Core {
         })
     }
 
-    /// Makes this reactor shard `index` of a sharded group: its ids carry the shard, and it
-    /// publishes its figures to `gauges` each turn. Before any entry exists.
-    pub(crate) fn make_shard(&mut self, index: usize, gauges: Arc<Gauges>) {
+    /// Makes this reactor shard `index` of a sharded group whose ids start at generation
+    /// `first_generation` (the group's, so its shards' ids differ by their shard alone): its
+    /// ids carry the shard, and it publishes its figures to `gauges` each turn. Before any
+    /// entry exists.
+    pub(crate) fn make_shard(&mut self, index: usize, first_generation: u32, gauges: Arc<Gauges>) {
         debug_assert!(self.entries.is_empty());
         self.shard_tag = index as u64 + 1;
+        self.next_generation = first_generation;
         self.gauges = Some(gauges);
     }
 

@@ -132,7 +132,9 @@ use crate::error::Result;
 ///
 /// Displayed as `conn#SLOT.GENERATION` for a reactor of its own, and as
 /// `conn#SHARD.SLOT.GENERATION` for a shard of a [`Sharded`] group, so the ids of a group are
-/// unique across its shards.
+/// unique across its shards. Each reactor (or group) of a process numbers its generations from
+/// its own start, so an id given to another reactor's handle finds no connection there (a send
+/// reaches nobody) instead of the one that holds the same slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub(crate) u64);
 

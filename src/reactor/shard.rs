@@ -561,11 +561,13 @@ impl<H: Handler + Send> Sharded<H> {
         let acceptor = Acceptor::new()?;
         let mut reactors = Vec::with_capacity(n);
         let (mut handles, mut gauges, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        // One range of ids for the group: its shards' ids differ by their shard.
+        let first_generation = super::core::first_generation();
         for i in 0..n {
             let c = Arc::new(Counts::default());
             let g = Arc::new(Gauges::default());
             let mut r = Reactor::with_config(Counted { inner: factory(i), counts: c.clone() }, config.clone())?;
-            r.core.make_shard(i, g.clone());
+            r.core.make_shard(i, first_generation, g.clone());
             handles.push(r.handle());
             gauges.push(g);
             counts.push(c);
