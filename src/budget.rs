@@ -46,6 +46,8 @@
 //! partial-message deadline keeps running (see SECURITY.md).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Default memory budget: 1 GiB, eight messages of the default maximum size
 /// ([`crate::wire::frame::DEFAULT_MAX_MESSAGE_SIZE`], 128 MiB) in flight at once.
@@ -82,6 +84,27 @@ pub(crate) struct MemoryBudget {
     /// Bytes the application keeps for the connections (whole messages handed to it), part of
     /// `total` until it gives them back.
     held: usize,
+    /// The lead shared by the shards of a sharded group, and this shard's tag in it (see
+    /// [`GroupLead`]); `None` for a budget of its own.
+    group: Option<(Arc<GroupLead>, usize)>,
+    /// This budget holds the group's lead (its leader, if any, is the group's one).
+    holds_group_lead: bool,
+    /// The group's lead was given back while another shard waited for it: the face tells the
+    /// group's shards ([`MemoryBudget::take_lead_freed`]).
+    lead_freed: bool,
+}
+
+/// The one lead of a sharded group. Each shard keeps its own budget (the group's divided by
+/// the shards), but a leader may grow past it by up to a whole message: with a leader per
+/// shard, N shards could hold N such messages where one reactor with the whole budget holds
+/// one. So a shard elects a leader only while it holds this lead; a shard that wanted it and
+/// could not take it is told when it is given back.
+#[derive(Debug, Default)]
+pub(crate) struct GroupLead {
+    /// 0 when free, else the tag of the shard that holds it.
+    holder: AtomicUsize,
+    /// A shard could not take the lead and waits to be told when it is free.
+    wanted: AtomicBool,
 }
 
 impl MemoryBudget {
@@ -97,7 +120,67 @@ impl MemoryBudget {
             wake: Vec::new(),
             refusals: 0,
             held: 0,
+            group: None,
+            holds_group_lead: false,
+            lead_freed: false,
         }
+    }
+
+    /// Makes this budget one shard's (tag `tag`, not 0) of a group sharing `lead`.
+    pub(crate) fn share_lead(&mut self, lead: Arc<GroupLead>, tag: usize) {
+        debug_assert!(tag != 0 && self.leader.is_none());
+        self.group = Some((lead, tag));
+    }
+
+    /// True once after the group's lead was given back while another shard waited for it: the
+    /// face asks every shard of the group, this one included, to try again
+    /// ([`MemoryBudget::retry_lead`]).
+    pub(crate) fn take_lead_freed(&mut self) -> bool {
+        std::mem::take(&mut self.lead_freed)
+    }
+
+    /// The group's lead may be free: elects a leader if one is needed and the lead can be taken
+    /// (the elected connection is named by [`MemoryBudget::take_wake`]).
+    pub(crate) fn retry_lead(&mut self) {
+        if self.pressure && self.leader.is_none() && self.needs_leader() {
+            self.elect();
+        }
+    }
+
+    /// Takes the group's lead for this shard (always granted to a budget of its own).
+    fn take_group_lead(&mut self) -> bool {
+        let Some((lead, tag)) = &self.group else { return true };
+        if self.holds_group_lead {
+            return true;
+        }
+        let take = || lead.holder.compare_exchange(0, *tag, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        // Asking after a failed try, then trying once more: a shard giving the lead back
+        // between the two either sees the request or leaves the lead free for the second try.
+        let taken = take() || {
+            lead.wanted.store(true, Ordering::SeqCst);
+            take()
+        };
+        self.holds_group_lead = taken;
+        taken
+    }
+
+    /// The leader stopped leading. In a group, the lead goes back, and a shard waiting for it
+    /// is told ([`MemoryBudget::take_lead_freed`]); this shard's own waiting connections then
+    /// ask like the others' (its face tells it too), instead of taking it straight back.
+    /// Returns whether this shard may elect again now.
+    fn lead_ended(&mut self) -> bool {
+        self.leader = None;
+        let Some((lead, _)) = &self.group else { return true };
+        if !self.holds_group_lead {
+            return true;
+        }
+        self.holds_group_lead = false;
+        lead.holder.store(0, Ordering::SeqCst);
+        if !lead.wanted.swap(false, Ordering::SeqCst) {
+            return true;
+        }
+        self.lead_freed = true;
+        false
     }
 
     /// True when the budget bounds anything.
@@ -141,7 +224,7 @@ impl MemoryBudget {
         };
         self.total -= input + output;
         if self.leader == Some(id) {
-            self.leader = None;
+            self.lead_ended();
         }
         self.rebalance();
     }
@@ -248,11 +331,8 @@ impl MemoryBudget {
     /// `id` will not read for now (its reading was paused by its owner): if it leads, the lead
     /// passes to the largest waiting connection, so a paused leader cannot stall the others.
     pub(crate) fn pass_lead(&mut self, id: u64) {
-        if self.leader == Some(id) {
-            self.leader = None;
-            if self.needs_leader() {
-                self.elect();
-            }
+        if self.leader == Some(id) && self.lead_ended() && self.needs_leader() {
+            self.elect();
         }
     }
 
@@ -295,7 +375,7 @@ impl MemoryBudget {
         let Some(cap) = self.cap else { return };
         if self.pressure && self.total <= self.low {
             self.pressure = false;
-            self.leader = None;
+            self.lead_ended();
             for (&id, u) in &mut self.users {
                 if u.waiting {
                     u.waiting = false;
@@ -312,19 +392,31 @@ impl MemoryBudget {
         }
         if let Some(l) = self.leader
             && self.users.get(&l).is_none_or(|u| u.input <= SMALL_INPUT)
+            && !self.lead_ended()
         {
-            self.leader = None;
+            return; // handed to another shard: this one asks again when told
         }
         if self.leader.is_none() && self.needs_leader() {
             self.elect();
         }
     }
 
-    /// The waiting connection holding the most input leads (and is woken).
+    /// The waiting connection holding the most input leads (and is woken), if this shard can
+    /// take its group's lead; not while the lead it gave back waits to be announced.
     fn elect(&mut self) {
-        let best =
-            self.users.iter().filter(|(_, u)| u.waiting).max_by_key(|&(id, u)| (u.input, std::cmp::Reverse(*id)));
-        if let Some((&id, _)) = best {
+        if self.lead_freed {
+            return;
+        }
+        let best = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.waiting)
+            .max_by_key(|&(id, u)| (u.input, std::cmp::Reverse(*id)))
+            .map(|(&id, _)| id);
+        if let Some(id) = best {
+            if !self.take_group_lead() {
+                return;
+            }
             self.leader = Some(id);
             if let Some(u) = self.users.get_mut(&id) {
                 u.waiting = false;
@@ -339,6 +431,47 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+
+    #[test]
+    fn a_group_has_one_leader_and_its_lead_passes_to_the_shard_that_waits() {
+        let lead = Arc::new(GroupLead::default());
+        let (mut a, mut b) = (MemoryBudget::new(Some(64 * MIB)), MemoryBudget::new(Some(64 * MIB)));
+        a.share_lead(lead.clone(), 1);
+        b.share_lead(lead.clone(), 2);
+        // Each shard over its cap with three large holders that want to grow (one completing
+        // leaves the shard under pressure).
+        for (budget, ids) in [(&mut a, [1, 2, 3]), (&mut b, [4, 5, 6])] {
+            for id in ids {
+                budget.set_input(id, 30 * MIB);
+            }
+        }
+        assert!(a.may_read(1, 8 * MIB), "the first to ask leads its shard and the group");
+        assert!(!a.may_read(2, 8 * MIB));
+        assert!(!b.may_read(4, 8 * MIB), "the other shard cannot lead while the group's lead is taken");
+        assert_eq!((a.leader(), b.leader()), (Some(1), None));
+        assert!(!a.take_lead_freed() && !b.take_lead_freed());
+        // The leader's message completes: the lead goes to the shard that waited, not straight
+        // back to the waiting connection of its own shard.
+        a.set_input(1, 0);
+        assert!(a.under_pressure());
+        assert_eq!(a.leader(), None, "a does not take the lead it gave back");
+        assert!(a.take_lead_freed(), "the shards are told");
+        b.retry_lead();
+        a.retry_lead();
+        assert_eq!((a.leader(), b.leader()), (None, Some(4)), "taken by the first told (b), a asks again");
+        assert!(b.take_wake().contains(&4), "the new leader is woken");
+        // And back to a when that one completes.
+        b.set_input(4, 0);
+        assert!(b.take_lead_freed());
+        a.retry_lead();
+        assert_eq!((a.leader(), b.leader()), (Some(2), None));
+        assert!(a.take_wake().contains(&2));
+        // A leader that leaves (closed) gives the lead back too; nobody else wants it now.
+        a.remove(2, 0);
+        assert!(!a.take_lead_freed(), "no shard waited for it");
+        assert_eq!(a.leader(), None);
+        assert_eq!(lead.holder.load(Ordering::SeqCst), 0, "free");
+    }
 
     #[test]
     fn unbounded_refuses_nothing_and_tracks_nothing() {

@@ -679,6 +679,22 @@ impl Core {
         Some(c)
     }
 
+    /// When this shard gave its group's memory-budget lead back while another shard waited
+    /// for it: every shard of the group (this one too) is told, and elects a leader if one
+    /// waits and it can take the lead. Once a turn, at its end.
+    #[inline]
+    pub(crate) fn announce_free_lead(&mut self) {
+        if !self.budget.take_lead_freed() {
+            return;
+        }
+        if let Some(siblings) = &self.siblings {
+            for h in siblings.handles() {
+                // A shard that is gone has no connection waiting.
+                let _ = h.lead_free();
+            }
+        }
+    }
+
     /// Tells the memory budget what a connection holds now (its decoder's buffer, its queued
     /// output), if that changed, and resumes the connections the budget lets read again.
     #[inline]

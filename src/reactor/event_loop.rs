@@ -107,6 +107,7 @@ impl<H: Handler> Reactor<H> {
         if self.core.stopping.is_some() {
             self.progress_stop();
         }
+        self.core.announce_free_lead();
         self.core.publish();
         if self.stopped {
             return Ok(Turn::Stopped);
@@ -232,6 +233,10 @@ impl<H: Handler> Reactor<H> {
                 Command::Adopt(a) => {
                     let crate::reactor::handle::Adopted { stream, peer, opts, listener } = *a;
                     self.adopt(stream, peer, opts, listener);
+                }
+                Command::LeadFree => {
+                    self.core.budget.retry_lead();
+                    self.core.budget_wake();
                 }
             }
             self.settle();

@@ -22,6 +22,8 @@ pub(crate) enum Command {
     /// A stream accepted by a sharded acceptor, to serve here (boxed: the queue's slots stay
     /// small).
     Adopt(Box<Adopted>),
+    /// The sharded group's memory-budget lead was given back: elect a leader if one waits.
+    LeadFree,
 }
 
 /// A stream accepted on another thread, with what its listener says.
@@ -145,6 +147,11 @@ impl Handle {
     /// stream is dropped, which closes it.
     pub(crate) fn adopt(&self, adopted: Adopted) -> Result<()> {
         self.push(Command::Adopt(Box::new(adopted)))
+    }
+
+    /// Tells a shard that its group's memory-budget lead is free.
+    pub(crate) fn lead_free(&self) -> Result<()> {
+        self.push(Command::LeadFree)
     }
 
     /// Runs `f` on the reactor thread.

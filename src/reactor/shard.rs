@@ -308,6 +308,11 @@ impl Siblings {
         self.handles.len()
     }
 
+    /// A handle to each shard.
+    pub(crate) fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+
     /// Shard `i`'s connections: its published count plus the streams handed to it that it has
     /// not taken yet.
     pub(crate) fn load(&self, i: usize) -> usize {
@@ -491,9 +496,9 @@ impl ShardedHandle {
 /// are refused by [`Sharded::listen`]: serve a pipe with one [`Reactor`].
 ///
 /// Each shard is a [`Reactor`] with the same [`ReactorConfig`], except the memory budget: the
-/// group's budget is split evenly, each shard getting `budget / N`, so the shards together
-/// hold what one reactor with the whole budget would (each shard's own bound is as for one
-/// reactor, see [`crate::budget`]). Shards share nothing else: a handler sees the connections of
+/// group's budget is split evenly, each shard getting `budget / N`, and the shards share the
+/// one leader that may read a large message past the budget, so the shards together hold what
+/// one reactor with the whole budget would (see [`crate::budget`]). Shards share nothing else: a handler sees the connections of
 /// its own shard, and reaches the others through a [`ShardedHandle`].
 ///
 /// Stopping any shard ([`Context::stop`] in a handler, an error, a panic) stops them all;
@@ -563,11 +568,14 @@ impl<H: Handler + Send> Sharded<H> {
         let (mut handles, mut gauges, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         // One range of ids for the group: its shards' ids differ by their shard.
         let first_generation = super::core::first_generation();
+        // One memory-budget leader in the whole group, as in one reactor with the whole budget.
+        let lead = Arc::new(crate::budget::GroupLead::default());
         for i in 0..n {
             let c = Arc::new(Counts::default());
             let g = Arc::new(Gauges::default());
             let mut r = Reactor::with_config(Counted { inner: factory(i), counts: c.clone() }, config.clone())?;
             r.core.make_shard(i, first_generation, g.clone());
+            r.core.budget.share_lead(lead.clone(), i + 1);
             handles.push(r.handle());
             gauges.push(g);
             counts.push(c);
