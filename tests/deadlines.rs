@@ -551,23 +551,31 @@ fn delivered_with_half_left(dir: &tempfile::TempDir, partial: Duration) -> (mpco
     (conn, peer)
 }
 
+/// The partial-message limit of the `wait` tests below.
+const HALF_LEFT_LIMIT: Duration = Duration::from_millis(300);
+
+/// `wait(10 s)` on `conn` alone, then a receive: what each returned, and how long each took.
+fn wait_then_recv(conn: &mut mpconn::Connection) -> (Vec<usize>, Duration, mpconn::Result<Vec<u8>>, Duration) {
+    let start = Instant::now();
+    let ready = mpconn::wait(&[&*conn], Some(Duration::from_secs(10))).unwrap();
+    let waited = start.elapsed();
+    let start = Instant::now();
+    let received = conn.recv_bytes();
+    (ready, waited, received, start.elapsed())
+}
+
 #[test]
 fn blocking_wait_after_a_delivery_ends_at_the_partial_deadline_of_a_stalled_peer() {
-    const PARTIAL: Duration = Duration::from_millis(300);
+    const PARTIAL: Duration = HALF_LEFT_LIMIT;
     let dir = tempfile::tempdir().unwrap();
     let (mut conn, _peer) = delivered_with_half_left(&dir, PARTIAL);
     // The caller's own time after the delivery, longer than the limit, does not count.
     thread::sleep(PARTIAL + Duration::from_millis(100));
-    let start = Instant::now();
-    let w = mpconn::wait(&[&conn], Some(Duration::from_secs(10)));
-    let took = start.elapsed();
-    let start = Instant::now();
-    let r = conn.recv_bytes();
-    let recv_took = start.elapsed();
+    let (w, took, r, recv_took) = wait_then_recv(&mut conn);
     println!(
         "wait(10 s) after a delivery, half a message left, 300 ms limit: {w:?} after {took:?}; then recv {r:?} after {recv_took:?}"
     );
-    assert_eq!(w.unwrap(), vec![0]);
+    assert_eq!(w, vec![0]);
     assert!(took >= PARTIAL - Duration::from_millis(20), "the caller's pause counted: ready after {took:?}");
     assert!(took < PARTIAL + SLACK, "wait held {took:?} (it waited out its whole timeout before)");
     assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
@@ -576,18 +584,15 @@ fn blocking_wait_after_a_delivery_ends_at_the_partial_deadline_of_a_stalled_peer
 
 #[test]
 fn blocking_waits_in_one_pause_add_up_and_the_time_between_them_is_the_callers() {
-    const PARTIAL: Duration = Duration::from_millis(300);
+    const PARTIAL: Duration = HALF_LEFT_LIMIT;
     let dir = tempfile::tempdir().unwrap();
     let (mut conn, _peer) = delivered_with_half_left(&dir, PARTIAL);
     let w = mpconn::wait(&[&conn], Some(Duration::from_millis(100)));
     assert_eq!(w.unwrap(), Vec::<usize>::new(), "100 ms of a 300 ms limit");
     thread::sleep(PARTIAL + Duration::from_millis(100));
-    let start = Instant::now();
-    let w = mpconn::wait(&[&conn], Some(Duration::from_secs(10)));
-    let took = start.elapsed();
-    let r = conn.recv_bytes();
+    let (w, took, r, _) = wait_then_recv(&mut conn);
     println!("wait(100 ms), 400 ms away, wait(10 s), 300 ms limit: {w:?} after {took:?}; then recv {r:?}");
-    assert_eq!(w.unwrap(), vec![0]);
+    assert_eq!(w, vec![0]);
     assert!(took >= Duration::from_millis(180), "the first wait or the pause miscounted: ready after {took:?}");
     assert!(took < Duration::from_millis(200) + SLACK, "wait held {took:?}");
     assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{r:?}");
@@ -595,7 +600,7 @@ fn blocking_waits_in_one_pause_add_up_and_the_time_between_them_is_the_callers()
 
 #[test]
 fn blocking_waits_on_several_threads_count_the_time_they_cover_once() {
-    const PARTIAL: Duration = Duration::from_millis(300);
+    const PARTIAL: Duration = HALF_LEFT_LIMIT;
     let dir = tempfile::tempdir().unwrap();
     let (mut conn, _peer) = delivered_with_half_left(&dir, PARTIAL);
     // The caller's own time first (so that an overcount is not hidden by the connection's age).
@@ -613,14 +618,11 @@ fn blocking_waits_on_several_threads_count_the_time_they_cover_once() {
     });
     let covered = started.elapsed();
     assert!(results.iter().all(Vec::is_empty), "{results:?}");
-    let start = Instant::now();
-    let w = mpconn::wait(&[&conn], Some(Duration::from_secs(10)));
-    let took = start.elapsed();
-    let r = conn.recv_bytes();
+    let (w, took, r, _) = wait_then_recv(&mut conn);
     println!(
         "4 threads x wait(100 ms) over {covered:?}, then wait(10 s), 300 ms limit: {w:?} after {took:?}; then recv {r:?}"
     );
-    assert_eq!(w.unwrap(), vec![0]);
+    assert_eq!(w, vec![0]);
     // Counted four times, the waits would leave nothing: ready at once (it was, before).
     assert!(
         took + covered >= PARTIAL - Duration::from_millis(20),

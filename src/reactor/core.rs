@@ -239,7 +239,9 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(config: ReactorConfig) -> Result<Core> {
+    /// A reactor's core whose ids start at generation `first_generation` ([`first_generation`]
+    /// for a reactor of its own; its group's for a shard).
+    pub(crate) fn new(config: ReactorConfig, first_generation: u32) -> Result<Core> {
         let config_budget = config.memory_budget;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
@@ -253,7 +255,7 @@ impl Core {
         Ok(Core {
             poll,
             entries: Slab::new(),
-            next_generation: first_generation(),
+            next_generation: first_generation,
             timers: Timers::default(),
             config,
             shared,
@@ -278,14 +280,12 @@ impl Core {
         })
     }
 
-    /// Makes this reactor shard `index` of a sharded group whose ids start at generation
-    /// `first_generation` (the group's, so its shards' ids differ by their shard alone): its
-    /// ids carry the shard, and it publishes its figures to `gauges` each turn. Before any
-    /// entry exists.
-    pub(crate) fn make_shard(&mut self, index: usize, first_generation: u32, gauges: Arc<Gauges>) {
+    /// Makes this reactor shard `index` of a sharded group (built with the group's first
+    /// generation, so its shards' ids differ by their shard alone): its ids carry the shard,
+    /// and it publishes its figures to `gauges` each turn. Before any entry exists.
+    pub(crate) fn make_shard(&mut self, index: usize, gauges: Arc<Gauges>) {
         debug_assert!(self.entries.is_empty());
         self.shard_tag = index as u64 + 1;
-        self.next_generation = first_generation;
         self.gauges = Some(gauges);
     }
 

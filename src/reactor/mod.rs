@@ -354,9 +354,20 @@ impl<H: Handler> Reactor<H> {
 
     /// A reactor with `config`.
     pub fn with_config(handler: H, config: ReactorConfig) -> Result<Reactor<H>> {
+        Reactor::with_first_generation(handler, config, core::first_generation())
+    }
+
+    /// [`Reactor::with_config`] whose ids start at generation `first_generation` (a shard's:
+    /// its group's).
+    pub(crate) fn with_first_generation(
+        handler: H,
+        config: ReactorConfig,
+        first_generation: u32,
+    ) -> Result<Reactor<H>> {
         let events = Events::with_capacity(config.events_capacity.max(16));
         let scratch = vec![0u8; config.read_buffer_size.max(4096)];
-        Ok(Reactor { core: Core::new(config)?, handler, events, scratch, ready: Vec::new(), stopped: false })
+        let core = Core::new(config, first_generation)?;
+        Ok(Reactor { core, handler, events, scratch, ready: Vec::new(), stopped: false })
     }
 
     /// The handler.

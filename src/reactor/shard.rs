@@ -573,8 +573,9 @@ impl<H: Handler + Send> Sharded<H> {
         for i in 0..n {
             let c = Arc::new(Counts::default());
             let g = Arc::new(Gauges::default());
-            let mut r = Reactor::with_config(Counted { inner: factory(i), counts: c.clone() }, config.clone())?;
-            r.core.make_shard(i, first_generation, g.clone());
+            let counted = Counted { inner: factory(i), counts: c.clone() };
+            let mut r = Reactor::with_first_generation(counted, config.clone(), first_generation)?;
+            r.core.make_shard(i, g.clone());
             r.core.budget.share_lead(lead.clone(), i + 1);
             handles.push(r.handle());
             gauges.push(g);

@@ -218,9 +218,7 @@ impl Link {
             if self.keeps_time() {
                 self.resume_at(Instant::now());
             } else {
-                self.paused = false;
-                self.forget_waits();
-                self.session.resume_untimed();
+                self.resume_untimed();
             }
         }
     }
@@ -229,19 +227,31 @@ impl Link {
     /// the session only when it keeps time).
     #[inline(always)]
     pub fn resume_at(&mut self, now: Instant) {
-        if self.paused {
-            self.paused = false;
-            if self.keeps_time() {
-                let at = match self.waits_mut().covered.is_zero() {
-                    true => now,
-                    false => self.take_waits(now),
-                };
-                self.session.resume_reading(at, self.decoder.in_message());
-            } else {
-                self.forget_waits();
-                self.session.resume_untimed();
-            }
+        if !self.paused {
+            return;
         }
+        if !self.keeps_time() {
+            self.resume_untimed();
+            return;
+        }
+        self.paused = false;
+        let at = match self.waits_mut().covered.is_zero() {
+            true => now,
+            false => self.take_waits(now),
+        };
+        self.session.resume_reading(at, self.decoder.in_message());
+    }
+
+    /// A resume whose time nothing reads ([`Session::keeps_time`]): no clock restarts, and the
+    /// waits of the pause are dropped with it.
+    #[inline]
+    fn resume_untimed(&mut self) {
+        self.paused = false;
+        let waits = self.waits_mut();
+        if !waits.covered.is_zero() {
+            waits.covered = Duration::ZERO;
+        }
+        self.session.resume_untimed();
     }
 
     /// The waits of the pause, without locking: the link is ours alone (no wait is in
@@ -255,17 +265,7 @@ impl Link {
     /// that much earlier. They are spent.
     #[cold]
     fn take_waits(&mut self, now: Instant) -> Instant {
-        let waits = std::mem::take(self.waits_mut());
-        now.checked_sub(waits.covered).unwrap_or(now)
-    }
-
-    /// A resume whose time nothing reads: the waits of the pause are dropped with it.
-    #[inline]
-    fn forget_waits(&mut self) {
-        let waits = self.waits_mut();
-        if !waits.covered.is_zero() {
-            waits.covered = Duration::ZERO;
-        }
+        std::mem::take(self.waits_mut()).pause_end(now)
     }
 
     fn lock_waits(&self) -> MutexGuard<'_, Waits> {
