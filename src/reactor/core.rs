@@ -697,7 +697,7 @@ impl Core {
 
     /// Tells the memory budget what a connection holds now (its decoder's buffer, its queued
     /// output), if that changed, and resumes the connections the budget lets read again.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn budget_sync(&mut self, id: u64) {
         if !self.budget.enabled() {
             return;
