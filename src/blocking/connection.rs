@@ -644,7 +644,17 @@ impl Connection {
                     _ => earliest(session_deadline, caller_deadline).map(|d| d - now),
                 }
             };
-            self.arm_read_timeout(left)?;
+            match self.stream_ref()?.poll_readable(left) {
+                // Waited in poll(2) (`Stream::poll_readable`): the read takes what is there.
+                Some(Ok(true)) => {}
+                // The time ran out (or a signal came): the loop looks at the deadlines again.
+                Some(Ok(false)) => continue,
+                Some(Err(e)) => {
+                    self.link.io_error(e);
+                    return Err(self.close_error());
+                }
+                None => self.arm_read_timeout(left)?,
+            }
             let stream = self.stream.as_mut().ok_or_else(no_stream)?;
             match stream.read_retry(self.link.read_buf()) {
                 Ok(n) => self.link.filled(n),

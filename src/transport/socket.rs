@@ -187,6 +187,35 @@ impl Stream {
         super::read_retry(self, buf)
     }
 
+    /// For a blocking reader: waits up to `timeout` (`None`: without limit) in `poll(2)` until
+    /// there is something to read (bytes, the end of the stream or an error), so that the read
+    /// after it does not wait. `Some(Ok(false))`: the time ran out or a signal came first.
+    /// `None`: this stream waits in its read instead (the socket's read timeout then bounds it).
+    ///
+    /// Unix-domain sockets on Linux wait in `poll`: there a reader asleep in `recv` costs the
+    /// writer's process extra context switches, about 0.7 a round trip for a ping-pong of two
+    /// processes on one CPU (mpconn's W2: 2.7 switches a round trip, 2.0 when the client
+    /// waits in `poll`; BENCHMARKS.md, "Issue 20, 2026-12-07, morning"). TCP shows no such
+    /// cost, and there the read timeout spares the extra system call.
+    pub(crate) fn poll_readable(&self, timeout: Option<Duration>) -> Option<io::Result<bool>> {
+        #[cfg(target_os = "linux")]
+        if let Stream::Unix(s) = self {
+            use rustix::event::{PollFd, PollFlags, Timespec};
+            let timeout = timeout.map(|t| Timespec {
+                tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: t.subsec_nanos().into(),
+            });
+            let mut fds = [PollFd::new(s, PollFlags::IN)];
+            return Some(match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(ready) => Ok(ready > 0),
+                Err(rustix::io::Errno::INTR) => Ok(false),
+                Err(e) => Err(e.into()),
+            });
+        }
+        let _ = timeout;
+        None
+    }
+
     /// Writes all of `bufs` with as few vectored writes as the stream allows.
     pub fn write_all_vectored(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
         super::write_all_vectored(self, bufs)

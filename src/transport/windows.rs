@@ -241,6 +241,12 @@ impl Stream {
         matches!(self, Stream::Pipe(_))
     }
 
+    /// For a blocking reader, a wait before the read (see the Unix version): `None`, streams
+    /// here wait in their read.
+    pub(crate) fn poll_readable(&self, _timeout: Option<Duration>) -> Option<io::Result<bool>> {
+        None
+    }
+
     /// Reads into `buf`, retrying on interruption.
     pub fn read_retry(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         super::read_retry(self, buf)
