@@ -200,13 +200,9 @@ impl Stream {
     pub(crate) fn poll_readable(&self, timeout: Option<Duration>) -> Option<io::Result<bool>> {
         #[cfg(target_os = "linux")]
         if let Stream::Unix(s) = self {
-            use rustix::event::{PollFd, PollFlags, Timespec};
-            let timeout = timeout.map(|t| Timespec {
-                tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
-                tv_nsec: t.subsec_nanos().into(),
-            });
+            use rustix::event::{PollFd, PollFlags};
             let mut fds = [PollFd::new(s, PollFlags::IN)];
-            return Some(match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            return Some(match super::readiness::poll(&mut fds, timeout) {
                 Ok(ready) => Ok(ready > 0),
                 Err(rustix::io::Errno::INTR) => Ok(false),
                 Err(e) => Err(e.into()),
@@ -505,7 +501,7 @@ impl SocketListener {
 
     /// Accepts one connection, waiting at most `timeout`; `None` when no client came.
     pub fn accept_within(&self, timeout: Duration) -> io::Result<Option<(Stream, Address)>> {
-        if super::readiness::wait_fds(&[self.as_raw_fd()], Some(timeout))?.is_empty() {
+        if super::readiness::wait_fds(&[self], Some(timeout))?.is_empty() {
             return Ok(None);
         }
         self.accept().map(Some)
