@@ -1109,3 +1109,125 @@ mod split_async {
         peer.join().unwrap();
     }
 }
+
+/// A raw peer on `family` ("unix" or "tcp") that accepts one connection, writes `first` and then
+/// nothing more (no authentication: the client has no key) until told to stop or `QUIET_FOR`
+/// passes.
+fn quiet_peer(
+    dir: &std::path::Path,
+    family: &str,
+    first: &'static [u8],
+) -> (Address, std::sync::mpsc::Sender<()>, thread::JoinHandle<()>) {
+    const QUIET_FOR: Duration = Duration::from_secs(20);
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let hold = move |mut s: Box<dyn Write + Send>| {
+        s.write_all(first).unwrap();
+        let _ = stopped.recv_timeout(QUIET_FOR);
+    };
+    if family == "tcp" {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = Address::inet("127.0.0.1", l.local_addr().unwrap().port());
+        (addr, stop, thread::spawn(move || hold(Box::new(l.accept().unwrap().0))))
+    } else {
+        let path = dir.join("quiet.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        (Address::unix(&path), stop, thread::spawn(move || hold(Box::new(l.accept().unwrap().0))))
+    }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Interrupts `target` with SIGUSR1 (a handler that does nothing, installed without
+/// `SA_RESTART`) every `every` until `stop` is set (at most 30 s); returns how many it sent.
+fn pester(
+    target: libc::pthread_t,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u32> {
+    // SAFETY: a handler that touches nothing, installed with a zeroed (valid) `sigaction`.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let target = target as usize;
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+            // SAFETY: the target thread sets `stop` and joins this thread before it ends.
+            unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGUSR1) };
+            sent += 1;
+            thread::sleep(every);
+        }
+        sent
+    })
+}
+
+/// Signals more frequent than a blocking receive's deadline must not keep it from being seen:
+/// a read that a signal interrupts goes back to the deadlines rather than being retried with
+/// the socket's whole timeout again. (Over TCP, a 1 s read timeout under a SIGUSR1 every 300 ms
+/// ended only when the peer closed, with `Eof` after 4 s: an outside tester's find.) Both
+/// families, the caller's read timeout and the session's partial-message limit.
+#[test]
+fn blocking_receive_deadlines_hold_while_signals_interrupt_the_wait() {
+    const LIMIT: Duration = Duration::from_millis(500);
+    // The first 6 bytes of a 14-byte message.
+    const HALF: &[u8] = &[0, 0, 0, 10, b'x', b'x'];
+    for family in ["tcp", "unix"] {
+        for partial in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (addr, stop_peer, peer) = quiet_peer(dir.path(), family, if partial { HALF } else { b"" });
+            let timeouts = Timeouts { partial_message: Some(LIMIT), ..Timeouts::DEFAULT };
+            let mut conn = Client::new(addr).timeouts(timeouts).connect().unwrap();
+            if !partial {
+                conn.set_read_timeout(Some(LIMIT)).unwrap();
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // SAFETY: pthread_self has no preconditions.
+            let pesterer = pester(unsafe { libc::pthread_self() }, Duration::from_millis(20), stop.clone());
+            let start = Instant::now();
+            let r = conn.recv_bytes();
+            let took = start.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let signals = pesterer.join().unwrap();
+            let _ = stop_peer.send(());
+            peer.join().unwrap();
+            println!(
+                "{family}, {}: {r:?} after {took:?}, {signals} signals",
+                if partial { "partial message" } else { "read timeout" }
+            );
+            if partial {
+                assert!(matches!(r, Err(Error::Timeout(mpconn::Timeout::PartialMessage))), "{family}: {r:?}");
+            } else {
+                assert!(matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut), "{family}: {r:?}");
+            }
+            assert!(took >= LIMIT && took < LIMIT + SLACK, "{family}: the receive took {took:?}");
+        }
+    }
+}
+
+/// A caller's "forever" given as `Duration::MAX` is a timeout too long to matter, not a panic
+/// (`Instant + Duration::MAX` overflowed in the receive, `poll` and `wait`: an outside tester's
+/// find). Both families.
+#[test]
+fn blocking_timeouts_of_duration_max_mean_no_limit() {
+    const MESSAGE: &[u8] = &[0, 0, 0, 2, b'h', b'i'];
+    for family in ["tcp", "unix"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, stop_peer, peer) = quiet_peer(dir.path(), family, MESSAGE);
+        let mut conn = Client::new(addr).connect().unwrap();
+        conn.set_read_timeout(Some(Duration::MAX)).unwrap();
+        conn.set_write_timeout(Some(Duration::MAX)).unwrap();
+        assert!(conn.poll(Some(Duration::MAX)).unwrap(), "{family}: poll");
+        assert_eq!(mpconn::wait(&[&conn], Some(Duration::MAX)).unwrap(), vec![0], "{family}: wait");
+        assert_eq!(conn.recv_bytes().unwrap(), b"hi", "{family}: recv");
+        conn.send_bytes(b"back").unwrap();
+        // Nothing more comes: the longest timeout that is not Duration::MAX still ends.
+        conn.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        assert!(conn.recv_bytes().is_err(), "{family}: a 50 ms timeout after the long ones");
+        let _ = stop_peer.send(());
+        peer.join().unwrap();
+    }
+}

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::error::{BufferTooShort, Error, Result};
-use crate::transport::{RawDescriptor, Stream, wait_readable};
+use crate::transport::{RawDescriptor, Stream, deadline_after, wait_readable};
 use crate::wire::frame::{Header, encode_frame};
 use crate::wire::handshake::Dialect;
 use crate::wire::link::{Link, Next, Ready};
@@ -319,7 +319,7 @@ impl Connection {
                 self.send_broken = true;
                 return Err(Error::Timeout(crate::Timeout::WriteStall));
             }
-            let caller_at = self.write_timeout.map(|t| last_progress + t);
+            let caller_at = self.write_timeout.map(|t| deadline_after(last_progress, t));
             if caller_at.is_some_and(|d| d <= now) {
                 self.send_broken = true;
                 log::debug!("send timed out (the caller's write timeout)");
@@ -448,7 +448,7 @@ impl Connection {
         }
         // Waiting for input ends the caller's pause after a delivery, as a receive does.
         self.link.resume();
-        let caller_deadline = timeout.map(|t| Instant::now() + t);
+        let caller_deadline = timeout.map(|t| deadline_after(Instant::now(), t));
         loop {
             let now = Instant::now();
             let session_deadline = self.link.session().poll_timeout();
@@ -620,7 +620,7 @@ impl Connection {
                 self.link.resume_at(now);
                 let started = std::mem::take(&mut first);
                 if started {
-                    caller_deadline = self.read_timeout.map(|t| now + t);
+                    caller_deadline = self.read_timeout.map(|t| deadline_after(now, t));
                 }
                 // Only the deadlines that something keeps (see `Session::keeps_time`).
                 let session_deadline = match self.link.keeps_time() {
@@ -656,10 +656,16 @@ impl Connection {
                 None => self.arm_read_timeout(left)?,
             }
             let stream = self.stream.as_mut().ok_or_else(no_stream)?;
-            match stream.read_retry(self.link.read_buf()) {
+            match io::Read::read(stream, self.link.read_buf()) {
                 Ok(n) => self.link.filled(n),
-                // The socket's timeout: the loop looks at the deadlines again.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                // The socket's timeout, or a signal: the loop looks at the deadlines again (a
+                // read retried after a signal would wait the whole socket timeout anew, so
+                // signals more frequent than it kept every deadline from being seen).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     self.link.io_error(e);
                     return Err(self.close_error());
@@ -929,7 +935,7 @@ impl AsFd for Connection {
 /// follows returns [`Error::Timeout`] at once.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let began = Instant::now();
-    let caller_deadline = timeout.map(|t| began + t);
+    let caller_deadline = timeout.map(|t| deadline_after(began, t));
     let _waiting = Waiting::begin(connections, began);
     wait_from(connections, began, caller_deadline)
 }

@@ -1015,7 +1015,7 @@ impl Context<'_> {
     /// every connection closed, then `run` returns.
     pub fn stop(&mut self) {
         if self.core.stopping.is_none() {
-            self.core.stopping = Some(Instant::now() + self.core.config.stop_timeout);
+            self.core.stopping = Some(crate::transport::deadline_after(Instant::now(), self.core.config.stop_timeout));
         }
     }
 

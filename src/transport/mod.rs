@@ -31,6 +31,7 @@ pub use socket::{SocketListener, Stream};
 pub use windows::{SocketListener, Stream, wait_readable};
 
 use std::io::{self, IoSlice, Read, Write};
+use std::time::{Duration, Instant};
 
 use crate::address::{Address, Family, arbitrary_address};
 use crate::error::{Error, Result};
@@ -84,6 +85,14 @@ pub(crate) trait Notify: Send + Sync {
     // Only pipes call it; Unix builds have none.
     #[cfg_attr(unix, allow(dead_code))]
     fn notify(&self, token: usize);
+}
+
+/// `now + t`, or a hundred years from `now` when `t` is longer: a caller's "forever" given as
+/// `Duration::MAX` (or `u64::MAX` seconds) is not representable as an `Instant`, and `now + t`
+/// would panic.
+pub(crate) fn deadline_after(now: Instant, t: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(t.min(FAR)).unwrap_or(now)
 }
 
 /// Reads into `buf`, retrying on interruption.

@@ -19,7 +19,7 @@ pub fn wait_readable(streams: &[&Stream], timeout: Option<Duration>) -> io::Resu
 /// [`wait_readable`] for anything with a descriptor (a listening socket is readable when a
 /// client waits).
 pub(crate) fn wait_fds<F: AsFd>(fds: &[F], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| super::deadline_after(Instant::now(), t));
     let mut waiter = Waiter::new(fds)?;
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));

@@ -637,7 +637,7 @@ fn probe_unix_listener(path: &Path, timeout: Duration) -> Probe {
         let fd = socket.as_raw_fd();
         poll.registry().register(&mut SourceFd(&fd), Token(0), Interest::WRITABLE)?;
         let mut events = mio::Events::with_capacity(1);
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = super::deadline_after(std::time::Instant::now(), timeout);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {

@@ -334,7 +334,7 @@ impl Notify for WaitSet {
 /// `timeout` passes (`None`: no limit). Returns the indexes of the ready ones, empty on timeout.
 /// Pipes wake the waiter; TCP sockets are looked at every few milliseconds.
 pub fn wait_readable(streams: &[&Stream], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| super::deadline_after(Instant::now(), t));
     let set = Arc::new(WaitSet::default());
     let notify: Arc<dyn Notify> = set.clone();
     let all_pipes = streams.iter().all(|s| matches!(s, Stream::Pipe(_)));
@@ -486,7 +486,7 @@ impl SocketListener {
             ListenerInner::Tcp(l) => {
                 // std has no accept with a limit: try without blocking, in slices of 5 ms.
                 l.set_nonblocking(true)?;
-                let deadline = Instant::now() + timeout;
+                let deadline = super::deadline_after(Instant::now(), timeout);
                 let r = loop {
                     match l.accept() {
                         Ok((s, a)) => break Ok(Some((s, a))),

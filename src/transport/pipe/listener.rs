@@ -141,7 +141,7 @@ fn wait_free(name: &str, limit: Duration) -> io::Result<()> {
 
 /// Opens the client end of `name`, waiting for a busy pipe for up to `timeout`.
 fn open_waiting(name: &str, timeout: Duration) -> io::Result<OwnedHandle> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::transport::deadline_after(Instant::now(), timeout);
     loop {
         if let Some(h) = open_client(name)? {
             return Ok(h);
@@ -368,7 +368,7 @@ impl PipeListener {
 
     /// Takes a connected client, waiting up to `timeout` (`None`: without limit) when blocking.
     pub fn accept_within(&self, timeout: Option<Duration>) -> io::Result<PipeStream> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(|t| crate::transport::deadline_after(Instant::now(), t));
         let mut st = self.shared.lock();
         st.watcher.rearm();
         loop {

@@ -467,7 +467,7 @@ impl PipeStream {
 
     fn write_bufs(&self, bufs: &[&[u8]]) -> io::Result<usize> {
         let shared = &self.shared;
-        let deadline = self.write_timeout.map(|t| Instant::now() + t);
+        let deadline = self.write_timeout.map(|t| crate::transport::deadline_after(Instant::now(), t));
         let mut st = shared.lock();
         st.watcher.rearm();
         loop {
@@ -534,7 +534,7 @@ impl PipeStream {
 
 impl Read for PipeStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+        let deadline = self.read_timeout.map(|t| crate::transport::deadline_after(Instant::now(), t));
         let mut st = self.shared.lock();
         st.watcher.rearm();
         loop {
