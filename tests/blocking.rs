@@ -164,6 +164,29 @@ fn wait_returns_the_ready_connections() {
     assert_eq!(wait(&[&b1, &b2], Some(Duration::from_secs(5))).unwrap(), vec![0]);
 }
 
+/// One connection ready by what it holds already (a second message read with the first) must
+/// not hide the others whose sockets are ready: Python's `wait` returns them all (an outside
+/// tester saw `[0]` where `[0, 1]` were ready, and at 15,000 connections 1,364 of 2,728).
+#[test]
+fn wait_reports_every_ready_connection_when_one_is_ready_by_what_it_holds() {
+    let (mut a1, mut b1) = pipe(true).unwrap();
+    let (mut a2, b2) = pipe(true).unwrap();
+    let (a3, b3) = pipe(true).unwrap();
+    let (_a4, b4) = pipe(true).unwrap();
+    let mut two = Vec::new();
+    mpconn::encode_frame(b"first", &mut two);
+    mpconn::encode_frame(b"second", &mut two);
+    a1.send_frames(&two).unwrap();
+    assert_eq!(b1.recv_bytes().unwrap(), b"first");
+    a2.send_bytes(b"in the socket").unwrap();
+    let all = [&b1, &b2, &b3, &b4];
+    assert_eq!(wait(&all, Some(Duration::from_secs(5))).unwrap(), vec![0, 1]);
+    // End of file in a socket is ready too.
+    drop(a3);
+    assert_eq!(wait(&all, Some(Duration::from_secs(5))).unwrap(), vec![0, 1, 2]);
+    assert_eq!(wait(&all, Some(Duration::ZERO)).unwrap(), vec![0, 1, 2]);
+}
+
 #[test]
 fn one_way_pipe_reads_on_one_end_only() {
     let (mut r, mut w) = pipe(false).unwrap();

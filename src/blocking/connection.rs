@@ -922,8 +922,9 @@ impl AsFd for Connection {
 
 /// Waits until one of `connections` has a message (or end of file) to read, or `timeout` passes
 /// (`None`: no limit). Returns the indexes of the ready ones (Python's
-/// `multiprocessing.connection.wait`); empty on timeout. Closed connections are reported ready
-/// (reading them gives [`Error::Closed`]), as Python reports them.
+/// `multiprocessing.connection.wait`), every one that is ready when it returns; empty on
+/// timeout. A connection closed on this side is reported ready (reading it gives
+/// [`Error::Closed`]), where Python raises `OSError` ("handle is closed").
 ///
 /// The connections' session deadlines apply: a connection whose session would close by one
 /// (idle, partial message, handshake; [`Session::close_deadline`]) is reported ready once it
@@ -982,6 +983,21 @@ fn wait_from(connections: &[&Connection], began: Instant, caller_deadline: Optio
             next_close = earliest(next_close, close_at);
         }
         if !ready.is_empty() {
+            // Ready without waiting: the others that are ready too (bytes, end of file or an
+            // error in their sockets) belong to the answer as well, as in Python's.
+            let mut is_ready = vec![false; connections.len()];
+            ready.iter().for_each(|&i| is_ready[i] = true);
+            let rest: Vec<(usize, &Stream)> = connections
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !is_ready[*i])
+                .filter_map(|(i, c)| c.stream.as_ref().map(|s| (i, s)))
+                .collect();
+            if !rest.is_empty() {
+                let streams: Vec<&Stream> = rest.iter().map(|(_, s)| *s).collect();
+                ready.extend(wait_readable(&streams, Some(Duration::ZERO))?.into_iter().map(|k| rest[k].0));
+                ready.sort_unstable();
+            }
             return Ok(ready);
         }
         // Every connection has a stream here (a closed one was ready above).
