@@ -187,6 +187,21 @@ fn wait_reports_every_ready_connection_when_one_is_ready_by_what_it_holds() {
     assert_eq!(wait(&all, Some(Duration::ZERO)).unwrap(), vec![0, 1, 2]);
 }
 
+/// After the peer's end of file was received, `poll` says a receive will not block (it returns
+/// the error again), as Python's `poll` returns True after its `EOFError`; it was an error.
+#[test]
+fn poll_after_the_end_of_file_was_received_says_ready() {
+    let (a, mut b) = pipe(true).unwrap();
+    drop(a);
+    assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
+    assert!(b.poll(Some(Duration::ZERO)).unwrap());
+    assert_eq!(wait(&[&b], Some(Duration::ZERO)).unwrap(), vec![0]);
+    assert!(b.recv_bytes().is_err());
+    // Closed on this side: an error, as Python's OSError.
+    b.close().unwrap();
+    assert!(matches!(b.poll(Some(Duration::ZERO)), Err(Error::Closed(_))));
+}
+
 #[test]
 fn one_way_pipe_reads_on_one_end_only() {
     let (mut r, mut w) = pipe(false).unwrap();
