@@ -610,7 +610,7 @@ fn the_budgets_lead_passes_between_shards_and_every_large_message_arrives() {
     const SHARDS: usize = 2;
     const BUDGET: usize = 8 * MIB;
     const SIZE: usize = 6 * MIB;
-    const CLIENTS: u8 = 6;
+    const CLIENTS: u8 = 10;
     let (_dir, address) = unix_address();
     let config = ReactorConfig::default().memory_budget(Some(BUDGET));
     let g = group(SHARDS, address, config, ListenOptions::new());
@@ -639,7 +639,14 @@ fn the_budgets_lead_passes_between_shards_and_every_large_message_arrives() {
         BUDGET / MIB
     );
     assert_eq!(spread.len(), SHARDS, "both shards served clients: {spread:?}");
-    assert!(refusals.iter().all(|&r| r > 0), "each shard's budget refused reads (the lead had to pass): {refusals:?}");
+    // Two messages at once on one shard are 12 MiB against the group's 8: that shard's budget
+    // refuses reads until the lead comes back to it. (A shard the kernel gave a single client
+    // may have read it while the lead was free: CI once spread 6 clients 5 to 1.)
+    for (shard, &served) in &spread {
+        if served >= 2 {
+            assert!(refusals[*shard] > 0, "shard {shard} with {served} clients never refused a read: {refusals:?}");
+        }
+    }
 }
 
 const PY_HOLD_AND_ECHO: &str = r#"
