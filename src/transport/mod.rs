@@ -21,10 +21,10 @@ mod windows;
 
 #[cfg(unix)]
 pub use readiness::wait_readable;
-#[cfg(unix)]
-pub(crate) use socket::SEND_FLAGS;
 #[cfg(all(unix, feature = "tokio"))]
 pub(crate) use socket::StdListener;
+#[cfg(unix)]
+pub(crate) use socket::{SEND_FLAGS, send_slices};
 #[cfg(unix)]
 pub use socket::{SocketListener, Stream};
 #[cfg(windows)]

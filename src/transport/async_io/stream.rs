@@ -299,7 +299,7 @@ impl AsyncStream {
     /// `Session::handle_timeout`). Pipes: `Unsupported`.
     pub(crate) fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         #[cfg(unix)]
-        return each_socket!(self, s => socket2::SockRef::from(s).send_vectored_with_flags(bufs, crate::transport::SEND_FLAGS), _p => unreachable!());
+        return each_socket!(self, s => crate::transport::send_slices(socket2::SockRef::from(s), bufs, crate::transport::SEND_FLAGS), _p => unreachable!());
         #[cfg(windows)]
         each_socket!(self, s => socket2::SockRef::from(s).send_vectored(bufs), _p => Err(io::ErrorKind::Unsupported.into()))
     }
@@ -334,7 +334,7 @@ macro_rules! poll_send {
             std::task::ready!(s.poll_write_ready($cx))?;
             let sock = socket2::SockRef::from(&*s);
             match s.try_io(::tokio::io::Interest::WRITABLE, || {
-                sock.send_vectored_with_flags($bufs, crate::transport::SEND_FLAGS)
+                crate::transport::send_slices(sock, $bufs, crate::transport::SEND_FLAGS)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => break Poll::Ready(r),
