@@ -285,9 +285,10 @@ const GATHER_MAX: usize = 512;
 
 /// One socket write of `bufs` with `flags`: `send` when there is one slice or the slices are
 /// small enough to copy into one ([`GATHER_MAX`]: a frame's header and a small body), `sendmsg`
-/// otherwise. On loopback TCP `sendmsg` costs about 0.1 µs more per call than `send` of the
-/// same bytes (the message header and the iovec import), 2% of a small-message ping-pong's
-/// round trip (W2; BENCHMARKS.md, 2026-12-07); the copy costs far less.
+/// otherwise. `sendmsg` costs 0.1–0.2 µs more per call than `send` of the same bytes (the
+/// message header and the iovec import): 2–6 % of a 64-byte ping-pong's round trip over
+/// loopback TCP or a Unix socket (`benches/send_iovecs.c`, BENCHMARKS.md 2026-12-07); the copy
+/// costs far less.
 pub(crate) fn send_slices(sock: socket2::SockRef<'_>, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
     match bufs {
         [] => Ok(0),
