@@ -282,6 +282,8 @@ pub(crate) const SEND_FLAGS: libc::c_int = 0;
 /// Slices totalling at most this many bytes are copied into one stack buffer and sent with
 /// `send`, not `sendmsg`.
 const GATHER_MAX: usize = 512;
+/// The smaller of the two stack buffers [`send_slices`] copies into (a 64-byte message framed).
+const GATHER_SMALL: usize = 128;
 
 /// One socket write of `bufs` with `flags`: `send` when there is one slice or the slices are
 /// small enough to copy into one ([`GATHER_MAX`]: a frame's header and a small body), `sendmsg`
@@ -296,19 +298,30 @@ pub(crate) fn send_slices(sock: socket2::SockRef<'_>, bufs: &[IoSlice<'_>], flag
         _ => {
             let total = bufs.iter().try_fold(0usize, |sum, b| sum.checked_add(b.len()));
             match total {
-                Some(total) if total <= GATHER_MAX => {
-                    let mut gathered = [0u8; GATHER_MAX];
-                    let mut at = 0;
-                    for b in bufs {
-                        gathered[at..at + b.len()].copy_from_slice(b);
-                        at += b.len();
-                    }
-                    sock.send_with_flags(&gathered[..total], flags)
-                }
+                // The stack buffer is zeroed first: a small one for the common small message.
+                Some(total) if total <= GATHER_SMALL => send_gathered::<GATHER_SMALL>(sock, bufs, total, flags),
+                Some(total) if total <= GATHER_MAX => send_gathered::<GATHER_MAX>(sock, bufs, total, flags),
                 _ => sock.send_vectored_with_flags(bufs, flags),
             }
         }
     }
+}
+
+/// [`send_slices`]' copy: `bufs` (`total` bytes, at most `N`) into one stack buffer, one `send`.
+#[inline]
+fn send_gathered<const N: usize>(
+    sock: socket2::SockRef<'_>,
+    bufs: &[IoSlice<'_>],
+    total: usize,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let mut gathered = [0u8; N];
+    let mut at = 0;
+    for b in bufs {
+        gathered[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
+    }
+    sock.send_with_flags(&gathered[..total], flags)
 }
 
 impl Write for Stream {
@@ -696,7 +709,7 @@ mod tests {
     use std::io::{IoSlice, Read};
     use std::os::unix::net::UnixStream;
 
-    use super::{GATHER_MAX, SEND_FLAGS, send_slices};
+    use super::{GATHER_MAX, GATHER_SMALL, SEND_FLAGS, send_slices};
 
     /// Every shape of write (one slice, small slices gathered into one `send`, slices past the
     /// gather limit through `sendmsg`, empty slices among them) delivers the slices' bytes in
@@ -711,6 +724,8 @@ mod tests {
             vec![b"\x00\x00\x00\x05", b"hello"],
             vec![b"", b"x", b"", b"yz"],
             vec![&big[..GATHER_MAX - 1], b"1"],
+            vec![&big[..GATHER_SMALL - 1], b"1"],
+            vec![&big[..GATHER_SMALL], b"1"],
             vec![&big[..GATHER_MAX], b"1"],
             vec![b"head", &big],
         ];
