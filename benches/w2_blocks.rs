@@ -270,7 +270,7 @@ mod blocks {
     /// One client connection: the raw anchor's loop, or mpconn's blocking client.
     enum Conn {
         Raw(Plain),
-        Mpconn(mpconn::Connection),
+        Mpconn(Box<mpconn::Connection>),
     }
 
     impl Conn {
@@ -284,7 +284,7 @@ mod blocks {
                 }
                 Side::Mpconn => {
                     let address: Address = addr.parse().expect("address");
-                    Conn::Mpconn(Client::new(address).connect().expect("connect"))
+                    Conn::Mpconn(Box::new(Client::new(address).connect().expect("connect")))
                 }
             }
         }
