@@ -291,26 +291,46 @@ const GATHER_SMALL: usize = 128;
 /// message header and the iovec import): 2–6 % of a 64-byte ping-pong's round trip over
 /// loopback TCP or a Unix socket (`benches/send_iovecs.c`, BENCHMARKS.md 2026-12-07); the copy
 /// costs far less.
-pub(crate) fn send_slices(sock: socket2::SockRef<'_>, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+pub(crate) fn send_slices(sock: impl SendCalls, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
     match bufs {
         [] => Ok(0),
-        [one] => sock.send_with_flags(one, flags),
+        [one] => sock.send(one, flags),
         _ => {
             let total = bufs.iter().try_fold(0usize, |sum, b| sum.checked_add(b.len()));
             match total {
                 // The stack buffer is zeroed first: a small one for the common small message.
                 Some(total) if total <= GATHER_SMALL => send_gathered::<GATHER_SMALL>(sock, bufs, total, flags),
                 Some(total) if total <= GATHER_MAX => send_gathered::<GATHER_MAX>(sock, bufs, total, flags),
-                _ => sock.send_vectored_with_flags(bufs, flags),
+                _ => sock.send_vectored(bufs, flags),
             }
         }
+    }
+}
+
+/// The two socket calls [`send_slices`] chooses between: a trait so that a test can have the
+/// writes taken in parts at every offset, which a kernel socket does not do to small writes.
+pub(crate) trait SendCalls {
+    /// `send(2)` of `buf` with `flags`: the bytes taken.
+    fn send(&self, buf: &[u8], flags: libc::c_int) -> io::Result<usize>;
+    /// `sendmsg(2)` of `bufs` with `flags`: the bytes taken.
+    fn send_vectored(&self, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize>;
+}
+
+impl SendCalls for socket2::SockRef<'_> {
+    #[inline]
+    fn send(&self, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+        self.send_with_flags(buf, flags)
+    }
+    #[inline]
+    fn send_vectored(&self, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+        self.send_vectored_with_flags(bufs, flags)
     }
 }
 
 /// [`send_slices`]' copy: `bufs` (`total` bytes, at most `N`) into one stack buffer, one `send`.
 #[inline]
 fn send_gathered<const N: usize>(
-    sock: socket2::SockRef<'_>,
+    sock: impl SendCalls,
     bufs: &[IoSlice<'_>],
     total: usize,
     flags: libc::c_int,
@@ -321,7 +341,7 @@ fn send_gathered<const N: usize>(
         gathered[at..at + b.len()].copy_from_slice(b);
         at += b.len();
     }
-    sock.send_with_flags(&gathered[..total], flags)
+    sock.send(&gathered[..total], flags)
 }
 
 impl Write for Stream {
@@ -709,7 +729,66 @@ mod tests {
     use std::io::{IoSlice, Read};
     use std::os::unix::net::UnixStream;
 
-    use super::{GATHER_MAX, GATHER_SMALL, SEND_FLAGS, send_slices};
+    use std::cell::{Cell, RefCell};
+
+    use super::{GATHER_MAX, GATHER_SMALL, SEND_FLAGS, SendCalls, send_slices};
+
+    /// A socket that takes a pseudo-random part (1 byte to all) of every write, and keeps what
+    /// it took.
+    struct InParts {
+        taken: RefCell<Vec<u8>>,
+        state: Cell<u64>,
+    }
+
+    impl InParts {
+        fn take(&self, bytes: &[u8]) -> usize {
+            let s = self.state.get().wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            self.state.set(s);
+            let n = if bytes.is_empty() { 0 } else { 1 + (s >> 33) as usize % bytes.len() };
+            self.taken.borrow_mut().extend_from_slice(&bytes[..n]);
+            n
+        }
+    }
+
+    impl SendCalls for &InParts {
+        fn send(&self, buf: &[u8], _: libc::c_int) -> std::io::Result<usize> {
+            Ok(self.take(buf))
+        }
+        fn send_vectored(&self, bufs: &[IoSlice<'_>], _: libc::c_int) -> std::io::Result<usize> {
+            Ok(self.take(&bufs.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>()))
+        }
+    }
+
+    /// Whatever part of a write the socket takes, `send_slices` reports exactly that many bytes:
+    /// the caller, advancing its slices by the count and writing the rest, delivers every byte
+    /// once and in order, through the gathered copies (both sizes) and `sendmsg` alike.
+    #[test]
+    fn send_slices_reports_exactly_the_part_a_socket_took() {
+        let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let shapes: Vec<Vec<&[u8]>> = vec![
+            vec![b"\x00\x00\x00\x05", b"hello"],
+            vec![&big[..4], &big[4..GATHER_SMALL]],
+            vec![&big[..4], &big[4..GATHER_SMALL + 1]],
+            vec![&big[..9], &big[9..GATHER_MAX], b""],
+            vec![&big[..4], &big[4..GATHER_MAX + 1]],
+            vec![&big[..4], &big[4..], &big[..100], &big[..1]],
+        ];
+        for seed in 0..200u64 {
+            for shape in &shapes {
+                let socket = InParts { taken: RefCell::new(Vec::new()), state: Cell::new(seed) };
+                let mut slices: Vec<IoSlice<'_>> = shape.iter().map(|s| IoSlice::new(s)).collect();
+                let mut left = &mut slices[..];
+                for _ in 0..10_000 {
+                    if left.iter().all(|s| s.is_empty()) {
+                        break;
+                    }
+                    let n = send_slices(&socket, left, SEND_FLAGS).expect("a write");
+                    IoSlice::advance_slices(&mut left, n);
+                }
+                assert_eq!(*socket.taken.borrow(), shape.concat(), "seed {seed}");
+            }
+        }
+    }
 
     /// Every shape of write (one slice, small slices gathered into one `send`, slices past the
     /// gather limit through `sendmsg`, empty slices among them) delivers the slices' bytes in
