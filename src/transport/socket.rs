@@ -308,7 +308,7 @@ pub(crate) fn send_slices(sock: impl SendCalls, bufs: &[IoSlice<'_>], flags: lib
 }
 
 /// The two socket calls [`send_slices`] chooses between: a trait so that a test can have the
-/// writes taken in parts at every offset, which a kernel socket does not do to small writes.
+/// writes taken in parts at every offset, which a kernel socket hardly ever does to small writes.
 pub(crate) trait SendCalls {
     /// `send(2)` of `buf` with `flags`: the bytes taken.
     fn send(&self, buf: &[u8], flags: libc::c_int) -> io::Result<usize>;
