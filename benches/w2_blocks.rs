@@ -30,6 +30,10 @@ fn main() {
     blocks::main();
 }
 
+#[cfg(unix)]
+#[path = "common/w2_servers.rs"]
+mod w2_servers;
+
 #[cfg(not(unix))]
 fn main() {
     eprintln!("w2_blocks: Unix only");
@@ -37,17 +41,18 @@ fn main() {
 
 #[cfg(unix)]
 mod blocks {
-    use std::io::{ErrorKind, Read, Write};
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::process::{Command, Stdio};
     use std::thread::JoinHandle;
     use std::time::Instant;
 
-    use mio::{Events, Interest, Poll, Token};
     use mpconn::reactor::options::ListenOptions;
     use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
     use mpconn::{Address, Client, Listener};
+
+    use crate::w2_servers::{Plain, read_frame, serve_mio, serve_raw};
 
     /// BENCH.md's W2 payload.
     const PAYLOAD: usize = 64;
@@ -80,117 +85,6 @@ mod blocks {
 
     fn env(k: &str, d: usize) -> usize {
         std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-    }
-
-    /// A connected std stream of either family.
-    enum Plain {
-        Tcp(TcpStream),
-        Unix(UnixStream),
-    }
-
-    impl Plain {
-        fn io(&mut self) -> &mut dyn ReadWrite {
-            match self {
-                Plain::Tcp(s) => s,
-                Plain::Unix(s) => s,
-            }
-        }
-    }
-
-    trait ReadWrite: Read + Write {}
-    impl<T: Read + Write> ReadWrite for T {}
-
-    fn frame_end(buf: &[u8]) -> Option<usize> {
-        let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-        let end = 4 + u32::from_be_bytes(head) as usize;
-        (buf.len() >= end).then_some(end)
-    }
-
-    /// Reads one whole frame into `buf` (the peers alternate, so nothing follows it); `None` at
-    /// the end of the stream.
-    fn read_frame(s: &mut dyn ReadWrite, buf: &mut [u8]) -> Option<usize> {
-        let mut have = 0;
-        loop {
-            if let Some(end) = frame_end(&buf[..have]) {
-                return Some(end);
-            }
-            match s.read(&mut buf[have..]) {
-                Ok(0) => return None,
-                Ok(r) => have += r,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    /// The raw anchor's server: echoes every frame until the client closes.
-    fn serve_raw(mut s: Plain) {
-        let mut buf = [0u8; 4096];
-        while let Some(end) = read_frame(s.io(), &mut buf) {
-            s.io().write_all(&buf[..end]).expect("write");
-        }
-    }
-
-    trait MioStream: Read + Write {
-        fn register(&mut self, poll: &Poll);
-    }
-
-    impl MioStream for mio::net::TcpStream {
-        fn register(&mut self, poll: &Poll) {
-            poll.registry().register(self, Token(0), Interest::READABLE).expect("register");
-        }
-    }
-
-    impl MioStream for mio::net::UnixStream {
-        fn register(&mut self, poll: &Poll) {
-            poll.registry().register(self, Token(0), Interest::READABLE).expect("register");
-        }
-    }
-
-    /// A bare mio server: a wait, one read (a short one drained the socket), the echo written at
-    /// once; until the client closes.
-    fn serve_mio(s: Plain) {
-        let mut poll = Poll::new().expect("poll");
-        let mut events = Events::with_capacity(16);
-        let mut s: Box<dyn MioStream> = match s {
-            Plain::Tcp(s) => {
-                s.set_nonblocking(true).expect("nonblocking");
-                Box::new(mio::net::TcpStream::from_std(s))
-            }
-            Plain::Unix(s) => {
-                s.set_nonblocking(true).expect("nonblocking");
-                Box::new(mio::net::UnixStream::from_std(s))
-            }
-        };
-        s.register(&poll);
-        let mut buf = vec![0u8; 65536];
-        let mut have = 0;
-        loop {
-            poll.poll(&mut events, None).expect("epoll_wait");
-            loop {
-                let space = buf.len() - have;
-                let r = match s.read(&mut buf[have..]) {
-                    Ok(0) => return,
-                    Ok(r) => r,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => panic!("read: {e}"),
-                };
-                have += r;
-                let mut at = 0;
-                while let Some(end) = frame_end(&buf[at..have]) {
-                    // 68 bytes to a socket the peer drains: written whole or the run is void.
-                    let w = s.write(&buf[at..at + end]).expect("write");
-                    assert_eq!(w, end, "short write");
-                    at += end;
-                }
-                buf.copy_within(at..have, 0);
-                have -= at;
-                if r < space {
-                    break;
-                }
-            }
-        }
     }
 
     /// Echoes every message; stops the reactor when the client closes.
@@ -235,7 +129,7 @@ mod blocks {
                     )
                 };
                 let t = std::thread::spawn(move || match server {
-                    Server::Raw => serve_raw(accept()),
+                    Server::Raw => serve_raw(accept().io()),
                     _ => serve_mio(accept()),
                 });
                 (addr, t)

@@ -25,6 +25,10 @@ fn main() {
     floor::main();
 }
 
+#[cfg(unix)]
+#[path = "common/w2_servers.rs"]
+mod w2_servers;
+
 #[cfg(not(unix))]
 fn main() {
     eprintln!("w2_floor: Unix only");
@@ -32,124 +36,22 @@ fn main() {
 
 #[cfg(unix)]
 mod floor {
-    use std::io::{ErrorKind, Read, Write};
     use std::net::TcpListener;
     use std::os::unix::net::UnixListener;
     use std::path::Path;
     use std::process::{Command, Stdio};
 
-    use mio::{Events, Interest, Poll, Token};
     use mpconn::Address;
     use mpconn::reactor::options::ListenOptions;
     use mpconn::reactor::{ConnId, Context, Handler, Reactor, Turn};
+
+    use crate::w2_servers::{Plain, serve_mio, serve_raw};
 
     /// The servers on plain sockets (mpconn's is [`run_mpconn`]).
     #[derive(Clone, Copy)]
     enum Server {
         Blocking,
         Mio,
-    }
-
-    /// One connected stream of either family.
-    enum Stream {
-        Tcp(std::net::TcpStream),
-        Unix(std::os::unix::net::UnixStream),
-    }
-
-    impl Stream {
-        fn io(&mut self) -> &mut dyn ReadWrite {
-            match self {
-                Stream::Tcp(s) => s,
-                Stream::Unix(s) => s,
-            }
-        }
-    }
-
-    trait ReadWrite: Read + Write {}
-    impl<T: Read + Write> ReadWrite for T {}
-
-    fn frame_end(buf: &[u8]) -> Option<usize> {
-        let head: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-        let end = 4 + u32::from_be_bytes(head) as usize;
-        (buf.len() >= end).then_some(end)
-    }
-
-    /// Echoes `n` frames, blocking: one read (usually) and one write each.
-    fn serve_blocking(s: &mut dyn ReadWrite, n: usize) {
-        let mut buf = [0u8; 4096];
-        for _ in 0..n {
-            let mut have = 0;
-            let end = loop {
-                if let Some(end) = frame_end(&buf[..have]) {
-                    break end;
-                }
-                let r = s.read(&mut buf[have..]).expect("read");
-                assert!(r > 0, "the client closed early");
-                have += r;
-            };
-            s.write_all(&buf[..end]).expect("write");
-        }
-    }
-
-    /// Echoes `n` frames through a mio poll: wait, one read, the echo written at once.
-    fn serve_mio(stream: Stream, n: usize) {
-        let mut poll = Poll::new().expect("poll");
-        let mut events = Events::with_capacity(16);
-        let mut s: Box<dyn MioStream> = match stream {
-            Stream::Tcp(s) => {
-                s.set_nonblocking(true).expect("nonblocking");
-                Box::new(mio::net::TcpStream::from_std(s))
-            }
-            Stream::Unix(s) => {
-                s.set_nonblocking(true).expect("nonblocking");
-                Box::new(mio::net::UnixStream::from_std(s))
-            }
-        };
-        s.register(&poll, Token(0));
-        let mut buf = vec![0u8; 65536];
-        let (mut have, mut done) = (0, 0);
-        while done < n {
-            poll.poll(&mut events, None).expect("epoll_wait");
-            loop {
-                let space = buf.len() - have;
-                let r = match s.read(&mut buf[have..]) {
-                    Ok(0) => panic!("the client closed early"),
-                    Ok(r) => r,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("read: {e}"),
-                };
-                have += r;
-                let mut at = 0;
-                while let Some(end) = frame_end(&buf[at..have]) {
-                    // 68 bytes to a socket the peer drains: written whole or the run is void.
-                    let w = s.write(&buf[at..at + end]).expect("write");
-                    assert_eq!(w, end, "short write");
-                    at += end;
-                    done += 1;
-                }
-                buf.copy_within(at..have, 0);
-                have -= at;
-                if r < space {
-                    break; // a short read drained the socket (edge-triggered, as mpconn's reactor)
-                }
-            }
-        }
-    }
-
-    trait MioStream: Read + Write {
-        fn register(&mut self, poll: &Poll, token: Token);
-    }
-
-    impl MioStream for mio::net::TcpStream {
-        fn register(&mut self, poll: &Poll, token: Token) {
-            poll.registry().register(self, token, Interest::READABLE).expect("register");
-        }
-    }
-
-    impl MioStream for mio::net::UnixStream {
-        fn register(&mut self, poll: &Poll, token: Token) {
-            poll.registry().register(self, token, Interest::READABLE).expect("register");
-        }
     }
 
     /// Echoes `n` messages, then stops the reactor.
@@ -213,10 +115,10 @@ mod floor {
     /// client's µs per round trip.
     fn run(raw: &str, family: &str, server: Server, n: usize) -> f64 {
         let path = format!("/tmp/mpconn-w2-floor-{}.sock", std::process::id());
-        let (accept, addr): (Box<dyn Fn() -> Stream>, String) = if family == "unix" {
+        let (accept, addr): (Box<dyn Fn() -> Plain>, String) = if family == "unix" {
             let _ = std::fs::remove_file(&path);
             let l = UnixListener::bind(&path).expect("bind");
-            (Box::new(move || Stream::Unix(l.accept().expect("accept").0)), path.clone())
+            (Box::new(move || Plain::Unix(l.accept().expect("accept").0)), path.clone())
         } else {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind");
             let a = l.local_addr().expect("address").to_string();
@@ -224,7 +126,7 @@ mod floor {
                 Box::new(move || {
                     let s = l.accept().expect("accept").0;
                     s.set_nodelay(true).expect("nodelay");
-                    Stream::Tcp(s)
+                    Plain::Tcp(s)
                 }),
                 a,
             )
@@ -233,11 +135,11 @@ mod floor {
         let mut stream = accept();
         let name = match server {
             Server::Blocking => {
-                serve_blocking(stream.io(), n);
+                serve_raw(stream.io());
                 "floor-blocking"
             }
             Server::Mio => {
-                serve_mio(stream, n);
+                serve_mio(stream);
                 "floor-mio"
             }
         };
