@@ -233,11 +233,7 @@ impl Stream {
     /// what the socket took at once, or `WouldBlock`. Lets the blocking face see progress the
     /// moment it happens and touch no socket timeout when nothing has to wait.
     pub fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let flags = libc::MSG_DONTWAIT | SEND_FLAGS;
-        match self {
-            Stream::Tcp(s) => send_slices(socket2::SockRef::from(&*s), bufs, flags),
-            Stream::Unix(s) => send_slices(socket2::SockRef::from(&*s), bufs, flags),
-        }
+        each!(self, s => send_slices(socket2::SockRef::from(&*s), bufs, libc::MSG_DONTWAIT | SEND_FLAGS))
     }
 }
 
@@ -726,10 +722,9 @@ fn probe_unix_listener(path: &Path, timeout: Duration) -> Probe {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::{Cell, RefCell};
     use std::io::{IoSlice, Read};
     use std::os::unix::net::UnixStream;
-
-    use std::cell::{Cell, RefCell};
 
     use super::{GATHER_MAX, GATHER_SMALL, SEND_FLAGS, SendCalls, send_slices};
 
