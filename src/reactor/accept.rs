@@ -9,9 +9,17 @@ use crate::address::Address;
 use crate::reactor::handle::Adopted;
 use crate::reactor::options::ConnectionOptions;
 use crate::reactor::shard::should_hand_over;
+use crate::reactor::slots::{ListenerSlots, Slot};
 use crate::reactor::{Handler, Reactor};
 use crate::settings::Side;
 use crate::transport::Stream;
+
+/// A stream just accepted, in its slot.
+struct Accepted {
+    stream: Stream,
+    peer: Address,
+    slot: Slot,
+}
 
 /// Connections one shard takes per wake-up from a socket the shards share: the others, woken
 /// one at a time by the kernel, take the rest of a burst.
@@ -20,7 +28,8 @@ const SHARED_ACCEPT_BATCH: usize = 4;
 impl<H: Handler> Reactor<H> {
     /// Accepts on a listener until it would block, the connection limit is reached, or the
     /// process is out of descriptors (then accepting pauses for the backoff); a listener whose
-    /// socket the shards share takes at most [`SHARED_ACCEPT_BATCH`] per call.
+    /// socket the shards share takes at most [`SHARED_ACCEPT_BATCH`] per call. A slot under the
+    /// limit is taken before each accept and travels with the stream ([`crate::reactor::slots`]).
     pub(super) fn accept(&mut self, id: u64) {
         // A shared listener taken out of the poller while paused is back in to accept.
         self.core.shared_listener_interest(id, true);
@@ -33,29 +42,30 @@ impl<H: Handler> Reactor<H> {
             let Some(l) = self.core.listener(id) else {
                 return;
             };
-            if l.open >= l.max_connections {
-                l.paused = true;
-                self.core.shared_listener_interest(id, false);
-                return;
-            }
             if l.shared && taken == SHARED_ACCEPT_BATCH {
                 return; // level-triggered: the rest is reported again, to whichever shard waits
             }
+            let Some(slot) = l.slots.take(l.shard) else {
+                // At the limit (counting streams handed here by other threads): the slot given
+                // back by the next close resumes accepting.
+                l.paused = true;
+                self.core.shared_listener_interest(id, false);
+                return;
+            };
             taken += 1;
             match l.socket.accept_nonblocking() {
                 Ok((stream, peer)) => {
                     l.paused = false;
                     let opts = l.opts.clone();
-                    let lid = l.id;
-                    let (stream, peer) = if l.shared {
-                        let max = l.max_connections;
-                        let peers = l.peers.clone();
-                        match self.hand_over_if_ahead(stream, peer, &opts, max, peers.as_deref()) {
-                            Some(kept) => kept,
+                    let (stream, peer, slot) = if l.shared {
+                        let (slots, shard) = (l.slots.clone(), l.shard);
+                        let accepted = Accepted { stream, peer, slot };
+                        match self.hand_over_if_ahead(accepted, &opts, &slots, shard) {
+                            Some(kept) => (kept.stream, kept.peer, kept.slot),
                             None => continue,
                         }
                     } else {
-                        (stream, peer)
+                        (stream, peer, slot)
                     };
                     // The settings were checked by `listen`; what can fail is the random source.
                     let session = match opts
@@ -68,11 +78,8 @@ impl<H: Handler> Reactor<H> {
                             continue;
                         }
                     };
-                    match self.core.add_conn(stream, peer, session, opts, Some(lid)) {
+                    match self.core.add_conn(stream, peer, session, opts, Some(slot)) {
                         Ok(cid) => {
-                            if let Some(l) = self.core.listener(id) {
-                                l.open += 1;
-                            }
                             // add_conn pumped the session: the challenge is queued, or the
                             // connection opened (no key).
                             if self.core.conn(cid.0).is_some_and(|c| c.session.is_open()) {
@@ -99,45 +106,44 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    /// A shard that accepted from a socket the shards share keeps the stream unless it is well
-    /// ahead of the least-loaded shard ([`should_hand_over`]); then that shard gets it. Returns
-    /// the stream if kept.
+    /// A shard that accepted from a socket the shards share (as shard `me` of `slots`) keeps the
+    /// stream unless it is well ahead of the least-loaded shard with room ([`should_hand_over`])
+    /// and a slot there can be taken; then that shard gets it, with that slot, and this one's is
+    /// given back. Returns the stream if kept.
     fn hand_over_if_ahead(
         &mut self,
-        stream: Stream,
-        peer: Address,
+        accepted: Accepted,
         opts: &Arc<ConnectionOptions>,
-        max: usize,
-        peers: Option<&[crate::reactor::ListenerId]>,
-    ) -> Option<(Stream, Address)> {
-        let Some(siblings) = &self.core.siblings else { return Some((stream, peer)) };
+        slots: &Arc<ListenerSlots>,
+        me: usize,
+    ) -> Option<Accepted> {
+        let Some(siblings) = &self.core.siblings else { return Some(accepted) };
         let own = self.core.connections;
-        let me = self.core.shard_index();
-        match siblings.least_loaded(me.map_or(0, |i| i + 1), max) {
-            Some((least, load)) if Some(least) != me && should_hand_over(own, load) => {
-                let listener = peers.and_then(|p| p.get(least).copied());
-                let adopted = Adopted { stream, peer, opts: opts.clone(), listener };
-                if let Err(e) = siblings.hand(least, adopted) {
-                    log::debug!("shard {least} is gone; a connection was dropped: {e}");
-                }
-                None
-            }
-            _ => Some((stream, peer)),
+        let Some((least, load)) = siblings.least_loaded(me + 1, |i| slots.has_room(i)) else {
+            return Some(accepted);
+        };
+        if least == me || !should_hand_over(own, load) {
+            return Some(accepted);
         }
+        // Another shard (or the acceptor) may have filled it since: then it stays here.
+        let theirs = slots.take(least)?;
+        let Accepted { stream, peer, slot } = accepted;
+        drop(slot);
+        let adopted = Adopted { stream, peer, opts: opts.clone(), slot: Some(theirs) };
+        if let Err(e) = siblings.hand(least, adopted) {
+            log::debug!("shard {least} is gone; a connection was dropped: {e}");
+        }
+        None
     }
 
-    /// Serves a stream another thread accepted (the acceptor of [`crate::reactor::Sharded`]): the
-    /// handshake runs here, as for a connection accepted by a listener of this reactor.
-    pub(super) fn adopt(
-        &mut self,
-        stream: Stream,
-        peer: Address,
-        opts: Arc<ConnectionOptions>,
-        listener: Option<crate::reactor::ListenerId>,
-    ) {
+    /// Serves a stream another thread accepted (the acceptor of [`crate::reactor::Sharded`], or
+    /// a sibling sharing a socket): the handshake runs here, as for a connection accepted by a
+    /// listener of this reactor, in the slot the other thread took for it here.
+    pub(super) fn adopt(&mut self, adopted: Adopted) {
+        let Adopted { stream, peer, opts, slot } = adopted;
         self.core.adopted += 1;
         if self.core.stopping.is_some() {
-            return; // dropped: the peer sees the close
+            return; // dropped (and the slot given back): the peer sees the close
         }
         let session =
             match opts.session_factory(&self.core.config).and_then(|f| f.session(Side::Listener, Instant::now())) {
@@ -147,13 +153,8 @@ impl<H: Handler> Reactor<H> {
                     return;
                 }
             };
-        // Counted against this shard's listener of a shared socket (it may be gone: then none).
-        let listener = listener.filter(|l| self.core.listener(l.0).is_some());
-        match self.core.add_conn(stream, peer, session, opts, listener) {
+        match self.core.add_conn(stream, peer, session, opts, slot) {
             Ok(cid) => {
-                if let Some(l) = listener.and_then(|l| self.core.listener(l.0)) {
-                    l.open += 1;
-                }
                 if self.core.conn(cid.0).is_some_and(|c| c.session.is_open()) {
                     self.core.opened.push(cid);
                 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::reactor::deadlines::Timers;
 use crate::reactor::handle::{Handle, Shared};
 use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
+use crate::reactor::slots::{ListenerSlots, Slot};
 use crate::reactor::write_queue::{Spare, WriteQueue};
 use crate::reactor::{ConnId, ListenerId, SendError};
 use crate::settings::Side;
@@ -32,7 +33,8 @@ pub(crate) struct ConnEntry {
     pub(crate) session: Session,
     pub(crate) out: WriteQueue,
     pub(crate) peer: Address,
-    pub(crate) listener: Option<ListenerId>,
+    /// Its place under its listener's connection limit (none for a connection we made).
+    pub(crate) slot: Option<Slot>,
     pub(crate) opts: Arc<ConnectionOptions>,
     pub(crate) write_interest: bool,
     pub(crate) backpressured: bool,
@@ -91,8 +93,10 @@ pub(crate) struct ListenerEntry {
     pub(crate) timer_at: Option<Instant>,
     pub(crate) socket: SocketListener,
     pub(crate) opts: Arc<ConnectionOptions>,
-    pub(crate) max_connections: usize,
-    pub(crate) open: usize,
+    /// Its connection limit: a slot is taken before each accept.
+    pub(crate) slots: Arc<ListenerSlots>,
+    /// This shard's index in `slots` (0 for a listener of its own).
+    pub(crate) shard: usize,
     /// Accepting is paused (out of descriptors, or at the connection limit).
     pub(crate) paused: bool,
     /// The socket is shared with other shards' pollers, registered level-triggered and
@@ -101,9 +105,6 @@ pub(crate) struct ListenerEntry {
     /// In the poller. A shared (level-triggered) listener leaves it while paused, or it would be
     /// reported every turn.
     pub(crate) registered: bool,
-    /// For a shared socket: its listener on every shard, by shard index (a stream handed to a
-    /// shard counts against that shard's).
-    pub(crate) peers: Option<Arc<[ListenerId]>>,
 }
 
 /// A slot of the slab: boxed both ways, so a slot costs a pointer and a tag per connection.
@@ -289,11 +290,6 @@ impl Core {
         self.gauges = Some(gauges);
     }
 
-    /// This shard's index in its group (`None` for a reactor of its own).
-    pub(crate) fn shard_index(&self) -> Option<usize> {
-        usize::try_from(self.shard_tag).ok()?.checked_sub(1)
-    }
-
     /// Publishes the shard's figures (a few relaxed stores; nothing for a reactor of its own).
     #[inline]
     pub(crate) fn publish(&self) {
@@ -387,11 +383,10 @@ impl Core {
             timer_at: None,
             socket,
             opts: Arc::new(options.connection),
-            max_connections: options.max_connections.max(1),
-            open: 0,
+            slots: ListenerSlots::new(options.max_connections, vec![Some(id)]),
+            shard: 0,
             paused: false,
             shared,
-            peers: None,
             registered: true,
         })));
         // Clients may already be waiting.
@@ -406,7 +401,7 @@ impl Core {
         peer: Address,
         session: Session,
         opts: Arc<ConnectionOptions>,
-        listener: Option<ListenerId>,
+        slot: Option<Slot>,
     ) -> Result<ConnId> {
         let connecting = session.is_connecting();
         self.check_room()?;
@@ -425,7 +420,7 @@ impl Core {
             session,
             out: WriteQueue::default(),
             peer,
-            listener,
+            slot,
             opts,
             write_interest: connecting,
             backpressured: false,
@@ -668,13 +663,13 @@ impl Core {
         }
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
         // dropped) removes it from the epoll set.
-        if let Some(l) = c.listener
+        // The slot is given back; its listener, paused at the limit, may accept again.
+        if let Some(l) = c.slot.take().and_then(|slot| slot.listener())
             && let Some(le) = self.listener(l.0)
+            && le.paused
+            && le.slots.has_room(le.shard)
         {
-            le.open -= 1;
-            if le.paused && le.open < le.max_connections {
-                self.accept_retry.push(l.0);
-            }
+            self.accept_retry.push(l.0);
         }
         Some(c)
     }
@@ -783,11 +778,13 @@ impl Core {
         false
     }
 
-    /// Tells a shared listener its counterparts on the other shards.
+    /// Makes a listener of a socket the shards share count its connections in the slots of
+    /// all of them, as shard `shard` (before any connection is accepted).
     #[cfg(target_os = "linux")]
-    pub(crate) fn set_listener_peers(&mut self, id: ListenerId, peers: Arc<[ListenerId]>) {
+    pub(crate) fn set_listener_slots(&mut self, id: ListenerId, slots: Arc<ListenerSlots>, shard: usize) {
         if let Some(l) = self.listener(id.0) {
-            l.peers = Some(peers);
+            l.slots = slots;
+            l.shard = shard;
         }
     }
 

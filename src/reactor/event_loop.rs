@@ -230,10 +230,7 @@ impl<H: Handler> Reactor<H> {
                     let (_, mut ctx) = self.ctx();
                     f(&mut ctx);
                 }
-                Command::Adopt(a) => {
-                    let crate::reactor::handle::Adopted { stream, peer, opts, listener } = *a;
-                    self.adopt(stream, peer, opts, listener);
-                }
+                Command::Adopt(a) => self.adopt(*a),
                 Command::LeadFree => {
                     self.core.budget.retry_lead();
                     self.core.budget_wake();

@@ -31,9 +31,9 @@ pub(crate) struct Adopted {
     pub(crate) stream: crate::transport::Stream,
     pub(crate) peer: crate::address::Address,
     pub(crate) opts: Arc<crate::reactor::options::ConnectionOptions>,
-    /// The receiving shard's listener of the socket the stream came from, when the shards
-    /// share it: the connection counts against that listener's limit.
-    pub(crate) listener: Option<crate::reactor::ListenerId>,
+    /// Its place under the limit of the listener it came through, on the receiving shard
+    /// (taken before it was accepted, given back when the connection is dropped).
+    pub(crate) slot: Option<crate::reactor::slots::Slot>,
 }
 
 pub(crate) struct Shared {

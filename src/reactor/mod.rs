@@ -104,6 +104,7 @@ mod handle;
 pub mod options;
 mod read;
 mod shard;
+mod slots;
 mod write;
 mod write_queue;
 

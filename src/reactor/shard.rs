@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::reactor::core::Gauges;
 use crate::reactor::handle::{Adopted, Handle};
 use crate::reactor::options::{CloseReason, ConnectionOptions, ListenOptions, ReactorConfig};
+use crate::reactor::slots::ListenerSlots;
 use crate::reactor::{Bytes, ConnId, Context, Handler, Reactor, SendError};
 use crate::transport::{Notify, SocketListener};
 
@@ -202,7 +203,8 @@ impl Notify for AcceptorShared {
 struct AcceptListener {
     socket: SocketListener,
     opts: Arc<ConnectionOptions>,
-    max_connections: usize,
+    /// Its limit on each shard: a slot there is taken before each accept.
+    slots: Arc<ListenerSlots>,
 }
 
 /// The acceptor thread's state: its own poll, the listeners it serves for the shards.
@@ -223,13 +225,14 @@ impl Acceptor {
         })
     }
 
-    fn add(&mut self, mut socket: SocketListener, options: &ListenOptions) -> Result<()> {
+    /// Serves `socket` for `shards` shards.
+    fn add(&mut self, mut socket: SocketListener, options: &ListenOptions, shards: usize) -> Result<()> {
         let notify: Arc<dyn Notify> = self.shared.clone();
         socket.register(self.poll.registry(), Token(self.listeners.len()), &notify)?;
         self.listeners.push(AcceptListener {
             socket,
             opts: Arc::new(options.connection.clone()),
-            max_connections: options.max_connections.max(1),
+            slots: ListenerSlots::new(options.max_connections, vec![None; shards]),
         });
         Ok(())
     }
@@ -259,7 +262,12 @@ impl Acceptor {
                     if self.shared.stop.load(Ordering::Acquire) {
                         break 'serve;
                     }
-                    let Some((shard, _)) = siblings.least_loaded(next, l.max_connections) else {
+                    // The acceptor alone takes these slots, so the one it saw free is still free.
+                    let slot = siblings.least_loaded(next, |i| l.slots.has_room(i)).and_then(|(shard, _)| {
+                        let slot = l.slots.take(shard)?;
+                        Some((shard, slot))
+                    });
+                    let Some((shard, slot)) = slot else {
                         // Every shard is at the limit: clients wait in the backlog.
                         wait = Some(FULL_RETRY);
                         break;
@@ -267,7 +275,7 @@ impl Acceptor {
                     match l.socket.accept_nonblocking() {
                         Ok((stream, peer)) => {
                             next = (shard + 1) % n;
-                            let adopted = Adopted { stream, peer, opts: l.opts.clone(), listener: None };
+                            let adopted = Adopted { stream, peer, opts: l.opts.clone(), slot: Some(slot) };
                             if let Err(e) = siblings.hand(shard, adopted) {
                                 log::debug!("shard {shard} is gone; a connection was dropped: {e}");
                             }
@@ -321,17 +329,18 @@ impl Siblings {
         g.connections.load(Ordering::Relaxed).saturating_add(usize::try_from(in_flight).unwrap_or(usize::MAX))
     }
 
-    /// The shard with the fewest connections under `max`, and its load, looking from `start` on so
-    /// that ties go round-robin. A shard stuck in one turn for more than [`STUCK_MS`] (a handler
-    /// that blocks) is passed over: a stream handed to it would wait as long as it is stuck.
-    pub(crate) fn least_loaded(&self, start: usize, max: usize) -> Option<(usize, usize)> {
+    /// The shard with the fewest connections among those `has_room` (under a listener's limit),
+    /// and its load, looking from `start` on so that ties go round-robin. A shard stuck in one
+    /// turn for more than [`STUCK_MS`] (a handler that blocks) is passed over: a stream handed
+    /// to it would wait as long as it is stuck.
+    pub(crate) fn least_loaded(&self, start: usize, has_room: impl Fn(usize) -> bool) -> Option<(usize, usize)> {
         let n = self.len();
         let now = crate::reactor::core::group_clock_ms();
         let mut best: Option<(usize, usize)> = None;
         for k in 0..n {
             let i = (start + k) % n;
             let load = self.load(i);
-            if load < max && best.is_none_or(|(_, b)| load < b) && !self.gauges[i].stuck(now, STUCK_MS) {
+            if best.is_none_or(|(_, b)| load < b) && has_room(i) && !self.gauges[i].stuck(now, STUCK_MS) {
                 best = Some((i, load));
             }
         }
@@ -659,6 +668,7 @@ impl<H: Handler + Send> Sharded<H> {
         match self.listen_shared(&socket, &options) {
             Ok(mut ids) => {
                 // The first shard keeps the socket file (and removes it when it stops).
+                let max = options.max_connections;
                 match self.shards[0].core.add_listener_with(socket, options, true) {
                     Ok(first) => ids.insert(0, first),
                     Err(e) => {
@@ -668,18 +678,18 @@ impl<H: Handler + Send> Sharded<H> {
                         return Err(e);
                     }
                 }
-                // Each shard's entry knows the others', so a stream handed over counts against
-                // the receiving shard's connection limit.
-                let peers: Arc<[crate::reactor::ListenerId]> = ids.into();
-                for (reactor, &id) in self.shards.iter_mut().zip(peers.iter()) {
-                    reactor.core.set_listener_peers(id, peers.clone());
+                // One set of slots for all the shards' entries: a stream handed over counts
+                // against the receiving shard's connection limit, taken before it is accepted.
+                let slots = ListenerSlots::new(max, ids.iter().copied().map(Some).collect());
+                for (shard, (reactor, &id)) in self.shards.iter_mut().zip(ids.iter()).enumerate() {
+                    reactor.core.set_listener_slots(id, slots.clone(), shard);
                 }
                 return Ok(ShardedListener { address, balance: Balance::Shared });
             }
             // EPOLLEXCLUSIVE needs Linux 4.5: older kernels get the acceptor thread.
             Err(e) => log::info!("{address}: no shared accept ({e}); one acceptor thread serves the shards"),
         }
-        self.acceptor.add(socket, &options)?;
+        self.acceptor.add(socket, &options, self.shards.len())?;
         Ok(ShardedListener { address, balance: Balance::Acceptor })
     }
 
