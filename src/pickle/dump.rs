@@ -857,17 +857,22 @@ impl<'a> ser::Serializer for Ser<'a> {
 impl SeqSer<'_> {
     #[inline(always)]
     fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> R<()> {
-        match &mut self.kind {
-            SeqKind::OneBatch => v.serialize(Ser { w: &mut *self.w, key: false })?,
+        // One call of `v.serialize` (not one per kind): the compiler inlines a whole element's
+        // walk into one place where it would not copy it into three.
+        let key = match &mut self.kind {
+            SeqKind::OneBatch => false,
             SeqKind::List(b) => {
                 b.start(&mut self.w.out);
-                v.serialize(Ser { w: &mut *self.w, key: false })?;
-                b.end_item(&mut self.w.out, op::APPEND, op::APPENDS);
+                false
             }
             SeqKind::Tuple { count, .. } => {
                 *count += 1;
-                v.serialize(Ser { w: &mut *self.w, key: self.key })?;
+                self.key
             }
+        };
+        v.serialize(Ser { w: &mut *self.w, key })?;
+        if let SeqKind::List(b) = &mut self.kind {
+            b.end_item(&mut self.w.out, op::APPEND, op::APPENDS);
         }
         Ok(())
     }
