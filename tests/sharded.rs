@@ -470,6 +470,56 @@ fn fill_shards(shards: usize, max: usize, clients: usize, round: usize) {
     g.stop();
 }
 
+/// A shard that is full but woken by the kernel for a client of the shared socket (the kernel
+/// wakes one waiting shard, and a shard whose last accept of a batch took its last slot stays in
+/// the poller) passes the client to a sibling with room instead of leaving it in the backlog.
+/// Found from outside: a shard that filled to 4 with one burst was woken alone for the 5th
+/// client, which then waited, with the other shard empty, until a held connection closed (30
+/// of 41 rounds stuck with two CPU hogs running, 3 of 60 without). A thread spins here while
+/// the rounds run, as the hogs did; a stuck round fails at its first.
+#[test]
+fn a_full_shard_woken_for_a_client_passes_it_to_a_sibling_with_room() {
+    const MAX: usize = 4;
+    const ROUNDS: usize = 60;
+    let spin = Arc::new(AtomicBool::new(true));
+    let hog = {
+        let spin = spin.clone();
+        thread::spawn(move || {
+            let t0 = Instant::now();
+            while spin.load(Ordering::Relaxed) && t0.elapsed() < WAIT {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    for round in 0..ROUNDS {
+        let (_dir, address) = unix_address();
+        let g = group(2, address, ReactorConfig::default(), ListenOptions::new().max_connections(MAX));
+        // A burst of MAX at once: often one shard takes them all in one batch.
+        let mut held: Vec<_> = (0..MAX).map(|_| Client::new(g.address.clone()).connect().unwrap()).collect();
+        for c in &mut held {
+            c.set_read_timeout(Some(WAIT)).unwrap();
+            c.send_bytes(b"held").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"held");
+        }
+        let per_shard: Vec<usize> = g.handle.stats().shards.iter().map(|s| s.connections).collect();
+        // One more, with room for MAX more: served while every held one stays open. (Ten
+        // seconds: a loaded machine serves it in milliseconds; a stuck one is never served.)
+        let mut fifth = Client::new(g.address.clone()).connect().unwrap();
+        fifth.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        fifth.send_bytes(b"fifth").unwrap();
+        let reply = fifth.recv_bytes();
+        assert!(
+            matches!(&reply, Ok(r) if r == b"fifth"),
+            "round {round}: held per shard {per_shard:?}, the next client not served: {reply:?}"
+        );
+        drop(held);
+        drop(fifth);
+        g.stop();
+    }
+    spin.store(false, Ordering::Relaxed);
+    hog.join().unwrap();
+}
+
 /// A shard whose handler blocks is not handed new streams: while the least-loaded shard sleeps
 /// in a handler, the other (woken alone by the kernel, since the sleeper is not waiting) keeps
 /// what it accepts instead of handing it over, where it would wait out the sleep (an outside

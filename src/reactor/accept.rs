@@ -45,9 +45,24 @@ impl<H: Handler> Reactor<H> {
             if l.shared && taken == SHARED_ACCEPT_BATCH {
                 return; // level-triggered: the rest is reported again, to whichever shard waits
             }
-            let Some(slot) = l.slots.take(l.shard) else {
-                // At the limit (counting streams handed here by other threads): the slot given
-                // back by the next close resumes accepting.
+            let me = l.shard;
+            let place = match l.slots.take(me) {
+                Some(slot) => Some((me, slot)),
+                // Full here, on a socket the shards share: the kernel woke this shard alone for
+                // the client waiting, so a sibling with room gets it from here (or it would
+                // wait in the backlog for a close or the next client to wake a shard again).
+                None if l.shared => {
+                    let slots = l.slots.clone();
+                    self.sibling_slot(&slots, me)
+                }
+                None => None,
+            };
+            let Some(l) = self.core.listener(id) else {
+                return;
+            };
+            let Some((to, slot)) = place else {
+                // At the limit (counting streams handed here by other threads), and every
+                // sibling too: the slot given back by the next close resumes accepting.
                 l.paused = true;
                 self.core.shared_listener_interest(id, false);
                 return;
@@ -57,16 +72,17 @@ impl<H: Handler> Reactor<H> {
                 Ok((stream, peer)) => {
                     l.paused = false;
                     let opts = l.opts.clone();
-                    let (stream, peer, slot) = if l.shared {
-                        let (slots, shard) = (l.slots.clone(), l.shard);
-                        let accepted = Accepted { stream, peer, slot };
-                        match self.hand_over_if_ahead(accepted, &opts, &slots, shard) {
-                            Some(kept) => (kept.stream, kept.peer, kept.slot),
-                            None => continue,
-                        }
+                    let accepted = Accepted { stream, peer, slot };
+                    let kept = if to != me {
+                        self.hand_to(to, accepted, &opts);
+                        None
+                    } else if l.shared {
+                        let slots = l.slots.clone();
+                        self.hand_over_if_ahead(accepted, &opts, &slots, me)
                     } else {
-                        (stream, peer, slot)
+                        Some(accepted)
                     };
+                    let Some(Accepted { stream, peer, slot }) = kept else { continue };
                     // The settings were checked by `listen`; what can fail is the random source.
                     let session = match opts
                         .session_factory(&self.core.config)
@@ -106,6 +122,24 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// A slot on the least-loaded sibling of shard `me` that has room under `slots`, and its
+    /// index; none when every other shard is full (or stuck) or this reactor has no siblings.
+    fn sibling_slot(&self, slots: &Arc<ListenerSlots>, me: usize) -> Option<(usize, Slot)> {
+        let siblings = self.core.siblings.as_ref()?;
+        let (i, _) = siblings.least_loaded(me + 1, |i| i != me && slots.has_room(i))?;
+        Some((i, slots.take(i)?))
+    }
+
+    /// Hands an accepted stream, in its slot on shard `to`, to that shard.
+    fn hand_to(&self, to: usize, accepted: Accepted, opts: &Arc<ConnectionOptions>) {
+        let Some(siblings) = &self.core.siblings else { return };
+        let Accepted { stream, peer, slot } = accepted;
+        let adopted = Adopted { stream, peer, opts: opts.clone(), slot: Some(slot) };
+        if let Err(e) = siblings.hand(to, adopted) {
+            log::debug!("shard {to} is gone; a connection was dropped: {e}");
+        }
+    }
+
     /// A shard that accepted from a socket the shards share (as shard `me` of `slots`) keeps the
     /// stream unless it is well ahead of the least-loaded shard with room ([`should_hand_over`])
     /// and a slot there can be taken; then that shard gets it, with that slot, and this one's is
@@ -125,14 +159,12 @@ impl<H: Handler> Reactor<H> {
         if least == me || !should_hand_over(own, load) {
             return Some(accepted);
         }
-        // Another shard (or the acceptor) may have filled it since: then it stays here.
-        let theirs = slots.take(least)?;
+        // Another shard (or the acceptor) may have filled it since it was looked at: then the
+        // stream stays here, in the slot it has.
+        let Some(theirs) = slots.take(least) else { return Some(accepted) };
         let Accepted { stream, peer, slot } = accepted;
         drop(slot);
-        let adopted = Adopted { stream, peer, opts: opts.clone(), slot: Some(theirs) };
-        if let Err(e) = siblings.hand(least, adopted) {
-            log::debug!("shard {least} is gone; a connection was dropped: {e}");
-        }
+        self.hand_to(least, Accepted { stream, peer, slot: theirs }, opts);
         None
     }
 

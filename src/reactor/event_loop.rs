@@ -16,7 +16,6 @@
 //! ahead of it do.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -281,7 +280,7 @@ impl<H: Handler> Reactor<H> {
         self.flush_dirty();
         if self.core.entries.is_empty() {
             self.stopped = true;
-            self.core.shared.closed.store(true, Ordering::Release);
+            drop(self.core.shared.close());
         }
     }
 }

@@ -44,6 +44,19 @@ pub(crate) struct Shared {
     pub(crate) ready: Mutex<Vec<usize>>,
 }
 
+impl Shared {
+    /// Marks the reactor gone and takes what was queued for it. `push` checks the mark under
+    /// the same lock, so nothing is queued after: a stream handed to a shard as it stopped
+    /// would otherwise wait in its queue, its client hanging, until the last handle is dropped.
+    /// The caller drops what is returned (streams closed, closures dropped unrun).
+    #[must_use = "drop the commands outside the lock"]
+    pub(crate) fn close(&self) -> VecDeque<Command> {
+        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.closed.store(true, Ordering::Release);
+        std::mem::take(&mut *q)
+    }
+}
+
 impl crate::transport::Notify for Shared {
     fn notify(&self, token: usize) {
         self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(token);
@@ -94,11 +107,12 @@ impl std::fmt::Debug for Handle {
 
 impl Handle {
     fn push(&self, c: Command) -> Result<()> {
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed("the reactor is gone"));
-        }
         let was_empty = {
             let mut q = self.shared.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Under the lock that `Shared::close` takes: once closed, nothing more is queued.
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed("the reactor is gone"));
+            }
             let was_empty = q.is_empty();
             q.push_back(c);
             was_empty

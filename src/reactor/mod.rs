@@ -110,7 +110,6 @@ mod write_queue;
 
 #[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Token};
@@ -496,7 +495,7 @@ impl<H: Handler> AsFd for Reactor<H> {
 
 impl<H: Handler> Drop for Reactor<H> {
     fn drop(&mut self) {
-        self.core.shared.closed.store(true, Ordering::Release);
+        drop(self.core.shared.close());
     }
 }
 

@@ -267,7 +267,9 @@ impl ListenOptions {
         self
     }
 
-    /// Most connections open at once.
+    /// Most connections open at once (at least 1: 0 counts as 1), counting those still in
+    /// their handshake. In a [`crate::reactor::Sharded`] group, per shard. At the limit the
+    /// listener stops accepting: clients wait in the backlog until a connection closes.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
