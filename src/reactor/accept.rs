@@ -33,6 +33,9 @@ impl<H: Handler> Reactor<H> {
     pub(super) fn accept(&mut self, id: u64) {
         // A shared listener taken out of the poller while paused is back in to accept.
         self.core.shared_listener_interest(id, true);
+        if let Some(l) = self.core.listener(id) {
+            l.slots.set_paused(l.shard, false);
+        }
         let mut taken = 0;
         loop {
             if self.core.stopping.is_some() {
@@ -62,8 +65,10 @@ impl<H: Handler> Reactor<H> {
             };
             let Some((to, slot)) = place else {
                 // At the limit (counting streams handed here by other threads), and every
-                // sibling too: the slot given back by the next close resumes accepting.
+                // sibling too: the slot given back by the next close, here or (on a shared
+                // socket) on any shard, resumes accepting.
                 l.paused = true;
+                l.slots.set_paused(l.shard, true);
                 self.core.shared_listener_interest(id, false);
                 return;
             };
@@ -123,11 +128,18 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// A slot on the least-loaded sibling of shard `me` that has room under `slots`, and its
-    /// index; none when every other shard is full (or stuck) or this reactor has no siblings.
+    /// index; none when every other shard is full or this reactor has no siblings. A sibling
+    /// stuck in its handler is taken only when no other has room: the client waits for it to
+    /// come back, where in the backlog it would wait for a close (nothing wakes a shard again
+    /// for a client already reported).
     fn sibling_slot(&self, slots: &Arc<ListenerSlots>, me: usize) -> Option<(usize, Slot)> {
         let siblings = self.core.siblings.as_ref()?;
-        let (i, _) = siblings.least_loaded(me + 1, |i| i != me && slots.has_room(i))?;
-        Some((i, slots.take(i)?))
+        if let Some((i, _)) = siblings.least_loaded(me + 1, |i| i != me && slots.has_room(i))
+            && let Some(slot) = slots.take(i)
+        {
+            return Some((i, slot));
+        }
+        (1..siblings.len()).map(|k| (me + k) % siblings.len()).find_map(|i| Some((i, slots.take(i)?)))
     }
 
     /// Hands an accepted stream, in its slot on shard `to`, to that shard.

@@ -663,13 +663,19 @@ impl Core {
         }
         // No epoll_ctl(DEL): the descriptor is ours alone, and closing it (when the entry is
         // dropped) removes it from the epoll set.
-        // The slot is given back; its listener, paused at the limit, may accept again.
-        if let Some(l) = c.slot.take().and_then(|slot| slot.listener())
-            && let Some(le) = self.listener(l.0)
-            && le.paused
-            && le.slots.has_room(le.shard)
-        {
-            self.accept_retry.push(l.0);
+        // The slot is given back; its listener, paused at the limit, may accept again. On a
+        // socket the shards share, a client may wait that a paused sibling was woken for: this
+        // shard, with room now, tries an accept (one call that may find nothing).
+        if let Some(slot) = c.slot.take() {
+            let (listener, group_waits) = (slot.listener(), slot.any_paused());
+            drop(slot);
+            if let Some(l) = listener
+                && let Some(le) = self.listener(l.0)
+                && (le.paused || (le.shared && group_waits))
+                && le.slots.has_room(le.shard)
+            {
+                self.accept_retry.push(l.0);
+            }
         }
         Some(c)
     }

@@ -11,7 +11,7 @@
 //! accepts and however the threads interleave.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::reactor::ListenerId;
 
@@ -22,13 +22,19 @@ pub(crate) struct ListenerSlots {
     /// The listener that serves the socket on each shard, by shard index: the one a closed
     /// connection tells to resume accepting. None for the acceptor thread's sockets.
     listeners: Box<[Option<ListenerId>]>,
+    /// Per shard: its listener left the poller (at the limit, with every sibling full). On a
+    /// socket the shards share, the kernel woke that shard alone for a client it could not
+    /// place; a slot given back on any shard then retries the accept there, or the client would
+    /// wait beside the room it frees (found from outside).
+    paused: Box<[AtomicBool]>,
 }
 
 impl ListenerSlots {
     /// Slots for a socket served on `listeners.len()` shards, `max` on each (at least 1).
     pub(crate) fn new(max: usize, listeners: Vec<Option<ListenerId>>) -> Arc<ListenerSlots> {
         let open = listeners.iter().map(|_| AtomicUsize::new(0)).collect();
-        Arc::new(ListenerSlots { max: max.max(1), open, listeners: listeners.into() })
+        let paused = listeners.iter().map(|_| AtomicBool::new(false)).collect();
+        Arc::new(ListenerSlots { max: max.max(1), open, listeners: listeners.into(), paused })
     }
 
     /// A slot on `shard`, if it has fewer than `max` open; it is given back when dropped.
@@ -43,6 +49,19 @@ impl ListenerSlots {
     /// Whether `shard` has a slot free now (another thread may take it first).
     pub(crate) fn has_room(&self, shard: usize) -> bool {
         self.open.get(shard).is_some_and(|open| open.load(Ordering::Acquire) < self.max)
+    }
+
+    /// Marks `shard`'s listener out of the poller (`true`) or back in.
+    pub(crate) fn set_paused(&self, shard: usize, paused: bool) {
+        if let Some(p) = self.paused.get(shard) {
+            p.store(paused, Ordering::Release);
+        }
+    }
+
+    /// Whether some shard's listener is out of the poller: a client may wait that a shard
+    /// with room must accept itself.
+    pub(crate) fn any_paused(&self) -> bool {
+        self.paused.iter().any(|p| p.load(Ordering::Acquire))
     }
 
     /// The connections open on `shard`.
@@ -62,6 +81,11 @@ impl Slot {
     /// The listener that serves this slot's socket on its shard, if a shard listener does.
     pub(crate) fn listener(&self) -> Option<ListenerId> {
         self.slots.listeners.get(self.shard).copied().flatten()
+    }
+
+    /// Whether some shard's listener of this socket is out of the poller.
+    pub(crate) fn any_paused(&self) -> bool {
+        self.slots.any_paused()
     }
 }
 
