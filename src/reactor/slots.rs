@@ -18,7 +18,9 @@ use crate::reactor::ListenerId;
 /// The connections open against one listener (or one socket the shards share), per shard.
 pub(crate) struct ListenerSlots {
     max: usize,
-    open: Box<[AtomicUsize]>,
+    /// Per shard, each on a cache line of its own: shards taking and giving back their own
+    /// slots do not pull one line back and forth between cores.
+    open: Box<[Padded]>,
     /// The listener that serves the socket on each shard, by shard index: the one a closed
     /// connection tells to resume accepting. None for the acceptor thread's sockets.
     listeners: Box<[Option<ListenerId>]>,
@@ -32,7 +34,7 @@ pub(crate) struct ListenerSlots {
 impl ListenerSlots {
     /// Slots for a socket served on `listeners.len()` shards, `max` on each (at least 1).
     pub(crate) fn new(max: usize, listeners: Vec<Option<ListenerId>>) -> Arc<ListenerSlots> {
-        let open = listeners.iter().map(|_| AtomicUsize::new(0)).collect();
+        let open = listeners.iter().map(|_| Padded(AtomicUsize::new(0))).collect();
         let paused = listeners.iter().map(|_| AtomicBool::new(false)).collect();
         Arc::new(ListenerSlots { max: max.max(1), open, listeners: listeners.into(), paused })
     }
@@ -42,13 +44,14 @@ impl ListenerSlots {
         let taken = self
             .open
             .get(shard)?
+            .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < self.max).then_some(open + 1));
         taken.ok().map(|_| Slot { slots: self.clone(), shard })
     }
 
     /// Whether `shard` has a slot free now (another thread may take it first).
     pub(crate) fn has_room(&self, shard: usize) -> bool {
-        self.open.get(shard).is_some_and(|open| open.load(Ordering::Acquire) < self.max)
+        self.open.get(shard).is_some_and(|open| open.0.load(Ordering::Acquire) < self.max)
     }
 
     /// Marks `shard`'s listener out of the poller (`true`) or back in.
@@ -67,9 +70,13 @@ impl ListenerSlots {
     /// The connections open on `shard`.
     #[cfg(test)]
     pub(crate) fn open(&self, shard: usize) -> usize {
-        self.open.get(shard).map_or(0, |open| open.load(Ordering::Acquire))
+        self.open.get(shard).map_or(0, |open| open.0.load(Ordering::Acquire))
     }
 }
+
+/// An atomic count alone on its cache line (128 bytes: adjacent-line prefetching pairs lines).
+#[repr(align(128))]
+struct Padded(AtomicUsize);
 
 /// One connection's place under a listener's limit on one shard; given back when dropped.
 pub(crate) struct Slot {
@@ -92,7 +99,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         // Taken by `take`, so the count is at least 1.
-        self.slots.open[self.shard].fetch_sub(1, Ordering::AcqRel);
+        self.slots.open[self.shard].0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
