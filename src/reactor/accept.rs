@@ -66,9 +66,15 @@ impl<H: Handler> Reactor<H> {
             let Some((to, slot)) = place else {
                 // At the limit (counting streams handed here by other threads), and every
                 // sibling too: the slot given back by the next close, here or (on a shared
-                // socket) on any shard, resumes accepting.
-                l.paused = true;
+                // socket) on any shard, resumes accepting. Marked first, then the room looked
+                // at again: a slot given back meanwhile on another shard, whose shard looked
+                // for a mark before this one was set, is found here (`set_paused` says why).
                 l.slots.set_paused(l.shard, true);
+                if l.shared && l.slots.any_room() {
+                    l.slots.set_paused(l.shard, false);
+                    continue;
+                }
+                l.paused = true;
                 self.core.shared_listener_interest(id, false);
                 return;
             };

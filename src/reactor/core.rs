@@ -667,8 +667,7 @@ impl Core {
         // socket the shards share, a client may wait that a paused sibling was woken for: this
         // shard, with room now, tries an accept (one call that may find nothing).
         if let Some(slot) = c.slot.take() {
-            let (listener, group_waits) = (slot.listener(), slot.any_paused());
-            drop(slot);
+            let (listener, group_waits) = slot.give_back();
             if let Some(l) = listener
                 && let Some(le) = self.listener(l.0)
                 && (le.paused || (le.shared && group_waits))
