@@ -37,9 +37,9 @@ impl<H: Handler> Reactor<H> {
             l.slots.set_paused(l.shard, false);
         }
         let mut taken = 0;
-        // One more accept after an empty one that gave its slot back while a shard was marked
-        // paused (see the `WouldBlock` arm).
-        let mut rechecked = false;
+        // The marks counted when an empty accept last gave its slot back and looked once more
+        // (see the `WouldBlock` arm).
+        let mut rechecked_at = None;
         loop {
             if self.core.stopping.is_some() {
                 return;
@@ -85,7 +85,6 @@ impl<H: Handler> Reactor<H> {
             match l.socket.accept_nonblocking() {
                 Ok((stream, peer)) => {
                     l.paused = false;
-                    rechecked = false;
                     let opts = l.opts.clone();
                     let accepted = Accepted { stream, peer, slot };
                     let kept = if to != me {
@@ -127,10 +126,11 @@ impl<H: Handler> Reactor<H> {
                     // and on a mark one more accept takes the client that shard was woken for,
                     // queued before its mark (an outside attack's trace: shard 3 held the slot of
                     // an empty accept while shard 1, woken, found all full; the client waited).
-                    // One more only: if it finds nothing too, no client waits on that mark.
-                    let (_, group_waits) = slot.give_back();
-                    if group_waits && !rechecked {
-                        rechecked = true;
+                    // Once per new mark: a mark seen before was looked after, and a mark lasts
+                    // while its shard is full, so once per look would spin.
+                    let (_, waiting) = slot.give_back();
+                    if waiting.is_some() && waiting != rechecked_at {
+                        rechecked_at = waiting;
                         continue;
                     }
                     return;

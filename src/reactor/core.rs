@@ -670,7 +670,7 @@ impl Core {
             let (listener, group_waits) = slot.give_back();
             if let Some(l) = listener
                 && let Some(le) = self.listener(l.0)
-                && (le.paused || (le.shared && group_waits))
+                && (le.paused || (le.shared && group_waits.is_some()))
                 && le.slots.has_room(le.shard)
             {
                 self.accept_retry.push(l.0);

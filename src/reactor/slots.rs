@@ -11,7 +11,7 @@
 //! accepts and however the threads interleave.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::reactor::ListenerId;
 
@@ -29,6 +29,10 @@ pub(crate) struct ListenerSlots {
     /// place; a slot given back on any shard then retries the accept there, or the client would
     /// wait beside the room it frees (found from outside).
     paused: Box<[AtomicBool]>,
+    /// Marks set so far: a shard that gave back the slot of an empty accept and saw a mark
+    /// accepts once more per new mark, not once per look (a mark can last: a shard stays
+    /// paused while it is full).
+    pauses: AtomicU64,
 }
 
 impl ListenerSlots {
@@ -36,7 +40,13 @@ impl ListenerSlots {
     pub(crate) fn new(max: usize, listeners: Vec<Option<ListenerId>>) -> Arc<ListenerSlots> {
         let open = listeners.iter().map(|_| Padded(AtomicUsize::new(0))).collect();
         let paused = listeners.iter().map(|_| AtomicBool::new(false)).collect();
-        Arc::new(ListenerSlots { max: max.max(1), open, listeners: listeners.into(), paused })
+        Arc::new(ListenerSlots {
+            max: max.max(1),
+            open,
+            listeners: listeners.into(),
+            paused,
+            pauses: AtomicU64::new(0),
+        })
     }
 
     /// A slot on `shard`, if it has fewer than `max` open; it is given back when dropped.
@@ -65,7 +75,17 @@ impl ListenerSlots {
     pub(crate) fn set_paused(&self, shard: usize, paused: bool) {
         if let Some(p) = self.paused.get(shard) {
             p.store(paused, Ordering::SeqCst);
+            if paused {
+                self.pauses.fetch_add(1, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// When some shard's listener is out of the poller: how many marks were set so far (which
+    /// tells a new mark from one already seen). None when no shard is marked.
+    pub(crate) fn waiting(&self) -> Option<u64> {
+        let pauses = self.pauses.load(Ordering::SeqCst);
+        self.any_paused().then_some(pauses)
     }
 
     /// Whether some shard's listener is out of the poller: a client may wait that a shard
@@ -102,13 +122,12 @@ impl Slot {
         self.slots.listeners.get(self.shard).copied().flatten()
     }
 
-    /// Gives the slot back, then tells its listener and whether some shard's listener of this
-    /// socket is out of the poller (looked at after the slot is back: see
-    /// [`ListenerSlots::set_paused`]).
-    pub(crate) fn give_back(self) -> (Option<ListenerId>, bool) {
+    /// Gives the slot back, then tells its listener and [`ListenerSlots::waiting`] (looked at
+    /// after the slot is back: see [`ListenerSlots::set_paused`]).
+    pub(crate) fn give_back(self) -> (Option<ListenerId>, Option<u64>) {
         let (listener, slots) = (self.listener(), self.slots.clone());
         drop(self);
-        (listener, slots.any_paused())
+        (listener, slots.waiting())
     }
 }
 
@@ -199,7 +218,7 @@ mod tests {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    seen.push(held.give_back().1);
+                    seen.push(held.give_back().1.is_some());
                     meet(2 * r + 2);
                 }
                 seen
