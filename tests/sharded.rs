@@ -524,13 +524,16 @@ fn a_full_shard_woken_for_a_client_passes_it_to_a_sibling_with_room() {
     hog.join().unwrap();
 }
 
-/// Connects a client to a group and asks which shard serves it.
-fn connect_to_shard(address: &Address) -> (usize, mpconn::Connection) {
-    let mut c = Client::new(address.clone()).connect().unwrap();
-    c.set_read_timeout(Some(WAIT)).unwrap();
-    c.send_bytes(b"which shard").unwrap();
-    let shard = std::str::from_utf8(&c.recv_bytes().unwrap()).unwrap().parse().unwrap();
-    (shard, c)
+/// Connects a client to a group and asks which shard serves it, waiting at most `within` for
+/// the answer.
+fn connect_to_shard(address: &Address, within: Duration) -> mpconn::Result<(usize, mpconn::Connection)> {
+    let mut c = Client::new(address.clone()).connect()?;
+    c.set_read_timeout(Some(within))?;
+    c.send_bytes(b"which shard")?;
+    let reply = c.recv_bytes()?;
+    let shard = std::str::from_utf8(&reply).ok().and_then(|s| s.parse().ok());
+    let shard = shard.ok_or_else(|| std::io::Error::other(format!("not a shard index: {reply:?}")))?;
+    Ok((shard, c))
 }
 
 /// Whether a client of `address` is served within `within`: it connects, sends and gets its echo.
@@ -556,7 +559,8 @@ fn a_close_on_any_shard_lets_a_client_waiting_at_the_limit_in() {
     for round in 0..ROUNDS {
         let (_dir, address) = unix_address();
         let g = group(SHARDS, address, ReactorConfig::default(), ListenOptions::new().max_connections(1));
-        let mut held: Vec<(usize, mpconn::Connection)> = (0..SHARDS).map(|_| connect_to_shard(&g.address)).collect();
+        let mut held: Vec<(usize, mpconn::Connection)> =
+            (0..SHARDS).map(|_| connect_to_shard(&g.address, WAIT).unwrap()).collect();
         let mut shards: Vec<usize> = held.iter().map(|(s, _)| *s).collect();
         shards.sort_unstable();
         assert_eq!(shards, (0..SHARDS).collect::<Vec<_>>(), "round {round}: one per shard");
@@ -589,20 +593,15 @@ fn a_client_arriving_as_a_connection_closes_is_served() {
     const ROUNDS: usize = 300;
     let (_dir, address) = unix_address();
     let g = group(SHARDS, address, ReactorConfig::default(), ListenOptions::new().max_connections(1));
-    let mut held: Vec<(usize, mpconn::Connection)> = (0..SHARDS).map(|_| connect_to_shard(&g.address)).collect();
+    let mut held: Vec<(usize, mpconn::Connection)> =
+        (0..SHARDS).map(|_| connect_to_shard(&g.address, WAIT).unwrap()).collect();
     for round in 0..ROUNDS {
         let target = round % SHARDS;
         let pos = held.iter().position(|(s, _)| *s == target).expect("one held per shard");
         drop(held.swap_remove(pos));
         let next = thread::spawn({
             let address = g.address.clone();
-            move || {
-                let mut c = Client::new(address).connect()?;
-                c.set_read_timeout(Some(Duration::from_secs(10)))?;
-                c.send_bytes(b"which shard")?;
-                let shard = std::str::from_utf8(&c.recv_bytes()?).map_err(std::io::Error::other)?.parse();
-                Ok::<_, mpconn::Error>((shard.map_err(std::io::Error::other)?, c))
-            }
+            move || connect_to_shard(&address, Duration::from_secs(10))
         });
         match next.join().unwrap() {
             Ok(served) => held.push(served),
@@ -625,7 +624,8 @@ fn a_client_is_not_left_waiting_beside_a_busy_shard_with_room() {
     for round in 0..6 {
         let (_dir, address) = unix_address();
         let g = group(2, address, ReactorConfig::default(), ListenOptions::new().max_connections(2));
-        let mut held: Vec<(usize, mpconn::Connection)> = (0..3).map(|_| connect_to_shard(&g.address)).collect();
+        let mut held: Vec<(usize, mpconn::Connection)> =
+            (0..3).map(|_| connect_to_shard(&g.address, WAIT).unwrap()).collect();
         let per_shard: Vec<usize> = g.handle.stats().shards.iter().map(|s| s.connections).collect();
         let Some(lone) = (0..2).find(|&s| per_shard[s] == 1) else {
             g.stop();

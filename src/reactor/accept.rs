@@ -181,7 +181,7 @@ impl<H: Handler> Reactor<H> {
     /// and a slot there can be taken; then that shard gets it, with that slot, and this one's is
     /// given back. Returns the stream if kept.
     fn hand_over_if_ahead(
-        &mut self,
+        &self,
         accepted: Accepted,
         opts: &Arc<ConnectionOptions>,
         slots: &Arc<ListenerSlots>,
