@@ -480,8 +480,12 @@ struct Limits {
     write_stall: u32,
 }
 
+/// A limit in whole milliseconds, rounded up (a limit is never shortened); `None`: no limit.
 fn limit_ms(d: Option<Duration>) -> u32 {
-    d.map_or(u32::MAX, |d| d.as_millis().min(u128::from(u32::MAX - 1)) as u32)
+    d.map_or(u32::MAX, |d| {
+        let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
+        ms.min(u128::from(u32::MAX - 1)) as u32
+    })
 }
 
 /// `at + limit`, or `NEVER` without a limit.
@@ -914,9 +918,20 @@ impl Session {
         self.close_with(CloseReason::Aborted(why));
     }
 
-    /// Milliseconds since the session began.
+    /// The millisecond a clock that starts at `t` is stamped with: rounded up, so that a
+    /// deadline counted from the stamp never falls before its limit has passed since `t`
+    /// (rounded down, a limit of 500 ms closed a connection 499.98 ms after the half message
+    /// arrived: a test's lower bound caught it).
     #[inline]
     fn ms(&self, t: Instant) -> u64 {
+        let d = t.saturating_duration_since(self.epoch);
+        d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000))
+    }
+
+    /// The last whole millisecond passed at `t`: rounded down, for deciding what is due (a
+    /// deadline is due once this reaches it, never before its instant).
+    #[inline]
+    fn ms_passed(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
@@ -1116,7 +1131,7 @@ impl Session {
     /// its next call: a flush that moved bytes ([`Session::on_flush`]) restarts the clocks; one
     /// that moved nothing (or none tried) closes the connection.
     pub fn handle_timeout(&mut self, now: Instant) -> Deadlines {
-        let now = self.ms(now);
+        let now = self.ms_passed(now);
         let mut release = false;
         let mut try_write = false;
         // A write asked for at an earlier call and not answered by progress: now it is decided.
@@ -1451,6 +1466,34 @@ mod tests {
         assert!(rearmed > t0 + Duration::from_secs(60));
         let _ = s.handle_timeout(rearmed);
         assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::PartialMessageTimeout))));
+    }
+
+    /// A deadline counts from the instant its clock started, not from the millisecond before:
+    /// a half message 0.6 ms into a millisecond is not closed on 500 ms before 500 ms passed.
+    #[test]
+    fn deadlines_never_fall_before_their_limit_within_a_millisecond() {
+        let t0 = Instant::now();
+        let us = |n: u64| t0 + Duration::from_micros(n);
+        let mut t = timeouts();
+        t.partial_message = Some(Duration::from_millis(500));
+        t.idle = Some(Duration::from_millis(800));
+        let mut s = Session::listener(None, t, t0);
+        s.poll_event();
+        s.on_read(us(10_600), true);
+        let due = s.poll_timeout().unwrap();
+        assert!(due >= us(510_600), "the partial-message deadline is {:?} after its start", due - us(10_600));
+        let _ = s.handle_timeout(us(510_590));
+        assert!(!s.is_closed(), "closed 499.99 ms after the half message");
+        let _ = s.handle_timeout(due);
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::PartialMessageTimeout))));
+        // The idle clock too.
+        let mut s = Session::listener(None, t, t0);
+        s.poll_event();
+        s.on_read(us(20_300), false);
+        let _ = s.handle_timeout(us(820_200));
+        assert!(!s.is_closed(), "idle-closed 799.9 ms after the last traffic");
+        let _ = s.handle_timeout(us(821_000));
+        assert!(matches!(s.poll_event(), Some(Event::Closed(CloseReason::IdleTimeout))));
     }
 
     #[test]
