@@ -714,13 +714,16 @@ impl Connection {
         let mut pending = Vec::new();
         loop {
             // Everything the session has to say goes out in one write (a client's answer and
-            // its early challenge are two messages).
-            pending.clear();
+            // its early challenge are two messages; so are a listener's #WELCOME# and its
+            // answer to an early challenge that came in the same read: while another handshake
+            // frame is buffered, its reply joins the pending bytes first).
             while let Some(m) = self.link.session_mut().poll_transmit() {
                 encode_frame(&m, &mut pending);
             }
-            if !pending.is_empty() {
+            let more = self.link.session().is_handshaking() && self.link.decoder().has_frame();
+            if !pending.is_empty() && !more {
                 self.send_handshake_bytes(&pending)?;
+                pending.clear();
                 if self.link.session().wants_prompt_ack()
                     && let Some(stream) = self.stream.as_ref()
                 {

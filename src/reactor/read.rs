@@ -179,18 +179,30 @@ impl<H: Handler> Reactor<H> {
     /// reading is paused (the rest stays in the source). Returns how many frames were taken.
     fn deliver(&mut self, cid: ConnId, source: &mut impl FrameSource) -> usize {
         let mut count = 0;
+        // Handshake replies not yet pumped: a handshake frame with another complete one behind
+        // it (an early client's answer and challenge, read at once) leaves its reply in the
+        // session, so that both replies (#WELCOME# and the answer) leave in one write.
+        let mut unpumped = false;
         loop {
             let Some(c) = self.core.conn(cid.0) else {
                 return count;
             };
             if c.reading_paused() || c.session.is_closing() {
+                if unpumped {
+                    self.core.pump(cid.0);
+                }
                 return count;
             }
             let limit = c.session.frame_limit().min(c.opts.max_message_size);
             let last = source.is_last_complete();
             // The glue every face shares: a frame or a refused length, judged by the session.
             match judge_frame(&mut c.session, source.next(limit)) {
-                Next::Empty => return count,
+                Next::Empty => {
+                    if unpumped {
+                        self.core.pump(cid.0);
+                    }
+                    return count;
+                }
                 Next::Message(frame) => {
                     count += 1;
                     // The last message of a read: the handler's reply to it may leave at once.
@@ -205,7 +217,10 @@ impl<H: Handler> Reactor<H> {
                 }
                 Next::Consumed => {
                     count += 1;
-                    if self.core.pump(cid.0) {
+                    // Still in the handshake with a frame behind this one: that frame is the
+                    // session's too (or closes it), and its pump sends both replies.
+                    unpumped = !last && c.session.is_handshaking();
+                    if !unpumped && self.core.pump(cid.0) {
                         // Open: on_open runs before the messages that follow in this read.
                         let Some(c) = self.core.conn(cid.0) else { return count };
                         let peer = c.peer.clone();

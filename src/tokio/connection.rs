@@ -814,7 +814,10 @@ impl Connection {
             while let Some(m) = self.link.session_mut().poll_transmit() {
                 self.queue_frame(&m);
             }
-            if self.queued_len() > 0 {
+            // Another handshake frame already buffered (an early client's challenge behind its
+            // answer): its reply joins the queued bytes, and both leave in one write.
+            let more = self.link.session().is_handshaking() && self.link.decoder().has_frame();
+            if self.queued_len() > 0 && !more {
                 self.flush().await?;
                 if self.link.session().wants_prompt_ack()
                     && let Some(io) = self.io.as_ref()

@@ -157,11 +157,13 @@ enum TimerKind {
     WriteStall = 5,
 }
 
-/// The read block of a connection's frame decoder while it authenticates: enough for a whole
-/// modern challenge or reply with its header. A handshake message up to its 256-byte cap grows
-/// the buffer to at most the cap plus a header, so an unauthenticated connection holds a few
-/// dozen bytes of buffer (a few hundred at worst), never a 64 KiB read block.
-pub const HANDSHAKE_READ_BLOCK: usize = 64;
+/// The read block of a connection's frame decoder while it authenticates: enough for an early
+/// client's answer and challenge with their headers (107 bytes with the modern digests), so a
+/// listener reads both at once and answers with one write (#WELCOME# and its answer). A
+/// handshake message up to its 256-byte cap grows the buffer to at most the cap plus a
+/// header, so an unauthenticated connection holds a hundred-odd bytes of buffer (a few hundred
+/// at worst), never a 64 KiB read block.
+pub const HANDSHAKE_READ_BLOCK: usize = 128;
 
 /// Default time a peer has to connect and complete the handshake, on every face.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
