@@ -323,6 +323,10 @@ macro_rules! on_every_face {
             fn tokio() {
                 super::$attack(super::Face::Tokio)
             }
+            #[test]
+            fn sharded() {
+                super::$attack(super::Face::Sharded)
+            }
         }
     };
 }

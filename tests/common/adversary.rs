@@ -10,6 +10,9 @@
 //! * [`Face::Tokio`]: a current-thread runtime on a thread, `accept_incoming` with each handshake
 //!   in a task of its own, each receive and send wrapped in `tokio::time::timeout(stall)`
 //!   (receiving is cancel-safe), for the same reason as the blocking face.
+//! * [`Face::Sharded`]: two reactors of a `Sharded` group on threads, with the reactor's settings
+//!   (on Linux one `SO_REUSEPORT` socket per shard, so the kernel spreads attackers and the good
+//!   client over both): the budgets and deadlines hold per shard and in total.
 //!
 //! Every end of a connection other than the good client's (a failed handshake, a timeout, a
 //! peer leaving) arrives on [`Server::ended`] as its reason's text. Server and attackers share the
@@ -27,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use mpconn::CloseReason;
 use mpconn::internal::handshake::{Handshake, HandshakeConfig, Nonce};
-use mpconn::reactor::options::{ConnectionOptions, ListenOptions};
-use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor};
+use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
+use mpconn::reactor::{ConnId, Context, Handle, Handler, Reactor, Sharded, ShardedHandle};
 use mpconn::{Address, AuthKey, Client, DigestPolicy};
 
 /// The key of every harness server.
@@ -43,9 +46,13 @@ pub enum Face {
     Blocking,
     Reactor,
     Tokio,
+    Sharded,
 }
 
-pub const FACES: [Face; 3] = [Face::Blocking, Face::Reactor, Face::Tokio];
+pub const FACES: [Face; 4] = [Face::Blocking, Face::Reactor, Face::Tokio, Face::Sharded];
+
+/// Shards of [`Face::Sharded`].
+pub const SHARDS: usize = 2;
 
 impl Face {
     pub fn name(self) -> &'static str {
@@ -53,6 +60,7 @@ impl Face {
             Face::Blocking => "blocking",
             Face::Reactor => "reactor",
             Face::Tokio => "tokio",
+            Face::Sharded => "sharded",
         }
     }
 }
@@ -103,7 +111,7 @@ pub struct Server {
     pub address: Address,
     events: mpsc::Receiver<Ev>,
     stop: Arc<AtomicBool>,
-    reactor: Option<Handle>,
+    reactor: Stopper,
     thread: Option<thread::JoinHandle<()>>,
     /// `Opened` events seen while waiting for ends.
     pub opened: std::cell::Cell<usize>,
@@ -120,8 +128,9 @@ impl Server {
             Face::Blocking => blocking_server(config, tx, flag, ready_tx),
             Face::Reactor => reactor_server(config, tx, ready_tx),
             Face::Tokio => tokio_server(config, tx, flag, ready_tx),
+            Face::Sharded => sharded_server(config, tx, ready_tx),
         });
-        let (address, reactor): (Address, Option<Handle>) = ready_rx.recv_timeout(WAIT).expect("server ready");
+        let (address, reactor): (Address, Stopper) = ready_rx.recv_timeout(WAIT).expect("server ready");
         let addr = address.resolve().unwrap()[0];
         Server { face, addr, address, events, stop, reactor, thread: Some(thread), opened: Default::default() }
     }
@@ -197,8 +206,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.reactor.take() {
-            let _ = h.stop();
+        match std::mem::replace(&mut self.reactor, Stopper::Flag) {
+            Stopper::Reactor(h) => {
+                let _ = h.stop();
+            }
+            Stopper::Sharded(h) => {
+                let _ = h.stop();
+            }
+            Stopper::Flag => {}
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -206,7 +221,14 @@ impl Drop for Server {
     }
 }
 
-type Ready = mpsc::Sender<(Address, Option<Handle>)>;
+/// How a server is stopped besides its flag.
+enum Stopper {
+    Flag,
+    Reactor(Handle),
+    Sharded(ShardedHandle),
+}
+
+type Ready = mpsc::Sender<(Address, Stopper)>;
 
 fn blocking_server(config: Config, tx: mpsc::Sender<Ev>, stop: Arc<AtomicBool>, ready: Ready) {
     let mut listener = mpconn::Listener::builder()
@@ -217,7 +239,7 @@ fn blocking_server(config: Config, tx: mpsc::Sender<Ev>, stop: Arc<AtomicBool>, 
         .max_message_size(config.max_message_size)
         .bind()
         .unwrap();
-    ready.send((listener.address().clone(), None)).unwrap();
+    ready.send((listener.address().clone(), Stopper::Flag)).unwrap();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept_within(Some(Duration::from_millis(50))) {
             Ok(mut conn) => {
@@ -261,8 +283,9 @@ impl Handler for Echo {
     }
 }
 
-fn reactor_server(config: Config, tx: mpsc::Sender<Ev>, ready: Ready) {
-    let options = ListenOptions::new().connection(
+/// The reactor's listen options (every reactor shard's too).
+fn reactor_options(config: &Config) -> ListenOptions {
+    ListenOptions::new().connection(
         ConnectionOptions::new()
             .authkey(config.key.as_str())
             .digest_policy(config.policy)
@@ -271,11 +294,21 @@ fn reactor_server(config: Config, tx: mpsc::Sender<Ev>, ready: Ready) {
             .handshake_timeout(Some(config.handshake_timeout))
             .partial_message_timeout(Some(config.stall))
             .write_stall_timeout(Some(config.stall)),
-    );
+    )
+}
+
+fn reactor_server(config: Config, tx: mpsc::Sender<Ev>, ready: Ready) {
     let mut reactor = Reactor::new(Echo { tx }).unwrap();
-    let l = reactor.listen("127.0.0.1:0", options).unwrap();
-    ready.send((reactor.listener_address(l).unwrap().clone(), Some(reactor.handle()))).unwrap();
+    let l = reactor.listen("127.0.0.1:0", reactor_options(&config)).unwrap();
+    ready.send((reactor.listener_address(l).unwrap().clone(), Stopper::Reactor(reactor.handle()))).unwrap();
     reactor.run().unwrap();
+}
+
+fn sharded_server(config: Config, tx: mpsc::Sender<Ev>, ready: Ready) {
+    let mut group = Sharded::new(SHARDS, ReactorConfig::default(), |_| Echo { tx: tx.clone() }).unwrap();
+    let l = group.listen("127.0.0.1:0", reactor_options(&config)).unwrap();
+    ready.send((l.address().clone(), Stopper::Sharded(group.handle()))).unwrap();
+    group.run().unwrap();
 }
 
 fn tokio_server(config: Config, tx: mpsc::Sender<Ev>, stop: Arc<AtomicBool>, ready: Ready) {
@@ -289,7 +322,7 @@ fn tokio_server(config: Config, tx: mpsc::Sender<Ev>, stop: Arc<AtomicBool>, rea
             .max_message_size(config.max_message_size)
             .bind()
             .unwrap();
-        ready.send((listener.address().clone(), None)).unwrap();
+        ready.send((listener.address().clone(), Stopper::Flag)).unwrap();
         while !stop.load(Ordering::Relaxed) {
             let incoming = match tokio::time::timeout(Duration::from_millis(50), listener.accept_incoming()).await {
                 Err(_) => continue,
