@@ -735,7 +735,16 @@ impl Connection {
                 while self.link.session_mut().poll_event().is_some() {}
                 return Ok(());
             }
-            self.recv_frame(usize::MAX)?;
+            if let Err(e) = self.recv_frame(usize::MAX) {
+                // Replies held for the buffered frame that failed leave first, as they would
+                // have without the holding (and as the reactor writes them): a client whose
+                // right answer came with a bad challenge still reads #WELCOME#, as from
+                // CPython. Best effort: the handshake's error is what counts.
+                if !pending.is_empty() {
+                    let _ = self.send_handshake_bytes(&pending);
+                }
+                return Err(e);
+            }
         }
     }
 

@@ -792,14 +792,13 @@ impl Connection {
     pub(crate) async fn handshake(&mut self) -> Result<()> {
         let result = self.drive_handshake().await;
         if result.is_err() {
-            let mut failure = Vec::new();
+            // Replies still queued (held for a buffered frame that then failed: a client whose
+            // right answer came with a bad challenge still reads #WELCOME#, as from CPython and
+            // the reactor), then the session's last words (#FAILURE#).
             while let Some(m) = self.link.session_mut().poll_transmit() {
-                encode_frame(&m, &mut failure);
+                self.queue_frame(&m);
             }
-            if !failure.is_empty() {
-                self.out.clear();
-                self.out_pos = 0;
-                self.out.extend_from_slice(&failure);
+            if self.queued_len() > 0 {
                 // The peer may be gone; the handshake's error is what counts.
                 let _ = ::tokio::time::timeout(FAILURE_SEND_LIMIT, self.flush()).await;
             }
