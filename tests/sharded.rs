@@ -66,11 +66,25 @@ struct Group {
 
 /// A group of `shards` echo reactors listening on `address`, running on a thread of the test.
 fn group(shards: usize, address: Address, config: ReactorConfig, options: ListenOptions) -> Group {
+    group_with(shards, address, config, options, None)
+}
+
+/// [`group`] with the balance chosen (`None`: the default of `Sharded::listen`).
+fn group_with(
+    shards: usize,
+    address: Address,
+    config: ReactorConfig,
+    options: ListenOptions,
+    balance: Option<Balance>,
+) -> Group {
     let (tx, opens) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let t = thread::spawn(move || {
         let mut sharded = Sharded::new(shards, config, |shard| Echo { shard, opens: tx.clone() })?;
-        let l = sharded.listen(address, options)?;
+        let l = match balance {
+            Some(balance) => sharded.listen_with(address, options, balance)?,
+            None => sharded.listen(address, options)?,
+        };
         let _ = ready_tx.send((l.address().clone(), l.balance(), sharded.handle()));
         sharded.run()
     });
@@ -222,6 +236,41 @@ fn tcp_on_linux_uses_one_reuse_port_socket_per_shard_and_unix_one_shared_socket(
     let g = group(1, Address::inet("127.0.0.1", 0), ReactorConfig::default(), ListenOptions::new());
     assert_eq!(g.balance, Balance::Single);
     g.stop();
+}
+
+/// `listen_with` takes the balance asked for, or refuses it (before binding) where it cannot
+/// serve: the acceptor spreads TCP by load where the kernel's hash would not.
+#[cfg(target_os = "linux")]
+#[test]
+fn listen_with_takes_the_balance_asked_for_or_refuses_it() {
+    let config = ReactorConfig::default;
+    let mut two = Sharded::new(2, config(), |shard| Echo { shard, opens: mpsc::channel().0 }).unwrap();
+    let (_dir, unix) = unix_address();
+    for (address, balance) in [
+        (unix.clone(), Balance::ReusePort),
+        (unix.clone(), Balance::Single),
+        (Address::inet("127.0.0.1", 0), Balance::Single),
+    ] {
+        let r = two.listen_with(address.clone(), ListenOptions::new(), balance);
+        assert!(matches!(r, Err(mpconn::Error::Config(_))), "{balance:?} on {address}: {r:?}");
+    }
+    assert!(!unix.unix_path().unwrap().exists(), "nothing bound for a refused balance");
+    let mut one = Sharded::new(1, config(), |shard| Echo { shard, opens: mpsc::channel().0 }).unwrap();
+    let r = one.listen_with("127.0.0.1:0", ListenOptions::new(), Balance::Acceptor);
+    assert!(matches!(r, Err(mpconn::Error::Config(_))), "the acceptor for one shard: {r:?}");
+    // TCP through the acceptor: 12 connections one at a time over 3 shards, held open, land 4
+    // on each (the least-loaded shard, ties in turn), where the kernel's hash spreads them as
+    // it likes.
+    let g = group_with(3, Address::inet("127.0.0.1", 0), config(), ListenOptions::new(), Some(Balance::Acceptor));
+    assert_eq!(g.balance, Balance::Acceptor);
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let (_, c) = connect_to_shard(&g.address, WAIT).unwrap_or_else(|e| panic!("client {i}: {e}"));
+        held.push(c);
+    }
+    let per = g.stop();
+    println!("TCP through the acceptor, 12 connections on 3 shards: {per:?}");
+    assert_eq!(per.values().copied().collect::<Vec<_>>(), [4, 4, 4], "{per:?}");
 }
 
 /// The worst case for a socket the shards share: clients arrive one at a time while every shard
@@ -391,7 +440,9 @@ fn an_id_of_another_group_reaches_none_of_this_groups_connections() {
 #[test]
 fn max_connections_applies_per_shard_through_the_acceptor() {
     let (_dir, address) = unix_address();
-    let g = group(2, address, ReactorConfig::default(), ListenOptions::new().max_connections(2));
+    let options = ListenOptions::new().max_connections(2);
+    let g = group_with(2, address, ReactorConfig::default(), options, Some(Balance::Acceptor));
+    assert_eq!(g.balance, Balance::Acceptor);
     // Four fit (two per shard); the fifth waits in the backlog until one closes.
     let mut held: Vec<_> = (0..4).map(|_| Client::new(g.address.clone()).connect().unwrap()).collect();
     for c in &mut held {
@@ -424,18 +475,34 @@ fn max_connections_applies_per_shard_through_the_acceptor() {
 #[test]
 fn max_connections_holds_per_shard_when_a_shared_socket_hands_streams_over() {
     for round in 0..2 {
-        fill_shards(2, 10, 30, round);
-        fill_shards(2, 40, 100, round);
-        fill_shards(3, 30, 120, round);
+        fill_shards(Balance::Shared, 2, 10, 30, round);
+        fill_shards(Balance::Shared, 2, 40, 100, round);
+        fill_shards(Balance::Shared, 3, 30, 120, round);
     }
 }
 
-/// `clients` connect at once to `shards` shards sharing one Unix socket, `max` each: every shard
-/// fills to its limit and no further, and every client is served once some close.
-fn fill_shards(shards: usize, max: usize, clients: usize, round: usize) {
-    let (_dir, address) = unix_address();
-    let g = group(shards, address, ReactorConfig::default(), ListenOptions::new().max_connections(max));
-    assert_eq!(g.balance, Balance::Shared);
+/// The same through the acceptor thread (the only balance off Linux, chosen here with
+/// `listen_with`), over Unix sockets and TCP.
+#[test]
+fn max_connections_holds_per_shard_through_the_acceptor_thread() {
+    for round in 0..2 {
+        fill_shards(Balance::Acceptor, 2, 10, 30, round);
+        fill_shards(Balance::Acceptor, 3, 30, 120, round);
+    }
+}
+
+/// `clients` connect at once to `shards` shards of `max` each spread by `balance` (a Unix socket;
+/// for the acceptor, every other round TCP): every shard fills to its limit and no further, and
+/// every client is served once some close.
+fn fill_shards(balance: Balance, shards: usize, max: usize, clients: usize, round: usize) {
+    let (_dir, unix) = unix_address();
+    let address = match balance {
+        Balance::Acceptor if round % 2 == 1 => Address::inet("127.0.0.1", 0),
+        _ => unix,
+    };
+    let options = ListenOptions::new().max_connections(max).backlog(256);
+    let g = group_with(shards, address, ReactorConfig::default(), options, Some(balance));
+    assert_eq!(g.balance, balance);
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let release_rx = Arc::new(Mutex::new(release_rx));
     let threads: Vec<_> = (0..clients)
@@ -461,7 +528,7 @@ fn fill_shards(shards: usize, max: usize, clients: usize, round: usize) {
     thread::sleep(Duration::from_millis(300));
     let stats = g.handle.stats();
     let per_shard: Vec<usize> = stats.shards.iter().map(|s| s.connections).collect();
-    println!("round {round}: {clients} clients at once, {max} per shard: {per_shard:?} served");
+    println!("{balance:?} round {round}: {clients} clients at once, {max} per shard: {per_shard:?} served");
     assert!(per_shard.iter().all(|&n| n <= max), "a shard holds more than its limit: {per_shard:?}");
     assert_eq!(stats.total.opened, full, "every shard fills: {per_shard:?}");
     for _ in 0..clients {

@@ -644,27 +644,104 @@ impl<H: Handler + Send> Sharded<H> {
     /// (`EPOLLEXCLUSIVE`; [`Balance::Shared`]); anything else one socket that the acceptor
     /// thread serves, handing each accepted stream to the least-loaded shard. One shard listens
     /// itself. `options.max_connections` applies per shard. A Windows named pipe is refused.
+    /// [`Sharded::listen_with`] chooses the balance instead.
     pub fn listen(&mut self, address: impl IntoAddress, options: ListenOptions) -> Result<ShardedListener> {
         let address = address.into_address()?;
-        // Settings no peer could authenticate under are refused here, before the bind.
-        options.connection.session_factory(&self.config)?;
-        if self.shards.len() == 1 {
-            let l = self.shards[0].listen(address, options)?;
-            let address = self.shards[0].listener_address(l).cloned().ok_or(Error::Closed("the listener"))?;
-            return Ok(ShardedListener { address, balance: Balance::Single });
-        }
-        #[cfg(target_os = "linux")]
-        if matches!(address, Address::Inet { .. }) {
-            return self.listen_reuse_port(&address, options);
-        }
-        if matches!(address, Address::Pipe(_)) {
+        let balance = if self.shards.len() == 1 {
+            Balance::Single
+        } else if cfg!(target_os = "linux") && matches!(address, Address::Inet { .. }) {
+            Balance::ReusePort
+        } else if cfg!(target_os = "linux") {
+            Balance::Shared
+        } else {
+            Balance::Acceptor
+        };
+        self.listen_with(address, options, balance)
+    }
+
+    /// [`Sharded::listen`] with the balance chosen: [`Balance::Acceptor`] serves any address
+    /// but a named pipe, on every OS, and spreads by load where the kernel's `SO_REUSEPORT`
+    /// hash ignores it (a service with a few long, heavy connections: BENCHMARKS.md, "accept
+    /// balance"), at the cost of one thread doing every accept; [`Balance::ReusePort`] is for
+    /// TCP on Linux, [`Balance::Shared`] for Linux (falling back to the acceptor on kernels
+    /// before 4.5), [`Balance::Single`] for a group of one shard. Another choice is refused
+    /// ([`Error::Config`]) before anything is bound.
+    ///
+    /// ```no_run
+    /// # use mpconn::reactor::{Balance, Context, ConnId, Handler, Sharded, options::{ListenOptions, ReactorConfig}};
+    /// # struct Echo;
+    /// # impl Handler for Echo {
+    /// #     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, m: &[u8]) { let _ = ctx.send(conn, m); }
+    /// # }
+    /// let mut group = Sharded::new(4, ReactorConfig::default(), |_| Echo)?;
+    /// // Least-loaded placement for TCP too, instead of the kernel's hash.
+    /// let l = group.listen_with("127.0.0.1:6000", ListenOptions::new().authkey("secret"), Balance::Acceptor)?;
+    /// assert_eq!(l.balance(), Balance::Acceptor);
+    /// group.run()?;
+    /// # Ok::<(), mpconn::Error>(())
+    /// ```
+    pub fn listen_with(
+        &mut self,
+        address: impl IntoAddress,
+        options: ListenOptions,
+        balance: Balance,
+    ) -> Result<ShardedListener> {
+        let address = address.into_address()?;
+        if matches!(address, Address::Pipe(_)) && self.shards.len() > 1 {
             return Err(Error::Config(
                 "sharded reactors do not serve named pipes: use one Reactor for a pipe address".into(),
             ));
         }
-        let socket = crate::transport::bind_listener(Some(address), None, options.backlog)?;
+        let refused = |why: &str| Err(Error::Config(format!("{balance:?} balance for {address}: {why}")));
+        match balance {
+            Balance::Single if self.shards.len() != 1 => return refused("a group of one shard only"),
+            Balance::ReusePort if !(cfg!(target_os = "linux") && matches!(address, Address::Inet { .. })) => {
+                return refused("TCP on Linux only");
+            }
+            Balance::Shared if !cfg!(target_os = "linux") => return refused("Linux only"),
+            Balance::Acceptor | Balance::Shared | Balance::ReusePort if self.shards.len() == 1 => {
+                return refused("a group of several shards only");
+            }
+            _ => {}
+        }
+        // Settings no peer could authenticate under are refused here, before the bind.
+        options.connection.session_factory(&self.config)?;
+        match balance {
+            Balance::Single => {
+                let l = self.shards[0].listen(address, options)?;
+                let address = self.shards[0].listener_address(l).cloned().ok_or(Error::Closed("the listener"))?;
+                Ok(ShardedListener { address, balance: Balance::Single })
+            }
+            #[cfg(target_os = "linux")]
+            Balance::ReusePort => self.listen_reuse_port(&address, options),
+            Balance::Shared | Balance::Acceptor => {
+                let socket = crate::transport::bind_listener(Some(address), None, options.backlog)?;
+                #[cfg(target_os = "linux")]
+                let socket = match balance {
+                    Balance::Shared => match self.listen_shared_socket(socket, options.clone())? {
+                        Ok(listener) => return Ok(listener),
+                        Err(socket) => socket,
+                    },
+                    _ => socket,
+                };
+                let address = socket.address().clone();
+                self.acceptor.add(socket, &options, self.shards.len())?;
+                Ok(ShardedListener { address, balance: Balance::Acceptor })
+            }
+            #[allow(unreachable_patterns)] // ReusePort off Linux: refused above
+            _ => refused("not offered here"),
+        }
+    }
+
+    /// Every shard polls `socket` ([`Balance::Shared`]); `Ok(Err(socket))` gives it back when the
+    /// kernel cannot (`EPOLLEXCLUSIVE` needs Linux 4.5), for the acceptor thread.
+    #[cfg(target_os = "linux")]
+    fn listen_shared_socket(
+        &mut self,
+        socket: SocketListener,
+        options: ListenOptions,
+    ) -> Result<std::result::Result<ShardedListener, SocketListener>> {
         let address = socket.address().clone();
-        #[cfg(target_os = "linux")]
         match self.listen_shared(&socket, &options) {
             Ok(mut ids) => {
                 // The first shard keeps the socket file (and removes it when it stops).
@@ -684,13 +761,13 @@ impl<H: Handler + Send> Sharded<H> {
                 for (shard, (reactor, &id)) in self.shards.iter_mut().zip(ids.iter()).enumerate() {
                     reactor.core.set_listener_slots(id, slots.clone(), shard);
                 }
-                return Ok(ShardedListener { address, balance: Balance::Shared });
+                Ok(Ok(ShardedListener { address, balance: Balance::Shared }))
             }
-            // EPOLLEXCLUSIVE needs Linux 4.5: older kernels get the acceptor thread.
-            Err(e) => log::info!("{address}: no shared accept ({e}); one acceptor thread serves the shards"),
+            Err(e) => {
+                log::info!("{address}: no shared accept ({e}); one acceptor thread serves the shards");
+                Ok(Err(socket))
+            }
         }
-        self.acceptor.add(socket, &options, self.shards.len())?;
-        Ok(ShardedListener { address, balance: Balance::Acceptor })
     }
 
     /// Gives every shard but the first a handle of `socket`, registered exclusive, and returns
