@@ -113,6 +113,8 @@ pub struct BenchArgs {
     /// opens its share of the connections with `threads` threads).
     pub reactors: Option<usize>,
     pub clients: usize,
+    /// With `reactors`: the acceptor thread spreads the connections (`Balance::Acceptor`).
+    pub acceptor: bool,
     /// W4 clients send their challenge with their answer (false: after the #WELCOME#).
     pub early_challenge: bool,
     /// Client side: the last message of this client is marked (sharded runs).
@@ -864,7 +866,7 @@ mod sharded {
     use std::time::{Duration, Instant};
 
     use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
-    use mpconn::reactor::{ConnId, Context, Handler, Sharded};
+    use mpconn::reactor::{Balance, ConnId, Context, Handler, Sharded};
     use mpconn::{Address, Error, Result, arbitrary_address};
 
     use super::{BULK, ClientProcess, KEY, LAST_MARK, Workload, emit, emit_partial, family_name};
@@ -925,13 +927,20 @@ mod sharded {
             last: None,
         })?;
         let n = group.shard_count();
-        let imp = format!("mpconn-reactor/{n}-reactors/{clients}-clients");
+        let imp = match args.acceptor {
+            true => format!("mpconn-reactor/{n}-reactors/{clients}-clients/acceptor"),
+            false => format!("mpconn-reactor/{n}-reactors/{clients}-clients"),
+        };
         let mut options = ConnectionOptions::new().max_message_size(BULK + 1024).high_water_mark(64 << 20);
         if w4 {
             options = options.authkey(KEY);
         }
-        let listener =
-            group.listen(arbitrary_address(args.family)?, ListenOptions::new().connection(options).backlog(4096))?;
+        let (address, options) =
+            (arbitrary_address(args.family)?, ListenOptions::new().connection(options).backlog(4096));
+        let listener = match args.acceptor {
+            true => group.listen_with(address, options, Balance::Acceptor)?,
+            false => group.listen(address, options)?,
+        };
         log::info!("bench: {n} reactors, listener balanced by {:?}", listener.balance());
         let exe = std::env::current_exe()?;
         let mut children = Vec::with_capacity(clients);

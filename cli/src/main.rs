@@ -148,6 +148,11 @@ enum Cmd {
         /// of reactors).
         #[arg(long)]
         clients: Option<usize>,
+        /// With --reactors: one acceptor thread hands each connection to the least-loaded
+        /// reactor, instead of the kernel's spreading (SO_REUSEPORT for TCP, one shared socket
+        /// for Unix on Linux); the impl name ends in "/acceptor".
+        #[arg(long)]
+        acceptor: bool,
         /// W4: the clients wait for the listener's #WELCOME# before sending their challenge,
         /// as Python's Client does (three round trips; by default mpconn's Client sends it with
         /// its answer: two).
@@ -286,6 +291,7 @@ fn main() {
             threads,
             reactors,
             clients,
+            acceptor,
             no_early_challenge,
             mark_last,
             role,
@@ -318,6 +324,7 @@ fn main() {
                     threads,
                     reactors,
                     clients,
+                    acceptor,
                     early_challenge,
                     mark_last,
                 };
@@ -403,6 +410,7 @@ fn run_all_benches(face: bench::Face, threads: usize) -> mpconn::Result<()> {
             threads,
             reactors: None,
             clients: 1,
+            acceptor: false,
             early_challenge: true,
             mark_last: false,
         })

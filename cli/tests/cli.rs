@@ -204,6 +204,32 @@ fn bench_prints_json_lines_in_the_standard_shape() {
     }
 }
 
+/// `--reactors` (and `--acceptor`): the aggregate of a sharded group, one JSON line, its impl
+/// naming the reactors, the client processes and the acceptor when chosen.
+#[test]
+fn bench_with_reactors_reports_the_groups_aggregate() {
+    for (w, n, family, acceptor) in [
+        ("W4", "200", "unix", false),
+        ("W4", "200", "tcp", true),
+        ("W4", "200", "unix", true),
+        ("W1", "20000", "tcp", false),
+    ] {
+        let mut args = vec!["bench", "--workload", w, "--family", family, "--n", n, "--reactors", "2"];
+        args.extend(["--clients", "2"]);
+        if acceptor {
+            args.push("--acceptor");
+        }
+        let out = run(&args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{args:?}");
+        let want = format!("mpconn-reactor/2-reactors/2-clients{}", if acceptor { "/acceptor" } else { "" });
+        assert_eq!(lines[0]["impl"], want.as_str(), "{args:?}");
+        assert_eq!(lines[0]["n"].as_u64().unwrap().to_string(), n, "{args:?}");
+        assert!(lines[0]["value"].as_f64().unwrap() > 0.0, "{args:?}");
+    }
+}
+
 #[test]
 fn bench_w5_holds_connections_and_reports_memory_per_connection() {
     let out = run(&["bench", "--workload", "W5", "--n", "500"], &[]);
