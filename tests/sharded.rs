@@ -271,6 +271,15 @@ fn listen_with_takes_the_balance_asked_for_or_refuses_it() {
     let per = g.stop();
     println!("TCP through the acceptor, 12 connections on 3 shards: {per:?}");
     assert_eq!(per.values().copied().collect::<Vec<_>>(), [4, 4, 4], "{per:?}");
+    // TCP on one socket every shard polls (the Unix default, asked for here): all served.
+    let g = group_with(2, Address::inet("127.0.0.1", 0), config(), ListenOptions::new(), Some(Balance::Shared));
+    assert_eq!(g.balance, Balance::Shared);
+    let held: Vec<_> =
+        (0..8).map(|i| connect_to_shard(&g.address, WAIT).unwrap_or_else(|e| panic!("{i}: {e}"))).collect();
+    let per = g.stop();
+    println!("TCP on a shared socket, 8 connections on 2 shards: {per:?}");
+    assert_eq!(per.values().sum::<usize>(), 8, "{per:?}");
+    drop(held);
 }
 
 /// The worst case for a socket the shards share: clients arrive one at a time while every shard
