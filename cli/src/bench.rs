@@ -927,10 +927,8 @@ mod sharded {
             last: None,
         })?;
         let n = group.shard_count();
-        let imp = match args.acceptor {
-            true => format!("mpconn-reactor/{n}-reactors/{clients}-clients/acceptor"),
-            false => format!("mpconn-reactor/{n}-reactors/{clients}-clients"),
-        };
+        let balance = if args.acceptor { "/acceptor" } else { "" };
+        let imp = format!("mpconn-reactor/{n}-reactors/{clients}-clients{balance}");
         let mut options = ConnectionOptions::new().max_message_size(BULK + 1024).high_water_mark(64 << 20);
         if w4 {
             options = options.authkey(KEY);

@@ -720,8 +720,7 @@ impl Connection {
             while let Some(m) = self.link.session_mut().poll_transmit() {
                 encode_frame(&m, &mut pending);
             }
-            let more = self.link.session().is_handshaking() && self.link.decoder().has_frame();
-            if !pending.is_empty() && !more {
+            if !pending.is_empty() && !self.link.handshake_frame_buffered() {
                 self.send_handshake_bytes(&pending)?;
                 pending.clear();
                 if self.link.session().wants_prompt_ack()

@@ -188,21 +188,13 @@ impl<H: Handler> Reactor<H> {
                 return count;
             };
             if c.reading_paused() || c.session.is_closing() {
-                if unpumped {
-                    self.core.pump(cid.0);
-                }
-                return count;
+                break;
             }
             let limit = c.session.frame_limit().min(c.opts.max_message_size);
             let last = source.is_last_complete();
             // The glue every face shares: a frame or a refused length, judged by the session.
             match judge_frame(&mut c.session, source.next(limit)) {
-                Next::Empty => {
-                    if unpumped {
-                        self.core.pump(cid.0);
-                    }
-                    return count;
-                }
+                Next::Empty => break,
                 Next::Message(frame) => {
                     count += 1;
                     // The last message of a read: the handler's reply to it may leave at once.
@@ -229,11 +221,15 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
                 Next::Closed => {
-                    self.core.pump(cid.0);
-                    return count;
+                    unpumped = true;
+                    break;
                 }
             }
         }
+        if unpumped {
+            self.core.pump(cid.0);
+        }
+        count
     }
 }
 

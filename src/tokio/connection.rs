@@ -813,10 +813,8 @@ impl Connection {
             while let Some(m) = self.link.session_mut().poll_transmit() {
                 self.queue_frame(&m);
             }
-            // Another handshake frame already buffered (an early client's challenge behind its
-            // answer): its reply joins the queued bytes, and both leave in one write.
-            let more = self.link.session().is_handshaking() && self.link.decoder().has_frame();
-            if self.queued_len() > 0 && !more {
+            // Another handshake frame already buffered: its reply joins the queued bytes.
+            if self.queued_len() > 0 && !self.link.handshake_frame_buffered() {
                 self.flush().await?;
                 if self.link.session().wants_prompt_ack()
                     && let Some(io) = self.io.as_ref()

@@ -188,6 +188,14 @@ impl Link {
         self.eof
     }
 
+    /// Whether the handshake's replies should wait for the next frame: the session is still
+    /// handshaking and another frame is already buffered (an early client's challenge behind
+    /// its answer), so the replies to both (#WELCOME# and the answer) leave in one write. A
+    /// face that holds them writes them even if that frame then fails the handshake.
+    pub fn handshake_frame_buffered(&self) -> bool {
+        self.session.is_handshaking() && self.decoder.has_frame()
+    }
+
     /// Whether a whole message within `limit` is buffered, a read is needed, or the session
     /// closed (a refused length, end of file with nothing whole buffered, a deadline, an error).
     #[inline]

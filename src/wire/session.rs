@@ -482,12 +482,14 @@ struct Limits {
     write_stall: u32,
 }
 
+/// `d` in whole milliseconds, rounded up.
+fn ceil_ms(d: Duration) -> u128 {
+    d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000))
+}
+
 /// A limit in whole milliseconds, rounded up (a limit is never shortened); `None`: no limit.
 fn limit_ms(d: Option<Duration>) -> u32 {
-    d.map_or(u32::MAX, |d| {
-        let ms = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
-        ms.min(u128::from(u32::MAX - 1)) as u32
-    })
+    d.map_or(u32::MAX, |d| ceil_ms(d).min(u128::from(u32::MAX - 1)) as u32)
 }
 
 /// `at + limit`, or `NEVER` without a limit.
@@ -926,8 +928,7 @@ impl Session {
     /// arrived: a test's lower bound caught it).
     #[inline]
     fn ms(&self, t: Instant) -> u64 {
-        let d = t.saturating_duration_since(self.epoch);
-        d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000))
+        ceil_ms(t.saturating_duration_since(self.epoch)) as u64
     }
 
     /// The last whole millisecond passed at `t`: rounded down, for deciding what is due (a
