@@ -19,42 +19,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::servers::split_unix;
+use common::shards::{Echo, connect_to_shard};
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
-use mpconn::reactor::{Balance, ConnId, Context, Handler, Sharded, ShardedHandle};
+use mpconn::reactor::{Balance, ConnId, Sharded, ShardedHandle};
 use mpconn::{Address, Client, Family};
 
 const KEY: &str = "sharded-suite-key";
 const WAIT: Duration = Duration::from_secs(60);
 const MIB: usize = 1 << 20;
-
-/// Echoes every message, and tells the test which shard opened which connection.
-struct Echo {
-    shard: usize,
-    opens: mpsc::Sender<(usize, ConnId)>,
-}
-
-impl Handler for Echo {
-    fn on_open(&mut self, _: &mut Context<'_>, conn: ConnId, _: &Address) {
-        let _ = self.opens.send((self.shard, conn));
-    }
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        if message == b"stop the group" {
-            ctx.stop();
-            return;
-        }
-        if message == b"which shard" {
-            let _ = ctx.send(conn, self.shard.to_string().as_bytes());
-            return;
-        }
-        // "sleep MS": a handler that blocks its shard (the reply comes after).
-        if let Some(ms) = message.strip_prefix(b"sleep ").and_then(|m| std::str::from_utf8(m).ok()?.parse().ok()) {
-            thread::sleep(Duration::from_millis(ms));
-        }
-        if ctx.send(conn, message).is_err() {
-            ctx.close(conn);
-        }
-    }
-}
 
 struct Group {
     address: Address,
@@ -80,7 +52,7 @@ fn group_with(
     let (tx, opens) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
     let t = thread::spawn(move || {
-        let mut sharded = Sharded::new(shards, config, |shard| Echo { shard, opens: tx.clone() })?;
+        let mut sharded = Sharded::new(shards, config, |shard| Echo { shard, opens: Some(tx.clone()) })?;
         let l = match balance {
             Some(balance) => sharded.listen_with(address, options, balance)?,
             None => sharded.listen(address, options)?,
@@ -244,7 +216,7 @@ fn tcp_on_linux_uses_one_reuse_port_socket_per_shard_and_unix_one_shared_socket(
 #[test]
 fn listen_with_takes_the_balance_asked_for_or_refuses_it() {
     let config = ReactorConfig::default;
-    let mut two = Sharded::new(2, config(), |shard| Echo { shard, opens: mpsc::channel().0 }).unwrap();
+    let mut two = Sharded::new(2, config(), |shard| Echo { shard, opens: None }).unwrap();
     let (_dir, unix) = unix_address();
     for (address, balance) in [
         (unix.clone(), Balance::ReusePort),
@@ -255,7 +227,7 @@ fn listen_with_takes_the_balance_asked_for_or_refuses_it() {
         assert!(matches!(r, Err(mpconn::Error::Config(_))), "{balance:?} on {address}: {r:?}");
     }
     assert!(!unix.unix_path().unwrap().exists(), "nothing bound for a refused balance");
-    let mut one = Sharded::new(1, config(), |shard| Echo { shard, opens: mpsc::channel().0 }).unwrap();
+    let mut one = Sharded::new(1, config(), |shard| Echo { shard, opens: None }).unwrap();
     let r = one.listen_with("127.0.0.1:0", ListenOptions::new(), Balance::Acceptor);
     assert!(matches!(r, Err(mpconn::Error::Config(_))), "the acceptor for one shard: {r:?}");
     // TCP through the acceptor: 12 connections one at a time over 3 shards, held open, land 4
@@ -265,7 +237,8 @@ fn listen_with_takes_the_balance_asked_for_or_refuses_it() {
     assert_eq!(g.balance, Balance::Acceptor);
     let mut held = Vec::new();
     for i in 0..12 {
-        let (_, c) = connect_to_shard(&g.address, WAIT).unwrap_or_else(|e| panic!("client {i}: {e}"));
+        let (_, c) =
+            connect_to_shard(Client::new(g.address.clone()), WAIT).unwrap_or_else(|e| panic!("client {i}: {e}"));
         held.push(c);
     }
     let per = g.stop();
@@ -274,8 +247,9 @@ fn listen_with_takes_the_balance_asked_for_or_refuses_it() {
     // TCP on one socket every shard polls (the Unix default, asked for here): all served.
     let g = group_with(2, Address::inet("127.0.0.1", 0), config(), ListenOptions::new(), Some(Balance::Shared));
     assert_eq!(g.balance, Balance::Shared);
-    let held: Vec<_> =
-        (0..8).map(|i| connect_to_shard(&g.address, WAIT).unwrap_or_else(|e| panic!("{i}: {e}"))).collect();
+    let held: Vec<_> = (0..8)
+        .map(|i| connect_to_shard(Client::new(g.address.clone()), WAIT).unwrap_or_else(|e| panic!("{i}: {e}")))
+        .collect();
     let per = g.stop();
     println!("TCP on a shared socket, 8 connections on 2 shards: {per:?}");
     assert_eq!(per.values().sum::<usize>(), 8, "{per:?}");
@@ -600,18 +574,6 @@ fn a_full_shard_woken_for_a_client_passes_it_to_a_sibling_with_room() {
     hog.join().unwrap();
 }
 
-/// Connects a client to a group and asks which shard serves it, waiting at most `within` for
-/// the answer.
-fn connect_to_shard(address: &Address, within: Duration) -> mpconn::Result<(usize, mpconn::Connection)> {
-    let mut c = Client::new(address.clone()).connect()?;
-    c.set_read_timeout(Some(within))?;
-    c.send_bytes(b"which shard")?;
-    let reply = c.recv_bytes()?;
-    let shard = std::str::from_utf8(&reply).ok().and_then(|s| s.parse().ok());
-    let shard = shard.ok_or_else(|| std::io::Error::other(format!("not a shard index: {reply:?}")))?;
-    Ok((shard, c))
-}
-
 /// Whether a client of `address` is served within `within`: it connects, sends and gets its echo.
 fn served_within(address: &Address, within: Duration) -> std::thread::JoinHandle<mpconn::Result<Vec<u8>>> {
     let address = address.clone();
@@ -636,7 +598,7 @@ fn a_close_on_any_shard_lets_a_client_waiting_at_the_limit_in() {
         let (_dir, address) = unix_address();
         let g = group(SHARDS, address, ReactorConfig::default(), ListenOptions::new().max_connections(1));
         let mut held: Vec<(usize, mpconn::Connection)> =
-            (0..SHARDS).map(|_| connect_to_shard(&g.address, WAIT).unwrap()).collect();
+            (0..SHARDS).map(|_| connect_to_shard(Client::new(g.address.clone()), WAIT).unwrap()).collect();
         let mut shards: Vec<usize> = held.iter().map(|(s, _)| *s).collect();
         shards.sort_unstable();
         assert_eq!(shards, (0..SHARDS).collect::<Vec<_>>(), "round {round}: one per shard");
@@ -670,14 +632,14 @@ fn a_client_arriving_as_a_connection_closes_is_served() {
     let (_dir, address) = unix_address();
     let g = group(SHARDS, address, ReactorConfig::default(), ListenOptions::new().max_connections(1));
     let mut held: Vec<(usize, mpconn::Connection)> =
-        (0..SHARDS).map(|_| connect_to_shard(&g.address, WAIT).unwrap()).collect();
+        (0..SHARDS).map(|_| connect_to_shard(Client::new(g.address.clone()), WAIT).unwrap()).collect();
     for round in 0..ROUNDS {
         let target = round % SHARDS;
         let pos = held.iter().position(|(s, _)| *s == target).expect("one held per shard");
         drop(held.swap_remove(pos));
         let next = thread::spawn({
             let address = g.address.clone();
-            move || connect_to_shard(&address, Duration::from_secs(10))
+            move || connect_to_shard(Client::new(address.clone()), Duration::from_secs(10))
         });
         match next.join().unwrap() {
             Ok(served) => held.push(served),
@@ -701,7 +663,7 @@ fn a_client_is_not_left_waiting_beside_a_busy_shard_with_room() {
         let (_dir, address) = unix_address();
         let g = group(2, address, ReactorConfig::default(), ListenOptions::new().max_connections(2));
         let mut held: Vec<(usize, mpconn::Connection)> =
-            (0..3).map(|_| connect_to_shard(&g.address, WAIT).unwrap()).collect();
+            (0..3).map(|_| connect_to_shard(Client::new(g.address.clone()), WAIT).unwrap()).collect();
         let per_shard: Vec<usize> = g.handle.stats().shards.iter().map(|s| s.connections).collect();
         let Some(lone) = (0..2).find(|&s| per_shard[s] == 1) else {
             g.stop();

@@ -7,6 +7,8 @@
 //! its figures). Loopback only; every wait bounded.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -15,35 +17,13 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::shards::{Echo, connect_to_shard};
 use mpconn::reactor::options::{ConnectionOptions, ListenOptions, ReactorConfig};
-use mpconn::reactor::{Balance, ConnId, Context, Handler, Sharded, ShardedHandle};
+use mpconn::reactor::{Balance, Sharded, ShardedHandle};
 use mpconn::{Address, Client};
 
 const KEY: &str = "attack-acceptor-key";
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Echo {
-    shard: usize,
-}
-
-impl Handler for Echo {
-    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, message: &[u8]) {
-        if message == b"stop the group" {
-            ctx.stop();
-            return;
-        }
-        if message == b"which shard" {
-            let _ = ctx.send(conn, self.shard.to_string().as_bytes());
-            return;
-        }
-        if let Some(ms) = message.strip_prefix(b"sleep ").and_then(|m| std::str::from_utf8(m).ok()?.parse().ok()) {
-            thread::sleep(Duration::from_millis(ms));
-        }
-        if ctx.send(conn, message).is_err() {
-            ctx.close(conn);
-        }
-    }
-}
 
 struct Group {
     address: Address,
@@ -57,7 +37,7 @@ fn group(shards: usize, tcp: bool, config: ReactorConfig, options: ListenOptions
     let address = if tcp { Address::inet("127.0.0.1", 0) } else { Address::Unix(dir.path().join("acc.sock")) };
     let (ready_tx, ready_rx) = mpsc::channel();
     let t = thread::spawn(move || {
-        let mut sharded = Sharded::new(shards, config, |shard| Echo { shard })?;
+        let mut sharded = Sharded::new(shards, config, |shard| Echo { shard, opens: None })?;
         let l = sharded.listen_with(address, options, Balance::Acceptor)?;
         let _ = ready_tx.send((l.address().clone(), l.balance(), sharded.handle()));
         sharded.run()
@@ -173,18 +153,13 @@ impl Write for Raw {
     }
 }
 
-fn connect_to_shard(a: &Address, key: Option<&str>, within: Duration) -> mpconn::Result<(usize, mpconn::Connection)> {
-    let mut c = Client::new(a.clone());
-    if let Some(k) = key {
-        c = c.authkey(k.to_string());
+/// A client of `a` (with `key`) whose connect and handshake wait at most `within`.
+fn client(a: &Address, key: Option<&str>, within: Duration) -> Client {
+    let c = Client::new(a.clone()).handshake_timeout(Some(within)).connect_timeout(Some(within));
+    match key {
+        Some(k) => c.authkey(k.to_string()),
+        None => c,
     }
-    let mut c = c.handshake_timeout(Some(within)).connect_timeout(Some(within)).connect()?;
-    c.set_read_timeout(Some(within))?;
-    c.send_bytes(b"which shard")?;
-    let reply = c.recv_bytes()?;
-    let shard = std::str::from_utf8(&reply).ok().and_then(|s| s.parse().ok());
-    let shard = shard.ok_or_else(|| io::Error::other(format!("not a shard index: {reply:?}")))?;
-    Ok((shard, c))
 }
 
 /// Samples each shard's connection count every millisecond; returns the peaks.
@@ -234,7 +209,7 @@ fn full_capacity(g: &Group, shards: usize, max: usize, key: Option<&str>, close_
     assert_eq!(g.handle.stats().total.connections, 0, "{what}: connections left: {:?}", per_shard(&g.handle));
     let mut held = Vec::new();
     for i in 0..shards * max {
-        match connect_to_shard(&g.address, key, Duration::from_secs(5)) {
+        match connect_to_shard(client(&g.address, key, Duration::from_secs(5)), Duration::from_secs(5)) {
             Ok(x) => held.push(x),
             Err(e) => panic!(
                 "{what}: only {i} of {} served ({e}): slot leak? per shard {:?}",
@@ -251,7 +226,7 @@ fn full_capacity(g: &Group, shards: usize, max: usize, key: Option<&str>, close_
     let (tx, rx) = mpsc::channel();
     let (a, k) = (g.address.clone(), key.map(str::to_string));
     let extra = thread::spawn(move || {
-        let r = connect_to_shard(&a, k.as_deref(), Duration::from_secs(10));
+        let r = connect_to_shard(client(&a, k.as_deref(), Duration::from_secs(10)), Duration::from_secs(10));
         let _ = tx.send(Instant::now());
         r
     });

@@ -8,6 +8,7 @@
 //! * [`scripts`]: the differential suites' Python scripts, JSON lines out, bounded (Unix);
 //! * [`servers`]: server child processes killed on drop, authenticated connections as plain
 //!   streams, bounded waits (Unix);
+//! * [`shards`]: the echo handler and the "which shard" client of the sharded reactors' suites;
 //! * [`adversary`]: the standing adversary harness, an echo server on every face with a good
 //!   client measuring its latency and RSS sampled (Unix, tokio);
 //! * [`tokio_face`]: a current-thread runtime, Python children, message bodies and RSS for the
@@ -24,5 +25,6 @@ pub mod reactor;
 pub mod scripts;
 #[cfg(unix)]
 pub mod servers;
+pub mod shards;
 #[cfg(all(unix, feature = "tokio"))]
 pub mod tokio_face;
